@@ -1,0 +1,3 @@
+from codepulse.cli import main
+
+main()

@@ -1,0 +1,116 @@
+"""The application factory: middleware, routers, error handlers and the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.routing import APIRoute
+from starlette.middleware.cors import CORSMiddleware
+
+from codepulse import __version__
+from codepulse.api import build_api_router
+from codepulse.config import Settings, SettingsError, load_settings
+from codepulse.db import Database, utcnow
+from codepulse.errors import document_problem_responses, install_error_handlers
+from codepulse.health.service import ReadinessProbe
+from codepulse.logging import REQUEST_ID_HEADER, RequestContextMiddleware, configure_logging
+from codepulse.middleware import SecurityHeadersMiddleware, UnhandledErrorMiddleware
+from codepulse.migrations import head_revision
+from codepulse.scheduler import Scheduler, discover_jobs
+
+log = structlog.get_logger("codepulse.app")
+
+
+def operation_id(route: APIRoute) -> str:
+    """Stable operation ids: `<tag>_<function name>`, e.g. `health_readiness`."""
+    if not route.tags:
+        raise RuntimeError(f"route {route.path} has no tag; give its router tags=[...]")
+    return f"{route.tags[0]}_{route.name}"
+
+
+class CodepulseAPI(FastAPI):
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            document_problem_responses(super().openapi())
+        return super().openapi()
+
+
+def create_app(settings: Settings, *, database: Database | None = None) -> FastAPI:
+    """Build the app. Pass `database` to share one the caller owns (tests); otherwise the
+    lifespan opens an engine from settings and disposes it on shutdown."""
+    owns_database = database is None
+    db = database or Database.from_settings(settings)
+    scheduler = Scheduler(db, settings)
+    discover_jobs(scheduler)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.SCHEDULER_ENABLED:
+            scheduler.start()
+        log.info("app.started", version=__version__, environment=settings.ENVIRONMENT.value, dialect=db.dialect)
+        try:
+            yield
+        finally:
+            await scheduler.stop()
+            if owns_database:
+                await db.dispose()
+            log.info("app.stopped")
+
+    app = CodepulseAPI(
+        title="codepulse API",
+        version=__version__,
+        description="Code scanning and AI coding-assistant usage analytics for software teams.",
+        lifespan=lifespan,
+        generate_unique_id_function=operation_id,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url="/redoc",
+        # FastAPI's own limit: a 413 raised while the body is read, rendered as a problem by our
+        # HTTP error handler. Routes that accept more (usage sync) set their own max_body_size.
+        max_body_size=settings.MAX_REQUEST_BODY_BYTES,
+    )
+    app.state.settings = settings
+    app.state.database = db
+    app.state.scheduler = scheduler
+    app.state.readiness = ReadinessProbe(
+        database=db,
+        expected_revision=head_revision(),
+        timeout_seconds=settings.READINESS_TIMEOUT_SECONDS,
+        scheduler_enabled=settings.SCHEDULER_ENABLED,
+        scheduler_running=lambda: scheduler.running,
+        clock=utcnow,
+    )
+
+    install_error_handlers(app)
+    app.include_router(build_api_router())
+
+    # add_middleware wraps: the last added is the outermost. Request order, outside in:
+    # request context -> security headers -> CORS -> gzip -> unhandled errors -> (FastAPI's body limit) -> app.
+    app.add_middleware(UnhandledErrorMiddleware)
+    app.add_middleware(GZipMiddleware, minimum_size=settings.GZIP_MINIMUM_SIZE)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.CORS_ORIGINS,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"],
+        allow_headers=["Authorization", "Content-Type", "Content-Encoding", REQUEST_ID_HEADER],
+        expose_headers=[REQUEST_ID_HEADER, "Retry-After", "Location"],
+        max_age=600,
+    )
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.is_production)
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Uvicorn factory entry point (each worker process builds its app from the environment)."""
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        raise SystemExit(f"codepulse: configuration error: {error}") from None
+    configure_logging(settings)
+    return create_app(settings)

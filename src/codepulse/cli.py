@@ -1,0 +1,105 @@
+"""The `codepulse` command.
+
+Typer rather than argparse: options come from type hints (the same habit as FastAPI), help text
+and shell completion for free, and `typer.testing.CliRunner` for tests. Later domains add their
+commands here (scans adds `worker`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
+
+from codepulse import __version__
+from codepulse.config import Settings, SettingsError, load_settings
+from codepulse.logging import configure_logging
+
+app = typer.Typer(name="codepulse", help="codepulse backend.", no_args_is_help=True, add_completion=False)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as error:
+        # One line per bad variable, no traceback: this is an operator's mistake, not a bug.
+        typer.echo(f"codepulse: configuration error: {error}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"codepulse: {message}", err=True)
+    return typer.Exit(1)
+
+
+_DATABASE_ERRORS = (OSError, TimeoutError, SQLAlchemyError)
+
+
+def _database_error(error: Exception) -> str:
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return f"cannot reach the database ({type(error).__name__}: {first_line[:200]})"
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind [default: HOST or 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: PORT or 8000].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes [default: WEB_CONCURRENCY or 1].")] = None,
+    reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
+    migrate: Annotated[bool, typer.Option(help="Upgrade a PostgreSQL schema to head before serving.")] = False,
+) -> None:
+    """Run the API (and, unless disabled, the scheduler). Migrates an embedded SQLite database first."""
+    from codepulse import migrations
+
+    settings = _settings()
+    configure_logging(settings)
+    try:
+        if settings.is_sqlite or migrate:
+            migrations.upgrade_database(settings)
+        elif not migrations.schema_is_current(settings):
+            raise _fail(
+                "the database schema is not at the latest migration; "
+                "run `codepulse migrate` first (or start with `codepulse serve --migrate`)"
+            )
+    except _DATABASE_ERRORS as error:
+        raise _fail(_database_error(error)) from None
+    uvicorn.run(
+        "codepulse.app:create_app_from_env",
+        factory=True,
+        host=host or settings.HOST,
+        port=port or settings.PORT,
+        workers=None if reload else (workers or settings.WEB_CONCURRENCY),
+        reload=reload,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.FORWARDED_ALLOW_IPS,
+        timeout_graceful_shutdown=settings.SHUTDOWN_GRACE_SECONDS,
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Upgrade the database schema to the latest migration."""
+    from codepulse import migrations
+
+    settings = _settings()
+    configure_logging(settings)
+    try:
+        migrations.upgrade_database(settings)
+    except _DATABASE_ERRORS as error:
+        raise _fail(_database_error(error)) from None
+    typer.echo(f"database at {migrations.head_revision()}")
+
+
+@app.command()
+def version() -> None:
+    """Print the codepulse version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,218 @@
+"""Settings: one object read from the environment and `.env`, passed to whoever needs it."""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+from collections import Counter
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+MIN_SECRET_KEY_LENGTH = 32
+# Values people paste from tutorials; refused whatever their length.
+_KNOWN_WEAK_SECRETS = frozenset(
+    {"changeme", "change-me", "secret", "secret-key", "your-secret-key", "dev", "development", "test"}
+)
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+class SettingsError(Exception):
+    """Start-up configuration is wrong; the message names each variable and the problem."""
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _shannon_bits_per_char(value: str) -> float:
+    counts = Counter(value)
+    return -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
+
+
+def secret_key_weakness(value: str) -> str | None:
+    """Why `value` is not fit to sign production tokens, or None when it is."""
+    if value.lower() in _KNOWN_WEAK_SECRETS:
+        return "is a well-known placeholder value"
+    if len(value) < MIN_SECRET_KEY_LENGTH:
+        return f"must be at least {MIN_SECRET_KEY_LENGTH} characters (generate one with `openssl rand -base64 48`)"
+    if _shannon_bits_per_char(value) < 3.0:
+        return "has too little variety to be random (generate one with `openssl rand -base64 48`)"
+    return None
+
+
+class Settings(BaseSettings):
+    """Every setting codepulse reads. Field names are the environment variable names, unprefixed."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        frozen=True,
+    )
+
+    ENVIRONMENT: Environment = Environment.DEVELOPMENT
+    VAR_DIR: Path = Path("./var")
+
+    # Security
+    SECRET_KEY: SecretStr | None = None
+
+    # Database
+    DATABASE_URL: str = "sqlite+aiosqlite:///./var/codepulse.db"
+    DB_POOL_SIZE: int = Field(default=10, ge=1, le=200)
+    DB_MAX_OVERFLOW: int = Field(default=10, ge=0, le=200)
+    DB_POOL_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
+    DB_POOL_RECYCLE_SECONDS: int = Field(default=1800, ge=-1)
+    DB_CONNECT_TIMEOUT_SECONDS: float = Field(default=5.0, gt=0)
+    DB_ECHO: bool = False
+    SQLITE_BUSY_TIMEOUT_MS: int = Field(default=5000, ge=0)
+
+    # HTTP server (`codepulse serve` flags override these)
+    HOST: str = "127.0.0.1"
+    PORT: int = Field(default=8000, ge=1, le=65535)
+    WEB_CONCURRENCY: int = Field(default=1, ge=1, le=64)
+    SHUTDOWN_GRACE_SECONDS: int = Field(default=30, ge=0)
+
+    # HTTP
+    CORS_ORIGINS: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    MAX_REQUEST_BODY_BYTES: int = Field(default=1_048_576, ge=1024)
+    GZIP_MINIMUM_SIZE: int = Field(default=1000, ge=0)
+    FORWARDED_ALLOW_IPS: str = "127.0.0.1"
+
+    # Logging
+    LOG_LEVEL: LogLevel = LogLevel.INFO
+    LOG_JSON: bool = False
+
+    # Health
+    READINESS_TIMEOUT_SECONDS: float = Field(default=1.0, gt=0, le=10)
+
+    # Scheduler
+    SCHEDULER_ENABLED: bool = True
+    SCHEDULER_MISFIRE_GRACE_SECONDS: int = Field(default=60, ge=1)
+    JOB_RUNS_RETENTION_DAYS: int = Field(default=30, ge=1)
+
+    @field_validator("CORS_ORIGINS", mode="before")
+    @classmethod
+    def _parse_origins(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("CORS_ORIGINS")
+    @classmethod
+    def _check_origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
+        return [origin.rstrip("/") for origin in origins]
+
+    @field_validator("LOG_LEVEL", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError("is not a database URL") from None
+        if url.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+            raise ValueError(
+                f"driver {url.drivername!r} is not supported; "
+                "use sqlite+aiosqlite:///path.db or postgresql+asyncpg://user:pass@host/db"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_secret_key(self) -> Self:
+        if self.ENVIRONMENT is Environment.PRODUCTION:
+            if self.SECRET_KEY is None:
+                raise ValueError("SECRET_KEY is required when ENVIRONMENT=production")
+            weakness = secret_key_weakness(self.SECRET_KEY.get_secret_value())
+            if weakness:
+                raise ValueError(f"SECRET_KEY {weakness}")
+        return self
+
+    @cached_property
+    def database_url(self) -> URL:
+        return make_url(self.DATABASE_URL)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.get_backend_name() == "sqlite"
+
+    @property
+    def is_production(self) -> bool:
+        return self.ENVIRONMENT is Environment.PRODUCTION
+
+    @property
+    def secret_key(self) -> str:
+        if self.SECRET_KEY is None:  # pragma: no cover - load_settings always fills it
+            raise SettingsError("SECRET_KEY: not resolved; build settings with load_settings()")
+        return self.SECRET_KEY.get_secret_value()
+
+
+def _format_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        name = ".".join(str(part) for part in item["loc"]) or "settings"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] == "missing":
+            message = "is required but not set"
+        lines.append(f"{name}: {message}" if item["loc"] else message)
+    return "\n".join(lines)
+
+
+def _development_secret_key(var_dir: Path) -> str:
+    """A random key generated once and kept under VAR_DIR, so dev sessions survive restarts."""
+    path = var_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    # O_EXCL: when two processes start together, one writes and the other reads its key.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings, raising SettingsError with one line per bad variable (no traceback needed)."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as error:
+        raise SettingsError(_format_validation_error(error)) from None
+    if settings.SECRET_KEY is None:
+        key = _development_secret_key(settings.VAR_DIR)
+        settings = settings.model_copy(update={"SECRET_KEY": SecretStr(key)})
+    if settings.is_sqlite:
+        database = settings.database_url.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    return settings

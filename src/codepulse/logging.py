@@ -1,0 +1,150 @@
+"""structlog set-up (stdlib and uvicorn loggers included) and the request-id / access-log middleware."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import uuid
+from typing import IO, Any
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from codepulse.config import Settings
+
+REQUEST_ID_HEADER = "x-request-id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+log = structlog.get_logger("codepulse.http")
+
+
+class _CodepulseHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks our handler so reconfiguring replaces it and leaves others (pytest's) alone."""
+
+
+def configure_logging(settings: Settings, *, stream: IO[str] | None = None) -> None:
+    """Route structlog and stdlib logging (uvicorn's too) through one renderer."""
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer()
+        if settings.LOG_JSON
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    exception_processors: list[structlog.types.Processor] = (
+        [structlog.processors.dict_tracebacks] if settings.LOG_JSON else []
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *exception_processors,
+            renderer,
+        ],
+    )
+    handler = _CodepulseHandler(stream or sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _CodepulseHandler)] + [handler]
+    root.setLevel(settings.LOG_LEVEL.value)
+    # Uvicorn's loggers propagate to ours; its access log is replaced by the middleware's line.
+    for name in ("uvicorn", "uvicorn.error"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
+    access = logging.getLogger("uvicorn.access")
+    access.handlers.clear()
+    access.propagate = False
+    # SQLAlchemy's echo would log bound parameters, which may hold secrets: keep it at WARNING
+    # unless DB_ECHO is asked for explicitly.
+    logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO if settings.DB_ECHO else logging.WARNING)
+    for noisy in ("apscheduler", "aiosqlite", "asyncio", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+_PARAM = re.compile(r"{(\w+)(?::\w+)?}")
+
+
+def path_template(scope: Scope, status: int) -> str:
+    """The matched route's template with its full prefix, e.g. `/api/v1/repositories/{id}`.
+
+    FastAPI keeps an included router's prefix outside the route, so the prefix is recovered
+    from the raw path by rendering the route's own template with the request's path params.
+    """
+    route_path: str | None = getattr(scope.get("route"), "path", None)
+    path = str(scope.get("path", ""))
+    if route_path is None:
+        # Plain Starlette routes (/openapi.json, /docs) have no params: their path is the template.
+        return path if "endpoint" in scope and status != 404 else "<unmatched>"
+    params = scope.get("path_params", {})
+    rendered = _PARAM.sub(lambda m: str(params.get(m.group(1), m.group(0))), route_path)
+    return path[: len(path) - len(rendered)] + route_path if path.endswith(rendered) else route_path
+
+
+class RequestContextMiddleware:
+    """Assigns or accepts X-Request-ID, binds it to every log line, writes one access line."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, REQUEST_ID_HEADER.encode())
+        request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            await self.app(scope, receive, send_with_request_id)
+        finally:
+            self._access_line(scope, status, started)
+            structlog.contextvars.clear_contextvars()
+
+    @staticmethod
+    def _access_line(scope: Scope, status: int, started: float) -> None:
+        fields: dict[str, Any] = {
+            "method": scope.get("method"),
+            # The template, not the raw path: raw paths can carry tokens and explode cardinality.
+            "path": path_template(scope, status),
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "client_ip": (scope.get("client") or (None,))[0],
+        }
+        log.info("http.request", **fields)

@@ -1,0 +1,152 @@
+"""Fixtures: one migrated test database per run, a rolled-back transaction per test.
+
+- `db`: a Database bound to a connection whose transaction is rolled back after the test;
+  sessions opened from it (the app's per-request sessions too) commit into savepoints.
+- `session`: an AsyncSession on that connection; factories add to it.
+- `app` / `client`: the real app (lifespan run) over `db`, and an httpx client on it.
+- `database_server.clone()`: a fresh database with real commits, for workers and concurrency.
+
+SQLite by default; PostgreSQL when TEST_DATABASE_URL is set. Tests marked `postgres_only` are
+deselected (not skipped) on SQLite: they run in the PostgreSQL pass of CI.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from codepulse.app import create_app
+from codepulse.config import Settings
+from codepulse.db import Database, create_engine
+from codepulse.logging import configure_logging
+from tests import factories
+from tests.databases import DatabaseServer, build_settings
+
+
+def _test_database_url() -> str | None:
+    url = os.environ.get("TEST_DATABASE_URL", "").strip()
+    return url or None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _test_database_url() is not None:
+        return
+    selected = [item for item in items if item.get_closest_marker("postgres_only") is None]
+    deselected = [item for item in items if item.get_closest_marker("postgres_only") is not None]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
+
+
+def pytest_report_header() -> str:
+    url = _test_database_url()
+    return f"codepulse test database: {'PostgreSQL (' + url.split('@')[-1] + ')' if url else 'SQLite'}"
+
+
+@pytest.fixture(scope="session")
+async def database_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DatabaseServer]:
+    server = DatabaseServer(_test_database_url(), tmp_path_factory.mktemp("databases"))
+    await server.create_template()
+    try:
+        yield server
+    finally:
+        await server.drop_all()
+
+
+@pytest.fixture(scope="session")
+async def database_url(database_server: DatabaseServer) -> str:
+    return await database_server.clone("main")
+
+
+@pytest.fixture(scope="session")
+def base_settings(database_url: str) -> Settings:
+    settings = build_settings(database_url)
+    configure_logging(settings)
+    return settings
+
+
+@pytest.fixture
+def settings(base_settings: Settings) -> Settings:
+    return base_settings
+
+
+@pytest.fixture
+def make_settings(database_url: str, tmp_path: Path) -> Callable[..., Settings]:
+    """Settings with overrides, e.g. make_settings(CORS_ORIGINS="https://app.example")."""
+
+    def make(**overrides: object) -> Settings:
+        overrides.setdefault("VAR_DIR", tmp_path / "var")
+        url = str(overrides.pop("DATABASE_URL", database_url))
+        return build_settings(url, **overrides)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+async def engine(base_settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(base_settings)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def db(engine: AsyncEngine) -> AsyncIterator[Database]:
+    async with engine.connect() as connection:
+        transaction = await connection.begin()
+        try:
+            yield Database(engine, bind=connection)
+        finally:
+            await transaction.rollback()
+
+
+@pytest.fixture
+async def session(db: Database) -> AsyncIterator[AsyncSession]:
+    async with db.session() as session:
+        factories.bind_session(session)
+        try:
+            yield session
+        finally:
+            factories.bind_session(None)
+
+
+@pytest.fixture
+def app_factory(db: Database) -> Callable[..., FastAPI]:
+    """Build an app over the test's database, e.g. to add a test-only router or other settings."""
+
+    def make(settings: Settings) -> FastAPI:
+        return create_app(settings, database=db)
+
+    return make
+
+
+@pytest.fixture
+async def app(settings: Settings, app_factory: Callable[..., FastAPI]) -> AsyncIterator[FastAPI]:
+    application = app_factory(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+        yield client
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> Callable[[str], list[dict[str, object]]]:
+    """Structured log events by name: structlog hands the stdlib handler the event dict itself."""
+    caplog.set_level(logging.DEBUG)
+
+    def events(name: str) -> list[dict[str, object]]:
+        return [
+            record.msg for record in caplog.records if isinstance(record.msg, dict) and record.msg.get("event") == name
+        ]
+
+    return events
