@@ -5,7 +5,7 @@ DATABASE_URL), or from code with an open connection in `config.attributes["conne
 """
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
@@ -18,7 +18,7 @@ from codepulse.migrations import import_all_models
 target_metadata = import_all_models().metadata
 
 
-def _render_item(type_: str, obj: Any, _autogen_context: AutogenContext) -> str | bool:
+def _render_item(type_: str, obj: Any, _autogen_context: AutogenContext) -> str | Literal[False]:
     # Migrations stay free of codepulse imports: UTCDateTime is a timestamptz to the database.
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"

@@ -1,20 +1,21 @@
 """factory-boy factories for model objects.
 
-Pattern for every domain: subclass `ModelFactory`; calling a factory builds the object and
-adds it to the current test's session (bound by the `session` fixture); `await session.flush()`
-when the test needs it in the database. Nothing is committed: the test's transaction is rolled
-back at the end.
+Pattern for every domain: subclass `ModelFactory[Model]`; `Factory.create(...)` builds the object
+and adds it to the current test's session (bound by the `session` fixture), typed as the model;
+`await session.flush()` when the test needs it in the database. `Factory.build(...)` makes one
+without a session. Nothing is committed: the test's transaction is rolled back at the end.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
-import factory
+from factory.alchemy import SQLAlchemyModelFactory
+from factory.declarations import LazyAttribute, LazyFunction, Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse.db import utcnow
+from codepulse.db import Base, utcnow
 from codepulse.scheduler import JobRun, JobRunStatus
 
 _session: AsyncSession | None = None
@@ -31,21 +32,32 @@ def _current_session() -> AsyncSession:
     return _session
 
 
-class ModelFactory(factory.alchemy.SQLAlchemyModelFactory):  # type: ignore[misc]
+ModelT = TypeVar("ModelT", bound=Base)
+
+
+class ModelFactory(SQLAlchemyModelFactory, Generic[ModelT]):
     class Meta:
         abstract = True
         sqlalchemy_session_factory = _current_session
         sqlalchemy_session_persistence = None
 
+    @classmethod
+    def create(cls, **kwargs: Any) -> ModelT:
+        return cast(ModelT, super().create(**kwargs))
 
-class JobRunFactory(ModelFactory):
+    @classmethod
+    def build(cls, **kwargs: Any) -> ModelT:
+        return cast(ModelT, super().build(**kwargs))
+
+
+class JobRunFactory(ModelFactory[JobRun]):
     class Meta:
         model = JobRun
 
-    job_id = factory.Sequence(lambda n: f"test.job_{n}")
-    scheduled_for = factory.LazyFunction(utcnow)
-    started_at = factory.LazyAttribute(lambda run: run.scheduled_for)
-    finished_at = factory.LazyAttribute(lambda run: run.started_at + timedelta(seconds=1))
+    job_id = Sequence(lambda n: f"test.job_{n}")
+    scheduled_for = LazyFunction(utcnow)
+    started_at = LazyAttribute(lambda run: run.scheduled_for)
+    finished_at = LazyAttribute(lambda run: run.started_at + timedelta(seconds=1))
     status = JobRunStatus.SUCCEEDED.value
     runner: Any = "test-runner"
     error = None

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from codepulse.config import Settings
 from codepulse.errors import PROBLEM_RESPONSES
 from codepulse.health.router import router as health_router
 
 API_PREFIX = "/api/v1"
 
 
-def build_api_router() -> APIRouter:
-    api = APIRouter(prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
+def build_api_router(settings: Settings) -> APIRouter:
+    # The body limit sits on this router, not the app: FastAPI's app-level limiter answers from
+    # outside our middleware. A route that accepts more (usage sync) sets its own max_body_size.
+    api = APIRouter(prefix=API_PREFIX, responses=PROBLEM_RESPONSES, max_body_size=settings.MAX_REQUEST_BODY_BYTES)
     api.include_router(health_router)
     return api

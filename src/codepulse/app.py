@@ -19,7 +19,11 @@ from codepulse.db import Database, utcnow
 from codepulse.errors import document_problem_responses, install_error_handlers
 from codepulse.health.service import ReadinessProbe
 from codepulse.logging import REQUEST_ID_HEADER, RequestContextMiddleware, configure_logging
-from codepulse.middleware import SecurityHeadersMiddleware, UnhandledErrorMiddleware
+from codepulse.middleware import (
+    PlainTextErrorToProblemMiddleware,
+    SecurityHeadersMiddleware,
+    UnhandledErrorMiddleware,
+)
 from codepulse.migrations import head_revision
 from codepulse.scheduler import Scheduler, discover_jobs
 
@@ -70,9 +74,6 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url="/redoc",
-        # FastAPI's own limit: a 413 raised while the body is read, rendered as a problem by our
-        # HTTP error handler. Routes that accept more (usage sync) set their own max_body_size.
-        max_body_size=settings.MAX_REQUEST_BODY_BYTES,
     )
     app.state.settings = settings
     app.state.database = db
@@ -87,11 +88,13 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     )
 
     install_error_handlers(app)
-    app.include_router(build_api_router())
+    app.include_router(build_api_router(settings))
 
     # add_middleware wraps: the last added is the outermost. Request order, outside in:
-    # request context -> security headers -> CORS -> gzip -> unhandled errors -> (FastAPI's body limit) -> app.
+    # request context -> security headers -> CORS -> gzip -> plain-text errors to problems
+    # -> unhandled errors -> (FastAPI's body limit) -> app.
     app.add_middleware(UnhandledErrorMiddleware)
+    app.add_middleware(PlainTextErrorToProblemMiddleware)
     app.add_middleware(GZipMiddleware, minimum_size=settings.GZIP_MINIMUM_SIZE)
     app.add_middleware(
         CORSMiddleware,

@@ -10,11 +10,15 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, ClassVar, cast
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = structlog.get_logger("codepulse.errors")
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_PREFIX = "urn:codepulse:problem:"
@@ -251,7 +255,21 @@ async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _integrity_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    # Services check uniqueness first; this catches the race where two requests pass the check.
+    # The constraint name goes to the log, never to the client.
+    log.warning("db.integrity_error", error=str(getattr(exc, "orig", exc)).splitlines()[0][:300])
+    return problem_response(
+        409,
+        "conflict",
+        title="Conflict",
+        detail="The request conflicts with data that changed meanwhile; reload and retry.",
+        request_id=request_id_of(request),
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(IntegrityError, _integrity_error_handler)
     app.add_exception_handler(DomainError, _domain_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)

@@ -61,6 +61,44 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+class PlainTextErrorToProblemMiddleware:
+    """Renders error responses that a framework layer writes as text/plain as problem+json.
+
+    Starlette's body limiter answers a declared oversize Content-Length with a plain-text 413 of
+    its own; clients must see one error shape, whatever layer produced it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held: Message | None = None
+
+        async def rewriting_send(message: Message) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                content_type = dict(message.get("headers", [])).get(b"content-type", b"")
+                if content_type.startswith(b"text/plain"):
+                    held = message
+                    return
+            if held is not None and message["type"] == "http.response.body":
+                if message.get("more_body"):
+                    return
+                status = held["status"]
+                held = None
+                await _send_problem(scope, send, status, _PLAIN_CODES.get(status, "http_error"), None)
+                return
+            await send(message)
+
+        await self.app(scope, receive, rewriting_send)
+
+
+_PLAIN_CODES = {413: "payload_too_large", 400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+
+
 class UnhandledErrorMiddleware:
     """Innermost: turns any unexpected exception into a 500 problem, logged with its traceback.
 
@@ -89,12 +127,12 @@ class UnhandledErrorMiddleware:
             log.exception("http.unhandled_error", method=scope.get("method"), path=scope.get("path"))
             if started:
                 raise
-            await _send_internal_error(scope, send)
+            detail = "An unexpected error occurred; quote the request id to support."
+            await _send_problem(scope, send, 500, "internal_error", detail)
 
 
-async def _send_internal_error(scope: Scope, send: Send) -> None:
+async def _send_problem(scope: Scope, send: Send, status: int, code: str, detail: str | None) -> None:
     request_id = scope.get("state", {}).get("request_id")
-    status, code, detail = 500, "internal_error", "An unexpected error occurred; quote the request id to support."
     body = json.dumps(problem_body(status=status, code=code, detail=detail, request_id=request_id)).encode()
     await send(
         {

@@ -146,7 +146,8 @@ class Scheduler:
     def start(self, *, run_immediately: bool = False) -> None:
         scheduler = AsyncIOScheduler(timezone=UTC)
         for job in self.jobs.values():
-            extra: dict[str, Any] = {"next_run_time": self.clock()} if run_immediately else {}
+            # Wall-clock now, not self.clock(): APScheduler drops a first run older than the grace time.
+            extra: dict[str, Any] = {"next_run_time": utcnow()} if run_immediately else {}
             scheduler.add_job(
                 self._run_from_scheduler,
                 trigger=job.trigger,

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import APIRouter, FastAPI
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from codepulse.config import Settings
+from codepulse.db import Database, DbSession, create_engine
+from codepulse.errors import Conflict
+from codepulse.scheduler import JobRun
+from tests.databases import build_settings
+from tests.factories import JobRunFactory
+from tests.helpers import with_api_prefix
+
+
+async def test_datetimes_come_back_aware_utc(session: AsyncSession) -> None:
+    paris = timezone(timedelta(hours=1))
+    run = JobRunFactory.create(scheduled_for=datetime(2026, 3, 1, 12, 30, tzinfo=paris))
+    await session.flush()
+    session.expunge_all()
+    loaded = await session.get(JobRun, run.id)
+    assert loaded is not None
+    assert loaded.scheduled_for == datetime(2026, 3, 1, 11, 30, tzinfo=UTC)
+    assert loaded.scheduled_for.tzinfo is UTC
+
+
+async def test_naive_datetimes_are_refused(session: AsyncSession) -> None:
+    JobRunFactory.create(scheduled_for=datetime(2026, 3, 1, 12, 30))  # noqa: DTZ001 - the point of the test
+    with pytest.raises(Exception, match="naive datetime"):
+        await session.flush()
+
+
+async def test_sqlite_engine_pragmas(tmp_path: Path) -> None:
+    engine = create_engine(build_settings(f"sqlite+aiosqlite:///{tmp_path / 'p.db'}", SQLITE_BUSY_TIMEOUT_MS=4321))
+    try:
+        async with engine.connect() as connection:
+            values = [
+                (await connection.exec_driver_sql(f"PRAGMA {name}")).scalar()
+                for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+            ]
+    finally:
+        await engine.dispose()
+    assert values == ["wal", 1, 4321, 1]
+
+
+async def test_sqlite_concurrent_writers_wait_instead_of_failing(tmp_path: Path) -> None:
+    """Read-then-write transactions on two connections: with deferred BEGIN the second upgrade to a
+    write lock fails at once (SQLITE_BUSY, no retry); BEGIN IMMEDIATE makes it wait its turn."""
+    database = Database.from_settings(build_settings(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}"))
+    try:
+        async with database.transaction() as session:
+            await session.execute(text("CREATE TABLE counter (n INTEGER NOT NULL)"))
+            await session.execute(text("INSERT INTO counter VALUES (0)"))
+
+        async def increment() -> None:
+            async with database.transaction(write=True) as session:
+                current = (await session.execute(text("SELECT n FROM counter"))).scalar_one()
+                await asyncio.sleep(0.01)  # hold the transaction open across the other writer
+                await session.execute(text("UPDATE counter SET n = :n"), {"n": current + 1})
+
+        await asyncio.gather(*(increment() for _ in range(10)))
+        async with database.transaction(write=False) as session:
+            assert (await session.execute(text("SELECT n FROM counter"))).scalar_one() == 10
+    finally:
+        await database.dispose()
+
+
+def _uow_router() -> APIRouter:
+    router = APIRouter(prefix="/_test", tags=["test"])
+
+    @router.post("/runs/{job_id}")
+    async def create_run(job_id: str, session: DbSession, fail: bool = False) -> dict[str, str]:
+        run = JobRunFactory.build(job_id=job_id)
+        session.add(run)
+        await session.flush()
+        if fail:
+            raise Conflict("refused after a write")
+        return {"id": str(run.id)}
+
+    @router.post("/duplicate")
+    async def duplicate(session: DbSession) -> dict[str, str]:
+        # Nothing is flushed here: the unique constraint fails inside the dependency's commit.
+        first = JobRunFactory.build(job_id="dup")
+        session.add(first)
+        session.add(JobRunFactory.build(job_id="dup", scheduled_for=first.scheduled_for))
+        return {"status": "not reached"}
+
+    return router
+
+
+@pytest.fixture
+async def uow_client(
+    settings: Settings, app_factory: Callable[[Settings], FastAPI]
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = app_factory(settings)
+    app.include_router(with_api_prefix(_uow_router(), settings))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        yield client
+
+
+async def _count(db: Database, job_id: str) -> int:
+    async with db.session() as session:
+        return int(await session.scalar(select(func.count()).where(JobRun.job_id == job_id)) or 0)
+
+
+async def test_request_commits_once_before_the_response(uow_client: httpx.AsyncClient, db: Database) -> None:
+    response = await uow_client.post("/api/v1/_test/runs/kept")
+    assert response.status_code == 200
+    assert await _count(db, "kept") == 1
+
+
+async def test_request_error_rolls_back_every_write(uow_client: httpx.AsyncClient, db: Database) -> None:
+    response = await uow_client.post("/api/v1/_test/runs/lost", params={"fail": "true"})
+    assert response.status_code == 409
+    assert await _count(db, "lost") == 0
+
+
+async def test_failed_commit_is_an_error_response_not_a_lie(uow_client: httpx.AsyncClient, db: Database) -> None:
+    """The commit happens before the response: a constraint failing at commit is a 409, not a 200."""
+    response = await uow_client.post("/api/v1/_test/duplicate")
+    assert response.status_code == 409
+    assert response.json()["code"] == "conflict"
+    assert "uq_job_runs" not in response.text
+    assert await _count(db, "dup") == 0
