@@ -87,3 +87,26 @@ def test_cli_reports_a_bad_setting_in_one_line(tmp_path: Path) -> None:
     assert lines[0].startswith("DATABASE_URL: driver 'mysql' is not supported")
     assert lines[1] == "DB_POOL_SIZE: Input should be greater than or equal to 1"
     assert "Traceback" not in result.stderr
+
+
+def test_env_example_documents_every_setting_with_its_default() -> None:
+    from codepulse.config import Settings
+
+    example = Path(__file__).resolve().parent.parent / ".env.example"
+    documented = dict(
+        line.split("=", 1) for line in example.read_text().splitlines() if line and not line.startswith("#")
+    )
+    assert set(documented) == set(Settings.model_fields)
+    defaults = Settings.model_construct()
+    for name, value in documented.items():
+        default = getattr(defaults, name)
+        if default is None or default == []:
+            assert value == "", name
+        elif isinstance(default, bool):
+            assert value == str(default).lower(), name
+        elif hasattr(default, "value"):
+            assert value == default.value, name
+        elif isinstance(default, Path):
+            assert Path(value) == default, name
+        else:
+            assert value == str(default), name

@@ -288,8 +288,11 @@ def document_problem_responses(openapi: dict[str, Any]) -> None:
     for operations in openapi.get("paths", {}).values():
         for operation in operations.values():
             for status, response in operation.get("responses", {}).items():
-                schema = response.get("content", {}).get("application/json", {}).get("schema", {})
-                if schema.get("$ref", "").rsplit("/", 1)[-1] in ("Problem", "HTTPValidationError"):
+                refs = {
+                    str(media.get("schema", {}).get("$ref", "")).rsplit("/", 1)[-1]
+                    for media in response.get("content", {}).values()
+                }
+                if refs & {"Problem", "HTTPValidationError"}:
                     response["content"] = {PROBLEM_CONTENT_TYPE: {"schema": _PROBLEM_REF}}
                     if str(status) == "422":
                         response["description"] = "Validation failed (problem details with `errors`)"

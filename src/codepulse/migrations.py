@@ -13,8 +13,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from codepulse.config import Settings
 from codepulse.db import Base, create_engine
@@ -78,6 +79,16 @@ async def upgrade(connection: AsyncConnection, revision: str = "head") -> None:
 
 async def downgrade(connection: AsyncConnection, revision: str = "base") -> None:
     await connection.run_sync(_run_with_connection(lambda cfg: command.downgrade(cfg, revision)))
+
+
+async def schema_version(session: AsyncSession) -> str | None:
+    """The revision recorded in alembic_version, cheaply (readiness polls this); None if absent."""
+    try:
+        async with session.begin_nested():
+            result = await session.execute(text("SELECT version_num FROM alembic_version"))
+    except DBAPIError:
+        return None
+    return result.scalar()
 
 
 async def schema_revision(engine: AsyncEngine) -> str | None:

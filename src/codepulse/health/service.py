@@ -14,7 +14,7 @@ from sqlalchemy import text
 from codepulse import __version__
 from codepulse.db import Database
 from codepulse.health.schemas import CheckResult, HealthStatus, Readiness
-from codepulse.migrations import current_revision
+from codepulse.migrations import schema_version
 
 log = structlog.get_logger("codepulse.health")
 
@@ -85,8 +85,7 @@ class ReadinessProbe:
 
     async def _schema_at_head(self) -> str | None:
         async with self.database.session(write=False) as session:
-            connection = await session.connection()
-            revision = await connection.run_sync(current_revision)
+            revision = await schema_version(session)
         if revision != self.expected_revision:
             return f"schema at {revision or 'nothing'}, expected {self.expected_revision}: run `codepulse migrate`"
         return None

@@ -1,0 +1,61 @@
+"""One linear Alembic history that upgrades, downgrades and upgrades again, and matches the models."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from codepulse import migrations
+from codepulse.db import create_engine
+from codepulse.migrations import alembic_config, head_revision, import_all_models
+from tests.databases import DatabaseServer, build_settings
+
+
+async def _tables(connection: AsyncConnection) -> set[str]:
+    return set(await connection.run_sync(lambda sync: inspect(sync).get_table_names()))
+
+
+async def test_upgrade_downgrade_upgrade(database_server: DatabaseServer) -> None:
+    engine: AsyncEngine = create_engine(build_settings(await database_server.create_empty()))
+    try:
+        async with engine.begin() as connection:
+            await migrations.upgrade(connection)
+        async with engine.connect() as connection:
+            assert "job_runs" in await _tables(connection)
+            assert await connection.run_sync(migrations.current_revision) == head_revision()
+        async with engine.begin() as connection:
+            await migrations.downgrade(connection, "base")
+        async with engine.connect() as connection:
+            assert await _tables(connection) <= {"alembic_version"}
+            assert await connection.run_sync(migrations.current_revision) is None
+        async with engine.begin() as connection:
+            await migrations.upgrade(connection)
+        async with engine.connect() as connection:
+            assert await connection.run_sync(migrations.current_revision) == head_revision()
+    finally:
+        await engine.dispose()
+
+
+async def test_models_and_migrations_agree(engine: AsyncEngine) -> None:
+    """Autogenerate against the migrated database finds nothing to do."""
+    metadata = import_all_models().metadata
+
+    def diff(sync_connection: object) -> list[object]:
+        context = MigrationContext.configure(
+            sync_connection,  # type: ignore[arg-type]
+            opts={"compare_type": True, "compare_server_default": True},
+        )
+        return list(compare_metadata(context, metadata))
+
+    async with engine.connect() as connection:
+        assert await connection.run_sync(diff) == []
+
+
+def test_history_is_linear() -> None:
+    script = ScriptDirectory.from_config(alembic_config())
+    assert len(script.get_heads()) == 1
+    for revision in script.walk_revisions():
+        assert not revision.is_merge_point
