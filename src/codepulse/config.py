@@ -9,7 +9,7 @@ from collections import Counter
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -105,6 +105,37 @@ class Settings(BaseSettings):
     LOG_LEVEL: LogLevel = LogLevel.INFO
     LOG_JSON: bool = False
 
+    # Web dashboard (links in mail, OAuth redirects)
+    FRONTEND_URL: str = "http://localhost:3000"
+
+    # Auth
+    FIRST_SUPERUSER_EMAIL: str | None = None
+    FIRST_SUPERUSER_PASSWORD: SecretStr | None = None
+    # argon2id cost; hashes made with other parameters are upgraded at the next login.
+    PASSWORD_HASH_TIME_COST: int = Field(default=3, ge=1, le=20)
+    PASSWORD_HASH_MEMORY_KIB: int = Field(default=65536, ge=1024, le=1_048_576)
+    PASSWORD_HASH_PARALLELISM: int = Field(default=4, ge=1, le=16)
+    # limits storage URI: memory:// (per process), or e.g. redis://host:6379 with the redis extra.
+    RATE_LIMIT_STORAGE_URL: str = "memory://"
+    RATE_LIMIT_ENABLED: bool = True
+
+    # Mail: SMTP when SMTP_HOST is set, otherwise messages are written to the log.
+    SMTP_HOST: str | None = None
+    SMTP_PORT: int = Field(default=587, ge=1, le=65535)
+    SMTP_USERNAME: str | None = None
+    SMTP_PASSWORD: SecretStr | None = None
+    # starttls (upgrade on 587), tls (implicit, 465) or none (local relays, tests).
+    SMTP_SECURITY: Literal["starttls", "tls", "none"] = "starttls"
+    SMTP_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
+    MAIL_FROM: str = "codepulse <no-reply@codepulse.localhost>"
+
+    # GitHub OAuth (GitHub Enterprise: change both base URLs)
+    GITHUB_CLIENT_ID: str | None = None
+    GITHUB_CLIENT_SECRET: SecretStr | None = None
+    GITHUB_URL: str = "https://github.com"
+    GITHUB_API_URL: str = "https://api.github.com"
+    GITHUB_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
+
     # Health
     READINESS_TIMEOUT_SECONDS: float = Field(default=1.0, gt=0, le=10)
 
@@ -125,6 +156,13 @@ class Settings(BaseSettings):
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
         return [origin.rstrip("/") for origin in origins]
+
+    @field_validator("FRONTEND_URL", "GITHUB_URL", "GITHUB_API_URL")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
 
     @field_validator("LOG_LEVEL", mode="before")
     @classmethod
