@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -28,6 +28,8 @@ from codepulse.db import Database, create_engine
 from codepulse.logging import configure_logging
 from tests import factories
 from tests.databases import DatabaseServer, build_settings
+from tests.helpers import FakeClock
+from tests.stubs.smtp import SmtpServer
 
 
 def _test_database_url() -> str | None:
@@ -73,16 +75,13 @@ def base_settings(database_url: str) -> Settings:
 
 
 @pytest.fixture
-def settings(base_settings: Settings) -> Settings:
-    return base_settings
-
-
-@pytest.fixture
-def make_settings(database_url: str, tmp_path: Path) -> Callable[..., Settings]:
+def make_settings(database_url: str, tmp_path: Path, smtp_server: SmtpServer) -> Callable[..., Settings]:
     """Settings with overrides, e.g. make_settings(CORS_ORIGINS="https://app.example")."""
 
     def make(**overrides: object) -> Settings:
         overrides.setdefault("VAR_DIR", tmp_path / "var")
+        for key, value in smtp_server.settings().items():
+            overrides.setdefault(key, value)
         url = str(overrides.pop("DATABASE_URL", database_url))
         return build_settings(url, **overrides)
 
@@ -117,11 +116,16 @@ async def session(db: Database) -> AsyncIterator[AsyncSession]:
 
 
 @pytest.fixture
-def app_factory(db: Database) -> Callable[..., FastAPI]:
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def app_factory(db: Database, clock: FakeClock) -> Callable[..., FastAPI]:
     """Build an app over the test's database, e.g. to add a test-only router or other settings."""
 
     def make(settings: Settings) -> FastAPI:
-        return create_app(settings, database=db)
+        return create_app(settings, database=db, clock=clock)
 
     return make
 
@@ -137,6 +141,27 @@ async def app(settings: Settings, app_factory: Callable[..., FastAPI]) -> AsyncI
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[SmtpServer]:
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mailbox(smtp_server: SmtpServer) -> SmtpServer:
+    """The loopback SMTP server, emptied for this test; the app's settings point at it."""
+    smtp_server.clear()
+    return smtp_server
+
+
+@pytest.fixture
+def settings(base_settings: Settings, smtp_server: SmtpServer) -> Settings:
+    """Per-test settings: the run's database, mail to the loopback SMTP server."""
+    return base_settings.model_copy(update=smtp_server.settings())
 
 
 @pytest.fixture

@@ -33,6 +33,10 @@ def build_settings(database_url: str, **overrides: object) -> Settings:
         "SECRET_KEY": TEST_SECRET_KEY,
         "SCHEDULER_ENABLED": False,
         "LOG_LEVEL": "DEBUG",
+        # argon2 at its cheapest: tests hash many passwords; production cost is a setting.
+        "PASSWORD_HASH_TIME_COST": 1,
+        "PASSWORD_HASH_MEMORY_KIB": 1024,
+        "PASSWORD_HASH_PARALLELISM": 1,
     }
     values.update(overrides)
     return load_settings(**values)

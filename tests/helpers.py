@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from fastapi import APIRouter
 
 from codepulse.api import build_api_router
@@ -17,3 +19,17 @@ def with_api_prefix(router: APIRouter, settings: Settings) -> APIRouter:
     wrapper.include_router(router)
     api.include_router(wrapper)
     return api
+
+
+class FakeClock:
+    """`now` for the app under test; starts at the real time and moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC).replace(microsecond=0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from codepulse.auth.router import router as auth_router
+from codepulse.auth.router import users_router
 from codepulse.config import Settings
 from codepulse.errors import PROBLEM_RESPONSES
 from codepulse.health.router import router as health_router
@@ -16,4 +18,6 @@ def build_api_router(settings: Settings) -> APIRouter:
     # outside our middleware. A route that accepts more (usage sync) sets its own max_body_size.
     api = APIRouter(prefix=API_PREFIX, responses=PROBLEM_RESPONSES, max_body_size=settings.MAX_REQUEST_BODY_BYTES)
     api.include_router(health_router)
+    api.include_router(auth_router)
+    api.include_router(users_router)
     return api

@@ -14,8 +14,12 @@ from starlette.middleware.cors import CORSMiddleware
 
 from codepulse import __version__
 from codepulse.api import build_api_router
+from codepulse.auth.mailer import build_mailer
+from codepulse.auth.security import PasswordHasher
+from codepulse.auth.service import ensure_first_superuser
+from codepulse.clock import ClockFunc, utcnow
 from codepulse.config import Settings, SettingsError, load_settings
-from codepulse.db import Database, utcnow
+from codepulse.db import Database
 from codepulse.errors import document_problem_responses, install_error_handlers
 from codepulse.health.service import ReadinessProbe
 from codepulse.logging import REQUEST_ID_HEADER, RequestContextMiddleware, configure_logging
@@ -25,6 +29,7 @@ from codepulse.middleware import (
     UnhandledErrorMiddleware,
 )
 from codepulse.migrations import head_revision
+from codepulse.ratelimit import RateLimiter
 from codepulse.scheduler import Scheduler, discover_jobs
 
 log = structlog.get_logger("codepulse.app")
@@ -44,16 +49,18 @@ class CodepulseAPI(FastAPI):
         return super().openapi()
 
 
-def create_app(settings: Settings, *, database: Database | None = None) -> FastAPI:
+def create_app(settings: Settings, *, database: Database | None = None, clock: ClockFunc = utcnow) -> FastAPI:
     """Build the app. Pass `database` to share one the caller owns (tests); otherwise the
-    lifespan opens an engine from settings and disposes it on shutdown."""
+    lifespan opens an engine from settings and disposes it on shutdown. `clock` is "now" for
+    every rule that depends on time."""
     owns_database = database is None
     db = database or Database.from_settings(settings)
-    scheduler = Scheduler(db, settings)
+    scheduler = Scheduler(db, settings, clock=clock)
     discover_jobs(scheduler)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await ensure_first_superuser(db, settings, app.state.password_hasher, clock)
         if settings.SCHEDULER_ENABLED:
             scheduler.start()
         log.info("app.started", version=__version__, environment=settings.ENVIRONMENT.value, dialect=db.dialect)
@@ -77,6 +84,10 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     )
     app.state.settings = settings
     app.state.database = db
+    app.state.clock = clock
+    app.state.password_hasher = PasswordHasher(settings)
+    app.state.mailer = build_mailer(settings)
+    app.state.rate_limiter = RateLimiter(settings.RATE_LIMIT_STORAGE_URL, enabled=settings.RATE_LIMIT_ENABLED)
     app.state.scheduler = scheduler
     app.state.readiness = ReadinessProbe(
         database=db,
@@ -84,7 +95,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         timeout_seconds=settings.READINESS_TIMEOUT_SECONDS,
         scheduler_enabled=settings.SCHEDULER_ENABLED,
         scheduler_running=lambda: scheduler.running,
-        clock=utcnow,
+        clock=clock,
     )
 
     install_error_handlers(app)

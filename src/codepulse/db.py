@@ -27,6 +27,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
+from codepulse.clock import utcnow
 from codepulse.config import Settings
 
 NAMING_CONVENTION = {
@@ -40,10 +41,6 @@ NAMING_CONVENTION = {
 # Execution option read by the SQLite "begin" hook: IMMEDIATE takes the write lock up front,
 # so concurrent writers queue on busy_timeout instead of failing with SQLITE_BUSY on upgrade.
 SQLITE_BEGIN_OPTION = "codepulse_sqlite_begin"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -171,12 +168,12 @@ class Database:
         await self.engine.dispose()
 
 
-_READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
     database: Database = request.app.state.database
-    async with database.transaction(write=request.method not in _READ_ONLY_METHODS) as session:
+    async with database.transaction(write=request.method not in READ_ONLY_METHODS) as session:
         yield session
 
 

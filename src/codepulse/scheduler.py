@@ -32,8 +32,9 @@ from sqlalchemy import Index, String, Text, UniqueConstraint, delete, select, up
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
+from codepulse.clock import utcnow
 from codepulse.config import Settings
-from codepulse.db import Base, Database, UUIDPrimaryKey, process_lock, try_advisory_xact_lock, utcnow
+from codepulse.db import Base, Database, UUIDPrimaryKey, process_lock, try_advisory_xact_lock
 
 log = structlog.get_logger("codepulse.scheduler")
 

@@ -1,0 +1,102 @@
+"""What the auth domain offers every router: the signed-in user, as typed `Annotated` aliases.
+
+async def endpoint(user: CurrentUser) -> ...      # 401 problem without a valid bearer token
+async def endpoint(user: OptionalUser) -> ...     # None when anonymous
+async def endpoint(admin: Superuser) -> ...       # 403 unless is_superuser
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import structlog
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from codepulse.auth.models import AuthSession, User
+from codepulse.auth.service import Authenticated, AuthService, Device
+from codepulse.db import READ_ONLY_METHODS, Database, DbSession
+from codepulse.errors import Forbidden, Unauthorized
+from codepulse.ratelimit import RateLimiter
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="BearerToken",
+    description="A session token (`cp_...`) from login, registration, OAuth or `POST /api/v1/auth/tokens`.",
+)
+
+
+def _service(request: Request, session: DbSession) -> AuthService:
+    state = request.app.state
+    return AuthService(session, state.settings, state.password_hasher, state.clock)
+
+
+AuthServiceDep = Annotated[AuthService, Depends(_service)]
+
+
+def _rate_limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.rate_limiter
+    return limiter
+
+
+Limiter = Annotated[RateLimiter, Depends(_rate_limiter)]
+
+
+def device_of(request: Request) -> Device:
+    return Device(ip=request.client.host if request.client else None, user_agent=request.headers.get("user-agent"))
+
+
+async def _authenticated(
+    request: Request,
+    service: AuthServiceDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Authenticated:
+    if credentials is None:
+        raise Unauthorized("Sign in: send `Authorization: Bearer <token>`.", code="not_authenticated")
+    authenticated, touch = await service.authenticate(credentials.credentials)
+    if touch is not None:
+        if request.method in READ_ONLY_METHODS:
+            # A read request's transaction must not turn into a writer (SQLite would refuse the
+            # upgrade when another writer went first): bookkeeping gets its own short one.
+            database: Database = request.app.state.database
+            async with database.transaction() as session:
+                await AuthService(session, service.settings, service.hasher, service.clock).touch(
+                    authenticated.session.id, touch
+                )
+        else:
+            await service.touch(authenticated.session.id, touch)
+    structlog.contextvars.bind_contextvars(user_id=str(authenticated.user.id))
+    return authenticated
+
+
+Authentication = Annotated[Authenticated, Depends(_authenticated)]
+
+
+def _current_user(authenticated: Authentication) -> User:
+    return authenticated.user
+
+
+def _current_session(authenticated: Authentication) -> AuthSession:
+    return authenticated.session
+
+
+async def _optional_user(
+    request: Request,
+    service: AuthServiceDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User | None:
+    if credentials is None:
+        return None
+    return (await _authenticated(request, service, credentials)).user
+
+
+def _superuser(user: Annotated[User, Depends(_current_user)]) -> User:
+    if not user.is_superuser:
+        raise Forbidden("Only administrators may do this.", code="superuser_required")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(_current_user)]
+CurrentSession = Annotated[AuthSession, Depends(_current_session)]
+OptionalUser = Annotated[User | None, Depends(_optional_user)]
+Superuser = Annotated[User, Depends(_superuser)]

@@ -1,0 +1,351 @@
+"""The one place codepulse talks to GitHub: the OAuth web flow (Authlib) and the user API (httpx).
+
+Two entry points:
+
+- `GitHubClient(settings).fetch_profile(access_token)` reads `/user` and `/user/emails` with a
+  GitHub access token, whichever way it was obtained (web flow, or the CLI's device flow).
+- `build_oauth(settings)` returns a `GitHubOAuth` for the browser flow, or None when
+  `GITHUB_CLIENT_ID` is unset (the routes then answer 404 `oauth_not_configured`).
+
+Errors are this module's own (`GitHubError` and subclasses); Authlib's and httpx's exceptions do
+not leak out, so callers never import Authlib. Access tokens are never logged or put in messages.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+import httpx
+import structlog
+from authlib.integrations.base_client import MismatchingStateError, OAuthError  # type: ignore[import-untyped]
+from authlib.integrations.starlette_client import OAuth  # type: ignore[import-untyped]
+from pydantic import BaseModel, ConfigDict, StrictInt, TypeAdapter, ValidationError
+from starlette.requests import Request
+from starlette.responses import RedirectResponse
+
+from codepulse.config import Settings, SettingsError
+
+log = structlog.get_logger("codepulse.auth.github")
+
+API_VERSION = "2022-11-28"
+OAUTH_SCOPES = "read:user user:email"
+_USER_AGENT = "codepulse"
+# Printable ASCII without spaces: anything else cannot be a GitHub token, and httpx would refuse
+# it as a header value (a transport error that would otherwise read as "GitHub is down").
+_TOKEN_SHAPE = re.compile(r"[\x21-\x7e]{1,512}")
+_T = TypeVar("_T")
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+class GitHubError(Exception):
+    """Base of every failure talking to GitHub."""
+
+
+class GitHubTokenInvalid(GitHubError):
+    """GitHub refused the access token (401/403 from `/user`): unknown, revoked or expired."""
+
+
+class GitHubInsufficientScope(GitHubError):
+    """The token is valid but cannot read `/user/emails`: it lacks the `user:email` scope
+    (GitHub answers 404 there, or 403 for fine-grained tokens)."""
+
+
+class GitHubUnavailable(GitHubError):
+    """GitHub could not be reached or answered unusably: network error, timeout, rate limit,
+    5xx, an unexpected status, or a body that is not the JSON we expect."""
+
+
+class GitHubOAuthError(GitHubError):
+    """The OAuth web flow failed with an OAuth `error` code (e.g. `bad_verification_code`,
+    `incorrect_client_credentials`, `redirect_uri_mismatch`), from the callback or token endpoint."""
+
+    def __init__(self, error: str, description: str | None = None) -> None:
+        self.error = error
+        self.description = description
+        super().__init__(f"{error}: {description}" if description else error)
+
+
+class GitHubOAuthStateError(GitHubOAuthError):
+    """The callback's `state` is missing or is not the one this browser's session started with:
+    a CSRF attempt, a replayed/stale callback, a second tab, or a lost session cookie."""
+
+    def __init__(self) -> None:
+        super().__init__("mismatching_state", "the OAuth state does not match this session")
+
+
+class GitHubConsentDenied(GitHubOAuthError):
+    """The user declined on GitHub's consent screen (`error=access_denied` on the callback)."""
+
+
+# -- data -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GitHubProfile:
+    id: int
+    """GitHub's numeric user id: the only stable key (logins and emails can change)."""
+    login: str
+    name: str | None
+    avatar_url: str | None
+    email: str | None
+    """The primary email, lowercased, only when GitHub says it is verified; else None."""
+    verified_emails: frozenset[str]
+    """Every verified email of the account, lowercased."""
+
+
+@dataclass(frozen=True)
+class GitHubToken:
+    access_token: str = field(repr=False)  # repr=False: keeps it out of logs and tracebacks
+    scopes: frozenset[str]
+
+
+class _UserPayload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: StrictInt
+    login: str
+    name: str | None = None
+    avatar_url: str | None = None
+
+
+class _EmailPayload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    email: str
+    primary: bool = False
+    verified: bool = False
+
+
+_USER = TypeAdapter(_UserPayload)
+_EMAILS = TypeAdapter(list[_EmailPayload])
+
+
+def _parse_scopes(value: object) -> frozenset[str]:
+    # GitHub separates granted scopes with commas; requested ones with spaces.
+    if not isinstance(value, str):
+        return frozenset()
+    return frozenset(scope for scope in re.split(r"[,\s]+", value) if scope)
+
+
+# -- REST API ---------------------------------------------------------------------------------
+
+
+class _BorrowedTransport(httpx.AsyncBaseTransport):
+    """Lends an injected transport to one short-lived client without letting it close it."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        pass  # the owner of the transport closes it
+
+
+class GitHubClient:
+    """Reads the signed-in user's profile from GitHub's REST API.
+
+    `transport` replaces the network (tests); by default requests go to `GITHUB_API_URL`.
+    A client per call keeps this object free of lifecycle: sign-ins are rare, and the two
+    requests of one call share a connection.
+    """
+
+    def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._api_url = settings.GITHUB_API_URL
+        self._timeout = settings.GITHUB_TIMEOUT_SECONDS
+        self._transport = transport
+
+    def _client(self, access_token: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self._api_url,
+            headers={
+                "Authorization": f"Bearer {access_token}",
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": API_VERSION,
+                "User-Agent": _USER_AGENT,
+            },
+            timeout=self._timeout,
+            transport=_BorrowedTransport(self._transport) if self._transport is not None else None,
+            follow_redirects=False,
+        )
+
+    async def fetch_profile(self, access_token: str) -> GitHubProfile:
+        """The token owner's profile. Raises GitHubTokenInvalid, GitHubInsufficientScope or
+        GitHubUnavailable."""
+        if not _TOKEN_SHAPE.fullmatch(access_token):
+            raise GitHubTokenInvalid("not a GitHub access token")
+        async with self._client(access_token) as client:
+            user = self._validate(_USER, await self._get_json(client, "/user"), "/user")
+            emails = self._validate(_EMAILS, await self._get_json(client, "/user/emails"), "/user/emails")
+        verified = frozenset(item.email.lower() for item in emails if item.verified)
+        primary = next((item for item in emails if item.primary), None)
+        return GitHubProfile(
+            id=user.id,
+            login=user.login,
+            name=user.name or None,
+            avatar_url=user.avatar_url or None,
+            email=primary.email.lower() if primary is not None and primary.verified else None,
+            verified_emails=verified,
+        )
+
+    async def _get_json(self, client: httpx.AsyncClient, path: str) -> Any:
+        try:
+            response = await client.get(path)
+        except httpx.TimeoutException as error:
+            log.warning("github.unavailable", path=path, reason="timeout")
+            raise GitHubUnavailable(f"GitHub {path}: timed out") from error
+        except httpx.HTTPError as error:
+            log.warning("github.unavailable", path=path, reason=type(error).__name__)
+            raise GitHubUnavailable(f"GitHub {path}: {type(error).__name__}") from error
+
+        status = response.status_code
+        if status == 200:
+            try:
+                return response.json()
+            except ValueError as error:
+                log.warning("github.unavailable", path=path, reason="malformed_json")
+                raise GitHubUnavailable(f"GitHub {path}: response is not JSON") from error
+        # A 403 or 429 with an exhausted rate limit is GitHub throttling us, not refusing the token.
+        if status == 429 or (status == 403 and response.headers.get("x-ratelimit-remaining") == "0"):
+            log.warning("github.unavailable", path=path, reason="rate_limited", status=status)
+            raise GitHubUnavailable(f"GitHub {path}: rate limited ({status})")
+        if status == 401 or (status == 403 and path == "/user"):
+            log.info("github.token_rejected", path=path, status=status)
+            raise GitHubTokenInvalid(f"GitHub {path}: token refused ({status})")
+        if status in (403, 404) and path == "/user/emails":
+            log.info("github.scope_missing", path=path, status=status)
+            raise GitHubInsufficientScope("the GitHub token cannot read /user/emails (scope user:email)")
+        log.warning("github.unavailable", path=path, reason="status", status=status)
+        raise GitHubUnavailable(f"GitHub {path}: unexpected status {status}")
+
+    @staticmethod
+    def _validate(adapter: TypeAdapter[_T], payload: Any, path: str) -> _T:
+        try:
+            return adapter.validate_python(payload)
+        except ValidationError as error:
+            log.warning("github.unavailable", path=path, reason="unexpected_shape")
+            raise GitHubUnavailable(f"GitHub {path}: unexpected response shape") from error
+
+
+# -- OAuth web flow ---------------------------------------------------------------------------
+
+# Authlib 1.9 drives httpx (it warns that it prefers `httpx2`; if that package is ever installed,
+# Authlib switches to it and its error classes must be added here).
+_OAUTH_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (httpx.HTTPError,)
+
+
+class GitHubOAuth:
+    """GitHub's authorization-code flow with PKCE (S256), on Authlib's Starlette client.
+
+    What the router needs:
+
+    - `SessionMiddleware` (Starlette, itsdangerous-signed cookie) on the app: Authlib keeps the
+      flow in `request.session` (without it, touching `request.session` raises AssertionError).
+      `same_site="lax"` (the default) is required: the callback is a top-level navigation from
+      github.com, and a `strict` cookie would not come back, so every callback would fail the
+      state check. Prefer a dedicated cookie name and a short `max_age` (see below).
+    - Start: `return await oauth.authorize_redirect(request, redirect_uri)` - a 302 to
+      `{GITHUB_URL}/login/oauth/authorize?response_type=code&client_id&redirect_uri&scope&state
+      &code_challenge&code_challenge_method=S256`. `redirect_uri` must be absolute and equal (or,
+      for GitHub OAuth apps, be under) the callback URL registered at GitHub, e.g.
+      `str(request.url_for(...))` with the proxy headers trusted (FORWARDED_ALLOW_IPS).
+      Keep `?next=` in `request.session` under your own key: extra keyword arguments of Authlib's
+      `authorize_redirect` become query parameters of GitHub's URL, not session data.
+    - Callback: `token = await oauth.authorize_access_token(request)` returns a `GitHubToken`;
+      then `GitHubClient.fetch_profile(token.access_token)`.
+    - Errors, translated here from Authlib's:
+      `GitHubOAuthStateError` (Authlib's `MismatchingStateError`: state missing, unknown, already
+      used, or from another browser) -> 400; `GitHubConsentDenied` (Authlib's `OAuthError` with
+      `error == "access_denied"`) -> redirect to the dashboard with an error; other
+      `GitHubOAuthError` (Authlib's `OAuthError`: another `error=` on the callback, or the token
+      endpoint's `bad_verification_code`, `incorrect_client_credentials`,
+      `redirect_uri_mismatch`, which GitHub sends with status 200) -> 400;
+      `GitHubUnavailable` (network error, timeout, 5xx, non-JSON token response) -> 502/503.
+
+    How Authlib keeps the flow (authlib 1.9, starlette_client + base_client):
+
+    - `authorize_redirect` stores `request.session["_state_github_<state>"] =
+      {"data": {"redirect_uri", "code_verifier", "url"}, "exp": now + 3600}`. The PKCE
+      `code_verifier` therefore lives in the session cookie, which is signed but not encrypted
+      (readable by the browser that owns it, never sent to GitHub until the token exchange).
+    - Starting a flow deletes every other `_state_github_*` entry: one flow per browser session;
+      a login started in a second tab makes the first tab's callback fail the state check.
+    - `authorize_access_token` checks `error=` on the callback first (raising `OAuthError` before
+      looking at the state, and leaving the state entry in place), then pops the state entry
+      (single use, even when the exchange then fails), then raises `MismatchingStateError` if it
+      was absent, then POSTs code + redirect_uri + code_verifier to the token endpoint.
+    - The entry's `exp` is only checked when entries are cleared, never when one is read: a state
+      stays usable as long as the session cookie does, so give that cookie a short `max_age`.
+    - Authlib logs the generated `code_verifier` at DEBUG on the `authlib` logger: keep that
+      logger at INFO or above.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.GITHUB_CLIENT_ID is None:
+            raise SettingsError("GITHUB_CLIENT_ID: is required for GitHub sign-in")
+        if settings.GITHUB_CLIENT_SECRET is None:
+            raise SettingsError("GITHUB_CLIENT_SECRET: is required when GITHUB_CLIENT_ID is set")
+        registry = OAuth()
+        registry.register(
+            name="github",
+            client_id=settings.GITHUB_CLIENT_ID,
+            client_secret=settings.GITHUB_CLIENT_SECRET.get_secret_value(),
+            authorize_url=f"{settings.GITHUB_URL}/login/oauth/authorize",
+            access_token_url=f"{settings.GITHUB_URL}/login/oauth/access_token",
+            api_base_url=f"{settings.GITHUB_API_URL}/",
+            client_kwargs={
+                "scope": OAUTH_SCOPES,
+                "code_challenge_method": "S256",
+                # GitHub documents client_id/client_secret as form parameters.
+                "token_endpoint_auth_method": "client_secret_post",
+                "timeout": settings.GITHUB_TIMEOUT_SECONDS,
+            },
+        )
+        self._registry = registry
+        self._app: Any = registry.create_client("github")
+
+    @property
+    def authlib_client(self) -> Any:
+        """Authlib's `StarletteOAuth2App`, for what this wrapper does not cover."""
+        return self._app
+
+    async def authorize_redirect(self, request: Request, redirect_uri: str) -> RedirectResponse:
+        """A 302 to GitHub's consent page; records state and PKCE verifier in `request.session`."""
+        # No network here: the endpoints are configured, so no discovery document is fetched.
+        return cast(RedirectResponse, await self._app.authorize_redirect(request, redirect_uri))
+
+    async def authorize_access_token(self, request: Request) -> GitHubToken:
+        """Exchanges the callback's code (with the session's state and PKCE verifier)."""
+        try:
+            token = await self._app.authorize_access_token(request)
+        except MismatchingStateError:
+            log.info("github.oauth_failed", error="mismatching_state")
+            raise GitHubOAuthStateError() from None
+        except OAuthError as error:
+            code = str(error.error or "oauth_error")
+            log.info("github.oauth_failed", error=code)
+            if code == "access_denied":
+                raise GitHubConsentDenied(code, error.description) from None
+            raise GitHubOAuthError(code, error.description) from None
+        except _OAUTH_TRANSPORT_ERRORS as error:
+            log.warning("github.unavailable", path="/login/oauth/access_token", reason=type(error).__name__)
+            raise GitHubUnavailable("GitHub token endpoint: unreachable or failing") from error
+        except ValueError as error:  # Authlib: the token response is not a JSON object
+            log.warning("github.unavailable", path="/login/oauth/access_token", reason="malformed_json")
+            raise GitHubUnavailable("GitHub token endpoint: unexpected response") from error
+        access_token = token.get("access_token")
+        if not isinstance(access_token, str) or not access_token:
+            raise GitHubOAuthError("invalid_token_response", "GitHub returned no access token")
+        return GitHubToken(access_token=access_token, scopes=_parse_scopes(token.get("scope")))
+
+
+def build_oauth(settings: Settings) -> GitHubOAuth | None:
+    """The GitHub OAuth client, or None when GitHub sign-in is not configured."""
+    if settings.GITHUB_CLIENT_ID is None:
+        return None
+    return GitHubOAuth(settings)

@@ -1,0 +1,83 @@
+"""The one way codepulse sends mail: SMTP when SMTP_HOST is set, otherwise the log.
+
+Other domains (orgs' invitations, notifications) send through `Mailer` too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Protocol
+
+import aiosmtplib
+import structlog
+
+from codepulse.config import Settings
+
+log = structlog.get_logger("codepulse.mail")
+
+
+@dataclass(frozen=True)
+class MailMessage:
+    to: str
+    subject: str
+    text: str
+
+
+class Mailer(Protocol):
+    async def send(self, message: MailMessage) -> None: ...
+
+
+class SmtpMailer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def _email(self, message: MailMessage) -> EmailMessage:
+        email = EmailMessage()
+        email["From"] = self.settings.MAIL_FROM
+        email["To"] = message.to
+        email["Subject"] = message.subject
+        email.set_content(message.text)
+        return email
+
+    async def send(self, message: MailMessage) -> None:
+        settings = self.settings
+        if settings.SMTP_HOST is None:
+            raise RuntimeError("SmtpMailer needs SMTP_HOST")
+        await aiosmtplib.send(
+            self._email(message),
+            hostname=settings.SMTP_HOST,
+            port=settings.SMTP_PORT,
+            username=settings.SMTP_USERNAME,
+            password=settings.SMTP_PASSWORD.get_secret_value() if settings.SMTP_PASSWORD else None,
+            start_tls=settings.SMTP_SECURITY == "starttls",
+            use_tls=settings.SMTP_SECURITY == "tls",
+            timeout=settings.SMTP_TIMEOUT_SECONDS,
+        )
+        log.info("mail.sent", subject=message.subject)
+
+
+class LogMailer:
+    """Development without SMTP: the message goes to the log so its link can be followed.
+    In production the body (which holds single-use links) is withheld."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.reveal_body = not settings.is_production
+
+    async def send(self, message: MailMessage) -> None:
+        if self.reveal_body:
+            log.info("mail.logged", to=message.to, subject=message.subject, body=message.text)
+        else:
+            log.warning("mail.not_sent", reason="SMTP_HOST is not set", subject=message.subject)
+
+
+def build_mailer(settings: Settings) -> Mailer:
+    return SmtpMailer(settings) if settings.SMTP_HOST else LogMailer(settings)
+
+
+async def deliver(mailer: Mailer, message: MailMessage) -> None:
+    """Send after the response (the data it refers to is committed); a failure is logged, not raised."""
+    try:
+        await mailer.send(message)
+    except Exception as exc:  # SMTP down must not turn a committed request into an error
+        log.error("mail.failed", subject=message.subject, error=f"{type(exc).__name__}: {exc}"[:300])

@@ -1,0 +1,204 @@
+"""HTTP endpoints of the auth domain: /auth (sign-in, sessions, tokens) and /users (profiles)."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, BackgroundTasks, Request, Response, status
+from pydantic import BaseModel
+
+from codepulse.auth.dependencies import (
+    AuthServiceDep,
+    CurrentSession,
+    CurrentUser,
+    Limiter,
+    OptionalUser,
+    device_of,
+)
+from codepulse.auth.mailer import MailMessage, deliver
+from codepulse.auth.schemas import (
+    CliTokenIn,
+    CliTokenOut,
+    EmailIn,
+    LoginIn,
+    PasswordChangeIn,
+    PasswordResetIn,
+    PublicProfile,
+    RegisterIn,
+    SessionOut,
+    TokenIn,
+    TokenOut,
+    UserOut,
+    UserUpdate,
+)
+from codepulse.auth.service import IssuedSession
+from codepulse.errors import Unauthorized
+from codepulse.pagination import Page, PageParams
+from codepulse.ratelimit import Rule
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+users_router = APIRouter(prefix="/users", tags=["users"])
+
+# Per IP and per account; failures count for login, every request for the others.
+LOGIN_PER_IP = "10/minute;50/hour"
+LOGIN_PER_ACCOUNT = "5/minute;20/hour"
+REGISTER_PER_IP = "5/minute;20/hour"
+RESET_PER_IP = "5/minute;20/hour"
+RESET_PER_ACCOUNT = "3/minute;10/hour"
+TOKEN_SUBMIT_PER_IP = "10/minute;100/hour"  # noqa: S105 - a rate, not a secret
+VERIFY_MAIL_PER_USER = "3/minute;10/hour"
+
+
+class Accepted(BaseModel):
+    status: str = "accepted"
+    detail: str
+
+
+def _ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _token_out(issued: IssuedSession) -> TokenOut:
+    return TokenOut(token=issued.token, expires_at=issued.session.expires_at, user=UserOut.model_validate(issued.user))
+
+
+def _send_after_commit(background: BackgroundTasks, request: Request, message: MailMessage | None) -> None:
+    # Background tasks run after the response, hence after the request's commit.
+    if message is not None:
+        background.add_task(deliver, request.app.state.mailer, message)
+
+
+@router.post("/register", status_code=status.HTTP_201_CREATED, summary="Create an account and sign in")
+async def register(body: RegisterIn, request: Request, service: AuthServiceDep, limiter: Limiter) -> TokenOut:
+    await limiter.hit([Rule("register:ip", _ip(request), REGISTER_PER_IP)])
+    return _token_out(await service.register(body, device_of(request)))
+
+
+@router.post("/login", summary="Sign in with email or username and password")
+async def login(body: LoginIn, request: Request, service: AuthServiceDep, limiter: Limiter) -> TokenOut:
+    rules = [
+        Rule("login:ip", _ip(request), LOGIN_PER_IP),
+        Rule("login:account", body.login.strip().lower(), LOGIN_PER_ACCOUNT),
+    ]
+    await limiter.check(rules)
+    try:
+        issued = await service.login(body.login, body.password, device_of(request))
+    except Unauthorized:
+        await limiter.hit(rules)
+        raise
+    return _token_out(issued)
+
+
+@router.get("/me", summary="The signed-in user")
+async def me(user: CurrentUser) -> UserOut:
+    return UserOut.model_validate(user)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, summary="Sign out this session")
+async def logout(user: CurrentUser, current: CurrentSession, service: AuthServiceDep) -> Response:
+    await service.revoke_session(user, current.id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT, summary="Sign out every session")
+async def logout_all(user: CurrentUser, service: AuthServiceDep) -> Response:
+    await service.revoke_all_sessions(user)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/sessions", summary="My active sessions and CLI tokens, newest first")
+async def list_sessions(
+    user: CurrentUser, current: CurrentSession, service: AuthServiceDep, page: PageParams
+) -> Page[SessionOut]:
+    sessions, next_cursor = await service.list_sessions(user, page)
+    items = [SessionOut.model_validate(s).model_copy(update={"current": s.id == current.id}) for s in sessions]
+    return Page(items=items, next_cursor=next_cursor)
+
+
+@router.delete("/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Revoke one session")
+async def revoke_session(session_id: uuid.UUID, user: CurrentUser, service: AuthServiceDep) -> Response:
+    await service.revoke_session(user, session_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/tokens", status_code=status.HTTP_201_CREATED, summary="Create a CLI token (shown once)")
+async def create_cli_token(
+    body: CliTokenIn, request: Request, user: CurrentUser, service: AuthServiceDep
+) -> CliTokenOut:
+    issued = await service.create_cli_token(user, body.name, body.expires_in_days, device_of(request))
+    return CliTokenOut(
+        id=issued.session.id,
+        name=issued.session.name,
+        token=issued.token,
+        expires_at=issued.session.expires_at,
+        created_at=issued.session.created_at,
+    )
+
+
+@router.post("/password", status_code=status.HTTP_204_NO_CONTENT, summary="Change my password")
+async def change_password(
+    body: PasswordChangeIn, user: CurrentUser, current: CurrentSession, service: AuthServiceDep
+) -> Response:
+    """Every other session is signed out; this one stays."""
+    await service.change_password(user, body.current_password, body.new_password, keep=current)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/verify-email/request", status_code=status.HTTP_202_ACCEPTED, summary="Mail me a link to verify my email")
+async def request_email_verification(
+    request: Request, background: BackgroundTasks, user: CurrentUser, service: AuthServiceDep, limiter: Limiter
+) -> Accepted:
+    await limiter.hit([Rule("verify-mail:user", str(user.id), VERIFY_MAIL_PER_USER)])
+    message = await service.request_email_verification(user)
+    _send_after_commit(background, request, message)
+    detail = "A verification link is on its way." if message else "Your email is already verified."
+    return Accepted(detail=detail)
+
+
+@router.post("/verify-email", summary="Verify my email with the mailed token")
+async def verify_email(body: TokenIn, request: Request, service: AuthServiceDep, limiter: Limiter) -> UserOut:
+    await limiter.hit([Rule("token-submit:ip", _ip(request), TOKEN_SUBMIT_PER_IP)])
+    return UserOut.model_validate(await service.verify_email(body.token))
+
+
+@router.post(
+    "/password-reset/request",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Mail a password reset link (always 202: no account enumeration)",
+)
+async def request_password_reset(
+    body: EmailIn, request: Request, background: BackgroundTasks, service: AuthServiceDep, limiter: Limiter
+) -> Accepted:
+    await limiter.hit(
+        [Rule("reset:ip", _ip(request), RESET_PER_IP), Rule("reset:account", body.email, RESET_PER_ACCOUNT)]
+    )
+    _send_after_commit(background, request, await service.request_password_reset(body.email))
+    return Accepted(detail="If an account uses this email, a reset link is on its way.")
+
+
+@router.post(
+    "/password-reset", status_code=status.HTTP_204_NO_CONTENT, summary="Set a new password with the mailed token"
+)
+async def reset_password(
+    body: PasswordResetIn, request: Request, service: AuthServiceDep, limiter: Limiter
+) -> Response:
+    """Signs out every session of the account."""
+    await limiter.hit([Rule("token-submit:ip", _ip(request), TOKEN_SUBMIT_PER_IP)])
+    await service.reset_password(body.token, body.new_password)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@users_router.patch("/me", summary="Update my profile")
+async def update_me(body: UserUpdate, user: CurrentUser, service: AuthServiceDep) -> UserOut:
+    return UserOut.model_validate(await service.update_profile(user, body))
+
+
+@users_router.delete("/me", status_code=status.HTTP_204_NO_CONTENT, summary="Delete my account and personal data")
+async def delete_me(user: CurrentUser, service: AuthServiceDep) -> Response:
+    await service.delete_account(user)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@users_router.get("/{username}", summary="A public profile (404 when private, unless it is mine)")
+async def public_profile(username: str, viewer: OptionalUser, service: AuthServiceDep) -> PublicProfile:
+    return PublicProfile.model_validate(await service.public_profile(username, viewer))

@@ -1,0 +1,176 @@
+"""Request and response bodies of the auth domain."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from functools import cache
+from typing import Annotated
+from zoneinfo import available_timezones
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+from codepulse.auth.models import EMAIL_MAX_LENGTH
+
+USERNAME_PATTERN = re.compile(r"^[a-z0-9_-]{3,30}$")
+
+
+def _username(value: str) -> str:
+    value = value.strip().lower()
+    if not USERNAME_PATTERN.match(value):
+        raise ValueError("use 3 to 30 of a-z, 0-9, - and _")
+    return value
+
+
+def _email(value: str) -> str:
+    return value.strip().lower()
+
+
+@cache
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def _timezone(value: str) -> str:
+    if value not in _zones():
+        raise ValueError(f"{value!r} is not an IANA time zone such as Europe/Paris")
+    return value
+
+
+Username = Annotated[str, AfterValidator(_username)]
+Email = Annotated[EmailStr, Field(max_length=EMAIL_MAX_LENGTH), AfterValidator(_email)]
+DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+TimeZone = Annotated[str, AfterValidator(_timezone)]
+# Length rules are checked by the password policy, with its own codes; this only bounds input.
+Password = Annotated[str, Field(max_length=1024)]
+AvatarUrl = Annotated[str, StringConstraints(max_length=2048, pattern=r"^https://")]
+
+
+class RegisterIn(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"email": "ada@example.com", "password": "analytical-engine-1843", "username": "ada", "name": "Ada"}
+            ]
+        }
+    )
+
+    email: Email
+    password: Password
+    username: Username
+    name: DisplayName
+
+
+class LoginIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"login": "ada", "password": "analytical-engine-1843"}]})
+
+    login: str = Field(min_length=1, max_length=EMAIL_MAX_LENGTH, description="Email or username.")
+    password: Password
+
+
+class UserOut(BaseModel):
+    """The signed-in user's own view of the account."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    email: str
+    username: str
+    name: str
+    avatar_url: str | None
+    email_verified: bool
+    email_verified_at: datetime | None
+    has_password: bool
+    is_superuser: bool
+    timezone: str
+    profile_public: bool
+    created_at: datetime
+
+
+class PublicProfile(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    username: str
+    name: str
+    avatar_url: str | None
+    created_at: datetime
+
+
+class TokenOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "token": "cp_3xAmPl3tOk3n-0nlY-sh0wn-0nc3-xxxxxxxxxxxxxxxxx",
+                    "expires_at": "2026-12-23T10:00:00Z",
+                    "user": {"id": "7b0f7c1e-4a55-4b5e-9a52-1f4c1c2b9d10", "username": "ada"},
+                }
+            ]
+        }
+    )
+
+    token: str = Field(description="Bearer token: send `Authorization: Bearer <token>`. Shown only once.")
+    expires_at: datetime
+    user: UserOut
+
+
+class UserUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"name": "Ada L.", "timezone": "Europe/London"}]}
+    )
+
+    name: DisplayName | None = None
+    username: Username | None = None
+    avatar_url: AvatarUrl | None = None
+    timezone: TimeZone | None = None
+    profile_public: bool | None = None
+
+
+class PasswordChangeIn(BaseModel):
+    current_password: Password | None = Field(
+        default=None, description="Required when the account has a password (OAuth-only accounts set a first one)."
+    )
+    new_password: Password
+
+
+class TokenIn(BaseModel):
+    token: str = Field(min_length=1, max_length=200)
+
+
+class EmailIn(BaseModel):
+    email: Email
+
+
+class PasswordResetIn(BaseModel):
+    token: str = Field(min_length=1, max_length=200)
+    new_password: Password
+
+
+class CliTokenIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "laptop", "expires_in_days": 90}]})
+
+    name: DisplayName
+    expires_in_days: int = Field(default=90, ge=1, le=365)
+
+
+class CliTokenOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    token: str = Field(description="Shown only once; store it in the CLI's config.")
+    expires_at: datetime
+    created_at: datetime
+
+
+class SessionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    kind: str
+    name: str
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    ip: str | None
+    user_agent: str | None
+    current: bool = False
