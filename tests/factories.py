@@ -15,7 +15,8 @@ from factory.alchemy import SQLAlchemyModelFactory
 from factory.declarations import LazyAttribute, LazyFunction, Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse.db import Base, utcnow
+from codepulse.clock import utcnow
+from codepulse.db import Base
 from codepulse.scheduler import JobRun, JobRunStatus
 
 _session: AsyncSession | None = None

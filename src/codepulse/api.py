@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from codepulse.auth.oauth import router as oauth_router
 from codepulse.auth.router import router as auth_router
 from codepulse.auth.router import users_router
 from codepulse.config import Settings
@@ -19,5 +20,6 @@ def build_api_router(settings: Settings) -> APIRouter:
     api = APIRouter(prefix=API_PREFIX, responses=PROBLEM_RESPONSES, max_body_size=settings.MAX_REQUEST_BODY_BYTES)
     api.include_router(health_router)
     api.include_router(auth_router)
+    api.include_router(oauth_router)
     api.include_router(users_router)
     return api

@@ -11,9 +11,12 @@ from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.sessions import SessionMiddleware
 
 from codepulse import __version__
-from codepulse.api import build_api_router
+from codepulse.api import API_PREFIX, build_api_router
+from codepulse.auth.crypto import SecretBox
+from codepulse.auth.github import GitHubClient, build_oauth
 from codepulse.auth.mailer import build_mailer
 from codepulse.auth.security import PasswordHasher
 from codepulse.auth.service import ensure_first_superuser
@@ -88,6 +91,9 @@ def create_app(settings: Settings, *, database: Database | None = None, clock: C
     app.state.password_hasher = PasswordHasher(settings)
     app.state.mailer = build_mailer(settings)
     app.state.rate_limiter = RateLimiter(settings.RATE_LIMIT_STORAGE_URL, enabled=settings.RATE_LIMIT_ENABLED)
+    app.state.github_oauth = build_oauth(settings)
+    app.state.github_client = GitHubClient(settings)
+    app.state.secret_box = SecretBox(settings.secret_key)
     app.state.scheduler = scheduler
     app.state.readiness = ReadinessProbe(
         database=db,
@@ -114,6 +120,18 @@ def create_app(settings: Settings, *, database: Database | None = None, clock: C
         allow_headers=["Authorization", "Content-Type", "Content-Encoding", REQUEST_ID_HEADER],
         expose_headers=[REQUEST_ID_HEADER, "Retry-After", "Location"],
         max_age=600,
+    )
+    # Only the OAuth flow uses a cookie: its state and PKCE verifier, signed with SECRET_KEY,
+    # scoped to the OAuth paths, gone after 10 minutes. SameSite=lax: GitHub's redirect back is a
+    # cross-site navigation that must carry it.
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.secret_key,
+        session_cookie="codepulse_oauth",
+        max_age=600,
+        path=f"{API_PREFIX}/auth/oauth",
+        same_site="lax",
+        https_only=settings.is_production,
     )
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.is_production)
     app.add_middleware(RequestContextMiddleware)

@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, event, text
@@ -169,11 +169,27 @@ class Database:
 
 
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_WRITES_ATTRIBUTE = "__codepulse_writes__"
+
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+
+
+def writes(endpoint: _Endpoint) -> _Endpoint:
+    """Mark a GET endpoint that writes (an OAuth callback): its session then locks up front on
+    SQLite like a POST's, instead of failing to upgrade a read transaction."""
+    setattr(endpoint, _WRITES_ATTRIBUTE, True)
+    return endpoint
+
+
+def is_write_request(request: Request) -> bool:
+    return request.method not in READ_ONLY_METHODS or bool(
+        getattr(request.scope.get("endpoint"), _WRITES_ATTRIBUTE, False)
+    )
 
 
 async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
     database: Database = request.app.state.database
-    async with database.transaction(write=request.method not in READ_ONLY_METHODS) as session:
+    async with database.transaction(write=is_write_request(request)) as session:
         yield session
 
 

@@ -74,7 +74,8 @@ def configure_logging(settings: Settings, *, stream: IO[str] | None = None) -> N
     # SQLAlchemy's echo would log bound parameters, which may hold secrets: keep it at WARNING
     # unless DB_ECHO is asked for explicitly.
     logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO if settings.DB_ECHO else logging.WARNING)
-    for noisy in ("apscheduler", "aiosqlite", "asyncio", "httpx", "httpcore"):
+    # authlib logs PKCE verifiers at DEBUG; httpx logs request URLs.
+    for noisy in ("apscheduler", "aiosqlite", "asyncio", "httpx", "httpcore", "authlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

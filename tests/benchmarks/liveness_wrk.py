@@ -20,41 +20,46 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
-
-LIVENESS_PATH = "/api/v1/health"
-READY_PATH = "/api/v1/health/ready"
-SHUTDOWN_LIMIT_SECONDS = 10.0
-
-_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
-_DURATION = re.compile(r"^([\d.]+)(us|ms|s|m|h)$")
-_LEVEL = re.compile(r"\[(debug|info|warning|error|critical)\s*\]|\"level\": \"(\w+)\"")
-
-
-@dataclass
-class WrkResult:
-    requests_per_second: float
-    requests: int
-    seconds: float
-    latency_avg_ms: float
-    latency_max_ms: float
-    percentiles_ms: dict[int, float]
-    non_2xx: int = 0
-    socket_errors: dict[str, int] = field(default_factory=dict)
-    raw: str = ""
+if TYPE_CHECKING:  # mypy sees this folder as the package tests.benchmarks
+    from tests.benchmarks._serve import (
+        LIVENESS_PATH,
+        WRK_MISSING,
+        BenchmarkError,
+        WrkResult,
+        cpu_seconds,
+        describe_exit,
+        free_port,
+        machine_line,
+        run_wrk,
+        stop_server,
+        summarise_log,
+        wait_ready,
+    )
+else:  # run as a script, this folder is sys.path[0]
+    from _serve import (
+        LIVENESS_PATH,
+        WRK_MISSING,
+        BenchmarkError,
+        WrkResult,
+        cpu_seconds,
+        describe_exit,
+        free_port,
+        machine_line,
+        run_wrk,
+        stop_server,
+        summarise_log,
+        wait_ready,
+    )
 
 
 @dataclass
@@ -68,95 +73,6 @@ class RunResult:
     log_levels: Counter[str]
     log_lines: int
     notable_lines: list[str]
-
-
-class BenchmarkError(Exception):
-    pass
-
-
-def to_ms(value: str) -> float:
-    match = _DURATION.match(value.strip())
-    if match is None:
-        raise BenchmarkError(f"cannot read wrk duration {value!r}")
-    return float(match.group(1)) * _UNIT_MS[match.group(2)]
-
-
-def parse_wrk(output: str) -> WrkResult:
-    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
-    latency = re.search(r"^\s+Latency\s+(\S+)\s+(\S+)\s+(\S+)", output, re.MULTILINE)
-    total = re.search(r"^\s+(\d+) requests in ([\d.]+\w+)", output, re.MULTILINE)
-    if rps is None or latency is None or total is None:
-        raise BenchmarkError(f"unexpected wrk output:\n{output}")
-    percentiles = {
-        int(match.group(1)): to_ms(match.group(2))
-        for match in re.finditer(r"^\s+(\d+)%\s+(\S+)\s*$", output, re.MULTILINE)
-    }
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return WrkResult(
-        requests_per_second=float(rps.group(1)),
-        requests=int(total.group(1)),
-        seconds=to_ms(total.group(2)) / 1000,
-        latency_avg_ms=to_ms(latency.group(1)),
-        latency_max_ms=to_ms(latency.group(3)),
-        percentiles_ms=percentiles,
-        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
-        socket_errors=(
-            dict(zip(("connect", "read", "write", "timeout"), map(int, errors.groups()), strict=True)) if errors else {}
-        ),
-        raw=output,
-    )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process from /proc (Linux); None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
-
-
-def wait_ready(process: subprocess.Popen[bytes], base_url: str, timeout: float) -> float:
-    started = time.perf_counter()
-    with httpx.Client(timeout=1.0) as client:
-        while True:
-            if process.poll() is not None:
-                raise BenchmarkError(f"server exited with {process.returncode} before it was ready")
-            try:
-                if client.get(base_url + READY_PATH).status_code == 200:
-                    return time.perf_counter() - started
-            except httpx.TransportError:
-                pass
-            if time.perf_counter() - started > timeout:
-                raise BenchmarkError(f"server not ready within {timeout:g} s")
-            time.sleep(0.01)
-
-
-def run_wrk(url: str, threads: int, connections: int, duration: float) -> WrkResult:
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency", url]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise BenchmarkError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
-    return parse_wrk(done.stdout)
-
-
-def describe_exit(code: int | None) -> str:
-    if code is None:
-        return f"still running after {SHUTDOWN_LIMIT_SECONDS:g} s (killed)"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name} (returncode {code})"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit {code}"
 
 
 def bench_level(level: str, args: argparse.Namespace, scratch: Path) -> RunResult:
@@ -187,25 +103,8 @@ def bench_level(level: str, args: argparse.Namespace, scratch: Path) -> RunResul
             process.kill()
             process.wait()
             raise
-        stopping = time.perf_counter()
-        process.send_signal(signal.SIGTERM)
-        exit_code: int | None
-        try:
-            exit_code = process.wait(timeout=SHUTDOWN_LIMIT_SECONDS)
-        except subprocess.TimeoutExpired:
-            exit_code = None
-            process.kill()
-            process.wait()
-        shutdown = time.perf_counter() - stopping
-    lines = log_path.read_text(errors="replace").splitlines()
-    levels: Counter[str] = Counter()
-    notable: list[str] = []
-    for line in lines:
-        match = _LEVEL.search(line)
-        name = (match.group(1) or match.group(2)).lower() if match else "other"
-        levels[name] += 1
-        if name not in ("info", "debug") and len(notable) < 5:
-            notable.append(line)
+        exit_code, shutdown = stop_server(process)
+    summary = summarise_log(log_path)
     return RunResult(
         level=level,
         log_json=args.log_json,
@@ -213,9 +112,9 @@ def bench_level(level: str, args: argparse.Namespace, scratch: Path) -> RunResul
         server_cpu_seconds=None if cpu_before is None or cpu_after is None else cpu_after - cpu_before,
         exit_code=exit_code,
         shutdown_seconds=shutdown,
-        log_levels=levels,
-        log_lines=len(lines),
-        notable_lines=notable,
+        log_levels=summary.levels,
+        log_lines=summary.lines,
+        notable_lines=summary.notable,
     )
 
 
@@ -258,22 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--threads must not exceed --connections (wrk needs a connection per thread)")
 
     if shutil.which("wrk") is None:
-        print(
-            "wrk is not installed (not on PATH).\n"
-            "  Debian/Ubuntu: sudo apt-get install -y wrk\n"
-            "  macOS:         brew install wrk\n"
-            "then run this script again.",
-            file=sys.stderr,
-        )
+        print(WRK_MISSING, file=sys.stderr)
         return 2
 
     levels = [level.strip().upper() for level in args.levels.split(",") if level.strip()]
-    load = os.getloadavg()
     print(f"codepulse liveness benchmark: GET {LIVENESS_PATH}, one worker, SQLite")
-    print(
-        f"python {sys.version.split()[0]}, {os.cpu_count()} CPU(s) shared by wrk and the server, "
-        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
-    )
+    print(machine_line())
     results: list[RunResult] = []
     failed = False
     with tempfile.TemporaryDirectory(prefix="codepulse-wrk-") as scratch:

@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,12 +35,23 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
-READY_PATH = "/api/v1/health/ready"
+if TYPE_CHECKING:  # mypy sees this folder as the package tests.benchmarks
+    from tests.benchmarks._serve import (
+        READY_PATH,
+        SHUTDOWN_LIMIT_SECONDS,
+        clean_exit,
+        describe_exit,
+        free_port,
+        stop_server,
+    )
+else:  # run as a script, this folder is sys.path[0]
+    from _serve import READY_PATH, SHUTDOWN_LIMIT_SECONDS, clean_exit, describe_exit, free_port, stop_server
+
 POLL_INTERVAL_SECONDS = 0.010
-SHUTDOWN_LIMIT_SECONDS = 10.0
 
 # Run in a child interpreter: the phases of `codepulse serve` before uvicorn binds its socket.
 _IMPORT_PROBE = """
@@ -92,12 +101,6 @@ class StartFailed(Exception):
     pass
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def server_env(base: dict[str, str], directory: Path, log_level: str = "WARNING") -> dict[str, str]:
     env = dict(base)
     env.update(
@@ -106,18 +109,6 @@ def server_env(base: dict[str, str], directory: Path, log_level: str = "WARNING"
         LOG_LEVEL=log_level,
     )
     return env
-
-
-def describe_exit(code: int | None) -> str:
-    if code is None:
-        return f"still running after {SHUTDOWN_LIMIT_SECONDS:g} s (killed)"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"killed by {name} (returncode {code}, shell status {128 - code})"
-    return f"exit {code}"
 
 
 def run_server_once(directory: Path, env: dict[str, str], timeout: float) -> Sample:
@@ -155,16 +146,7 @@ def run_server_once(directory: Path, env: dict[str, str], timeout: float) -> Sam
             process.kill()
             process.wait()
             raise
-        stopping = time.perf_counter()
-        process.send_signal(signal.SIGTERM)
-        exit_code: int | None
-        try:
-            exit_code = process.wait(timeout=SHUTDOWN_LIMIT_SECONDS)
-        except subprocess.TimeoutExpired:
-            exit_code = None
-            process.kill()
-            process.wait()
-        shutdown = time.perf_counter() - stopping
+        exit_code, shutdown = stop_server(process)
     lines = [line.rstrip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
     return Sample(
         ready=ready,
@@ -302,7 +284,7 @@ def report(result: ModeResult, budget: float) -> bool:
             exits[key] = exits.get(key, 0) + 1
         shutdown = statistics.median(s.shutdown for s in samples)
         summary = ", ".join(f"{key} x{count}" for key, count in exits.items())
-        clean = all(s.exit_code in (0, -signal.SIGTERM) for s in samples)
+        clean = all(clean_exit(s.exit_code) for s in samples)
         ok = ok and clean
         print(
             f"  SIGTERM: {summary}; median {shutdown:.2f} s to exit -> "

@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from codepulse.auth.models import AuthSession, User
 from codepulse.auth.service import Authenticated, AuthService, Device
-from codepulse.db import READ_ONLY_METHODS, Database, DbSession
+from codepulse.db import Database, DbSession, is_write_request
 from codepulse.errors import Forbidden, Unauthorized
 from codepulse.ratelimit import RateLimiter
 
@@ -55,7 +55,7 @@ async def _authenticated(
         raise Unauthorized("Sign in: send `Authorization: Bearer <token>`.", code="not_authenticated")
     authenticated, touch = await service.authenticate(credentials.credentials)
     if touch is not None:
-        if request.method in READ_ONLY_METHODS:
+        if not is_write_request(request):
             # A read request's transaction must not turn into a writer (SQLite would refuse the
             # upgrade when another writer went first): bookkeeping gets its own short one.
             database: Database = request.app.state.database

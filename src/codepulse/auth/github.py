@@ -19,8 +19,8 @@ from typing import Any, TypeVar, cast
 
 import httpx
 import structlog
-from authlib.integrations.base_client import MismatchingStateError, OAuthError  # type: ignore[import-untyped]
-from authlib.integrations.starlette_client import OAuth  # type: ignore[import-untyped]
+from authlib.integrations.base_client import MismatchingStateError, OAuthError
+from authlib.integrations.starlette_client import OAuth
 from pydantic import BaseModel, ConfigDict, StrictInt, TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse

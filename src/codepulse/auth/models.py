@@ -89,6 +89,7 @@ class TokenPurpose(StrEnum):
     VERIFY_EMAIL = "verify_email"
     PASSWORD_RESET = "password_reset"  # noqa: S105 - a purpose name, not a password
     OAUTH_EXCHANGE = "oauth_exchange"
+    OAUTH_LINK = "oauth_link"
 
 
 class OneTimeToken(UUIDPrimaryKey, Base):

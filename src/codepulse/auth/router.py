@@ -58,7 +58,7 @@ def _ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _token_out(issued: IssuedSession) -> TokenOut:
+def token_out(issued: IssuedSession) -> TokenOut:
     return TokenOut(token=issued.token, expires_at=issued.session.expires_at, user=UserOut.model_validate(issued.user))
 
 
@@ -71,7 +71,7 @@ def _send_after_commit(background: BackgroundTasks, request: Request, message: M
 @router.post("/register", status_code=status.HTTP_201_CREATED, summary="Create an account and sign in")
 async def register(body: RegisterIn, request: Request, service: AuthServiceDep, limiter: Limiter) -> TokenOut:
     await limiter.hit([Rule("register:ip", _ip(request), REGISTER_PER_IP)])
-    return _token_out(await service.register(body, device_of(request)))
+    return token_out(await service.register(body, device_of(request)))
 
 
 @router.post("/login", summary="Sign in with email or username and password")
@@ -86,7 +86,7 @@ async def login(body: LoginIn, request: Request, service: AuthServiceDep, limite
     except Unauthorized:
         await limiter.hit(rules)
         raise
-    return _token_out(issued)
+    return token_out(issued)
 
 
 @router.get("/me", summary="The signed-in user")

@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from codepulse.auth.crypto import SecretBox
+from codepulse.auth.github import GitHubProfile, GitHubToken
 from codepulse.auth.mailer import MailMessage
 from codepulse.auth.models import AuthSession, OAuthAccount, OneTimeToken, SessionKind, TokenPurpose, User
 from codepulse.auth.repository import AuthRepository
@@ -40,6 +42,8 @@ TOUCH_INTERVAL = timedelta(minutes=1)
 VERIFY_EMAIL_LIFETIME = timedelta(hours=24)
 PASSWORD_RESET_LIFETIME = timedelta(hours=1)
 OAUTH_EXCHANGE_LIFETIME = timedelta(seconds=60)
+OAUTH_LINK_LIFETIME = timedelta(minutes=5)
+GITHUB = "github"
 # Revoked sessions and used tokens are kept a while for the sessions list and audit, then purged.
 PURGE_GRACE = timedelta(days=7)
 
@@ -317,6 +321,80 @@ class AuthService:
         if not await self.repo.use_token(token.id, now):
             raise BadRequest("This link was already used.", code="invalid_token")
         return token
+
+    # --- GitHub --------------------------------------------------------------------------
+
+    async def sign_in_with_github(self, profile: GitHubProfile, token: GitHubToken, box: SecretBox) -> User:
+        """The account for a GitHub identity: its existing link; else the account whose verified
+        email is GitHub's primary verified email (linked now); else a new account.
+
+        The link is keyed on GitHub's numeric id; an unverified email never links anything.
+        """
+        account = await self.repo.oauth_account(GITHUB, str(profile.id))
+        if account is not None:
+            user = await self.repo.user(account.user_id)
+            if user is None:  # pragma: no cover - the FK cascades; kept for type narrowing
+                raise NotFound("user")
+            self._refresh_account(account, profile, token, box)
+            return user
+        if profile.email is None:
+            raise Conflict(
+                "Your GitHub account has no verified primary email; verify it on GitHub and try again.",
+                code="github_email_unverified",
+            )
+        user = await self.repo.user_by_email(profile.email)
+        if user is not None and not user.email_verified:
+            raise Conflict(
+                "An account with this email exists but its email is not verified: sign in with your password, "
+                "verify your email, then link GitHub.",
+                code="account_email_unverified",
+            )
+        if user is None:
+            user = User(
+                email=profile.email,
+                username=await self.unique_username(profile.login),
+                name=(profile.name or profile.login)[:100],
+                avatar_url=profile.avatar_url if profile.avatar_url and len(profile.avatar_url) <= 2048 else None,
+                email_verified_at=self.clock(),
+            )
+            await self.repo.add(user)
+            log.info("user.registered", user_id=str(user.id), via=GITHUB)
+        await self._link(user, profile, token, box)
+        return user
+
+    async def link_github(self, user: User, profile: GitHubProfile, token: GitHubToken, box: SecretBox) -> None:
+        account = await self.repo.oauth_account(GITHUB, str(profile.id))
+        if account is not None:
+            if account.user_id != user.id:
+                raise Conflict("This GitHub account is linked to another user.", code="github_already_linked")
+            self._refresh_account(account, profile, token, box)
+            return
+        if await self.repo.oauth_account_of(user.id, GITHUB) is not None:
+            raise Conflict("Another GitHub account is linked to you; unlink it first.", code="github_already_linked")
+        await self._link(user, profile, token, box)
+
+    async def _link(self, user: User, profile: GitHubProfile, token: GitHubToken, box: SecretBox) -> None:
+        account = OAuthAccount(user_id=user.id, provider=GITHUB, provider_user_id=str(profile.id), login="")
+        self._refresh_account(account, profile, token, box)
+        await self.repo.add(account)
+        log.info("oauth.linked", user_id=str(user.id), provider=GITHUB)
+
+    @staticmethod
+    def _refresh_account(account: OAuthAccount, profile: GitHubProfile, token: GitHubToken, box: SecretBox) -> None:
+        account.login = profile.login[:100]
+        account.email = profile.email
+        account.access_token_encrypted = box.encrypt(token.access_token)
+        account.scopes = ",".join(sorted(token.scopes))[:500] or None
+
+    async def issue_oauth_link_code(self, user: User) -> str:
+        return await self._issue_token(user, TokenPurpose.OAUTH_LINK, OAUTH_LINK_LIFETIME)
+
+    async def consume_oauth_link_code(self, raw_code: str) -> User:
+        token = await self._consume(raw_code, TokenPurpose.OAUTH_LINK)
+        user = await self.repo.user(token.user_id)
+        if user is None:
+            raise BadRequest("This link code is no longer valid.", code="invalid_token")
+        return user
 
     # --- OAuth ---------------------------------------------------------------------------
 

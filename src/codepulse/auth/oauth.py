@@ -1,0 +1,248 @@
+"""GitHub sign-in: the browser flow (authorize -> callback -> one-time code -> exchange), linking,
+and the CLI's device-flow token hand-over.
+
+Once the callback has verified the OAuth `state`, the browser always goes back to the dashboard
+(`FRONTEND_URL/auth/callback`) with `?code=` on success or `?error=&error_description=` on
+failure; a missing or foreign `state` is a 400 problem (there is no flow to return to). The
+session token never appears in a URL: the dashboard trades the 60-second code at
+`POST /auth/oauth/exchange`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Annotated
+from urllib.parse import urlencode, urlsplit
+
+import structlog
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import RedirectResponse
+from pydantic import BaseModel, Field
+
+from codepulse.auth.crypto import SecretBox
+from codepulse.auth.dependencies import AuthServiceDep, CurrentUser, Limiter, OptionalUser, device_of
+from codepulse.auth.github import (
+    GitHubClient,
+    GitHubConsentDenied,
+    GitHubError,
+    GitHubInsufficientScope,
+    GitHubOAuth,
+    GitHubOAuthError,
+    GitHubOAuthStateError,
+    GitHubProfile,
+    GitHubToken,
+    GitHubTokenInvalid,
+    GitHubUnavailable,
+)
+from codepulse.auth.models import SessionKind
+from codepulse.auth.router import token_out
+from codepulse.auth.schemas import TokenIn, TokenOut
+from codepulse.auth.service import GITHUB
+from codepulse.config import Settings
+from codepulse.db import writes
+from codepulse.errors import BadRequest, Conflict, DomainError, NotFound, ServiceUnavailable, Unauthorized
+from codepulse.ratelimit import Rule
+
+log = structlog.get_logger("codepulse.auth.oauth")
+
+router = APIRouter(prefix="/auth/oauth", tags=["auth"])
+
+NEXT_KEY = "codepulse.next"
+LINK_USER_KEY = "codepulse.link_user"
+EXCHANGE_PER_IP = "10/minute;100/hour"
+DEVICE_PER_IP = "10/minute;100/hour"
+DEVICE_SESSION_LIFETIME = timedelta(days=90)
+
+
+def _github(request: Request) -> GitHubOAuth:
+    oauth: GitHubOAuth | None = request.app.state.github_oauth
+    if oauth is None:
+        raise NotFound("oauth", "GitHub sign-in is not configured on this server.", code="oauth_not_configured")
+    return oauth
+
+
+def _secret_box(request: Request) -> SecretBox:
+    box: SecretBox = request.app.state.secret_box
+    return box
+
+
+def safe_next(settings: Settings, candidate: str | None) -> str | None:
+    """A path on the dashboard to return to, or None. Only same-origin targets: a relative path,
+    or an absolute URL on FRONTEND_URL (no open redirect)."""
+    if not candidate:
+        return None
+    if candidate.startswith("/") and not candidate.startswith("//") and "\\" not in candidate:
+        return candidate
+    target, frontend = urlsplit(candidate), urlsplit(settings.FRONTEND_URL)
+    if (target.scheme, target.netloc) == (frontend.scheme, frontend.netloc):
+        return (target.path or "/") + (f"?{target.query}" if target.query else "")
+    raise BadRequest("`next` must be a path on the dashboard.", code="invalid_next")
+
+
+def _to_dashboard(settings: Settings, **params: str | None) -> RedirectResponse:
+    query = urlencode({key: value for key, value in params.items() if value is not None})
+    return RedirectResponse(f"{settings.FRONTEND_URL}/auth/callback?{query}", status_code=status.HTTP_302_FOUND)
+
+
+class LinkStart(BaseModel):
+    authorize_url: str = Field(description="Open this URL in the browser (top-level) within 5 minutes.")
+
+
+class DeviceTokenIn(BaseModel):
+    access_token: str = Field(min_length=1, max_length=512, description="A GitHub access token the CLI obtained.")
+
+
+class DeviceSessionOut(BaseModel):
+    """The Burntop CLI's wire contract for a device sign-in."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    token: str
+    expires_at: str
+    created_at: str
+
+
+@router.get(
+    "/github",
+    status_code=status.HTTP_302_FOUND,
+    response_class=RedirectResponse,
+    summary="Start GitHub sign-in (302 to GitHub)",
+    responses={302: {"description": "Redirect to GitHub's consent page"}},
+)
+@writes  # a link code is consumed here
+async def github_authorize(
+    request: Request,
+    service: AuthServiceDep,
+    user: OptionalUser,
+    next_path: Annotated[
+        str | None, Query(alias="next", max_length=2000, description="Dashboard path to return to.")
+    ] = None,
+    link: Annotated[bool, Query(description="Link GitHub to the signed-in user (bearer token required).")] = False,
+    link_code: Annotated[str | None, Query(max_length=200, description="From `POST .../github/link`.")] = None,
+) -> RedirectResponse:
+    github = _github(request)
+    settings: Settings = request.app.state.settings
+    request.session[NEXT_KEY] = safe_next(settings, next_path)
+    if link_code is not None:
+        linking = await service.consume_oauth_link_code(link_code)
+        request.session[LINK_USER_KEY] = str(linking.id)
+    elif link:
+        if user is None:
+            raise Unauthorized("Sign in before linking GitHub.", code="not_authenticated")
+        request.session[LINK_USER_KEY] = str(user.id)
+    else:
+        request.session.pop(LINK_USER_KEY, None)
+    return await github.authorize_redirect(request, str(request.url_for("github_callback")))
+
+
+@router.post("/github/link", summary="Start linking GitHub to my account (for browsers)")
+async def github_link_start(request: Request, user: CurrentUser, service: AuthServiceDep) -> LinkStart:
+    """Browsers cannot send a bearer token on a navigation: this returns a URL with a
+    single-use 5-minute code that stands for it."""
+    _github(request)
+    code = await service.issue_oauth_link_code(user)
+    url = request.url_for("github_authorize").include_query_params(link_code=code)
+    return LinkStart(authorize_url=str(url))
+
+
+@router.get(
+    "/github/callback",
+    status_code=status.HTTP_302_FOUND,
+    response_class=RedirectResponse,
+    summary="GitHub's redirect back (302 to the dashboard with a one-time code)",
+    responses={302: {"description": "Redirect to FRONTEND_URL/auth/callback"}},
+)
+@writes
+async def github_callback(request: Request, service: AuthServiceDep) -> RedirectResponse:
+    github = _github(request)
+    settings: Settings = request.app.state.settings
+    next_path = request.session.pop(NEXT_KEY, None)
+    link_user_id = request.session.pop(LINK_USER_KEY, None)
+    try:
+        token = await github.authorize_access_token(request)
+    except GitHubOAuthStateError:
+        raise BadRequest(
+            "The sign-in could not be matched to this browser; start again.", code="oauth_state_mismatch"
+        ) from None
+    except GitHubConsentDenied as denied:
+        return _to_dashboard(settings, error="access_denied", error_description=denied.description)
+    except GitHubOAuthError as failed:
+        return _to_dashboard(settings, error="oauth_failed", error_description=failed.error)
+    except GitHubUnavailable:
+        return _to_dashboard(settings, error="github_unavailable", error_description="GitHub did not answer")
+    try:
+        profile = await _profile(request, token)
+        if link_user_id is not None:
+            user = await service.user(uuid.UUID(link_user_id))
+            if user is None:
+                raise Unauthorized("Sign in again before linking GitHub.", code="not_authenticated")
+            await service.link_github(user, profile, token, _secret_box(request))
+            return _to_dashboard(settings, linked=GITHUB, next=next_path)
+        user = await service.sign_in_with_github(profile, token, _secret_box(request))
+        code = await service.issue_oauth_exchange_code(user, device_of(request))
+    except DomainError as refused:
+        # Refusals happen before any write, so the committed transaction holds nothing of them.
+        return _to_dashboard(settings, error=refused.instance_code, error_description=refused.detail)
+    return _to_dashboard(settings, code=code, next=next_path)
+
+
+@router.post("/exchange", summary="Trade the callback's one-time code for a session")
+async def exchange_code(body: TokenIn, request: Request, service: AuthServiceDep, limiter: Limiter) -> TokenOut:
+    await limiter.hit([Rule("oauth-exchange:ip", request.client.host if request.client else "?", EXCHANGE_PER_IP)])
+    return token_out(await service.exchange_oauth_code(body.token))
+
+
+@router.post(
+    "/github/device",
+    status_code=status.HTTP_201_CREATED,
+    summary="CLI sign-in with a GitHub token from GitHub's device flow",
+)
+async def github_device(
+    body: DeviceTokenIn, request: Request, service: AuthServiceDep, limiter: Limiter
+) -> DeviceSessionOut:
+    """Resolves the GitHub account exactly as the browser flow does and answers a new CLI
+    session. Errors carry OAuth-style `error` and `error_description` beside the problem fields."""
+    try:
+        _github(request)
+        await limiter.hit([Rule("oauth-device:ip", request.client.host if request.client else "?", DEVICE_PER_IP)])
+        token = GitHubToken(access_token=body.access_token, scopes=frozenset())
+        profile = await _profile(request, token)
+        user = await service.sign_in_with_github(profile, token, _secret_box(request))
+        issued = await service.create_session(
+            user, SessionKind.CLI, device_of(request), name="GitHub device sign-in", lifetime=DEVICE_SESSION_LIFETIME
+        )
+    except DomainError as error:
+        error.extra.setdefault("error", _OAUTH_ERRORS.get(error.status, "invalid_request"))
+        error.extra.setdefault("error_description", error.detail)
+        raise
+    return DeviceSessionOut(
+        id=issued.session.id,
+        user_id=user.id,
+        token=issued.token,
+        expires_at=issued.session.expires_at.isoformat(),
+        created_at=issued.session.created_at.isoformat(),
+    )
+
+
+@router.delete("/github", status_code=status.HTTP_204_NO_CONTENT, summary="Unlink GitHub from my account")
+async def github_unlink(user: CurrentUser, service: AuthServiceDep) -> Response:
+    await service.unlink_oauth(user, GITHUB)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+_OAUTH_ERRORS = {401: "invalid_token", 403: "access_denied", 404: "invalid_request", 409: "access_denied"}
+
+
+async def _profile(request: Request, token: GitHubToken) -> GitHubProfile:
+    client: GitHubClient = request.app.state.github_client
+    try:
+        return await client.fetch_profile(token.access_token)
+    except GitHubTokenInvalid:
+        raise Unauthorized("GitHub did not accept this token.", code="github_token_invalid") from None
+    except GitHubInsufficientScope:
+        raise BadRequest("The GitHub token needs the user:email scope.", code="github_insufficient_scope") from None
+    except GitHubUnavailable:
+        raise ServiceUnavailable("GitHub did not answer; try again shortly.", code="github_unavailable") from None
+    except GitHubError:
+        raise Conflict("GitHub answered unexpectedly.", code="github_error") from None

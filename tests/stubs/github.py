@@ -1,0 +1,477 @@
+"""A stub GitHub that speaks GitHub's real OAuth and REST protocol over loopback HTTP.
+
+`GitHubStub` is a Starlette app served by uvicorn on 127.0.0.1:<free port>. The web side
+(`/login/oauth/authorize`, `/login/oauth/access_token`) is at `.url`, the REST API at
+`.api_url` (`.url + "/api/v3"`, GitHub Enterprise's layout), so code that builds an API URL
+from GITHUB_URL instead of GITHUB_API_URL gets a 404. Tests drive it through `.state`
+(a `GitHubStubState`): register users, choose who is "signed in" on GitHub for the next
+authorize, deny consent, mint or revoke tokens, inject API faults, and read what was sent.
+
+Protocol details mirrored from GitHub:
+- authorize: unknown client_id -> 404 page; a redirect_uri outside the registered callback URL
+  -> redirect to the callback URL with `error=redirect_uri_mismatch`; denied consent -> redirect
+  with `error=access_denied`; otherwise `?code=<20 hex>&state=...`. PKCE is optional, S256 only.
+- access_token: errors are **HTTP 200** with `{"error", "error_description", "error_uri"}`
+  (`incorrect_client_credentials`, `redirect_uri_mismatch`, `bad_verification_code`); JSON only
+  with `Accept: application/json`, form-encoded otherwise. Client credentials in the form body or
+  HTTP Basic. Codes are single use: any redemption attempt with valid client credentials burns
+  the code. A PKCE verifier that does not match answers `bad_verification_code` (GitHub does not
+  document a PKCE-specific error code; the stub assumes this one).
+- REST: `Authorization: Bearer <t>` or `token <t>`; 401 `Bad credentials` for unknown or revoked
+  tokens, 401 `Requires authentication` without one; `/user/emails` is 404 without the
+  `user:email` (or `user`) scope, as GitHub hides resources a token cannot see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import re
+import secrets
+import string
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+DEFAULT_SCOPES: tuple[str, ...] = ("read:user", "user:email")
+API_PREFIX = "/api/v3"
+_DOCS = "https://docs.github.com"
+_TOKEN_ERRORS_DOC = f"{_DOCS}/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/"
+_AUTHORIZE_ERRORS_DOC = f"{_DOCS}/apps/managing-oauth-apps/troubleshooting-authorization-request-errors/"
+_TOKEN_ALPHABET = string.ascii_letters + string.digits
+
+
+@dataclass
+class StubEmail:
+    email: str
+    primary: bool = False
+    verified: bool = True
+    # GitHub: "public" or "private" on the primary address, null on the others.
+    visibility: str | None = None
+
+
+@dataclass
+class StubUser:
+    id: int
+    login: str
+    name: str | None = None
+    avatar_url: str | None = None
+    emails: list[StubEmail] = field(default_factory=list)
+    # What `/user` shows as `email`: only an address the user chose to make public, often null.
+    public_email: str | None = None
+    # Later: repositories for `/user/repos` (with `Link` pagination) hang off the user here.
+
+
+@dataclass
+class IssuedCode:
+    user_id: int
+    redirect_uri: str
+    scopes: frozenset[str]
+    code_challenge: str | None
+
+
+@dataclass
+class IssuedToken:
+    user_id: int
+    scopes: frozenset[str]
+
+
+class ApiFault(StrEnum):
+    """A failure every REST endpoint answers with while `state.api_fault` is set."""
+
+    SERVER_ERROR = "server_error"  # 502 with an HTML body, like GitHub's edge when it is down
+    MALFORMED_JSON = "malformed_json"  # 200 with a body that is not JSON
+    RATE_LIMITED = "rate_limited"  # 403 with X-RateLimit-Remaining: 0
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-case names
+
+
+@dataclass
+class GitHubStubState:
+    client_id: str = "stub-github-client-id"
+    client_secret: str = "stub-github-client-secret"
+    # The OAuth app's registered callback URL; None accepts any redirect_uri.
+    callback_url: str | None = None
+    users: dict[int, StubUser] = field(default_factory=dict)
+    # The user signed in to GitHub in "the browser": who the next authorize grants a code for.
+    signed_in_user_id: int | None = None
+    deny_consent: bool = False
+    codes: dict[str, IssuedCode] = field(default_factory=dict)
+    tokens: dict[str, IssuedToken] = field(default_factory=dict)
+    revoked: set[str] = field(default_factory=set)
+    api_fault: ApiFault | None = None
+    api_requests: list[RecordedRequest] = field(default_factory=list)
+    _next_user_id: int = 583_231  # octocat's id; later users count up from there
+
+    def add_user(
+        self,
+        login: str,
+        *,
+        emails: Sequence[StubEmail] | None = None,
+        name: str | None = None,
+        avatar_url: str | None = None,
+        user_id: int | None = None,
+        public_email: str | None = None,
+        sign_in: bool = False,
+    ) -> StubUser:
+        """Register a GitHub account. Without `emails` it gets one primary verified address,
+        `<login>@users.example.com`; pass `emails=[]` for an account with none."""
+        if user_id is None:
+            user_id = self._next_user_id
+            self._next_user_id += 1
+        if user_id in self.users:
+            raise ValueError(f"GitHub user id {user_id} is already registered")
+        if emails is None:
+            emails = [StubEmail(f"{login.lower()}@users.example.com", primary=True, visibility="private")]
+        user = StubUser(
+            id=user_id,
+            login=login,
+            name=name,
+            avatar_url=avatar_url if avatar_url is not None else f"https://avatars.example.com/u/{user_id}?v=4",
+            emails=list(emails),
+            public_email=public_email,
+        )
+        self.users[user_id] = user
+        if sign_in:
+            self.sign_in(user)
+        return user
+
+    def sign_in(self, user: StubUser | None) -> None:
+        self.signed_in_user_id = None if user is None else user.id
+
+    def issue_token(self, user: StubUser, scopes: Sequence[str] = DEFAULT_SCOPES) -> str:
+        """Mint an access token directly, as GitHub's device flow would hand one to the CLI."""
+        token = "gho_" + "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(36))
+        self.tokens[token] = IssuedToken(user_id=user.id, scopes=frozenset(scopes))
+        return token
+
+    def revoke(self, token: str) -> None:
+        self.revoked.add(token)
+
+    def token_owner(self, token: str) -> tuple[StubUser, IssuedToken] | None:
+        issued = self.tokens.get(token)
+        if issued is None or token in self.revoked:
+            return None
+        return self.users[issued.user_id], issued
+
+
+# -- protocol helpers -------------------------------------------------------------------------
+
+
+def _with_params(url: str, params: dict[str, str]) -> str:
+    return url + ("&" if "?" in url else "?") + urlencode(params)
+
+
+def _under_callback(redirect_uri: str, callback_url: str) -> bool:
+    # GitHub OAuth apps: same scheme, host and port; the path may be a subdirectory.
+    given, registered = urlsplit(redirect_uri), urlsplit(callback_url)
+    if (given.scheme, given.netloc) != (registered.scheme, registered.netloc):
+        return False
+    base = registered.path.rstrip("/")
+    return given.path == registered.path or given.path.startswith(base + "/")
+
+
+def _s256(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def _split_scopes(value: str | None) -> frozenset[str]:
+    return frozenset(scope for scope in re.split(r"[,\s]+", value or "") if scope)
+
+
+def _basic_credentials(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        client_id, _, secret = base64.b64decode(encoded).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return client_id, secret
+
+
+def _api_error(status: int, message: str, doc: str = f"{_DOCS}/rest") -> JSONResponse:
+    return JSONResponse({"message": message, "documentation_url": doc, "status": str(status)}, status_code=status)
+
+
+def _user_json(user: StubUser) -> dict[str, Any]:
+    api = f"https://api.github.example/users/{user.login}"
+    return {
+        "login": user.login,
+        "id": user.id,
+        "node_id": base64.b64encode(f"04:User{user.id}".encode()).decode(),
+        "avatar_url": user.avatar_url,
+        "gravatar_id": "",
+        "url": api,
+        "html_url": f"https://github.example/{user.login}",
+        "repos_url": f"{api}/repos",
+        "type": "User",
+        "user_view_type": "public",
+        "site_admin": False,
+        "name": user.name,
+        "company": None,
+        "blog": "",
+        "location": None,
+        "email": user.public_email,
+        "hireable": None,
+        "bio": None,
+        "twitter_username": None,
+        "public_repos": 0,
+        "public_gists": 0,
+        "followers": 0,
+        "following": 0,
+        "created_at": "2011-01-25T18:44:36Z",
+        "updated_at": "2024-01-22T12:00:00Z",
+    }
+
+
+# -- the app ----------------------------------------------------------------------------------
+
+
+def build_app(stub: GitHubStub) -> Starlette:
+    """Handlers read `stub.state` on every request, so a test can swap in a fresh state."""
+
+    async def authorize(request: Request) -> Response:
+        state = stub.state
+        params = request.query_params
+        if params.get("client_id") != state.client_id:
+            return PlainTextResponse("Not Found", status_code=404)  # GitHub shows its 404 page
+        redirect_uri = params.get("redirect_uri") or state.callback_url
+        if redirect_uri is None:
+            return PlainTextResponse("stub: no redirect_uri and no registered callback URL", status_code=400)
+        echo_state = {"state": params["state"]} if "state" in params else {}
+        if state.callback_url is not None and not _under_callback(redirect_uri, state.callback_url):
+            error = {
+                "error": "redirect_uri_mismatch",
+                "error_description": "The redirect_uri MUST match the registered callback URL for this application.",
+                "error_uri": _AUTHORIZE_ERRORS_DOC + "#redirect-uri-mismatch",
+            }
+            return RedirectResponse(_with_params(state.callback_url, error | echo_state), status_code=302)
+        challenge = params.get("code_challenge")
+        if challenge is not None and params.get("code_challenge_method", "plain") != "S256":
+            return PlainTextResponse("stub: GitHub supports only code_challenge_method=S256", status_code=400)
+        if state.signed_in_user_id is None:
+            return PlainTextResponse("stub: no GitHub user is signed in (state.sign_in(user))", status_code=400)
+        if state.deny_consent:
+            error = {
+                "error": "access_denied",
+                "error_description": "The user has denied your application access.",
+                "error_uri": _AUTHORIZE_ERRORS_DOC + "#access-denied",
+            }
+            return RedirectResponse(_with_params(redirect_uri, error | echo_state), status_code=302)
+        code = secrets.token_hex(10)
+        state.codes[code] = IssuedCode(
+            user_id=state.signed_in_user_id,
+            redirect_uri=redirect_uri,
+            scopes=_split_scopes(params.get("scope")),
+            code_challenge=challenge,
+        )
+        return RedirectResponse(_with_params(redirect_uri, {"code": code} | echo_state), status_code=302)
+
+    async def access_token(request: Request) -> Response:
+        state = stub.state
+        # Parsed by hand: Starlette's request.form() needs python-multipart, not a dependency here.
+        fields = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+        wants_json = "application/json" in request.headers.get("accept", "")
+
+        def answer(body: dict[str, str]) -> Response:
+            # GitHub answers 200 for token errors too; the body says what went wrong.
+            if wants_json:
+                return JSONResponse(body)
+            return Response(urlencode(body), media_type="application/x-www-form-urlencoded; charset=utf-8")
+
+        def error(code: str, description: str, anchor: str) -> Response:
+            return answer({"error": code, "error_description": description, "error_uri": _TOKEN_ERRORS_DOC + anchor})
+
+        client_id, client_secret = _basic_credentials(request) or (
+            fields.get("client_id", ""),
+            fields.get("client_secret", ""),
+        )
+        if client_id != state.client_id or not secrets.compare_digest(client_secret, state.client_secret):
+            return error(
+                "incorrect_client_credentials",
+                "The client_id and/or client_secret passed are incorrect.",
+                "#incorrect-client-credentials",
+            )
+        issued = state.codes.pop(fields.get("code", ""), None)  # single use, whatever follows
+        if issued is None:
+            return error("bad_verification_code", "The code passed is incorrect or expired.", "#bad-verification-code")
+        if "redirect_uri" in fields and fields["redirect_uri"] != issued.redirect_uri:
+            return error(
+                "redirect_uri_mismatch",
+                "The redirect_uri MUST match the registered callback URL for this application.",
+                "#redirect-uri-mismatch",
+            )
+        if issued.code_challenge is not None:
+            verifier = fields.get("code_verifier", "")
+            if not verifier.isascii() or not secrets.compare_digest(_s256(verifier), issued.code_challenge):
+                return error(
+                    "bad_verification_code", "The code passed is incorrect or expired.", "#bad-verification-code"
+                )
+        user = state.users[issued.user_id]
+        token = state.issue_token(user, sorted(issued.scopes))
+        return answer({"access_token": token, "token_type": "bearer", "scope": ",".join(sorted(issued.scopes))})
+
+    def authenticate(request: Request) -> tuple[StubUser, IssuedToken] | Response:
+        state = stub.state
+        state.api_requests.append(
+            RecordedRequest(request.method, request.url.path, {k.lower(): v for k, v in request.headers.items()})
+        )
+        header = request.headers.get("authorization")
+        if header is None:
+            return _api_error(401, "Requires authentication")
+        scheme, _, token = header.partition(" ")
+        owner = state.token_owner(token.strip()) if scheme.lower() in ("bearer", "token") else None
+        if owner is None:
+            return _api_error(401, "Bad credentials")
+        fault = state.api_fault
+        if fault is ApiFault.SERVER_ERROR:
+            return Response("<html><body>Unicorn! 502</body></html>", status_code=502, media_type="text/html")
+        if fault is ApiFault.MALFORMED_JSON:
+            return Response("{not json", media_type="application/json")
+        if fault is ApiFault.RATE_LIMITED:
+            response = _api_error(403, "API rate limit exceeded for user.", f"{_DOCS}/rest/rate-limit")
+            response.headers["x-ratelimit-remaining"] = "0"
+            return response
+        return owner
+
+    def scoped(body: Any, issued: IssuedToken, accepted: str) -> JSONResponse:
+        response = JSONResponse(body)
+        response.headers["x-oauth-scopes"] = ", ".join(sorted(issued.scopes))
+        response.headers["x-accepted-oauth-scopes"] = accepted
+        return response
+
+    async def user(request: Request) -> Response:
+        owner = authenticate(request)
+        if isinstance(owner, Response):
+            return owner
+        account, issued = owner
+        return scoped(_user_json(account), issued, "")
+
+    async def user_emails(request: Request) -> Response:
+        owner = authenticate(request)
+        if isinstance(owner, Response):
+            return owner
+        account, issued = owner
+        if not issued.scopes & {"user", "user:email"}:
+            return _api_error(
+                404, "Not Found", f"{_DOCS}/rest/users/emails#list-email-addresses-for-the-authenticated-user"
+            )
+        body = [
+            {"email": e.email, "primary": e.primary, "verified": e.verified, "visibility": e.visibility}
+            for e in account.emails
+        ]
+        return scoped(body, issued, "user, user:email")
+
+    return Starlette(
+        routes=[
+            Route("/login/oauth/authorize", authorize, methods=["GET"]),
+            Route("/login/oauth/access_token", access_token, methods=["POST"]),
+            Route(f"{API_PREFIX}/user", user, methods=["GET"]),
+            Route(f"{API_PREFIX}/user/emails", user_emails, methods=["GET"]),
+            # Room for `/user/repos` (pagination through `Link: <...>; rel="next"`) in a later issue.
+        ]
+    )
+
+
+# -- the server -------------------------------------------------------------------------------
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The test process owns SIGINT/SIGTERM: Ctrl-C must stop pytest, not just this stub.
+        yield
+
+
+class GitHubStub:
+    """`async with GitHubStub() as github:` serves the stub until the block ends."""
+
+    def __init__(self, state: GitHubStubState | None = None) -> None:
+        self.state = state if state is not None else GitHubStubState()
+        self.app = build_app(self)
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._port: int | None = None
+
+    @property
+    def url(self) -> str:
+        """The web origin, GITHUB_URL (it stays known after the stub stops, for outage tests)."""
+        if self._port is None:
+            raise RuntimeError("the GitHub stub has not been started")
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def api_url(self) -> str:
+        """The REST API base, GITHUB_API_URL."""
+        return self.url + API_PREFIX
+
+    def reset(self) -> GitHubStubState:
+        """A fresh state with the same client credentials (for a stub shared between tests)."""
+        self.state = GitHubStubState(client_id=self.state.client_id, client_secret=self.state.client_secret)
+        return self.state
+
+    def settings_overrides(self) -> dict[str, str]:
+        """Settings pointing codepulse at this stub, e.g. `make_settings(**stub.settings_overrides())`."""
+        return {
+            "GITHUB_URL": self.url,
+            "GITHUB_API_URL": self.api_url,
+            "GITHUB_CLIENT_ID": self.state.client_id,
+            "GITHUB_CLIENT_SECRET": self.state.client_secret,
+        }
+
+    async def start(self) -> None:
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=0,
+            lifespan="off",
+            ws="none",
+            log_config=None,  # leave the test process's logging configuration alone
+            log_level=None,
+            access_log=False,
+        )
+        server = _Server(config)
+        task = asyncio.create_task(server.serve(), name="github-stub")
+        while not server.started:
+            if task.done():
+                await task  # re-raise why it could not start
+                raise RuntimeError("the GitHub stub stopped during start-up")
+            await asyncio.sleep(0.005)
+        self._server, self._task = server, task
+        self._port = int(server.servers[0].sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is None or self._task is None:
+            return
+        self._server.should_exit = True
+        await self._task
+        self._server = self._task = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, _type: type[BaseException] | None, _value: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        await self.stop()
