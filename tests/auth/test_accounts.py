@@ -66,6 +66,7 @@ async def test_password_policy_reports_each_broken_rule(
         ({"username": "ab"}, "body.username"),
         ({"username": "has space"}, "body.username"),
         ({"username": "x" * 31}, "body.username"),
+        ({"username": "Me"}, "body.username"),
         ({"email": "not-an-email"}, "body.email"),
         ({"name": ""}, "body.name"),
     ],

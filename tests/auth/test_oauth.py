@@ -308,3 +308,15 @@ async def test_oauth_routes_404_when_not_configured(
             assert response.status_code == 404, path
             assert response.json()["code"] == "oauth_not_configured"
         await register(client, "ada")  # the rest of auth keeps working
+
+
+async def test_username_from_github_login_is_made_unique(client: httpx.AsyncClient, github_stub: GitHubStub) -> None:
+    await register(client, "octocat")
+    github_stub.state.add_user("OctoCat", sign_in=True)
+    _, signed_in = await sign_in(client)
+    assert signed_in is not None
+    assert signed_in.user["username"] == "octocat-2"
+    github_stub.state.add_user("Root", sign_in=True)  # reserved: gets a free variant
+    _, reserved = await sign_in(client)
+    assert reserved is not None
+    assert reserved.user["username"] == "root-2"

@@ -14,12 +14,18 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, Str
 from codepulse.auth.models import EMAIL_MAX_LENGTH
 
 USERNAME_PATTERN = re.compile(r"^[a-z0-9_-]{3,30}$")
+# Names that read as routes or roles (`/users/me`) or could impersonate the service.
+RESERVED_USERNAMES = frozenset(
+    {"me", "admin", "administrator", "root", "api", "system", "support", "codepulse", "null", "undefined", "settings"}
+)
 
 
 def _username(value: str) -> str:
     value = value.strip().lower()
     if not USERNAME_PATTERN.match(value):
         raise ValueError("use 3 to 30 of a-z, 0-9, - and _")
+    if value in RESERVED_USERNAMES:
+        raise ValueError(f"{value!r} is reserved")
     return value
 
 

@@ -19,7 +19,7 @@ from codepulse.auth.github import GitHubProfile, GitHubToken
 from codepulse.auth.mailer import MailMessage
 from codepulse.auth.models import AuthSession, OAuthAccount, OneTimeToken, SessionKind, TokenPurpose, User
 from codepulse.auth.repository import AuthRepository
-from codepulse.auth.schemas import USERNAME_PATTERN, RegisterIn, UserUpdate
+from codepulse.auth.schemas import RESERVED_USERNAMES, USERNAME_PATTERN, RegisterIn, UserUpdate
 from codepulse.auth.security import (
     SESSION_TOKEN_PREFIX,
     PasswordHasher,
@@ -439,7 +439,7 @@ class AuthService:
         """`wanted` made valid and free: invalid characters dropped, a number added if taken."""
         base = re.sub(r"[^a-z0-9_-]", "", wanted.lower())[:26] or "user"
         base = base if len(base) >= 3 else (base + "user")[:26]
-        taken = await self.repo.usernames_like(base)
+        taken = await self.repo.usernames_like(base) | RESERVED_USERNAMES
         if base not in taken and USERNAME_PATTERN.match(base):
             return base
         for n in range(2, 10_000):
