@@ -10,6 +10,8 @@ from codepulse.auth.router import users_router
 from codepulse.config import Settings
 from codepulse.errors import PROBLEM_RESPONSES
 from codepulse.health.router import router as health_router
+from codepulse.orgs.router import invitations_router
+from codepulse.orgs.router import router as orgs_router
 
 API_PREFIX = "/api/v1"
 
@@ -22,4 +24,6 @@ def build_api_router(settings: Settings) -> APIRouter:
     api.include_router(auth_router)
     api.include_router(oauth_router)
     api.include_router(users_router)
+    api.include_router(orgs_router)
+    api.include_router(invitations_router)
     return api

@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     RATE_LIMIT_STORAGE_URL: str = "memory://"
     RATE_LIMIT_ENABLED: bool = True
 
+    # Plan limits until billing lands (billing's quota replaces them)
+    DEFAULT_PLAN_LIMIT_MEMBERS: int = Field(default=5, ge=1)
+
     # Mail: SMTP when SMTP_HOST is set, otherwise messages are written to the log.
     SMTP_HOST: str | None = None
     SMTP_PORT: int = Field(default=587, ge=1, le=65535)

@@ -51,7 +51,7 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 from codepulse.errors import BadRequest
 
 DEFAULT_LIMIT = 50
-MAX_LIMIT = 200
+MAX_LIMIT = 100
 # Bounds the work spent on a client's string; an encoded cursor never exceeds it (see `Keyset.encode`).
 MAX_CURSOR_LENGTH = 1024
 

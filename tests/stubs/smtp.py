@@ -54,6 +54,19 @@ class SmtpServer:
         return [m for m in self.messages if m["To"] == address]
 
     @staticmethod
+    def _body(message: Message) -> str:
+        payload = message.get_payload(decode=True)
+        return payload.decode() if isinstance(payload, bytes) else str(message.get_payload())
+
+    @classmethod
+    def link_token_in_path(cls, message: Message, prefix: str) -> str:
+        """The last path segment of the first link after `prefix`, e.g. `/invitations/<token>`."""
+        match = re.search(re.escape(prefix) + r"([A-Za-z0-9_\-]+)", cls._body(message))
+        if match is None:
+            raise AssertionError(f"no {prefix} link in: {cls._body(message)}")
+        return match.group(1)
+
+    @staticmethod
     def link_token(message: Message, path: str) -> str:
         """The `token` query value of the first link to `path` in a text message."""
         payload = message.get_payload(decode=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy import CursorResult, Select, delete, func, or_, select, update
@@ -23,6 +24,12 @@ class AuthRepository:
 
     async def user(self, user_id: uuid.UUID) -> User | None:
         return await self.session.get(User, user_id)
+
+    async def users_by_ids(self, user_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, User]:
+        if not user_ids:
+            return {}
+        users = await self.session.scalars(select(User).where(User.id.in_(list(user_ids))))
+        return {user.id: user for user in users}
 
     async def user_by_email(self, email: str) -> User | None:
         return await self.session.scalar(select(User).where(User.email == email.lower()))

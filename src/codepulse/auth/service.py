@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -144,7 +145,11 @@ class AuthService:
         await self.repo.revoke_sessions(user.id, self.clock(), keep=keep.id)
 
     async def delete_account(self, user: User) -> None:
-        # Sessions, OAuth links and tokens go with the user (ON DELETE CASCADE).
+        # Imported here: orgs builds on auth, so auth reaches it only at call time.
+        from codepulse.orgs.service import OrgService
+
+        await OrgService(self.repo.session, self.settings, self.clock).ensure_user_can_be_deleted(user)
+        # Sessions, OAuth links, tokens and memberships go with the user (ON DELETE CASCADE).
         await self.repo.delete_user(user)
         log.info("user.deleted", user_id=str(user.id))
 
@@ -480,3 +485,18 @@ async def ensure_first_superuser(
         elif not user.is_superuser:
             user.is_superuser = True
             log.info("superuser.promoted", user_id=str(user.id))
+
+
+# --- for other domains: reads that need no settings ----------------------------------------
+
+
+async def users_by_ids(session: AsyncSession, user_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, User]:
+    return await AuthRepository(session).users_by_ids(user_ids)
+
+
+async def user_by_id(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    return await AuthRepository(session).user(user_id)
+
+
+async def user_by_email(session: AsyncSession, email: str) -> User | None:
+    return await AuthRepository(session).user_by_email(email)

@@ -1,0 +1,154 @@
+"""HTTP endpoints of the orgs domain: /orgs (organizations, members, invitations, audit log)
+and /invitations (mine, accept)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Query, Request, Response, status
+
+from codepulse.auth.dependencies import CurrentUser, device_of
+from codepulse.auth.mailer import deliver
+from codepulse.orgs.dependencies import OrgAdmin, OrgOwner, OrgServiceDep, OrgViewer
+from codepulse.orgs.schemas import (
+    AcceptIn,
+    AuditEventOut,
+    InvitationCreate,
+    InvitationOut,
+    MemberOut,
+    MemberUser,
+    MyInvitation,
+    OrgCreate,
+    OrgDelete,
+    OrgOut,
+    OrgSummary,
+    OrgUpdate,
+    RoleUpdate,
+)
+from codepulse.orgs.service import Member, OrgAccess
+from codepulse.pagination import Page, PageParams
+
+router = APIRouter(prefix="/orgs", tags=["orgs"])
+invitations_router = APIRouter(prefix="/invitations", tags=["invitations"])
+
+
+def _org_out(access: OrgAccess) -> OrgOut:
+    role = access.role if access.membership is not None else None
+    return OrgOut.model_validate(access.org).model_copy(update={"role": role})
+
+
+def _member_out(member: Member) -> MemberOut:
+    return MemberOut(
+        user=MemberUser.model_validate(member.user), role=member.membership.role, joined_at=member.membership.created_at
+    )
+
+
+def _ip(request: Request) -> str | None:
+    return device_of(request).ip
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, summary="Create an organization (I become its owner)")
+async def create_org(body: OrgCreate, request: Request, user: CurrentUser, service: OrgServiceDep) -> OrgOut:
+    return _org_out(await service.create(user, body, _ip(request)))
+
+
+@router.get("", summary="My organizations, with my role")
+async def list_orgs(user: CurrentUser, service: OrgServiceDep, page: PageParams) -> Page[OrgOut]:
+    rows, next_cursor = await service.list_mine(user, page)
+    items = [OrgOut.model_validate(org).model_copy(update={"role": role}) for org, role in rows]
+    return Page(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{org}", summary="One organization")
+async def get_org(access: OrgViewer) -> OrgOut:
+    return _org_out(access)
+
+
+@router.patch("/{org}", summary="Update name, slug or avatar (admin+)")
+async def update_org(body: OrgUpdate, request: Request, access: OrgAdmin, service: OrgServiceDep) -> OrgOut:
+    """A new slug takes effect at once and the old one stops resolving (and may be taken by
+    another organization): links should use the id."""
+    await service.update(access, body, _ip(request))
+    return _org_out(access)
+
+
+@router.delete("/{org}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete the organization (owner)")
+async def delete_org(body: OrgDelete, request: Request, access: OrgOwner, service: OrgServiceDep) -> Response:
+    await service.delete(access, body.confirm_slug, _ip(request))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{org}/members", summary="Members with their profile and role")
+async def list_members(access: OrgViewer, service: OrgServiceDep, page: PageParams) -> Page[MemberOut]:
+    members, next_cursor = await service.members(access, page)
+    return Page(items=[_member_out(m) for m in members], next_cursor=next_cursor)
+
+
+@router.patch("/{org}/members/{user_id}", summary="Change a member's role (admin+; owners for owners)")
+async def change_member_role(
+    user_id: uuid.UUID, body: RoleUpdate, request: Request, access: OrgAdmin, service: OrgServiceDep
+) -> MemberOut:
+    return _member_out(await service.change_role(access, user_id, body.role, _ip(request)))
+
+
+@router.delete("/{org}/members/{user_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove a member, or leave")
+async def remove_member(user_id: uuid.UUID, request: Request, access: OrgViewer, service: OrgServiceDep) -> Response:
+    """Anyone may remove themselves (leave); removing others needs admin."""
+    await service.remove_member(access, user_id, _ip(request))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{org}/invitations", status_code=status.HTTP_201_CREATED, summary="Invite by email (admin+)")
+async def create_invitation(
+    body: InvitationCreate,
+    request: Request,
+    background: BackgroundTasks,
+    access: OrgAdmin,
+    service: OrgServiceDep,
+) -> InvitationOut:
+    invitation, message = await service.invite(access, body.email, body.role, _ip(request))
+    background.add_task(deliver, request.app.state.mailer, message)
+    return InvitationOut.model_validate(invitation)
+
+
+@router.get("/{org}/invitations", summary="Pending invitations (admin+)")
+async def list_invitations(access: OrgAdmin, service: OrgServiceDep, page: PageParams) -> Page[InvitationOut]:
+    invitations, next_cursor = await service.pending_invitations(access, page)
+    return Page(items=[InvitationOut.model_validate(i) for i in invitations], next_cursor=next_cursor)
+
+
+@router.delete(
+    "/{org}/invitations/{invitation_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Revoke an invitation"
+)
+async def revoke_invitation(
+    invitation_id: uuid.UUID, request: Request, access: OrgAdmin, service: OrgServiceDep
+) -> Response:
+    await service.revoke_invitation(access, invitation_id, _ip(request))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{org}/audit-log", summary="Audit events, newest first (admin+)")
+async def audit_log(
+    access: OrgAdmin,
+    service: OrgServiceDep,
+    page: PageParams,
+    action: Annotated[str | None, Query(max_length=64, description="Action or prefix, e.g. `member.`")] = None,
+) -> Page[AuditEventOut]:
+    events, next_cursor = await service.audit_log(access, action, page)
+    return Page(items=[AuditEventOut.model_validate(e) for e in events], next_cursor=next_cursor)
+
+
+@invitations_router.get("", summary="Pending invitations for my verified email")
+async def my_invitations(user: CurrentUser, service: OrgServiceDep, page: PageParams) -> Page[MyInvitation]:
+    rows, next_cursor = await service.invitations_for(user, page)
+    items = [
+        MyInvitation(id=i.id, org=OrgSummary.model_validate(org), role=i.role, expires_at=i.expires_at)
+        for i, org in rows
+    ]
+    return Page(items=items, next_cursor=next_cursor)
+
+
+@invitations_router.post("/accept", summary="Accept an invitation (my verified email must match)")
+async def accept_invitation(body: AcceptIn, request: Request, user: CurrentUser, service: OrgServiceDep) -> OrgOut:
+    return _org_out(await service.accept(user, body.token, _ip(request)))

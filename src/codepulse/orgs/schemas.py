@@ -1,0 +1,139 @@
+"""Request and response bodies of the orgs domain."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from codepulse.auth.schemas import AvatarUrl, Email
+from codepulse.orgs.models import Role
+
+SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{1,38})[a-z0-9]$")
+# Words that read as routes, roles or the product itself.
+RESERVED_SLUGS = frozenset(
+    {
+        "admin", "api", "app", "auth", "billing", "codepulse", "dashboard", "docs", "help", "invitations",
+        "login", "logout", "me", "new", "org", "orgs", "settings", "signup", "status", "support", "users", "www",
+    }
+)  # fmt: skip
+
+
+def _slug(value: str) -> str:
+    value = value.strip().lower()
+    if not SLUG_PATTERN.match(value) or "--" in value:
+        raise ValueError("use 3 to 40 of a-z, 0-9 and single hyphens, starting and ending with a letter or digit")
+    if value in RESERVED_SLUGS:
+        raise ValueError(f"{value!r} is reserved")
+    return value
+
+
+Slug = Annotated[str, AfterValidator(_slug)]
+OrgName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+class OrgCreate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "Analytical Engines", "slug": "engines"}]})
+
+    name: OrgName
+    slug: Slug
+
+
+class OrgUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "Engines Ltd"}]})
+
+    name: OrgName | None = None
+    slug: Slug | None = None
+    avatar_url: AvatarUrl | None = None
+
+
+class OrgDelete(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"confirm_slug": "engines"}]})
+
+    confirm_slug: str = Field(max_length=60, description="The organization's slug, typed again.")
+
+
+class OrgOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    slug: str
+    avatar_url: str | None
+    created_at: datetime
+    role: Role | None = Field(default=None, description="My role here (null for a superuser who is not a member).")
+
+
+class MemberUser(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    username: str
+    name: str
+    email: str
+    avatar_url: str | None
+
+
+class MemberOut(BaseModel):
+    user: MemberUser
+    role: Role
+    joined_at: datetime
+
+
+class RoleUpdate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"role": "admin"}]})
+
+    role: Role
+
+
+class InvitationCreate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"email": "grace@example.com", "role": "member"}]})
+
+    email: Email
+    role: Role = Role.MEMBER
+
+
+class InvitationOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    email: str
+    role: Role
+    created_at: datetime
+    expires_at: datetime
+    invited_by: uuid.UUID | None
+
+
+class OrgSummary(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    slug: str
+
+
+class MyInvitation(BaseModel):
+    id: uuid.UUID
+    org: OrgSummary
+    role: Role
+    expires_at: datetime
+
+
+class AcceptIn(BaseModel):
+    token: str = Field(min_length=1, max_length=200)
+
+
+class AuditEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    action: str
+    actor_id: uuid.UUID | None
+    target_type: str | None
+    target_id: str | None
+    metadata: dict[str, Any] = Field(validation_alias="details")
+    ip: str | None
+    created_at: datetime

@@ -1,0 +1,370 @@
+"""Organizations and the one answer to "may this user do this in this organization?".
+
+Other domains call `require_role(...)` / `get_membership(...)` / `audit(...)` here; routes use
+the `OrgMember(...)` dependency family in `codepulse.orgs.dependencies`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from codepulse.auth import service as auth_service
+from codepulse.auth.mailer import MailMessage
+from codepulse.auth.models import User
+from codepulse.auth.security import hash_token, new_one_time_token
+from codepulse.clock import ClockFunc
+from codepulse.config import Settings
+from codepulse.errors import BadRequest, Conflict, FieldError, Forbidden, NotFound, QuotaExceeded, ValidationFailed
+from codepulse.orgs.models import AuditEvent, Invitation, Membership, Organization, Role
+from codepulse.orgs.repository import OrgRepository
+from codepulse.orgs.schemas import OrgCreate, OrgUpdate
+from codepulse.pagination import PageRequest, SortKey, paginate, paginate_rows
+
+log = structlog.get_logger("codepulse.orgs")
+
+INVITATION_LIFETIME = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class OrgAccess:
+    """An organization, the caller, and the caller's effective role in it."""
+
+    org: Organization
+    user: User
+    role: Role
+    membership: Membership | None  # None for a superuser who is not a member
+
+    def require(self, min_role: Role) -> None:
+        if not self.role.at_least(min_role):
+            raise Forbidden(f"This needs the {min_role.value} role or higher.", code="insufficient_role")
+
+
+@dataclass(frozen=True)
+class Member:
+    membership: Membership
+    user: User
+
+
+class OrgService:
+    def __init__(self, session: AsyncSession, settings: Settings, clock: ClockFunc) -> None:
+        self.session = session
+        self.repo = OrgRepository(session)
+        self.settings = settings
+        self.clock = clock
+
+    # --- access --------------------------------------------------------------------------
+
+    async def resolve(self, ref: str) -> Organization | None:
+        """An organization by id or slug (live ones only)."""
+        try:
+            org_id = uuid.UUID(ref)
+        except ValueError:
+            return await self.repo.org_by_slug(ref)
+        return await self.repo.org(org_id)
+
+    async def access(self, user: User, ref: str | uuid.UUID, min_role: Role = Role.VIEWER) -> OrgAccess:
+        """The caller's access, or 404 (not a member, or no such organization: no existence leak)
+        or 403 `insufficient_role`."""
+        org = await (self.repo.org(ref) if isinstance(ref, uuid.UUID) else self.resolve(ref))
+        membership = await self.repo.membership(org.id, user.id) if org is not None else None
+        if org is None or (membership is None and not user.is_superuser):
+            raise NotFound("organization")
+        role = Role(membership.role) if membership is not None else Role.OWNER
+        access = OrgAccess(org, user, role, membership)
+        access.require(min_role)
+        return access
+
+    # --- organizations -------------------------------------------------------------------
+
+    async def create(self, user: User, data: OrgCreate, ip: str | None) -> OrgAccess:
+        if await self.repo.slug_taken(data.slug):
+            raise Conflict("This slug is taken.", code="slug_taken")
+        org = Organization(name=data.name, slug=data.slug, created_by=user.id)
+        await self.repo.add(org)
+        membership = Membership(org_id=org.id, user_id=user.id, role=Role.OWNER.value)
+        await self.repo.add(membership)
+        await self.audit(org.id, user, "org.created", "organization", org.id, {"slug": org.slug}, ip)
+        return OrgAccess(org, user, Role.OWNER, membership)
+
+    async def list_mine(self, user: User, page: PageRequest) -> tuple[list[tuple[Organization, Role]], str | None]:
+        rows, next_cursor = await paginate_rows(
+            self.session,
+            self.repo.orgs_of_user_query(user.id),
+            order=[SortKey(Organization.name), SortKey(Organization.id)],
+            params=page,
+            tiebreaker=(),
+        )
+        return [(org, Role(role)) for org, role in rows], next_cursor
+
+    async def update(self, access: OrgAccess, data: OrgUpdate, ip: str | None) -> Organization:
+        access.require(Role.ADMIN)
+        org = access.org
+        values = {k: v for k, v in data.model_dump(exclude_unset=True).items() if v is not None or k == "avatar_url"}
+        if values.get("slug") not in (None, org.slug) and await self.repo.slug_taken(values["slug"]):
+            raise Conflict("This slug is taken.", code="slug_taken")
+        changes = {k: {"from": getattr(org, k), "to": v} for k, v in values.items() if getattr(org, k) != v}
+        for field, value in values.items():
+            setattr(org, field, value)
+        await self.session.flush()
+        if changes:
+            await self.audit(org.id, access.user, "org.updated", "organization", org.id, changes, ip)
+        return org
+
+    async def delete(self, access: OrgAccess, confirm_slug: str, ip: str | None) -> None:
+        access.require(Role.OWNER)
+        org = access.org
+        if confirm_slug.strip().lower() != org.slug:
+            raise ValidationFailed(
+                [FieldError(field="body.confirm_slug", code="slug_mismatch", message="Type the organization's slug.")]
+            )
+        await self.audit(org.id, access.user, "org.deleted", "organization", org.id, {"slug": org.slug}, ip)
+        await self.repo.delete_invitations(org.id)
+        # Soft delete: the row stays for the audit trail; its slug is freed for someone else.
+        org.deleted_at = self.clock()
+        org.slug = f"deleted-{org.id.hex}"
+        await self.session.flush()
+        log.info("org.deleted", org_id=str(org.id))
+
+    # --- members -------------------------------------------------------------------------
+
+    async def members(self, access: OrgAccess, page: PageRequest) -> tuple[list[Member], str | None]:
+        memberships, next_cursor = await paginate(
+            self.session, self.repo.members_query(access.org.id), order=[SortKey(Membership.created_at)], params=page
+        )
+        users = await auth_service.users_by_ids(self.session, {m.user_id for m in memberships})
+        return [Member(m, users[m.user_id]) for m in memberships if m.user_id in users], next_cursor
+
+    async def change_role(self, access: OrgAccess, user_id: uuid.UUID, role: Role, ip: str | None) -> Member:
+        access.require(Role.ADMIN)
+        membership = await self._member(access, user_id)
+        current = Role(membership.role)
+        # Admins manage members below owner; only owners touch owners or make owners.
+        if Role.OWNER in (current, role) and access.role is not Role.OWNER:
+            raise Forbidden("Only owners can change owners or make owners.", code="insufficient_role")
+        if current is Role.OWNER and role is not Role.OWNER:
+            await self._ensure_other_owner(access.org.id)
+        membership.role = role.value
+        await self.session.flush()
+        await self.audit(
+            access.org.id, access.user, "member.role_changed", "user", user_id, {"from": current, "to": role}, ip
+        )
+        user = await auth_service.user_by_id(self.session, user_id)
+        if user is None:  # pragma: no cover - memberships cascade with users
+            raise NotFound("member")
+        return Member(membership, user)
+
+    async def remove_member(self, access: OrgAccess, user_id: uuid.UUID, ip: str | None) -> None:
+        """Remove someone (admin+), or leave (anyone, for themselves)."""
+        leaving = user_id == access.user.id
+        if not leaving:
+            access.require(Role.ADMIN)
+        membership = await self._member(access, user_id)
+        role = Role(membership.role)
+        if role is Role.OWNER:
+            if not leaving and access.role is not Role.OWNER:
+                raise Forbidden("Only owners can remove owners.", code="insufficient_role")
+            await self._ensure_other_owner(access.org.id)
+        await self.repo.delete_membership(membership)
+        action = "member.left" if leaving else "member.removed"
+        await self.audit(access.org.id, access.user, action, "user", user_id, {"role": role}, ip)
+
+    async def _member(self, access: OrgAccess, user_id: uuid.UUID) -> Membership:
+        membership = await self.repo.membership(access.org.id, user_id)
+        if membership is None:
+            raise NotFound("member")
+        return membership
+
+    async def _ensure_other_owner(self, org_id: uuid.UUID) -> None:
+        if await self.repo.count_owners(org_id) <= 1:
+            raise Conflict(
+                "An organization needs an owner: make someone else owner first, or delete the organization.",
+                code="last_owner",
+            )
+
+    async def ensure_user_can_be_deleted(self, user: User) -> None:
+        """Called before an account is deleted: the last owner of an organization cannot go."""
+        orgs = await self.repo.sole_owner_orgs(user.id)
+        if orgs:
+            slugs = ", ".join(sorted(org.slug for org in orgs))
+            raise Conflict(
+                f"You are the last owner of {slugs}: transfer ownership or delete it first.",
+                code="last_owner",
+                extra={"organizations": sorted(org.slug for org in orgs)},
+            )
+
+    # --- seats ---------------------------------------------------------------------------
+
+    def member_limit(self, org: Organization) -> int:
+        # The one place that asks for the seat quota; the billing domain's plan replaces this.
+        return self.settings.DEFAULT_PLAN_LIMIT_MEMBERS
+
+    async def _ensure_seat(self, org: Organization, *, adding: int = 1) -> None:
+        now = self.clock()
+        used = await self.repo.count_members(org.id) + await self.repo.count_pending_invitations(org.id, now)
+        limit = self.member_limit(org)
+        if used + adding > limit:
+            raise QuotaExceeded(
+                f"This organization has {limit} seats and all are taken (members and pending invitations).",
+                limit=limit,
+                used=used,
+                upgrade_plan="team",
+            )
+
+    # --- invitations ---------------------------------------------------------------------
+
+    async def invite(self, access: OrgAccess, email: str, role: Role, ip: str | None) -> tuple[Invitation, MailMessage]:
+        access.require(Role.ADMIN)
+        if not access.role.at_least(role):
+            raise Forbidden("You cannot invite someone above your own role.", code="insufficient_role")
+        now = self.clock()
+        existing_user = await auth_service.user_by_email(self.session, email)
+        if existing_user is not None and await self.repo.membership(access.org.id, existing_user.id) is not None:
+            raise Conflict("This person is already a member.", code="already_member")
+        if await self.repo.pending_invitation_for(access.org.id, email, now) is not None:
+            raise Conflict("This email already has a pending invitation.", code="already_invited")
+        await self._ensure_seat(access.org)
+        token = new_one_time_token()
+        invitation = Invitation(
+            org_id=access.org.id,
+            email=email,
+            role=role.value,
+            token_hash=hash_token(token),
+            invited_by=access.user.id,
+            created_at=now,
+            expires_at=now + INVITATION_LIFETIME,
+        )
+        await self.repo.add(invitation)
+        await self.audit(access.org.id, access.user, "invitation.created", "invitation", invitation.id,
+                         {"email": email, "role": role}, ip)  # fmt: skip
+        message = MailMessage(
+            to=email,
+            subject=f"{access.user.name} invited you to {access.org.name} on codepulse",
+            text=f"{access.user.name} invited you to join {access.org.name} on codepulse as {role.value}.\n\n"
+            f"Accept within 7 days: {self.settings.FRONTEND_URL}/invitations/{token}\n",
+        )
+        return invitation, message
+
+    async def pending_invitations(self, access: OrgAccess, page: PageRequest) -> tuple[list[Invitation], str | None]:
+        access.require(Role.ADMIN)
+        return await paginate(
+            self.session,
+            self.repo.pending_invitations_query(access.org.id, self.clock()),
+            order=[SortKey(Invitation.created_at, "desc")],
+            params=page,
+        )
+
+    async def revoke_invitation(self, access: OrgAccess, invitation_id: uuid.UUID, ip: str | None) -> None:
+        access.require(Role.ADMIN)
+        invitation = await self.repo.invitation(access.org.id, invitation_id)
+        if invitation is None or invitation.accepted_at is not None or invitation.revoked_at is not None:
+            raise NotFound("invitation")
+        invitation.revoked_at = self.clock()
+        await self.session.flush()
+        await self.audit(access.org.id, access.user, "invitation.revoked", "invitation", invitation.id,
+                         {"email": invitation.email}, ip)  # fmt: skip
+
+    async def invitations_for(
+        self, user: User, page: PageRequest
+    ) -> tuple[list[tuple[Invitation, Organization]], str | None]:
+        if not user.email_verified:
+            return [], None
+        rows, next_cursor = await paginate_rows(
+            self.session,
+            self.repo.invitations_for_email_query(user.email, self.clock()),
+            order=[SortKey(Invitation.created_at, "desc"), SortKey(Invitation.id, "desc")],
+            params=page,
+            tiebreaker=(),
+        )
+        return [(invitation, org) for invitation, org in rows], next_cursor
+
+    async def accept(self, user: User, raw_token: str, ip: str | None) -> OrgAccess:
+        invitation = await self.repo.invitation_by_token(hash_token(raw_token))
+        now = self.clock()
+        if (
+            invitation is None
+            or invitation.accepted_at is not None
+            or invitation.revoked_at is not None
+            or now >= invitation.expires_at
+        ):
+            raise BadRequest("This invitation is invalid, expired, revoked or already used.", code="invalid_invitation")
+        org = await self.repo.org(invitation.org_id)
+        if org is None:
+            raise BadRequest("This organization no longer exists.", code="invalid_invitation")
+        if not user.email_verified:
+            raise Forbidden("Verify your email before accepting an invitation.", code="email_not_verified")
+        if user.email != invitation.email:
+            raise Forbidden("This invitation was sent to another email address.", code="invitation_email_mismatch")
+        if await self.repo.membership(org.id, user.id) is not None:
+            raise Conflict("You are already a member.", code="already_member")
+        if not await self.repo.accept_invitation(invitation.id, user.id, now):
+            raise BadRequest("This invitation was already used.", code="invalid_invitation")
+        membership = Membership(org_id=org.id, user_id=user.id, role=invitation.role)
+        await self.repo.add(membership)
+        await self.audit(org.id, user, "member.joined", "user", user.id, {"role": invitation.role}, ip)
+        return OrgAccess(org, user, Role(invitation.role), membership)
+
+    # --- audit ---------------------------------------------------------------------------
+
+    async def audit(
+        self,
+        org_id: uuid.UUID,
+        actor: User | None,
+        action: str,
+        target_type: str | None = None,
+        target_id: uuid.UUID | str | None = None,
+        details: dict[str, Any] | None = None,
+        ip: str | None = None,
+    ) -> None:
+        """Record an audit event in the caller's transaction (it commits or rolls back with it)."""
+        await self.repo.add(
+            AuditEvent(
+                org_id=org_id,
+                actor_id=actor.id if actor else None,
+                action=action,
+                target_type=target_type,
+                target_id=str(target_id) if target_id is not None else None,
+                details={k: _jsonable(v) for k, v in (details or {}).items()},
+                ip=ip,
+                created_at=self.clock(),
+            )
+        )
+
+    async def audit_log(
+        self, access: OrgAccess, action: str | None, page: PageRequest
+    ) -> tuple[list[AuditEvent], str | None]:
+        access.require(Role.ADMIN)
+        return await paginate(
+            self.session,
+            self.repo.audit_query(access.org.id, action),
+            order=[SortKey(AuditEvent.created_at, "desc")],
+            params=page,
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, uuid.UUID | datetime):
+        return str(value)
+    return value
+
+
+# --- for other domains ---------------------------------------------------------------------
+
+
+async def require_role(
+    session: AsyncSession, settings: Settings, clock: ClockFunc, user: User, org_id: uuid.UUID, min_role: Role
+) -> OrgAccess:
+    """For services of other domains holding an org-owned object: the caller's access to its
+    organization, 404 for outsiders, 403 below `min_role`."""
+    return await OrgService(session, settings, clock).access(user, org_id, min_role)
+
+
+async def get_membership(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID) -> Membership | None:
+    return await OrgRepository(session).membership(org_id, user_id)

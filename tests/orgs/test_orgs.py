@@ -1,0 +1,304 @@
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from codepulse.auth.models import User
+from tests.auth.helpers import register
+from tests.helpers import FakeClock
+from tests.orgs.helpers import add_member, create_org, verify_email
+from tests.stubs.smtp import SmtpServer
+
+
+async def test_create_and_read_by_id_or_slug(client: httpx.AsyncClient) -> None:
+    ada = await register(client, "ada")
+    org = await create_org(client, ada, "Engines-Ltd", "Engines")
+    assert (org["slug"], org["name"], org["role"]) == ("engines-ltd", "Engines", "owner")
+    by_slug = await client.get("/api/v1/orgs/engines-ltd", headers=ada.headers)
+    by_id = await client.get(f"/api/v1/orgs/{org['id']}", headers=ada.headers)
+    assert by_slug.json() == by_id.json() == org
+    mine = await client.get("/api/v1/orgs", headers=ada.headers)
+    assert [(o["slug"], o["role"]) for o in mine.json()["items"]] == [("engines-ltd", "owner")]
+
+
+async def test_new_users_have_no_organization(client: httpx.AsyncClient) -> None:
+    ada = await register(client, "ada")
+    assert (await client.get("/api/v1/orgs", headers=ada.headers)).json() == {"items": [], "next_cursor": None}
+
+
+@pytest.mark.parametrize("slug", ["ab", "x" * 41, "-engines", "engines-", "en--gines", "en gines", "settings", "API"])
+async def test_slug_rules(client: httpx.AsyncClient, slug: str) -> None:
+    ada = await register(client, "ada")
+    response = await client.post("/api/v1/orgs", headers=ada.headers, json={"name": "X", "slug": slug})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "body.slug"
+
+
+async def test_slug_is_unique(client: httpx.AsyncClient) -> None:
+    ada = await register(client, "ada")
+    await create_org(client, ada, "engines")
+    taken = await client.post("/api/v1/orgs", headers=ada.headers, json={"name": "Y", "slug": "ENGINES"})
+    assert taken.status_code == 409
+    assert taken.json()["code"] == "slug_taken"
+
+
+async def test_outsider_gets_404_and_viewer_403(
+    client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer
+) -> None:
+    ada = await register(client, "ada")
+    await create_org(client, ada, "engines")
+    grace = await register(client, "grace")
+    for path in ("/api/v1/orgs/engines", "/api/v1/orgs/nonexistent"):
+        response = await client.get(path, headers=grace.headers)
+        assert response.status_code == 404
+        assert response.json()["code"] == "organization_not_found"
+    viewer = await add_member(client, session, mailbox, ada, "engines", "vic", "viewer")
+    assert (await client.get("/api/v1/orgs/engines", headers=viewer.headers)).json()["role"] == "viewer"
+    refused = await client.patch("/api/v1/orgs/engines", headers=viewer.headers, json={"name": "Mine now"})
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "insufficient_role"
+
+
+async def test_superuser_sees_every_organization(client: httpx.AsyncClient, session: AsyncSession) -> None:
+    ada = await register(client, "ada")
+    await create_org(client, ada, "engines")
+    root = await register(client, "rooted")
+    await session.execute(update(User).where(User.username == "rooted").values(is_superuser=True))
+    await session.flush()
+    response = await client.get("/api/v1/orgs/engines", headers=root.headers)
+    assert response.status_code == 200
+    assert response.json()["role"] is None
+
+
+async def test_update_and_slug_change(client: httpx.AsyncClient) -> None:
+    ada = await register(client, "ada")
+    await create_org(client, ada, "engines")
+    updated = await client.patch(
+        "/api/v1/orgs/engines", headers=ada.headers, json={"name": "Engines Ltd", "slug": "engines-ltd"}
+    )
+    assert updated.status_code == 200
+    assert (updated.json()["name"], updated.json()["slug"]) == ("Engines Ltd", "engines-ltd")
+    # The old slug no longer resolves and is free for others.
+    assert (await client.get("/api/v1/orgs/engines", headers=ada.headers)).status_code == 404
+    await create_org(client, ada, "engines", "Another")
+
+
+async def test_delete_needs_the_slug_and_frees_it(client: httpx.AsyncClient) -> None:
+    ada = await register(client, "ada")
+    org = await create_org(client, ada, "engines")
+    wrong = await client.request("DELETE", "/api/v1/orgs/engines", headers=ada.headers, json={"confirm_slug": "nope"})
+    assert wrong.status_code == 422
+    assert wrong.json()["errors"][0]["code"] == "slug_mismatch"
+    done = await client.request("DELETE", "/api/v1/orgs/engines", headers=ada.headers, json={"confirm_slug": "engines"})
+    assert done.status_code == 204
+    assert (await client.get(f"/api/v1/orgs/{org['id']}", headers=ada.headers)).status_code == 404
+    assert (await client.get("/api/v1/orgs", headers=ada.headers)).json()["items"] == []
+    await create_org(client, ada, "engines")
+
+
+async def test_only_owners_delete(client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer) -> None:
+    ada = await register(client, "ada")
+    await create_org(client, ada, "engines")
+    admin = await add_member(client, session, mailbox, ada, "engines", "adam", "admin")
+    refused = await client.request(
+        "DELETE", "/api/v1/orgs/engines", headers=admin.headers, json={"confirm_slug": "engines"}
+    )
+    assert refused.status_code == 403
+
+
+async def test_members_and_roles(client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer) -> None:
+    ada = await register(client, "ada")
+    await create_org(client, ada, "engines")
+    admin = await add_member(client, session, mailbox, ada, "engines", "adam", "admin")
+    member = await add_member(client, session, mailbox, ada, "engines", "mia", "member")
+    listed = await client.get("/api/v1/orgs/engines/members", headers=member.headers)
+    assert [(m["user"]["username"], m["role"]) for m in listed.json()["items"]] == [
+        ("ada", "owner"),
+        ("adam", "admin"),
+        ("mia", "member"),
+    ]
+    mia_id, ada_id = member.user["id"], ada.user["id"]
+    promoted = await client.patch(
+        f"/api/v1/orgs/engines/members/{mia_id}", headers=admin.headers, json={"role": "viewer"}
+    )
+    assert promoted.json()["role"] == "viewer"
+    # Admins cannot touch owners or make owners.
+    for target, role in ((ada_id, "member"), (mia_id, "owner")):
+        response = await client.patch(
+            f"/api/v1/orgs/engines/members/{target}", headers=admin.headers, json={"role": role}
+        )
+        assert response.status_code == 403
+    removed_owner = await client.delete(f"/api/v1/orgs/engines/members/{ada_id}", headers=admin.headers)
+    assert removed_owner.status_code == 403
+    # Members cannot manage anyone.
+    refused = await client.delete(f"/api/v1/orgs/engines/members/{admin.user['id']}", headers=member.headers)
+    assert refused.status_code == 403
+    unknown = await client.patch(
+        "/api/v1/orgs/engines/members/00000000-0000-0000-0000-000000000000", headers=ada.headers, json={"role": "admin"}
+    )
+    assert unknown.status_code == 404
+
+
+async def test_last_owner_rules(client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer) -> None:
+    ada = await register(client, "ada")
+    await create_org(client, ada, "engines")
+    ada_id = ada.user["id"]
+    for response in (
+        await client.delete(f"/api/v1/orgs/engines/members/{ada_id}", headers=ada.headers),
+        await client.patch(f"/api/v1/orgs/engines/members/{ada_id}", headers=ada.headers, json={"role": "admin"}),
+        await client.delete("/api/v1/users/me", headers=ada.headers),
+    ):
+        assert response.status_code == 409
+        assert response.json()["code"] == "last_owner"
+    grace = await add_member(client, session, mailbox, ada, "engines", "grace", "owner")
+    assert (await client.delete(f"/api/v1/orgs/engines/members/{ada_id}", headers=ada.headers)).status_code == 204
+    assert (await client.get("/api/v1/orgs/engines", headers=ada.headers)).status_code == 404
+    assert (await client.get("/api/v1/orgs/engines", headers=grace.headers)).json()["role"] == "owner"
+    assert (await client.delete("/api/v1/users/me", headers=ada.headers)).status_code == 204
+
+
+async def test_members_can_leave(client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer) -> None:
+    ada = await register(client, "ada")
+    await create_org(client, ada, "engines")
+    viewer = await add_member(client, session, mailbox, ada, "engines", "vic", "viewer")
+    left = await client.delete(f"/api/v1/orgs/engines/members/{viewer.user['id']}", headers=viewer.headers)
+    assert left.status_code == 204
+    assert (await client.get("/api/v1/orgs/engines", headers=viewer.headers)).status_code == 404
+
+
+async def test_invitation_flow(client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer) -> None:
+    ada = await register(client, "ada")
+    await create_org(client, ada, "engines", "Engines")
+    invited = await client.post(
+        "/api/v1/orgs/engines/invitations", headers=ada.headers, json={"email": "Grace@Example.com", "role": "admin"}
+    )
+    assert invited.status_code == 201
+    assert invited.json()["email"] == "grace@example.com"
+    [message] = mailbox.messages_to("grace@example.com")
+    assert "Engines" in message["Subject"]
+    token = mailbox.link_token_in_path(message, "http://localhost:3000/invitations/")
+    pending = await client.get("/api/v1/orgs/engines/invitations", headers=ada.headers)
+    assert [i["email"] for i in pending.json()["items"]] == ["grace@example.com"]
+    again = await client.post(
+        "/api/v1/orgs/engines/invitations", headers=ada.headers, json={"email": "grace@example.com"}
+    )
+    assert again.json()["code"] == "already_invited"
+
+    grace = await register(client, "grace")
+    assert (await client.get("/api/v1/invitations", headers=grace.headers)).json()["items"] == []
+    unverified = await client.post("/api/v1/invitations/accept", headers=grace.headers, json={"token": token})
+    assert unverified.status_code == 403
+    assert unverified.json()["code"] == "email_not_verified"
+    await verify_email(session, "grace")
+    mine = await client.get("/api/v1/invitations", headers=grace.headers)
+    assert [(i["org"]["slug"], i["role"]) for i in mine.json()["items"]] == [("engines", "admin")]
+
+    other = await register(client, "mallory")
+    await verify_email(session, "mallory")
+    stolen = await client.post("/api/v1/invitations/accept", headers=other.headers, json={"token": token})
+    assert stolen.status_code == 403
+    assert stolen.json()["code"] == "invitation_email_mismatch"
+
+    accepted = await client.post("/api/v1/invitations/accept", headers=grace.headers, json={"token": token})
+    assert accepted.status_code == 200
+    assert (accepted.json()["slug"], accepted.json()["role"]) == ("engines", "admin")
+    replay = await client.post("/api/v1/invitations/accept", headers=grace.headers, json={"token": token})
+    assert replay.status_code == 400
+    assert replay.json()["code"] == "invalid_invitation"
+    assert "grace" in str((await client.get("/api/v1/orgs/engines/members", headers=ada.headers)).json())
+
+
+async def test_invitation_rules(
+    client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer, clock: FakeClock
+) -> None:
+    ada = await register(client, "ada")
+    await create_org(client, ada, "engines")
+    admin = await add_member(client, session, mailbox, ada, "engines", "adam", "admin")
+    above = await client.post(
+        "/api/v1/orgs/engines/invitations", headers=admin.headers, json={"email": "x@example.com", "role": "owner"}
+    )
+    assert above.status_code == 403
+    member_again = await client.post(
+        "/api/v1/orgs/engines/invitations", headers=ada.headers, json={"email": "adam@example.com"}
+    )
+    assert member_again.json()["code"] == "already_member"
+    invited = await client.post(
+        "/api/v1/orgs/engines/invitations", headers=admin.headers, json={"email": "late@example.com"}
+    )
+    token = mailbox.link_token_in_path(mailbox.messages_to("late@example.com")[-1], "/invitations/")
+    late = await register(client, "late")
+    await verify_email(session, "late")
+    clock.advance(days=7, seconds=1)
+    expired = await client.post("/api/v1/invitations/accept", headers=late.headers, json={"token": token})
+    assert expired.status_code == 400
+    revoke_missing = await client.delete(
+        f"/api/v1/orgs/engines/invitations/{invited.json()['id']}", headers=admin.headers
+    )
+    assert revoke_missing.status_code == 204  # expired but never used: still revocable
+
+
+async def test_revoked_invitation_cannot_be_accepted(
+    client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer
+) -> None:
+    ada = await register(client, "ada")
+    await create_org(client, ada, "engines")
+    invited = await client.post(
+        "/api/v1/orgs/engines/invitations", headers=ada.headers, json={"email": "grace@example.com"}
+    )
+    token = mailbox.link_token_in_path(mailbox.messages[-1], "/invitations/")
+    assert (
+        await client.delete(f"/api/v1/orgs/engines/invitations/{invited.json()['id']}", headers=ada.headers)
+    ).status_code == 204
+    grace = await register(client, "grace")
+    await verify_email(session, "grace")
+    response = await client.post("/api/v1/invitations/accept", headers=grace.headers, json={"token": token})
+    assert response.status_code == 400
+
+
+async def test_seat_limit_counts_pending_invitations(
+    client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer, settings: object
+) -> None:
+    ada = await register(client, "ada")
+    await create_org(client, ada, "engines")
+    limit = 5  # DEFAULT_PLAN_LIMIT_MEMBERS
+    for n in range(limit - 1):
+        response = await client.post(
+            "/api/v1/orgs/engines/invitations", headers=ada.headers, json={"email": f"p{n}@example.com"}
+        )
+        assert response.status_code == 201
+    full = await client.post("/api/v1/orgs/engines/invitations", headers=ada.headers, json={"email": "x@example.com"})
+    assert full.status_code == 402
+    body = full.json()
+    assert (body["code"], body["limit"], body["used"], body["upgrade_plan"]) == ("quota_exceeded", 5, 5, "team")
+
+
+async def test_audit_log(
+    client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer, clock: FakeClock
+) -> None:
+    ada = await register(client, "ada")
+    await create_org(client, ada, "engines")
+    clock.advance(seconds=1)
+    mia = await add_member(client, session, mailbox, ada, "engines", "mia")  # invites, then accepts
+    clock.advance(seconds=1)
+    await client.patch(f"/api/v1/orgs/engines/members/{mia.user['id']}", headers=ada.headers, json={"role": "admin"})
+    clock.advance(seconds=1)
+    await client.patch("/api/v1/orgs/engines", headers=ada.headers, json={"name": "Engines Ltd"})
+    log = await client.get("/api/v1/orgs/engines/audit-log", headers=ada.headers)
+    actions = [event["action"] for event in log.json()["items"]]
+    # Invite and accept happen at the same (frozen) instant: their order is not defined.
+    assert actions[:2] == ["org.updated", "member.role_changed"]
+    assert set(actions[2:4]) == {"member.joined", "invitation.created"}
+    assert actions[4:] == ["org.created"]
+    changed = log.json()["items"][1]
+    assert changed["metadata"] == {"from": "member", "to": "admin"}
+    assert changed["actor_id"] == ada.user["id"]
+    assert changed["ip"] == "127.0.0.1"
+    members_only = await client.get("/api/v1/orgs/engines/audit-log", headers=ada.headers, params={"action": "member."})
+    assert [e["action"] for e in members_only.json()["items"]] == ["member.role_changed", "member.joined"]
+    assert (await client.get("/api/v1/orgs/engines/audit-log", headers=ada.headers, params={"action": "x%"})).json()[
+        "items"
+    ] == []
+    viewer = await add_member(client, session, mailbox, ada, "engines", "vic", "viewer")
+    assert (await client.get("/api/v1/orgs/engines/audit-log", headers=viewer.headers)).status_code == 403

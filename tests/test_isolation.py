@@ -1,0 +1,148 @@
+"""Tenant isolation over every route of the app, including routes later domains add.
+
+Every route is classified below. A route with `{org}` is org-scoped automatically; a route with
+an id of an org-owned object must name how to make that object (ORG_OBJECT_PARAMS); every other
+route must be listed as not org-scoped (NOT_ORG_SCOPED). An unclassified route fails the test, so
+a new route cannot skip the check. For org-scoped routes:
+- a signed-in outsider gets 404 on every method (no existence leak);
+- a viewer gets 403 on every write.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tests.auth.helpers import SignedIn, register
+from tests.orgs.helpers import add_member, create_org
+from tests.stubs.smtp import SmtpServer
+
+WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+# Routes that belong to no organization (the caller's own account, public, or infrastructure).
+NOT_ORG_SCOPED = {
+    "/api/v1/health",
+    "/api/v1/health/ready",
+    "/api/v1/auth/register",
+    "/api/v1/auth/login",
+    "/api/v1/auth/me",
+    "/api/v1/auth/logout",
+    "/api/v1/auth/logout-all",
+    "/api/v1/auth/sessions",
+    "/api/v1/auth/sessions/{session_id}",
+    "/api/v1/auth/tokens",
+    "/api/v1/auth/password",
+    "/api/v1/auth/verify-email/request",
+    "/api/v1/auth/verify-email",
+    "/api/v1/auth/password-reset/request",
+    "/api/v1/auth/password-reset",
+    "/api/v1/auth/oauth/github",
+    "/api/v1/auth/oauth/github/link",
+    "/api/v1/auth/oauth/github/callback",
+    "/api/v1/auth/oauth/exchange",
+    "/api/v1/auth/oauth/github/device",
+    "/api/v1/users/me",
+    "/api/v1/users/{username}",
+    "/api/v1/orgs",
+    "/api/v1/invitations",
+    "/api/v1/invitations/accept",
+}
+
+Context = dict[str, Any]
+# Path parameter -> how to produce a value for it inside the test organization.
+ORG_OBJECT_PARAMS: dict[str, Callable[[Context], Awaitable[str]]] = {}
+
+
+async def _owner_id(context: Context) -> str:
+    return str(context["owner"].user["id"])
+
+
+async def _invitation_id(context: Context) -> str:
+    client: httpx.AsyncClient = context["client"]
+    response = await client.post(
+        "/api/v1/orgs/engines/invitations", headers=context["owner"].headers, json={"email": "pending@example.com"}
+    )
+    if response.status_code == 409:  # already created for an earlier route
+        listed = await client.get("/api/v1/orgs/engines/invitations", headers=context["owner"].headers)
+        return str(listed.json()["items"][0]["id"])
+    return str(response.json()["id"])
+
+
+# Parameters that sit inside an `{org}` route and name something of that organization.
+ORG_ROUTE_PARAMS: dict[str, Callable[[Context], Awaitable[str]]] = {
+    "user_id": _owner_id,
+    "invitation_id": _invitation_id,
+}
+
+_PARAM = re.compile(r"{(\w+)}")
+
+
+def _api_routes(app: FastAPI) -> list[tuple[str, str]]:
+    document = app.openapi()
+    return [
+        (path, method.upper())
+        for path, operations in document["paths"].items()
+        for method in operations
+        if method.upper() != "HEAD"
+    ]
+
+
+def _classify(path: str) -> str:
+    params = set(_PARAM.findall(path))
+    if "org" in params:
+        return "org"
+    if params & set(ORG_OBJECT_PARAMS):
+        return "org_object"
+    if path in NOT_ORG_SCOPED:
+        return "none"
+    return "unclassified"
+
+
+def test_every_route_is_classified(app: FastAPI) -> None:
+    unclassified = sorted({path for path, _ in _api_routes(app) if _classify(path) == "unclassified"})
+    assert unclassified == [], (
+        "classify these routes in tests/test_isolation.py (org-scoped object id, or NOT_ORG_SCOPED)"
+    )
+
+
+async def _fill(path: str, context: Context) -> str:
+    values = {}
+    for name in _PARAM.findall(path):
+        if name == "org":
+            values[name] = "engines"
+        elif name in ORG_OBJECT_PARAMS:
+            values[name] = await ORG_OBJECT_PARAMS[name](context)
+        elif name in ORG_ROUTE_PARAMS:
+            values[name] = await ORG_ROUTE_PARAMS[name](context)
+        else:
+            raise AssertionError(f"{path}: add a value for {{{name}}} to ORG_ROUTE_PARAMS or ORG_OBJECT_PARAMS")
+    return _PARAM.sub(lambda m: values[m.group(1)], path)
+
+
+async def test_outsiders_get_404_and_viewers_403_on_writes(
+    app: FastAPI, client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer
+) -> None:
+    owner = await register(client, "owner")
+    await create_org(client, owner, "engines")
+    viewer = await add_member(client, session, mailbox, owner, "engines", "viewer", "viewer")
+    outsider: SignedIn = await register(client, "outsider")
+    context: Context = {"client": client, "owner": owner}
+    checked = 0
+    for path, method in _api_routes(app):
+        if _classify(path) not in ("org", "org_object"):
+            continue
+        url = await _fill(path, context)
+        stranger = await client.request(method, url, headers=outsider.headers, json={})
+        assert stranger.status_code == 404, f"{method} {path}: outsider got {stranger.status_code}"
+        assert stranger.json()["code"].endswith("not_found")
+        if method in WRITE_METHODS:
+            response = await client.request(method, url, headers=viewer.headers, json={})
+            assert response.status_code == 403, f"{method} {path}: viewer got {response.status_code}"
+            assert response.json()["code"] == "insufficient_role"
+        checked += 1
+    assert checked >= 10
