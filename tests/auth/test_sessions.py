@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 from datetime import timedelta
@@ -8,8 +9,10 @@ import httpx
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from codepulse.app import create_app
 from codepulse.auth.models import AuthSession
 from tests.auth.helpers import login, register
+from tests.databases import DatabaseServer, build_settings
 from tests.helpers import FakeClock
 
 
@@ -167,3 +170,24 @@ async def test_logout_and_logout_all(client: httpx.AsyncClient) -> None:
     assert (await client.post("/api/v1/auth/logout-all", headers=ada.headers)).status_code == 204
     for signed_in in (ada, laptop):
         assert (await client.get("/api/v1/auth/me", headers=signed_in.headers)).status_code == 401
+
+
+async def test_a_burst_of_requests_due_for_a_touch_does_not_exhaust_the_pool(
+    database_server: DatabaseServer, clock: FakeClock
+) -> None:
+    """Regression: the touch took a second pooled connection while the request held one; a burst
+    bigger than the pool then waited forever. Now it runs after the response."""
+    settings = build_settings(
+        await database_server.clone("burst"), DB_POOL_SIZE=2, DB_MAX_OVERFLOW=0, DB_POOL_TIMEOUT_SECONDS=5
+    )
+    app = create_app(settings, clock=clock)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        ada = await register(client, "ada")
+        clock.advance(minutes=5)
+        responses = await asyncio.wait_for(
+            asyncio.gather(*(client.get("/api/v1/auth/me", headers=ada.headers) for _ in range(12))), 30
+        )
+    assert [r.status_code for r in responses] == [200] * 12

@@ -183,7 +183,8 @@ def parse_wrk(output: str) -> WrkResult:
 
 
 def run_wrk(url: str, threads: int, connections: int, duration: float, headers: Sequence[str] = ()) -> WrkResult:
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency"]
+    seconds = max(1, round(duration))  # wrk takes whole seconds
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
     for header in headers:
         command += ["-H", header]
     command.append(url)

@@ -7,13 +7,16 @@ async def endpoint(admin: Superuser) -> ...       # 403 unless is_superuser
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from typing import Annotated
 
 import structlog
-from fastapi import Depends, Request
+from fastapi import BackgroundTasks, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from codepulse.auth.models import AuthSession, User
+from codepulse.auth.repository import AuthRepository
 from codepulse.auth.service import Authenticated, AuthService, Device
 from codepulse.db import Database, DbSession, is_write_request
 from codepulse.errors import Forbidden, Unauthorized
@@ -26,7 +29,11 @@ _bearer = HTTPBearer(
 )
 
 
-def _service(request: Request, session: DbSession) -> AuthService:
+# Dependencies are `async def` even when they do not await: FastAPI runs plain `def` ones in the
+# threadpool, a hop that costs more than the work on hot paths like authentication.
+
+
+async def _service(request: Request, session: DbSession) -> AuthService:
     state = request.app.state
     return AuthService(session, state.settings, state.password_hasher, state.clock)
 
@@ -34,7 +41,7 @@ def _service(request: Request, session: DbSession) -> AuthService:
 AuthServiceDep = Annotated[AuthService, Depends(_service)]
 
 
-def _rate_limiter(request: Request) -> RateLimiter:
+async def _rate_limiter(request: Request) -> RateLimiter:
     limiter: RateLimiter = request.app.state.rate_limiter
     return limiter
 
@@ -49,48 +56,53 @@ def device_of(request: Request) -> Device:
 async def _authenticated(
     request: Request,
     service: AuthServiceDep,
+    background: BackgroundTasks,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Authenticated:
     if credentials is None:
         raise Unauthorized("Sign in: send `Authorization: Bearer <token>`.", code="not_authenticated")
     authenticated, touch = await service.authenticate(credentials.credentials)
     if touch is not None:
-        if not is_write_request(request):
-            # A read request's transaction must not turn into a writer (SQLite would refuse the
-            # upgrade when another writer went first): bookkeeping gets its own short one.
-            database: Database = request.app.state.database
-            async with database.transaction() as session:
-                await AuthService(session, service.settings, service.hasher, service.clock).touch(
-                    authenticated.session.id, touch
-                )
-        else:
+        if is_write_request(request):
             await service.touch(authenticated.session.id, touch)
+        else:
+            # A read request's transaction must not turn into a writer (SQLite refuses the upgrade
+            # when another writer went first), and must not wait for a second pooled connection
+            # while holding one (a burst of requests would exhaust the pool): the bookkeeping runs
+            # after the response, once this request's connection is back in the pool.
+            background.add_task(_touch_later, request.app.state.database, authenticated.session.id, touch)
     structlog.contextvars.bind_contextvars(user_id=str(authenticated.user.id))
     return authenticated
+
+
+async def _touch_later(database: Database, session_id: uuid.UUID, values: dict[str, datetime]) -> None:
+    async with database.transaction() as session:
+        await AuthRepository(session).touch_session(session_id, **values)
 
 
 Authentication = Annotated[Authenticated, Depends(_authenticated)]
 
 
-def _current_user(authenticated: Authentication) -> User:
+async def _current_user(authenticated: Authentication) -> User:
     return authenticated.user
 
 
-def _current_session(authenticated: Authentication) -> AuthSession:
+async def _current_session(authenticated: Authentication) -> AuthSession:
     return authenticated.session
 
 
 async def _optional_user(
     request: Request,
     service: AuthServiceDep,
+    background: BackgroundTasks,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User | None:
     if credentials is None:
         return None
-    return (await _authenticated(request, service, credentials)).user
+    return (await _authenticated(request, service, background, credentials)).user
 
 
-def _superuser(user: Annotated[User, Depends(_current_user)]) -> User:
+async def _superuser(user: Annotated[User, Depends(_current_user)]) -> User:
     if not user.is_superuser:
         raise Forbidden("Only administrators may do this.", code="superuser_required")
     return user

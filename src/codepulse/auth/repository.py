@@ -64,9 +64,10 @@ class AuthRepository:
         return (row[0], row[1]) if row is not None else None
 
     async def touch_session(self, session_id: uuid.UUID, *, last_used_at: datetime, expires_at: datetime) -> None:
+        # Only forward: concurrent requests of one session may all find a touch due.
         await self.session.execute(
             update(AuthSession)
-            .where(AuthSession.id == session_id)
+            .where(AuthSession.id == session_id, AuthSession.last_used_at < last_used_at)
             .values(last_used_at=last_used_at, expires_at=expires_at)
         )
 

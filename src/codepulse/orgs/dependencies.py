@@ -23,7 +23,7 @@ from codepulse.orgs.service import OrgAccess, OrgService
 OrgRef = Annotated[str, Path(description="The organization's id or slug.", min_length=1, max_length=60)]
 
 
-def org_service(request: Request, session: DbSession) -> OrgService:
+async def org_service(request: Request, session: DbSession) -> OrgService:
     return OrgService(session, request.app.state.settings, request.app.state.clock)
 
 
