@@ -37,6 +37,8 @@ def build_settings(database_url: str, **overrides: object) -> Settings:
         "PASSWORD_HASH_TIME_COST": 1,
         "PASSWORD_HASH_MEMORY_KIB": 1024,
         "PASSWORD_HASH_PARALLELISM": 1,
+        # Tests change users behind the API's back; the cache has tests of its own.
+        "AUTH_CACHE_SECONDS": 0,
     }
     values.update(overrides)
     return load_settings(**values)

@@ -51,11 +51,39 @@ NOT_ORG_SCOPED = {
     "/api/v1/orgs",
     "/api/v1/invitations",
     "/api/v1/invitations/accept",
+    # usage: the caller's own usage, public stats, and superuser pricing
+    "/api/v1/sync",
+    "/api/v1/dashboard/overview",
+    "/api/v1/dashboard/trends",
+    "/api/v1/dashboard/sources",
+    "/api/v1/dashboard/models",
+    "/api/v1/usage/settings",
+    "/api/v1/users/{username}/stats",
+    "/api/v1/admin/pricing",
+    "/api/v1/admin/pricing/{model}",
 }
 
 Context = dict[str, Any]
+
+
+async def _repository_id(context: Context) -> str:
+    if "repository_id" not in context:
+        client: httpx.AsyncClient = context["client"]
+        # A public IP literal: the clone URL check needs no DNS.
+        response = await client.post(
+            "/api/v1/orgs/engines/repositories",
+            headers=context["owner"].headers,
+            json={"clone_url": "https://140.82.112.3/octo/engine.git"},
+        )
+        assert response.status_code == 201, response.text
+        context["repository_id"] = str(response.json()["id"])
+    return str(context["repository_id"])
+
+
 # Path parameter -> how to produce a value for it inside the test organization.
-ORG_OBJECT_PARAMS: dict[str, Callable[[Context], Awaitable[str]]] = {}
+ORG_OBJECT_PARAMS: dict[str, Callable[[Context], Awaitable[str]]] = {
+    "repository_id": _repository_id,
+}
 
 
 async def _owner_id(context: Context) -> str:

@@ -12,6 +12,9 @@ from codepulse.errors import PROBLEM_RESPONSES
 from codepulse.health.router import router as health_router
 from codepulse.orgs.router import invitations_router
 from codepulse.orgs.router import router as orgs_router
+from codepulse.repositories.router import router as repositories_router
+from codepulse.usage.router import pricing_router
+from codepulse.usage.router import router as usage_router
 
 API_PREFIX = "/api/v1"
 
@@ -26,4 +29,7 @@ def build_api_router(settings: Settings) -> APIRouter:
     api.include_router(users_router)
     api.include_router(orgs_router)
     api.include_router(invitations_router)
+    api.include_router(repositories_router)
+    api.include_router(usage_router)
+    api.include_router(pricing_router)
     return api

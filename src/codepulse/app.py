@@ -15,6 +15,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from codepulse import __version__
 from codepulse.api import API_PREFIX, build_api_router
+from codepulse.auth.cache import AuthCache
 from codepulse.auth.crypto import SecretBox
 from codepulse.auth.github import GitHubClient, build_oauth
 from codepulse.auth.mailer import build_mailer
@@ -89,6 +90,7 @@ def create_app(settings: Settings, *, database: Database | None = None, clock: C
     app.state.database = db
     app.state.clock = clock
     app.state.password_hasher = PasswordHasher(settings)
+    app.state.auth_cache = AuthCache(settings.AUTH_CACHE_SECONDS, settings.AUTH_CACHE_MAX_ENTRIES, clock)
     app.state.mailer = build_mailer(settings)
     app.state.rate_limiter = RateLimiter(settings.RATE_LIMIT_STORAGE_URL, enabled=settings.RATE_LIMIT_ENABLED)
     app.state.github_oauth = build_oauth(settings)

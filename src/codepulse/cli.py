@@ -7,6 +7,7 @@ commands here (scans adds `worker`).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -93,6 +94,32 @@ def migrate() -> None:
     except _DATABASE_ERRORS as error:
         raise _fail(_database_error(error)) from None
     typer.echo(f"database at {migrations.head_revision()}")
+
+
+usage_app = typer.Typer(name="usage", help="Usage analytics maintenance.", no_args_is_help=True)
+app.add_typer(usage_app)
+
+
+@usage_app.command("reprice")
+def usage_reprice(
+    since: Annotated[
+        datetime | None,
+        typer.Option(formats=["%Y-%m-%d"], help="Only records of this local day or later (YYYY-MM-DD)."),
+    ] = None,
+) -> None:
+    """Recompute stored costs and daily aggregates with the prices in force (after a price change)."""
+    from codepulse.usage.service import reprice_database
+
+    settings = _settings()
+    configure_logging(settings)
+    try:
+        report = reprice_database(settings, since.date() if since else None)
+    except _DATABASE_ERRORS as error:
+        raise _fail(_database_error(error)) from None
+    typer.echo(
+        f"repriced {report.changed:,} of {report.records:,} records of {report.users:,} users; "
+        f"cost changed by {report.cost_delta_usd} USD"
+    )
 
 
 @app.command()

@@ -17,6 +17,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 MIN_SECRET_KEY_LENGTH = 32
+# The sync route's own body limit; the SYNC_*_BODY_BYTES settings choose the real one below it.
+SYNC_BODY_BYTES_CEILING = 268_435_456
 # Values people paste from tutorials; refused whatever their length.
 _KNOWN_WEAK_SECRETS = frozenset(
     {"changeme", "change-me", "secret", "secret-key", "your-secret-key", "dev", "development", "test"}
@@ -115,12 +117,29 @@ class Settings(BaseSettings):
     PASSWORD_HASH_TIME_COST: int = Field(default=3, ge=1, le=20)
     PASSWORD_HASH_MEMORY_KIB: int = Field(default=65536, ge=1024, le=1_048_576)
     PASSWORD_HASH_PARALLELISM: int = Field(default=4, ge=1, le=16)
+    # Read requests may reuse a token's authentication this long (0 turns it off); revocations
+    # in this process apply at once, on other replicas within this time.
+    AUTH_CACHE_SECONDS: float = Field(default=5.0, ge=0, le=300)
+    AUTH_CACHE_MAX_ENTRIES: int = Field(default=10_000, ge=1)
     # limits storage URI: memory:// (per process), or e.g. redis://host:6379 with the redis extra.
     RATE_LIMIT_STORAGE_URL: str = "memory://"
     RATE_LIMIT_ENABLED: bool = True
 
+    # Usage sync (`POST /api/v1/sync`). The Burntop CLI does not split uploads: its own, larger limits.
+    SYNC_MAX_RECORDS: int = Field(default=5000, ge=1, le=100_000)
+    SYNC_MAX_BODY_BYTES: int = Field(default=10_485_760, ge=1024, le=SYNC_BODY_BYTES_CEILING)
+    SYNC_BURNTOP_MAX_MESSAGES: int = Field(default=100_000, ge=1, le=1_000_000)
+    SYNC_BURNTOP_MAX_BODY_BYTES: int = Field(default=52_428_800, ge=1024, le=SYNC_BODY_BYTES_CEILING)
+    SYNC_RATE_LIMIT: str = "60/minute"
+
     # Plan limits until billing lands (billing's quota replaces them)
     DEFAULT_PLAN_LIMIT_MEMBERS: int = Field(default=5, ge=1)
+    DEFAULT_PLAN_LIMIT_REPOSITORIES: int = Field(default=10, ge=1)
+
+    # Repositories: hosts that may be cloned although they are (or resolve to) non-public
+    # addresses, and the development/test switch that allows every such host (unsafe elsewhere).
+    ALLOWED_GIT_HOSTS: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    ALLOW_LOCAL_REPOSITORIES: bool = False
 
     # Mail: SMTP when SMTP_HOST is set, otherwise messages are written to the log.
     SMTP_HOST: str | None = None
@@ -152,6 +171,20 @@ class Settings(BaseSettings):
     def _parse_origins(cls, value: Any) -> Any:
         return _split_csv(value)
 
+    @field_validator("ALLOWED_GIT_HOSTS", mode="before")
+    @classmethod
+    def _parse_git_hosts(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("ALLOWED_GIT_HOSTS")
+    @classmethod
+    def _check_git_hosts(cls, hosts: list[str]) -> list[str]:
+        cleaned = [host.strip().lower().removeprefix("[").removesuffix("]").removesuffix(".") for host in hosts]
+        for host in cleaned:
+            if not host or "/" in host or "@" in host or host.startswith("-"):
+                raise ValueError(f"{host!r} is not a host name or IP address (no scheme, path or port)")
+        return cleaned
+
     @field_validator("CORS_ORIGINS")
     @classmethod
     def _check_origins(cls, origins: list[str]) -> list[str]:
@@ -166,6 +199,17 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("SYNC_RATE_LIMIT")
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate limit like 60/minute or 60/minute;1000/hour") from None
+        return value
 
     @field_validator("LOG_LEVEL", mode="before")
     @classmethod
@@ -185,6 +229,15 @@ class Settings(BaseSettings):
                 "use sqlite+aiosqlite:///path.db or postgresql+asyncpg://user:pass@host/db"
             )
         return value
+
+    @model_validator(mode="after")
+    def _check_local_repositories(self) -> Self:
+        if self.ENVIRONMENT is Environment.PRODUCTION and self.ALLOW_LOCAL_REPOSITORIES:
+            raise ValueError(
+                "ALLOW_LOCAL_REPOSITORIES must be false when ENVIRONMENT=production; "
+                "list trusted internal Git hosts in ALLOWED_GIT_HOSTS instead"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_secret_key(self) -> Self:

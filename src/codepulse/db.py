@@ -8,14 +8,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
-from sqlalchemy import DateTime, MetaData, event, text
+from sqlalchemy import ColumnElement, DateTime, MetaData, Row, Table, bindparam, event, func, select, text, true, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -25,6 +27,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.selectable import TableValuedAlias
 from sqlalchemy.types import TypeDecorator
 
 from codepulse.clock import utcnow
@@ -155,17 +159,33 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
-        """One unit of work: commits when the block ends, rolls back if it raises."""
-        async with self.session(write=write) as session:
+        """One unit of work: commits when the block ends, rolls back if it raises.
+
+        A session that was never used (a request answered from caches) costs no commit and no
+        close: both are greenlet hops that would dominate such requests.
+        """
+        session = self.session(write=write)
+        try:
+            yield session
+        except BaseException:
+            if _used(session):
+                try:
+                    await session.rollback()
+                finally:
+                    await session.close()
+            raise
+        if _used(session):
             try:
-                yield session
-            except BaseException:
-                await session.rollback()
-                raise
-            await session.commit()
+                await session.commit()
+            finally:
+                await session.close()
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _used(session: AsyncSession) -> bool:
+    return session.in_transaction() or bool(session.new or session.dirty or session.deleted)
 
 
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -228,3 +248,199 @@ def process_lock(name: str) -> asyncio.Lock:
     if lock is None:
         lock = _process_locks[name] = asyncio.Lock()
     return lock
+
+
+async def advisory_xact_lock(session: AsyncSession, name: str) -> None:
+    """Wait for the lock named `name`; it is held until the session's transaction ends.
+
+    PostgreSQL: pg_advisory_xact_lock, shared by every replica. SQLite: write transactions are
+    serialised by BEGIN IMMEDIATE, so a write session already holds the only lock there is.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_lock_key(name)})
+
+
+ExcludedColumns = Any  # the dialect's `insert(...).excluded` collection: `excluded.<column>`
+
+
+def upsert(
+    session: AsyncSession,
+    table: Table,
+    *,
+    conflict: Sequence[str],
+    update: Callable[[ExcludedColumns], Mapping[str, Any]] | None = None,
+    where: Callable[[ExcludedColumns], ColumnElement[bool]] | None = None,
+) -> Insert:
+    """`INSERT ... ON CONFLICT (conflict) DO UPDATE SET update(excluded) WHERE where(excluded)`,
+    or `DO NOTHING` without `update`, for the session's dialect (PostgreSQL and SQLite both
+    support it, with RETURNING: only inserted or updated rows come back).
+
+        stmt = upsert(session, Counter.__table__, conflict=["name"],
+                      update=lambda excluded: {"value": Counter.value + excluded.value})
+        await session.execute(stmt.returning(Counter.name), rows)
+    """
+    statement: postgresql.Insert | sqlite.Insert = (
+        postgresql.insert(table) if session.get_bind().dialect.name == "postgresql" else sqlite.insert(table)
+    )
+    if update is None:
+        return statement.on_conflict_do_nothing(index_elements=list(conflict))
+    excluded = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=list(conflict),
+        set_=dict(update(excluded)),
+        where=where(excluded) if where is not None else None,
+    )
+
+
+def _is_postgresql(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _unnest(
+    table: Table, names: Sequence[str], rows: Sequence[Sequence[Any]], alias: str, *, ordinality: str | None = None
+) -> TableValuedAlias:
+    """PostgreSQL: `unnest($1::type[], $2::type[], ...) [WITH ORDINALITY] AS alias(names...)`, one
+    array per column."""
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    arrays = [
+        bindparam(f"{alias}_{name}", list(values), type_=postgresql.ARRAY(table.c[name].type))
+        for name, values in zip(names, columns, strict=True)
+    ]
+    return func.unnest(*arrays).table_valued(*names, with_ordinality=ordinality).render_derived(name=alias)
+
+
+async def bulk_insert(
+    session: AsyncSession, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> int:
+    """Insert many rows (tuples of `columns`) that the caller knows are new; the number inserted.
+
+    PostgreSQL: COPY into the table through the session's connection and transaction, the
+    cheapest way to ship rows to PostgreSQL; constraints are checked as for INSERT, so a row that
+    is not new after all fails the whole statement (an IntegrityError), never silently. SQLite:
+    executemany of an INSERT.
+    """
+    if not rows:
+        return 0
+    connection = await session.connection()
+    dialect = connection.dialect
+    if dialect.name != "postgresql":
+        result = await session.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
+        return int(getattr(result, "rowcount", len(rows)))
+    # Values go to COPY as the column types' bind processors would send them. UTCDateTime only
+    # refuses naive values here: PostgreSQL stores any aware datetime as the same instant.
+    aware = [index for index, name in enumerate(columns) if isinstance(table.c[name].type, UTCDateTime)]
+    processors = [
+        (index, process)
+        for index, name in enumerate(columns)
+        if index not in aware
+        and (process := table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
+    ]
+    for row in rows:
+        for index in aware:
+            value = row[index]
+            if value is not None and value.tzinfo is None:
+                raise ValueError("naive datetime given; codepulse stores timezone-aware UTC only")
+    if processors:
+        converted = []
+        for row in rows:
+            values = list(row)
+            for index, process in processors:
+                values[index] = process(values[index])
+            converted.append(values)
+        rows = converted
+    driver = (await connection.get_raw_connection()).driver_connection  # the asyncpg connection
+    if driver is None:  # pragma: no cover - a checked-out connection always has one
+        raise RuntimeError("no driver connection")
+    try:
+        status = await driver.copy_records_to_table(table.name, records=rows, columns=list(columns))
+    except Exception as error:
+        if str(getattr(error, "sqlstate", "")).startswith("23"):  # integrity constraint violation
+            raise IntegrityError(f"COPY {table.name}", None, error) from error
+        raise
+    return int(str(status).rsplit(" ", 1)[-1])
+
+
+async def bulk_upsert(
+    session: AsyncSession,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    conflict: Sequence[str],
+    update: Callable[[ExcludedColumns], Mapping[str, Any]] | None = None,
+    where: Callable[[ExcludedColumns], ColumnElement[bool]] | None = None,
+    returning: Sequence[str] = (),
+) -> list[Row[Any]]:
+    """`upsert` of many rows (tuples of `columns`) at once; the rows RETURNING gives back.
+
+    PostgreSQL: `INSERT ... SELECT * FROM unnest(<an array per column>) ON CONFLICT ...`: one
+    statement whatever the number of rows, prepared once and planned cheaply (a multi-row VALUES
+    list carries a bind parameter per value). SQLite: executemany of `upsert` (SQLAlchemy batches
+    it into multi-row VALUES statements). Rows must not repeat a key.
+    """
+    if not rows:
+        return []
+    if _is_postgresql(session):
+        values = _unnest(table, columns, rows, "incoming")
+        source = select(*(values.c[name] for name in columns))
+        statement = postgresql.insert(table).from_select(list(columns), source)
+        if update is None:
+            statement = statement.on_conflict_do_nothing(index_elements=list(conflict))
+        else:
+            excluded = statement.excluded
+            statement = statement.on_conflict_do_update(
+                index_elements=list(conflict),
+                set_=dict(update(excluded)),
+                where=where(excluded) if where is not None else None,
+            )
+        if returning:
+            return list((await session.execute(statement.returning(*(table.c[n] for n in returning)))).all())
+        await session.execute(statement)
+        return []
+    generic = upsert(session, table, conflict=conflict, update=update, where=where)
+    params = [dict(zip(columns, row, strict=True)) for row in rows]
+    if returning:
+        return list((await session.execute(generic.returning(*(table.c[n] for n in returning)), params)).all())
+    await session.execute(generic, params)
+    return []
+
+
+async def rows_by_keys(
+    session: AsyncSession,
+    table: Table,
+    columns: Sequence[str],
+    *,
+    fixed: Mapping[str, Any],
+    key_columns: Sequence[str],
+    keys: Sequence[Sequence[Any]],
+) -> list[tuple[int, Sequence[Any]]]:
+    """The rows of `table` whose `key_columns` equal one of `keys` (and whose `fixed` columns have
+    the given values), as (position of the key in `keys`, row of `columns`), by index lookups
+    whatever the table's statistics say. Keys must be distinct.
+
+    PostgreSQL: `unnest` of the keys WITH ORDINALITY joined LATERAL to the table: one unique-index
+    probe per key (an `IN (...)` list, or a plain join, on a fresh table without statistics plans
+    as a scan of every row with the `fixed` values), and the keys do not travel back. SQLite: a
+    row-value `IN (VALUES ...)`, which SQLite serves from the index.
+    """
+    if not keys:
+        return []
+    wanted = [table.c[name] for name in columns]
+    conditions = [table.c[name] == value for name, value in fixed.items()]
+    if _is_postgresql(session):
+        source = _unnest(table, key_columns, keys, "wanted", ordinality="position")
+        # LATERAL with LIMIT 1 (which keeps the planner from flattening it into a plain join).
+        found = (
+            select(*wanted)
+            .where(*conditions, *(table.c[name] == source.c[name] for name in key_columns))
+            .limit(1)
+            .lateral("found")
+        )
+        query = select(source.c.position, *(found.c[name] for name in columns)).select_from(source).join(found, true())
+        return [(int(row[0]) - 1, row[1:]) for row in (await session.execute(query)).all()]
+    positions = {tuple(key): index for index, key in enumerate(keys)}
+    query = select(*(table.c[name] for name in key_columns), *wanted).where(
+        *conditions, tuple_(*(table.c[name] for name in key_columns)).in_(keys)
+    )
+    size = len(key_columns)
+    return [(positions[tuple(row[:size])], row[size:]) for row in (await session.execute(query)).all()]

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth.models import User
+from codepulse.repositories.models import Repository
 from tests.auth.helpers import register
 from tests.helpers import FakeClock
 from tests.orgs.helpers import add_member, create_org, verify_email
@@ -96,6 +97,20 @@ async def test_delete_needs_the_slug_and_frees_it(client: httpx.AsyncClient) -> 
     assert (await client.get(f"/api/v1/orgs/{org['id']}", headers=ada.headers)).status_code == 404
     assert (await client.get("/api/v1/orgs", headers=ada.headers)).json()["items"] == []
     await create_org(client, ada, "engines")
+
+
+async def test_delete_removes_repositories(client: httpx.AsyncClient, session: AsyncSession) -> None:
+    ada = await register(client, "ada")
+    await create_org(client, ada, "engines")
+    created = await client.post(
+        "/api/v1/orgs/engines/repositories",
+        headers=ada.headers,
+        json={"clone_url": "https://140.82.112.3/octo/engine.git"},
+    )
+    assert created.status_code == 201
+    await client.request("DELETE", "/api/v1/orgs/engines", headers=ada.headers, json={"confirm_slug": "engines"})
+    remaining = await session.scalar(select(func.count()).select_from(Repository))
+    assert remaining == 0
 
 
 async def test_only_owners_delete(client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer) -> None:

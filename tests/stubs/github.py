@@ -20,6 +20,12 @@ Protocol details mirrored from GitHub:
 - REST: `Authorization: Bearer <t>` or `token <t>`; 401 `Bad credentials` for unknown or revoked
   tokens, 401 `Requires authentication` without one; `/user/emails` is 404 without the
   `user:email` (or `user`) scope, as GitHub hides resources a token cannot see.
+- Repositories: `/user/repos` lists what the token's owner reaches (owned, or as a member of
+  the repository), sorted by full name, `per_page` (default 30, at most 100) and `page`, with
+  GitHub's `Link` header (`rel="next"`, `"last"`, `"first"`, `"prev"`); private repositories
+  only with the `repo` scope (GitHub's rule for OAuth tokens). `/repos/{owner}/{repo}` answers
+  a public repository to any token, a private one only to a member with `repo`; 404 otherwise.
+  URLs in repository bodies use `state.repo_host` (github.com), as GitHub's do.
 """
 
 from __future__ import annotations
@@ -71,7 +77,23 @@ class StubUser:
     emails: list[StubEmail] = field(default_factory=list)
     # What `/user` shows as `email`: only an address the user chose to make public, often null.
     public_email: str | None = None
-    # Later: repositories for `/user/repos` (with `Link` pagination) hang off the user here.
+
+
+@dataclass
+class StubRepo:
+    id: int
+    owner: str
+    name: str
+    private: bool = False
+    default_branch: str | None = "main"
+    archived: bool = False
+    description: str | None = None
+    # GitHub users (ids) who reach it besides the owner: collaborators, organization members.
+    members: set[int] = field(default_factory=set)
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.name}"
 
 
 @dataclass
@@ -118,7 +140,39 @@ class GitHubStubState:
     revoked: set[str] = field(default_factory=set)
     api_fault: ApiFault | None = None
     api_requests: list[RecordedRequest] = field(default_factory=list)
+    repos: dict[int, StubRepo] = field(default_factory=dict)
+    # The web host in repository URLs (clone_url, ssh_url, html_url).
+    repo_host: str = "github.com"
     _next_user_id: int = 583_231  # octocat's id; later users count up from there
+    _next_repo_id: int = 1_296_269  # Hello-World's id
+
+    def add_repo(
+        self,
+        owner: StubUser | str,
+        name: str,
+        *,
+        private: bool = False,
+        members: Sequence[StubUser] = (),
+        default_branch: str | None = "main",
+        archived: bool = False,
+        description: str | None = None,
+    ) -> StubRepo:
+        """A repository of `owner` (a user, or an organization's login), reached by its owner (when
+        a user) and by `members`."""
+        login = owner.login if isinstance(owner, StubUser) else owner
+        repo = StubRepo(
+            id=self._next_repo_id,
+            owner=login,
+            name=name,
+            private=private,
+            default_branch=default_branch,
+            archived=archived,
+            description=description,
+            members={user.id for user in members} | ({owner.id} if isinstance(owner, StubUser) else set()),
+        )
+        self._next_repo_id += 1
+        self.repos[repo.id] = repo
+        return repo
 
     def add_user(
         self,
@@ -242,6 +296,51 @@ def _user_json(user: StubUser) -> dict[str, Any]:
         "created_at": "2011-01-25T18:44:36Z",
         "updated_at": "2024-01-22T12:00:00Z",
     }
+
+
+def _repo_json(repo: StubRepo, state: GitHubStubState, user: StubUser) -> dict[str, Any]:
+    host = state.repo_host
+    owner = next((u for u in state.users.values() if u.login == repo.owner), None)
+    admin = owner is not None and owner.id == user.id
+    return {
+        "id": repo.id,
+        "node_id": base64.b64encode(f"010:Repository{repo.id}".encode()).decode(),
+        "name": repo.name,
+        "full_name": repo.full_name,
+        "private": repo.private,
+        "owner": {
+            "login": repo.owner,
+            "id": owner.id if owner is not None else 9_919,
+            "type": "User" if owner is not None else "Organization",
+            "site_admin": False,
+        },
+        "html_url": f"https://{host}/{repo.full_name}",
+        "description": repo.description,
+        "fork": False,
+        "url": f"https://api.{host}/repos/{repo.full_name}",
+        "git_url": f"git://{host}/{repo.full_name}.git",
+        "ssh_url": f"git@{host}:{repo.full_name}.git",
+        "clone_url": f"https://{host}/{repo.full_name}.git",
+        "svn_url": f"https://{host}/{repo.full_name}",
+        "homepage": None,
+        "size": 108,
+        "language": "Python",
+        "archived": repo.archived,
+        "disabled": False,
+        "visibility": "private" if repo.private else "public",
+        "default_branch": repo.default_branch,
+        "permissions": {"admin": admin, "maintain": admin, "push": True, "triage": True, "pull": True},
+        "created_at": "2011-01-26T19:01:12Z",
+        "updated_at": "2024-01-22T12:00:00Z",
+        "pushed_at": "2024-01-22T12:00:00Z",
+    }
+
+
+def _int_param(value: str | None, default: int, low: int, high: int) -> int:
+    # GitHub ignores unusable values and clamps per_page to 100.
+    if value is None or not value.isdigit():
+        return default
+    return max(low, min(int(value), high))
 
 
 # -- the app ----------------------------------------------------------------------------------
@@ -382,13 +481,54 @@ def build_app(stub: GitHubStub) -> Starlette:
         ]
         return scoped(body, issued, "user, user:email")
 
+    async def user_repos(request: Request) -> Response:
+        owner = authenticate(request)
+        if isinstance(owner, Response):
+            return owner
+        account, issued = owner
+        state = stub.state
+        per_page = _int_param(request.query_params.get("per_page"), 30, 1, 100)
+        page = _int_param(request.query_params.get("page"), 1, 1, 10**6)
+        sees_private = "repo" in issued.scopes
+        reachable = sorted(
+            (r for r in state.repos.values() if account.id in r.members and (sees_private or not r.private)),
+            key=lambda r: r.full_name.lower(),
+        )
+        chunk = reachable[(page - 1) * per_page : page * per_page]
+        response = scoped([_repo_json(r, state, account) for r in chunk], issued, "")
+        last = max(1, -(-len(reachable) // per_page))
+        base = str(request.url.replace(query=""))
+        links = []
+        if page < last:
+            links += [(page + 1, "next"), (last, "last")]
+        if page > 1:
+            links += [(1, "first"), (min(page - 1, last), "prev")]
+        if links:
+            response.headers["link"] = ", ".join(
+                f'<{base}?{urlencode({"per_page": per_page, "page": number})}>; rel="{rel}"' for number, rel in links
+            )
+        return response
+
+    async def repo(request: Request) -> Response:
+        owner = authenticate(request)
+        if isinstance(owner, Response):
+            return owner
+        account, issued = owner
+        state = stub.state
+        wanted = f"{request.path_params['owner']}/{request.path_params['repo']}".lower()
+        found = next((r for r in state.repos.values() if r.full_name.lower() == wanted), None)
+        if found is None or (found.private and (account.id not in found.members or "repo" not in issued.scopes)):
+            return _api_error(404, "Not Found", f"{_DOCS}/rest/repos/repos#get-a-repository")
+        return scoped(_repo_json(found, state, account), issued, "repo")
+
     return Starlette(
         routes=[
             Route("/login/oauth/authorize", authorize, methods=["GET"]),
             Route("/login/oauth/access_token", access_token, methods=["POST"]),
             Route(f"{API_PREFIX}/user", user, methods=["GET"]),
             Route(f"{API_PREFIX}/user/emails", user_emails, methods=["GET"]),
-            # Room for `/user/repos` (pagination through `Link: <...>; rel="next"`) in a later issue.
+            Route(f"{API_PREFIX}/user/repos", user_repos, methods=["GET"]),
+            Route(f"{API_PREFIX}/repos/{{owner}}/{{repo}}", repo, methods=["GET"]),
         ]
     )
 

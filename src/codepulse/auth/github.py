@@ -3,7 +3,8 @@
 Two entry points:
 
 - `GitHubClient(settings).fetch_profile(access_token)` reads `/user` and `/user/emails` with a
-  GitHub access token, whichever way it was obtained (web flow, or the CLI's device flow).
+  GitHub access token, whichever way it was obtained (web flow, or the CLI's device flow);
+  `list_repositories` / `get_repositories` read the repositories that token reaches.
 - `build_oauth(settings)` returns a `GitHubOAuth` for the browser flow, or None when
   `GITHUB_CLIENT_ID` is unset (the routes then answer 404 `oauth_not_configured`).
 
@@ -14,17 +15,18 @@ not leak out, so callers never import Authlib. Access tokens are never logged or
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import structlog
-from authlib.integrations.base_client import MismatchingStateError, OAuthError
-from authlib.integrations.starlette_client import OAuth
 from pydantic import BaseModel, ConfigDict, StrictInt, TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
+from codepulse.auth._authlib import MismatchingStateError, OAuth, OAuthError
 from codepulse.config import Settings, SettingsError
 
 log = structlog.get_logger("codepulse.auth.github")
@@ -120,8 +122,74 @@ class _EmailPayload(BaseModel):
     verified: bool = False
 
 
+@dataclass(frozen=True)
+class GitHubRepository:
+    id: int
+    """GitHub's numeric repository id: stable across renames and transfers."""
+    full_name: str
+    name: str
+    owner: str
+    private: bool
+    clone_url: str
+    ssh_url: str
+    html_url: str
+    default_branch: str | None
+    archived: bool
+    description: str | None
+
+
+@dataclass(frozen=True)
+class GitHubRepositoryPage:
+    items: list[GitHubRepository]
+    next_page: int | None
+    """From the `Link` header's rel="next"; None on the last page."""
+    scopes: frozenset[str] | None
+    """The token's OAuth scopes (`X-OAuth-Scopes`); None when GitHub does not say (fine-grained
+    tokens). Without `repo`, GitHub lists public repositories only."""
+
+
+class _OwnerPayload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    login: str
+
+
+class _RepositoryPayload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: StrictInt
+    name: str
+    full_name: str
+    owner: _OwnerPayload
+    private: bool
+    html_url: str
+    clone_url: str
+    ssh_url: str
+    default_branch: str | None = None
+    archived: bool = False
+    description: str | None = None
+
+    def to_repository(self) -> GitHubRepository:
+        return GitHubRepository(
+            id=self.id,
+            full_name=self.full_name,
+            name=self.name,
+            owner=self.owner.login,
+            private=self.private,
+            clone_url=self.clone_url,
+            ssh_url=self.ssh_url,
+            html_url=self.html_url,
+            default_branch=self.default_branch or None,
+            archived=self.archived,
+            description=self.description or None,
+        )
+
+
 _USER = TypeAdapter(_UserPayload)
 _EMAILS = TypeAdapter(list[_EmailPayload])
+_REPOSITORY = TypeAdapter(_RepositoryPayload)
+_REPOSITORIES = TypeAdapter(list[_RepositoryPayload])
+_LINK = re.compile(r'<([^>]*)>\s*;\s*rel="([^"]*)"')
 
 
 def _parse_scopes(value: object) -> frozenset[str]:
@@ -129,6 +197,16 @@ def _parse_scopes(value: object) -> frozenset[str]:
     if not isinstance(value, str):
         return frozenset()
     return frozenset(scope for scope in re.split(r"[,\s]+", value) if scope)
+
+
+def _next_page(link: str | None) -> int | None:
+    """The `page` of the rel="next" URL in a `Link` header (GitHub's pagination), or None."""
+    for url, rels in _LINK.findall(link or ""):
+        if "next" in rels.split():
+            pages = parse_qs(urlsplit(url).query).get("page")
+            if pages and pages[0].isdigit():
+                return int(pages[0])
+    return None
 
 
 # -- REST API ---------------------------------------------------------------------------------
@@ -193,35 +271,99 @@ class GitHubClient:
             verified_emails=verified,
         )
 
+    async def list_repositories(self, access_token: str, *, page: int = 1, per_page: int = 30) -> GitHubRepositoryPage:
+        """One page of `GET /user/repos`: repositories the token's owner owns, collaborates on or
+        reaches through an organization (private ones only with the `repo` scope). Raises
+        GitHubTokenInvalid or GitHubUnavailable."""
+        if not _TOKEN_SHAPE.fullmatch(access_token):
+            raise GitHubTokenInvalid("not a GitHub access token")
+        if page < 1 or not 1 <= per_page <= 100:
+            raise ValueError("page must be >= 1 and per_page within 1..100")
+        path = "/user/repos"
+        async with self._client(access_token) as client:
+            response = await self._get(client, path, params={"page": page, "per_page": per_page})
+        repositories = self._validate(_REPOSITORIES, self._json(response, path), path)
+        scopes = response.headers.get("x-oauth-scopes")
+        return GitHubRepositoryPage(
+            items=[repository.to_repository() for repository in repositories],
+            next_page=_next_page(response.headers.get("link")),
+            scopes=_parse_scopes(scopes) if scopes is not None else None,
+        )
+
+    async def get_repositories(
+        self, access_token: str, full_names: Sequence[str]
+    ) -> dict[str, GitHubRepository | None]:
+        """`GET /repos/{owner}/{repo}` for each `owner/repo`, one after the other over one
+        connection (GitHub asks clients not to fan out): None for a repository that does not
+        exist or that the token cannot see (GitHub answers 404, or 403 e.g. for an organization
+        enforcing SAML), or that was renamed (301 to its new id: callers use current names).
+        Raises GitHubTokenInvalid or GitHubUnavailable."""
+        if not _TOKEN_SHAPE.fullmatch(access_token):
+            raise GitHubTokenInvalid("not a GitHub access token")
+        found: dict[str, GitHubRepository | None] = {}
+        async with self._client(access_token) as client:
+            for full_name in full_names:
+                owner, _, name = full_name.partition("/")
+                path = f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
+                response = await self._get(client, path, absent=(301, 403, 404), label="/repos/{owner}/{repo}")
+                if response.status_code != 200:
+                    found[full_name] = None
+                    continue
+                payload = self._json(response, "/repos/{owner}/{repo}")
+                found[full_name] = self._validate(_REPOSITORY, payload, "/repos/{owner}/{repo}").to_repository()
+        return found
+
     async def _get_json(self, client: httpx.AsyncClient, path: str) -> Any:
+        emails = path == "/user/emails"
+        response = await self._get(client, path, absent=(403, 404) if emails else ())
+        if response.status_code != 200:
+            log.info("github.scope_missing", path=path, status=response.status_code)
+            raise GitHubInsufficientScope("the GitHub token cannot read /user/emails (scope user:email)")
+        return self._json(response, path)
+
+    async def _get(
+        self,
+        client: httpx.AsyncClient,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        absent: tuple[int, ...] = (),
+        label: str | None = None,
+    ) -> httpx.Response:
+        """A 200 response, or one whose status is in `absent` (for the caller to interpret);
+        every other outcome raises. `label` replaces `path` in logs and messages."""
+        shown = label or path
         try:
-            response = await client.get(path)
+            response = await client.get(path, params=params)
         except httpx.TimeoutException as error:
-            log.warning("github.unavailable", path=path, reason="timeout")
-            raise GitHubUnavailable(f"GitHub {path}: timed out") from error
+            log.warning("github.unavailable", path=shown, reason="timeout")
+            raise GitHubUnavailable(f"GitHub {shown}: timed out") from error
         except httpx.HTTPError as error:
-            log.warning("github.unavailable", path=path, reason=type(error).__name__)
-            raise GitHubUnavailable(f"GitHub {path}: {type(error).__name__}") from error
+            log.warning("github.unavailable", path=shown, reason=type(error).__name__)
+            raise GitHubUnavailable(f"GitHub {shown}: {type(error).__name__}") from error
 
         status = response.status_code
         if status == 200:
-            try:
-                return response.json()
-            except ValueError as error:
-                log.warning("github.unavailable", path=path, reason="malformed_json")
-                raise GitHubUnavailable(f"GitHub {path}: response is not JSON") from error
+            return response
         # A 403 or 429 with an exhausted rate limit is GitHub throttling us, not refusing the token.
         if status == 429 or (status == 403 and response.headers.get("x-ratelimit-remaining") == "0"):
-            log.warning("github.unavailable", path=path, reason="rate_limited", status=status)
-            raise GitHubUnavailable(f"GitHub {path}: rate limited ({status})")
+            log.warning("github.unavailable", path=shown, reason="rate_limited", status=status)
+            raise GitHubUnavailable(f"GitHub {shown}: rate limited ({status})")
         if status == 401 or (status == 403 and path == "/user"):
-            log.info("github.token_rejected", path=path, status=status)
-            raise GitHubTokenInvalid(f"GitHub {path}: token refused ({status})")
-        if status in (403, 404) and path == "/user/emails":
-            log.info("github.scope_missing", path=path, status=status)
-            raise GitHubInsufficientScope("the GitHub token cannot read /user/emails (scope user:email)")
-        log.warning("github.unavailable", path=path, reason="status", status=status)
-        raise GitHubUnavailable(f"GitHub {path}: unexpected status {status}")
+            log.info("github.token_rejected", path=shown, status=status)
+            raise GitHubTokenInvalid(f"GitHub {shown}: token refused ({status})")
+        if status in absent:
+            return response
+        log.warning("github.unavailable", path=shown, reason="status", status=status)
+        raise GitHubUnavailable(f"GitHub {shown}: unexpected status {status}")
+
+    @staticmethod
+    def _json(response: httpx.Response, path: str) -> Any:
+        try:
+            return response.json()
+        except ValueError as error:
+            log.warning("github.unavailable", path=path, reason="malformed_json")
+            raise GitHubUnavailable(f"GitHub {path}: response is not JSON") from error
 
     @staticmethod
     def _validate(adapter: TypeAdapter[_T], payload: Any, path: str) -> _T:

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse.auth.crypto import SecretBox
+from codepulse.auth.cache import AuthCache, CachedAuth
+from codepulse.auth.crypto import SecretBox, SecretBoxError
 from codepulse.auth.github import GitHubProfile, GitHubToken
 from codepulse.auth.mailer import MailMessage
 from codepulse.auth.models import AuthSession, OAuthAccount, OneTimeToken, SessionKind, TokenPurpose, User
@@ -78,11 +79,24 @@ class Authenticated:
 
 
 class AuthService:
-    def __init__(self, session: AsyncSession, settings: Settings, hasher: PasswordHasher, clock: ClockFunc) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        settings: Settings,
+        hasher: PasswordHasher,
+        clock: ClockFunc,
+        cache: AuthCache | None = None,
+    ) -> None:
         self.repo = AuthRepository(session)
         self.settings = settings
         self.hasher = hasher
         self.clock = clock
+        self.cache = cache
+
+    def _forget(self, user: User | uuid.UUID) -> None:
+        """Drop cached authentications of a user whose account or sessions just changed."""
+        if self.cache is not None:
+            self.cache.invalidate_user(user if isinstance(user, uuid.UUID) else user.id)
 
     # --- accounts ------------------------------------------------------------------------
 
@@ -128,6 +142,7 @@ class AuthService:
         for field, value in values.items():
             setattr(user, field, value)
         await self.repo.session.flush()
+        self._forget(user)
         return user
 
     async def change_password(self, user: User, current: str | None, new: str, keep: AuthSession) -> None:
@@ -143,6 +158,7 @@ class AuthService:
                 )
         await self._set_password(user, new, field="body.new_password")
         await self.repo.revoke_sessions(user.id, self.clock(), keep=keep.id)
+        self._forget(user)
 
     async def delete_account(self, user: User) -> None:
         # Imported here: orgs builds on auth, so auth reaches it only at call time.
@@ -151,6 +167,7 @@ class AuthService:
         await OrgService(self.repo.session, self.settings, self.clock).ensure_user_can_be_deleted(user)
         # Sessions, OAuth links, tokens and memberships go with the user (ON DELETE CASCADE).
         await self.repo.delete_user(user)
+        self._forget(user)
         log.info("user.deleted", user_id=str(user.id))
 
     async def public_profile(self, username: str, viewer: User | None) -> User:
@@ -197,32 +214,46 @@ class AuthService:
         await self.repo.add(auth_session)
         return IssuedSession(token=token, session=auth_session, user=user)
 
-    async def authenticate(self, raw_token: str) -> tuple[Authenticated, dict[str, datetime] | None]:
+    async def authenticate(
+        self, raw_token: str, *, use_cache: bool = False
+    ) -> tuple[Authenticated, dict[str, datetime] | None]:
         """The session and user behind a bearer token, plus the bookkeeping to write if due.
 
-        Raises Unauthorized for a malformed, unknown, expired or revoked token.
+        Raises Unauthorized for a malformed, unknown, expired or revoked token. With `use_cache`
+        (read requests) a recent result may be reused; see codepulse.auth.cache.
         """
         if not raw_token.startswith(SESSION_TOKEN_PREFIX) or len(raw_token) > 200:
             raise Unauthorized("The bearer token is not valid.", code="invalid_token")
-        found = await self.repo.session_with_user(hash_token(raw_token))
+        token_hash = hash_token(raw_token)
+        cached = self.cache.get(token_hash) if use_cache and self.cache is not None else None
+        if cached is None:
+            found = await self.repo.session_with_user(token_hash)
+            if found is None:
+                raise Unauthorized("The bearer token is not valid.", code="invalid_token")
+            auth_session, user = found
+            entry = CachedAuth(auth_session, user, auth_session.last_used_at, auth_session.expires_at)
+        else:
+            entry = cached
         now = self.clock()
-        if found is None:
-            raise Unauthorized("The bearer token is not valid.", code="invalid_token")
-        auth_session, user = found
-        if auth_session.revoked_at is not None:
+        if entry.session.revoked_at is not None:
             raise Unauthorized("This session was signed out.", code="session_revoked")
-        if now >= auth_session.expires_at or now >= auth_session.absolute_expires_at:
+        if now >= entry.expires_at or now >= entry.session.absolute_expires_at:
             raise Unauthorized("This session has expired; sign in again.", code="session_expired")
-        return Authenticated(auth_session, user), self._touch_due(auth_session, now)
+        touch = self._touch_due(entry, now)
+        if touch is not None:
+            entry.last_used_at, entry.expires_at = touch["last_used_at"], touch["expires_at"]
+        if use_cache and cached is None and self.cache is not None:
+            self.cache.put(token_hash, entry)
+        return Authenticated(entry.session, entry.user), touch
 
     @staticmethod
-    def _touch_due(auth_session: AuthSession, now: datetime) -> dict[str, datetime] | None:
+    def _touch_due(entry: CachedAuth, now: datetime) -> dict[str, datetime] | None:
         """last_used_at at most once a minute; a web session's expiry slides once half its idle
         lifetime has passed."""
-        expires = auth_session.expires_at
-        if auth_session.kind == SessionKind.WEB.value and expires - now < WEB_IDLE_LIFETIME / 2:
-            expires = min(now + WEB_IDLE_LIFETIME, auth_session.absolute_expires_at)
-        if expires == auth_session.expires_at and now - auth_session.last_used_at < TOUCH_INTERVAL:
+        expires = entry.expires_at
+        if entry.session.kind == SessionKind.WEB.value and expires - now < WEB_IDLE_LIFETIME / 2:
+            expires = min(now + WEB_IDLE_LIFETIME, entry.session.absolute_expires_at)
+        if expires == entry.expires_at and now - entry.last_used_at < TOUCH_INTERVAL:
             return None
         return {"last_used_at": now, "expires_at": expires}
 
@@ -236,8 +267,10 @@ class AuthService:
     async def revoke_session(self, user: User, session_id: uuid.UUID) -> None:
         if not await self.repo.revoke_session(session_id, user.id, self.clock()):
             raise NotFound("session")
+        self._forget(user)
 
     async def revoke_all_sessions(self, user: User) -> int:
+        self._forget(user)
         return await self.repo.revoke_sessions(user.id, self.clock())
 
     async def create_cli_token(self, user: User, name: str, days: int, device: Device) -> IssuedSession:
@@ -264,6 +297,7 @@ class AuthService:
             raise BadRequest("This link is no longer valid; ask for a new one.", code="invalid_token")
         user.email_verified_at = user.email_verified_at or self.clock()
         await self.repo.session.flush()
+        self._forget(user)
         return user
 
     async def request_password_reset(self, email: str) -> MailMessage | None:
@@ -291,6 +325,7 @@ class AuthService:
         user.email_verified_at = user.email_verified_at or now
         await self.repo.void_tokens(user.id, TokenPurpose.PASSWORD_RESET.value, now)
         await self.repo.revoke_sessions(user.id, now)
+        self._forget(user)
         return user
 
     async def _issue_token(
@@ -500,3 +535,36 @@ async def user_by_id(session: AsyncSession, user_id: uuid.UUID) -> User | None:
 
 async def user_by_email(session: AsyncSession, email: str) -> User | None:
     return await AuthRepository(session).user_by_email(email)
+
+
+async def user_by_username(session: AsyncSession, username: str) -> User | None:
+    return await AuthRepository(session).user_by_username(username)
+
+
+@dataclass(frozen=True, repr=False)
+class GitHubLink:
+    """A user's linked GitHub account, as other domains may see it."""
+
+    login: str
+    scopes: frozenset[str]
+    access_token: str | None
+    """The token in clear, or None when none is stored or it cannot be opened (SECRET_KEY
+    changed): the user must link GitHub again. Never log it or put it in a URL."""
+
+    def __repr__(self) -> str:  # keeps the token out of logs and tracebacks
+        return f"GitHubLink(login={self.login!r}, scopes={sorted(self.scopes)!r})"
+
+
+async def github_link(session: AsyncSession, user_id: uuid.UUID, box: SecretBox) -> GitHubLink | None:
+    """The user's linked GitHub account with its access token, or None when GitHub is not linked."""
+    account = await AuthRepository(session).oauth_account_of(user_id, GITHUB)
+    if account is None:
+        return None
+    token = None
+    if account.access_token_encrypted:
+        try:
+            token = box.decrypt(account.access_token_encrypted)
+        except SecretBoxError:
+            log.warning("oauth.token_undecryptable", user_id=str(user_id), provider=GITHUB)
+    scopes = frozenset(scope for scope in (account.scopes or "").split(",") if scope)
+    return GitHubLink(login=account.login, scopes=scopes, access_token=token)

@@ -125,6 +125,10 @@ class OrgService:
             )
         await self.audit(org.id, access.user, "org.deleted", "organization", org.id, {"slug": org.slug}, ip)
         await self.repo.delete_invitations(org.id)
+        # Imported here: repositories builds on orgs, so orgs reaches it only at call time.
+        from codepulse.repositories import service as repositories_service
+
+        await repositories_service.delete_for_org(self.session, org.id)
         # Soft delete: the row stays for the audit trail; its slug is freed for someone else.
         org.deleted_at = self.clock()
         org.slug = f"deleted-{org.id.hex}"

@@ -1,0 +1,62 @@
+"""A short-lived, in-process cache of authenticated bearer tokens, for read requests.
+
+Authentication is one database round trip per request, which dominates cheap read endpoints.
+A read request whose token was seen in the last AUTH_CACHE_SECONDS reuses the (detached,
+read-only) session and user loaded then. Write requests never use it: they load fresh objects
+into their own transaction. Everything that changes a user or a session in this process
+invalidates that user's entries at once; another replica sees a revocation within
+AUTH_CACHE_SECONDS. AUTH_CACHE_SECONDS=0 turns it off.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from cachetools import TTLCache
+
+from codepulse.auth.models import AuthSession, User
+
+
+@dataclass
+class CachedAuth:
+    """Detached objects, read-only; the touch bookkeeping is tracked beside them so that hits do
+    not schedule the same update again."""
+
+    session: AuthSession
+    user: User
+    last_used_at: datetime
+    expires_at: datetime
+
+
+class AuthCache:
+    def __init__(self, seconds: float, max_entries: int, clock: Callable[[], datetime]) -> None:
+        self.enabled = seconds > 0
+        self._entries: TTLCache[str, CachedAuth] = TTLCache(
+            maxsize=max_entries, ttl=max(seconds, 0.001), timer=lambda: clock().timestamp()
+        )
+        self._by_user: dict[uuid.UUID, set[str]] = {}
+
+    def get(self, token_hash: str) -> CachedAuth | None:
+        return self._entries.get(token_hash) if self.enabled else None
+
+    def put(self, token_hash: str, entry: CachedAuth) -> None:
+        if not self.enabled:
+            return
+        self._entries[token_hash] = entry
+        self._by_user.setdefault(entry.user.id, set()).add(token_hash)
+        if len(self._by_user) > 2 * self._entries.maxsize:
+            # Entries expire inside TTLCache without telling us: rebuild the index now and then.
+            live = {key: cached.user.id for key, cached in self._entries.items()}
+            self._by_user = {}
+            for key, user_id in live.items():
+                self._by_user.setdefault(user_id, set()).add(key)
+
+    def invalidate_user(self, user_id: uuid.UUID) -> None:
+        for token_hash in self._by_user.pop(user_id, set()):
+            self._entries.pop(token_hash, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)

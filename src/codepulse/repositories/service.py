@@ -1,0 +1,477 @@
+"""Connected repositories: the rules, and the domain's interface to other domains.
+
+For other domains (the scans domain above all):
+
+- `require_repository(...)`: a repository and the caller's access to its organization (404 for
+  outsiders, 403 below the role), for routes like `/repositories/{id}/scans`.
+- `get_repository(session, id)`: a repository without an access check (background work).
+- `validate_clone_url(url, settings)`: the same clone URL checks as on create and update; call it
+  right before cloning, because DNS can change. It answers the addresses the host resolved to,
+  so a clone can be pinned to them (`git -c http.curloptResolve=<host>:443:<address>`).
+- `update_scan_summary(...)`: keep the last-scan summary current, inside the scan's unit of work.
+- `github_token_for(...)`: the GitHub token a private GitHub import is cloned with (the token of
+  the user who connected it), never to be put in a URL or a log.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from codepulse.auth import service as auth_service
+from codepulse.auth.crypto import SecretBox
+from codepulse.auth.github import (
+    GitHubClient,
+    GitHubRepository,
+    GitHubRepositoryPage,
+    GitHubTokenInvalid,
+    GitHubUnavailable,
+)
+from codepulse.auth.models import User
+from codepulse.clock import ClockFunc
+from codepulse.config import Settings
+from codepulse.db import advisory_xact_lock
+from codepulse.errors import Conflict, FieldError, NotFound, QuotaExceeded, ServiceUnavailable, ValidationFailed
+from codepulse.orgs.models import Organization, Role
+from codepulse.orgs.service import OrgAccess, OrgService
+from codepulse.pagination import PageRequest, paginate
+from codepulse.repositories.models import NAME_MAX_LENGTH, Provider, Repository, ScanSchedule, Severity
+from codepulse.repositories.repository import RepositoryRepository
+from codepulse.repositories.schemas import RepositoryCreate, RepositorySort, RepositoryUpdate
+from codepulse.repositories.urls import (
+    CASE_INSENSITIVE_HOSTS,
+    CloneUrl,
+    CloneUrlError,
+    Resolver,
+    check_host,
+    parse_clone_url,
+    provider_for_host,
+    system_resolver,
+)
+
+log = structlog.get_logger("codepulse.repositories")
+
+UPGRADE_PLAN = "team"
+
+
+@dataclass(frozen=True)
+class RepositoryAccess:
+    """A repository and the caller's access to its organization."""
+
+    repository: Repository
+    org: OrgAccess
+
+
+@dataclass(frozen=True)
+class CheckedCloneUrl:
+    url: CloneUrl
+    addresses: tuple[str, ...]
+    """What the host resolved to when checked; empty when the check was waived (ALLOWED_GIT_HOSTS,
+    ALLOW_LOCAL_REPOSITORIES)."""
+
+
+@dataclass(frozen=True)
+class RepositoryLimit:
+    limit: int
+    upgrade_plan: str | None
+
+
+@dataclass(frozen=True)
+class GitHubListing:
+    page: GitHubRepositoryPage
+    connected: dict[int, uuid.UUID]
+    """GitHub repository id -> the repository connected to this organization."""
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    imported: list[Repository] = field(default_factory=list)
+    already_connected: list[Repository] = field(default_factory=list)
+
+
+def github_hosts(settings: Settings) -> frozenset[str]:
+    """Hosts whose repositories are GitHub's: github.com, and GITHUB_URL's (GitHub Enterprise)."""
+    host = urlsplit(settings.GITHUB_URL).hostname
+    return frozenset({"github.com", host} if host else {"github.com"})
+
+
+def parse(raw: str, settings: Settings) -> CloneUrl:
+    return parse_clone_url(raw, case_insensitive_hosts=CASE_INSENSITIVE_HOSTS | github_hosts(settings))
+
+
+async def validate_clone_url(
+    url: str, settings: Settings, *, resolver: Resolver = system_resolver, field: str = "clone_url"
+) -> CheckedCloneUrl:
+    """Parse `url` and check its host; raises ValidationFailed (one error on `field`, its code
+    saying why: credentials_in_url, unsupported_scheme, option_like_url, invalid_clone_url,
+    forbidden_host, unresolvable_host)."""
+    try:
+        parsed = parse(url, settings)
+        checked = await check_host(
+            parsed,
+            allowed_hosts=settings.ALLOWED_GIT_HOSTS,
+            allow_local=settings.ALLOW_LOCAL_REPOSITORIES,
+            resolver=resolver,
+        )
+    except CloneUrlError as refused:
+        log.info("repository.clone_url_refused", reason=refused.code)
+        raise ValidationFailed([FieldError(field=field, message=refused.message, code=refused.code)],
+                               detail=refused.message) from None  # fmt: skip
+    return CheckedCloneUrl(parsed, checked.addresses)
+
+
+class RepositoryService:
+    def __init__(
+        self, session: AsyncSession, settings: Settings, clock: ClockFunc, *, resolver: Resolver = system_resolver
+    ) -> None:
+        self.session = session
+        self.settings = settings
+        self.clock = clock
+        self.resolver = resolver
+        self.repo = RepositoryRepository(session)
+        self.orgs = OrgService(session, settings, clock)
+
+    # --- access --------------------------------------------------------------------------
+
+    async def access(self, user: User, repository_id: uuid.UUID, min_role: Role = Role.VIEWER) -> RepositoryAccess:
+        """404 `repository_not_found` for a missing repository and for outsiders alike; 403
+        `insufficient_role` for members below `min_role`."""
+        repository = await self.repo.get(repository_id)
+        if repository is None:
+            raise NotFound("repository")
+        try:
+            org = await self.orgs.access(user, repository.org_id, Role.VIEWER)
+        except NotFound:
+            raise NotFound("repository") from None
+        org.require(min_role)
+        return RepositoryAccess(repository, org)
+
+    # --- quota ---------------------------------------------------------------------------
+
+    def repository_limit(self, org: Organization) -> RepositoryLimit:
+        # The one place that asks for the repository quota; the billing domain's plan replaces this.
+        return RepositoryLimit(limit=self.settings.DEFAULT_PLAN_LIMIT_REPOSITORIES, upgrade_plan=UPGRADE_PLAN)
+
+    async def _ensure_quota(self, org: Organization, adding: int) -> None:
+        """Room for `adding` more active repositories. Serialised per organization, so two
+        concurrent requests cannot both take the last slot."""
+        await advisory_xact_lock(self.session, f"repositories.quota:{org.id}")
+        used = await self.repo.count_active(org.id)
+        quota = self.repository_limit(org)
+        if used + adding > quota.limit:
+            raise QuotaExceeded(
+                f"This organization's plan allows {quota.limit} repositories and {used} are connected"
+                + (f"; {adding} more do not fit." if adding > 1 else "."),
+                limit=quota.limit,
+                used=used,
+                upgrade_plan=quota.upgrade_plan,
+            )
+
+    # --- CRUD ----------------------------------------------------------------------------
+
+    async def check_clone_url(self, url: str, *, field: str = "body.clone_url") -> CheckedCloneUrl:
+        return await validate_clone_url(url, self.settings, resolver=self.resolver, field=field)
+
+    async def _ensure_new(self, org_id: uuid.UUID, canonical_url: str) -> None:
+        existing = await self.repo.by_canonical_url(org_id, canonical_url)
+        if existing is not None:
+            raise Conflict(
+                f"{canonical_url} is already connected to this organization.",
+                code="repository_exists",
+                extra={"repository_id": str(existing.id)},
+            )
+
+    async def create(self, access: OrgAccess, data: RepositoryCreate, ip: str | None) -> Repository:
+        access.require(Role.ADMIN)
+        checked = await self.check_clone_url(data.clone_url)
+        url = checked.url
+        await self._ensure_new(access.org.id, url.canonical)
+        await self._ensure_quota(access.org, 1)
+        repository = Repository(
+            org_id=access.org.id,
+            name=data.name or url.path[:NAME_MAX_LENGTH],
+            provider=data.provider.value if data.provider else provider_for_host(url.host, github_hosts(self.settings)),
+            clone_url=url.url,
+            canonical_url=url.canonical,
+            default_branch=data.default_branch,
+            private=data.private,
+            scan_schedule=data.scan_schedule.value,
+            created_by=access.user.id,
+            archived=False,
+        )
+        await self.repo.add(repository)
+        await self.orgs.audit(access.org.id, access.user, "repository.created", "repository", repository.id,
+                              {"name": repository.name, "canonical_url": repository.canonical_url}, ip)  # fmt: skip
+        log.info("repository.created", repository_id=str(repository.id), org_id=str(access.org.id))
+        return repository
+
+    async def list_repositories(
+        self,
+        access: OrgAccess,
+        *,
+        q: str | None,
+        provider: Provider | None,
+        archived: bool | None,
+        sort: RepositorySort,
+        page: PageRequest,
+    ) -> tuple[list[Repository], str | None]:
+        query = self.repo.list_query(access.org.id, q=q, provider=provider, archived=archived)
+        return await paginate(self.session, query, order=self.repo.order(sort), params=page)
+
+    async def update(self, target: RepositoryAccess, data: RepositoryUpdate, ip: str | None) -> Repository:
+        target.org.require(Role.ADMIN)
+        repository = target.repository
+        given = data.model_dump(exclude_unset=True)
+        # Only default_branch may be cleared with null; for the other fields null means "unchanged".
+        values: dict[str, Any] = {k: v for k, v in given.items() if v is not None or k == "default_branch"}
+        if "clone_url" in values:
+            url = (await self.check_clone_url(values["clone_url"])).url
+            values["clone_url"] = url.url
+            if url.canonical != repository.canonical_url:
+                await self._ensure_new(repository.org_id, url.canonical)
+                values["canonical_url"] = url.canonical
+                # Another repository now: the provider's id no longer describes it.
+                values["external_id"] = None
+                if "provider" not in values:
+                    values["provider"] = provider_for_host(url.host, github_hosts(self.settings))
+        if values.get("archived") is False and repository.archived:
+            await self._ensure_quota(target.org.org, 1)
+        values = {k: v.value if isinstance(v, Provider | ScanSchedule) else v for k, v in values.items()}
+        changes = {
+            k: {"from": getattr(repository, k), "to": v} for k, v in values.items() if getattr(repository, k) != v
+        }
+        for name, value in values.items():
+            setattr(repository, name, value)
+        await self.session.flush()
+        if changes:
+            await self.orgs.audit(repository.org_id, target.org.user, "repository.updated", "repository",
+                                  repository.id, changes, ip)  # fmt: skip
+        return repository
+
+    async def delete(self, target: RepositoryAccess, ip: str | None) -> None:
+        """Removes the repository; its scans and findings go with it (their foreign keys cascade)."""
+        target.org.require(Role.ADMIN)
+        repository = target.repository
+        await self.orgs.audit(repository.org_id, target.org.user, "repository.deleted", "repository", repository.id,
+                              {"name": repository.name, "canonical_url": repository.canonical_url}, ip)  # fmt: skip
+        await self.repo.delete(repository)
+        log.info("repository.deleted", repository_id=str(repository.id), org_id=str(repository.org_id))
+
+    # --- GitHub import -------------------------------------------------------------------
+
+    async def _github_token(self, user: User, box: SecretBox, link_url: str) -> str:
+        link = await auth_service.github_link(self.session, user.id, box)
+        if link is None:
+            raise Conflict(
+                "Link your GitHub account first: POST to link_url to get GitHub's authorization page.",
+                code="github_not_linked",
+                extra={"link_url": link_url},
+            )
+        if link.access_token is None:
+            raise _reauth(link_url)
+        return link.access_token
+
+    async def github_repositories(
+        self, access: OrgAccess, github: GitHubClient, box: SecretBox, *, page: int, per_page: int, link_url: str
+    ) -> GitHubListing:
+        """One page of the GitHub repositories the caller reaches, with those already connected here."""
+        access.require(Role.ADMIN)
+        token = await self._github_token(access.user, box, link_url)
+        try:
+            listing = await github.list_repositories(token, page=page, per_page=per_page)
+        except GitHubTokenInvalid:
+            raise _reauth(link_url) from None
+        except GitHubUnavailable:
+            raise _github_unavailable() from None
+        canonical = {repo.id: self._canonical_or_none(repo.clone_url) for repo in listing.items}
+        existing = await self.repo.matching(
+            access.org.id,
+            github_ids={str(repo.id) for repo in listing.items},
+            canonical_urls={url for url in canonical.values() if url is not None},
+        )
+        connected: dict[int, uuid.UUID] = {}
+        for repo in listing.items:
+            match = _match(repo, canonical[repo.id], existing)
+            if match is not None:
+                connected[repo.id] = match.id
+        return GitHubListing(listing, connected)
+
+    def _canonical_or_none(self, clone_url: str) -> str | None:
+        try:
+            return parse(clone_url, self.settings).canonical
+        except CloneUrlError:
+            return None
+
+    async def import_from_github(
+        self,
+        access: OrgAccess,
+        github: GitHubClient,
+        box: SecretBox,
+        full_names: Sequence[str],
+        schedule: ScanSchedule,
+        *,
+        link_url: str,
+        ip: str | None,
+    ) -> ImportResult:
+        """Connect several GitHub repositories at once: all of them, or none (unknown names, an
+        unsafe URL or the quota refuse the whole request). Those already connected are left as
+        they are and reported."""
+        access.require(Role.ADMIN)
+        # GitHub names are case-insensitive: the first spelling of each counts, at its position.
+        positions: dict[str, int] = {}
+        for index, name in enumerate(full_names):
+            positions.setdefault(name.lower(), index)
+        names = [full_names[index] for index in positions.values()]
+        token = await self._github_token(access.user, box, link_url)
+        try:
+            found = await github.get_repositories(token, names)
+        except GitHubTokenInvalid:
+            raise _reauth(link_url) from None
+        except GitHubUnavailable:
+            raise _github_unavailable() from None
+        missing = [
+            FieldError(
+                field=f"body.full_names.{positions[name.lower()]}",
+                code="github_repository_not_found",
+                message=f"{name} does not exist on GitHub or your GitHub account cannot reach it.",
+            )
+            for name in names
+            if found.get(name) is None
+        ]
+        if missing:
+            raise ValidationFailed(missing, detail="Some repositories could not be found on GitHub.")
+
+        wanted: list[tuple[GitHubRepository, CloneUrl]] = []
+        seen: set[int] = set()
+        for name in names:
+            repo = found[name]
+            if repo is None or repo.id in seen:  # two names of one repository (a rename)
+                continue
+            seen.add(repo.id)
+            checked = await self.check_clone_url(repo.clone_url, field=f"body.full_names.{positions[name.lower()]}")
+            wanted.append((repo, checked.url))
+        existing = await self.repo.matching(
+            access.org.id,
+            github_ids={str(repo.id) for repo, _ in wanted},
+            canonical_urls={u.canonical for _, u in wanted},
+        )
+        result = ImportResult()
+        new: list[tuple[GitHubRepository, CloneUrl]] = []
+        for repo, url in wanted:
+            match = _match(repo, url.canonical, existing)
+            if match is not None:
+                result.already_connected.append(match)
+            else:
+                new.append((repo, url))
+        if not new:
+            return result
+        await self._ensure_quota(access.org, len(new))
+        for repo, url in new:
+            repository = Repository(
+                org_id=access.org.id,
+                name=repo.full_name,
+                provider=Provider.GITHUB.value,
+                clone_url=url.url,
+                canonical_url=url.canonical,
+                default_branch=repo.default_branch,
+                external_id=str(repo.id),
+                private=repo.private,
+                scan_schedule=schedule.value,
+                created_by=access.user.id,
+                archived=False,
+            )
+            await self.repo.add(repository)
+            details = {"full_name": repo.full_name, "github_id": repo.id, "private": repo.private}
+            await self.orgs.audit(access.org.id, access.user, "repository.imported", "repository", repository.id,
+                                  details, ip)  # fmt: skip
+            result.imported.append(repository)
+        log.info("repository.imported", org_id=str(access.org.id), count=len(result.imported))
+        return result
+
+
+def _match(repo: GitHubRepository, canonical: str | None, existing: Sequence[Repository]) -> Repository | None:
+    by_id = next(
+        (r for r in existing if r.provider == Provider.GITHUB.value and r.external_id == str(repo.id)),
+        None,
+    )
+    if by_id is not None:
+        return by_id
+    return next((r for r in existing if canonical is not None and r.canonical_url == canonical), None)
+
+
+def _reauth(link_url: str) -> Conflict:
+    return Conflict(
+        "GitHub no longer accepts your linked account's token: link GitHub again (POST to link_url).",
+        code="github_reauth_required",
+        extra={"link_url": link_url},
+    )
+
+
+def _github_unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable("GitHub did not answer; try again shortly.", code="github_unavailable")
+
+
+# --- for other domains -----------------------------------------------------------------------
+
+
+async def require_repository(
+    session: AsyncSession, settings: Settings, clock: ClockFunc, user: User, repository_id: uuid.UUID, min_role: Role
+) -> RepositoryAccess:
+    """The repository and the caller's access to it: 404 for outsiders, 403 below `min_role`."""
+    return await RepositoryService(session, settings, clock).access(user, repository_id, min_role)
+
+
+async def get_repository(session: AsyncSession, repository_id: uuid.UUID) -> Repository | None:
+    return await RepositoryRepository(session).get(repository_id)
+
+
+async def github_token_for(session: AsyncSession, repository: Repository, box: SecretBox) -> str | None:
+    """The token to clone a GitHub repository with: its connector's linked GitHub token, or None
+    (public repositories need none; a private one then cannot be cloned until someone re-links)."""
+    if repository.provider != Provider.GITHUB.value or repository.created_by is None:
+        return None
+    link = await auth_service.github_link(session, repository.created_by, box)
+    return link.access_token if link is not None else None
+
+
+async def update_scan_summary(
+    session: AsyncSession,
+    repository_id: uuid.UUID,
+    *,
+    scan_id: uuid.UUID,
+    status: str,
+    finished_at: datetime,
+    open_findings: Mapping[str, int] | None = None,
+) -> bool:
+    """Record a finished scan's outcome on its repository, in the caller's unit of work (the
+    summary describes the last *finished* scan; running ones live in the scans domain).
+
+    `open_findings` maps severities (critical, high, medium, low) to counts, omitted ones count 0;
+    None leaves the counts as they are (a failed scan that found nothing new). A summary of a
+    scan that finished later is kept (scans can finish out of order). Answers whether the row
+    was written.
+    """
+    values: dict[str, Any] = {
+        "last_scan_id": scan_id,
+        "last_scan_status": status,
+        "last_scan_finished_at": finished_at,
+    }
+    if open_findings is not None:
+        counts = {Severity(key): int(value) for key, value in open_findings.items()}
+        if any(count < 0 for count in counts.values()):
+            raise ValueError("finding counts cannot be negative")
+        for severity in Severity:
+            values[f"open_{severity.value}"] = counts.get(severity, 0)
+    return await RepositoryRepository(session).set_scan_summary(repository_id, values, finished_at=finished_at)
+
+
+async def delete_for_org(session: AsyncSession, org_id: uuid.UUID) -> int:
+    """An organization is being deleted: its repositories (and, by cascade, their scans) go."""
+    return await RepositoryRepository(session).delete_for_org(org_id)

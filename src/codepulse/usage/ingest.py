@@ -1,0 +1,429 @@
+"""From HTTP bytes to clean records: body limits, gzip, the two wire shapes, per-record checks.
+
+Only a body that is not JSON, or whose envelope is wrong, fails the whole request (422). Each
+record is then checked on its own: a bad one is reported with its index and a reason code and
+the others go on.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
+from typing import Annotated, Any, Literal, NotRequired
+
+import pydantic_core
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
+
+from codepulse.config import Settings
+from codepulse.errors import DomainError, FieldError, PayloadTooLarge, ValidationFailed
+from codepulse.usage.pricing import usd_to_nanousd
+from codepulse.usage.schemas import (
+    BurntopSyncIn,
+    ClientInfo,
+    MessageId,
+    ModelName,
+    Rejection,
+    RequestId,
+    SessionId,
+    Source,
+    Tokens,
+)
+
+MAX_TOKENS_PER_RECORD = 50_000_000
+MAX_AGE = timedelta(days=400)
+
+
+class UnsupportedMediaType(DomainError):
+    status = 415
+    code = "unsupported_media_type"
+    title = "Unsupported media type"
+
+
+@dataclass(frozen=True)
+class SyncLimits:
+    max_records: int
+    max_body_bytes: int
+    burntop_max_messages: int
+    burntop_max_body_bytes: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> SyncLimits:
+        return cls(
+            max_records=settings.SYNC_MAX_RECORDS,
+            max_body_bytes=settings.SYNC_MAX_BODY_BYTES,
+            burntop_max_messages=settings.SYNC_BURNTOP_MAX_MESSAGES,
+            burntop_max_body_bytes=settings.SYNC_BURNTOP_MAX_BODY_BYTES,
+        )
+
+    @property
+    def max_any_body_bytes(self) -> int:
+        return max(self.max_body_bytes, self.burntop_max_body_bytes)
+
+
+@dataclass(slots=True)
+class CleanRecord:
+    """A valid record, normalised (source lower-cased, model trimmed, no request id = "")."""
+
+    key: tuple[str, str, str]  # (message_id, source, request_id)
+    source: str
+    message_id: str
+    request_id: str
+    model: str
+    timestamp: datetime
+    # input, output, 5-minute cache writes, 1-hour cache writes, cache reads, reasoning
+    tokens: tuple[int, int, int, int, int, int]
+    fast: bool
+    session_id: str | None
+    client_cost_nanousd: int | None
+
+
+@dataclass
+class Batch:
+    """A parsed sync request, whichever shape it came in."""
+
+    shape: str  # "native" | "burntop"
+    received: int
+    records: list[CleanRecord]
+    rejected: list[Rejection]
+    machine_id: str | None
+    client: str
+
+
+# --- body --------------------------------------------------------------------------------------
+
+
+def _too_large(limit: int, what: str) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The request is larger than {limit:,} bytes {what}; split the upload into smaller batches.",
+        extra={"limit_bytes": limit},
+    )
+
+
+async def read_body(chunks: AsyncIterator[bytes], content_encoding: str | None, limit: int) -> bytes:
+    """The request body, gunzipped when `Content-Encoding: gzip`; 413 past `limit` bytes, compressed
+    or not (a small gzip body that inflates past the limit is refused while inflating)."""
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding not in ("identity", "gzip", "x-gzip"):
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding!r} is not supported; send gzip or no encoding.",
+            code="unsupported_content_encoding",
+        )
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(limit, "(as sent)")
+    if encoding == "identity":
+        return bytes(body)
+    return gunzip(bytes(body), limit)
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """Inflate gzip `data` (several members allowed), refusing more than `limit` bytes of output."""
+    out = bytearray()
+    remaining = data
+    while remaining:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            out += inflater.decompress(remaining, limit + 1 - len(out))
+        except zlib.error:
+            raise _bad_gzip() from None
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise _too_large(limit, "once decompressed")
+        if not inflater.eof:
+            raise _bad_gzip()
+        remaining = inflater.unused_data
+    return bytes(out)
+
+
+def _bad_gzip() -> ValidationFailed:
+    return ValidationFailed(
+        [FieldError(field="body", code="invalid_gzip", message="The body is not complete, valid gzip data.")],
+        detail="The body says it is gzip but cannot be decompressed.",
+    )
+
+
+# --- envelopes -----------------------------------------------------------------------------
+
+
+class _RecordDict(TypedDict):
+    """UsageRecordIn (the documented schema) as a TypedDict: a batch validates into plain dicts,
+    several times faster than into thousands of model instances. A test keeps the two in step."""
+
+    source: Source
+    message_id: MessageId
+    request_id: NotRequired[RequestId]
+    model: ModelName
+    timestamp: AwareDatetime
+    input_tokens: Tokens
+    output_tokens: Tokens
+    cache_creation_5m_tokens: NotRequired[Tokens]
+    cache_creation_1h_tokens: NotRequired[Tokens]
+    cache_read_tokens: NotRequired[Tokens]
+    reasoning_tokens: NotRequired[Tokens]
+    speed: NotRequired[Literal["standard", "fast"] | None]
+    session_id: NotRequired[SessionId]
+    cost_usd: NotRequired[Annotated[Decimal | None, Field(ge=0, le=1_000_000)]]
+
+
+class _MessageDict(TypedDict):
+    """BurntopMessageIn as a TypedDict (see _RecordDict)."""
+
+    id: MessageId
+    timestamp: AwareDatetime
+    model: ModelName
+    inputTokens: Tokens
+    outputTokens: Tokens
+    cacheCreationTokens: NotRequired[Tokens]
+    cacheReadTokens: NotRequired[Tokens]
+    reasoningTokens: NotRequired[Tokens]
+
+
+@dataclass(frozen=True, slots=True)
+class _Invalid:
+    """An item of a batch that is not a valid record, as parsed; checked again for its reason."""
+
+    value: Any
+
+
+# Records are validated with the envelope in one pass over the JSON; an item that is not a valid
+# record falls through to the second branch and stays as parsed.
+_Fallback = Annotated[Any, AfterValidator(_Invalid)]
+_LenientRecord = Annotated[_RecordDict | _Fallback, Field(union_mode="left_to_right")]
+_LenientMessage = Annotated[_MessageDict | _Fallback, Field(union_mode="left_to_right")]
+
+
+class _NativeEnvelope(BaseModel):
+    client: ClientInfo
+    machine_id: str = Field(min_length=1, max_length=200)
+    records: list[_LenientRecord]
+
+
+class _BurntopEnvelope(BurntopSyncIn):
+    messages: list[_LenientMessage]  # type: ignore[assignment]
+
+
+_ENVELOPE: TypeAdapter[_NativeEnvelope | _BurntopEnvelope] = TypeAdapter(
+    Annotated[_NativeEnvelope | _BurntopEnvelope, Field(union_mode="left_to_right")]
+)
+
+
+def _malformed(error: ValidationError) -> ValidationFailed:
+    errors = [
+        FieldError(
+            field=".".join(["body", *(str(part) for part in item["loc"])]),
+            message=item["msg"],
+            code=item["type"],
+        )
+        for item in error.errors(include_url=False)
+    ]
+    return ValidationFailed(errors, detail="The request body is malformed.")
+
+
+def _envelope_error(body: bytes) -> ValidationFailed:
+    """The 422 for a body that is neither shape, with the errors of the shape it looks like."""
+    try:
+        data = pydantic_core.from_json(body)
+    except ValueError as error:
+        return ValidationFailed(
+            [FieldError(field="body", code="json_invalid", message=str(error)[:200])],
+            detail="The request body is not valid JSON.",
+        )
+    if not isinstance(data, dict):
+        return ValidationFailed(
+            [FieldError(field="body", code="object_type", message="The body must be a JSON object.")],
+            detail="The request body is malformed.",
+        )
+    model: type[BaseModel] = _BurntopEnvelope if "messages" in data and "records" not in data else _NativeEnvelope
+    try:
+        model.model_validate(data)
+    except ValidationError as error:
+        return _malformed(error)
+    return ValidationFailed(  # pragma: no cover - the union accepted nothing the models accept
+        [FieldError(field="body", code="invalid", message="Unrecognised body.")],
+        detail="The request body is malformed.",
+    )
+
+
+def parse_batch(body: bytes, limits: SyncLimits, now: datetime) -> Batch:
+    """Decode a sync body of either shape and check its records (CPU only: safe in a thread)."""
+    try:
+        envelope = _ENVELOPE.validate_json(body)
+    except ValidationError:
+        raise _envelope_error(body) from None
+    if isinstance(envelope, _BurntopEnvelope):
+        if len(body) > limits.burntop_max_body_bytes:
+            raise _too_large(limits.burntop_max_body_bytes, "(decompressed)")
+        _check_count(len(envelope.messages), limits.burntop_max_messages)
+        clean, rejected = _check_burntop(envelope.messages, envelope.source, now)
+        return Batch("burntop", len(envelope.messages), clean, rejected, envelope.machineId or None, envelope.client)
+    if len(body) > limits.max_body_bytes:
+        raise _too_large(limits.max_body_bytes, "(decompressed)")
+    _check_count(len(envelope.records), limits.max_records)
+    clean, rejected = _check_native(envelope.records, now)
+    return Batch("native", len(envelope.records), clean, rejected, envelope.machine_id, envelope.client.name)
+
+
+def _check_count(count: int, limit: int) -> None:
+    if count > limit:
+        raise PayloadTooLarge(
+            f"{count:,} records in one request; send at most {limit:,} per request.",
+            code="too_many_records",
+            extra={"limit_records": limit},
+        )
+
+
+# --- records -------------------------------------------------------------------------------
+
+_RECORD: TypeAdapter[_RecordDict] = TypeAdapter(_RecordDict)
+_MESSAGE: TypeAdapter[_MessageDict] = TypeAdapter(_MessageDict)
+
+# (field, pydantic error type) -> rejection code; any other error is `invalid_record`.
+_FIELD_CODES: dict[tuple[str, str], str] = {
+    ("source", "missing"): "missing_source",
+    ("source", "string_too_short"): "missing_source",
+    ("source", "string_too_long"): "invalid_source",
+    ("source", "string_pattern_mismatch"): "invalid_source",
+    ("message_id", "string_too_short"): "missing_message_id",
+    ("message_id", "string_pattern_mismatch"): "missing_message_id",
+    ("message_id", "string_too_long"): "message_id_too_long",
+    ("request_id", "string_too_long"): "request_id_too_long",
+    ("model", "string_too_short"): "missing_model",
+    ("model", "string_too_long"): "invalid_model",
+    ("timestamp", "timezone_aware"): "invalid_timestamp",
+    ("timestamp", "datetime_from_date_parsing"): "invalid_timestamp",
+    ("timestamp", "datetime_parsing"): "invalid_timestamp",
+    ("speed", "literal_error"): "invalid_speed",
+    ("session_id", "string_too_long"): "invalid_session_id",
+    ("cost_usd", "greater_than_equal"): "invalid_cost",
+    ("cost_usd", "less_than_equal"): "invalid_cost",
+}
+_BURNTOP_FIELDS = {
+    "id": "message_id",
+    "inputTokens": "input_tokens",
+    "outputTokens": "output_tokens",
+    "cacheCreationTokens": "cache_creation_5m_tokens",
+    "cacheReadTokens": "cache_read_tokens",
+    "reasoningTokens": "reasoning_tokens",
+}
+
+
+def _rejection(index: int, value: Any, adapter: TypeAdapter[Any], fields: Mapping[str, str]) -> Rejection:
+    """Why `value` is not a record, as the code of its first error (fields are checked in order)."""
+    try:
+        adapter.validate_python(value)
+    except ValidationError as error:
+        items = error.errors(include_url=False)
+    else:  # pragma: no cover - the batch validation refused it
+        return Rejection(index=index, code="invalid_record", detail="not a valid record")
+    first = items[0]
+    field = str(first["loc"][0]) if first["loc"] else ""
+    field = fields.get(field, field)
+    if field.endswith("_tokens") and first["type"] == "greater_than_equal":
+        code = "negative_tokens"
+    else:
+        code = _FIELD_CODES.get((field, first["type"]), "invalid_record")
+    detail = "; ".join(f"{'.'.join(str(p) for p in item['loc']) or 'record'}: {item['msg']}" for item in items[:3])
+    return Rejection(index=index, code=code, detail=detail)
+
+
+def _rules(
+    index: int, timestamp: datetime, tokens: tuple[int, int, int, int, int, int], window: tuple[datetime, datetime]
+) -> Rejection | None:
+    """The rules the schema cannot express: the time window and the tokens of one record."""
+    if timestamp >= window[1]:
+        return Rejection(
+            index=index, code="timestamp_in_future", detail="timestamp is later than the end of tomorrow (UTC)."
+        )
+    if timestamp < window[0]:
+        return Rejection(index=index, code="timestamp_too_old", detail="timestamp is more than 400 days old.")
+    if tokens[0] + tokens[1] + tokens[2] + tokens[3] + tokens[4] > MAX_TOKENS_PER_RECORD or (
+        tokens[5] > MAX_TOKENS_PER_RECORD
+    ):
+        return Rejection(
+            index=index, code="too_many_tokens", detail=f"more than {MAX_TOKENS_PER_RECORD:,} tokens in one record."
+        )
+    return None
+
+
+def _window(now: datetime) -> tuple[datetime, datetime]:
+    """Accepted timestamps: from 400 days ago to the end of tomorrow (UTC), exclusive."""
+    return now - MAX_AGE, datetime.combine(now.astimezone(UTC).date() + timedelta(days=2), time(), tzinfo=UTC)
+
+
+def _check_native(items: Sequence[Any], now: datetime) -> tuple[list[CleanRecord], list[Rejection]]:
+    window = _window(now)
+    clean: list[CleanRecord] = []
+    rejected: list[Rejection] = []
+    for index, r in enumerate(items):
+        if type(r) is _Invalid:
+            rejected.append(_rejection(index, r.value, _RECORD, {}))
+            continue
+        get = r.get
+        tokens = (
+            r["input_tokens"],
+            r["output_tokens"],
+            get("cache_creation_5m_tokens", 0),
+            get("cache_creation_1h_tokens", 0),
+            get("cache_read_tokens", 0),
+            get("reasoning_tokens", 0),
+        )
+        timestamp = r["timestamp"]
+        problem = _rules(index, timestamp, tokens, window)
+        if problem is not None:
+            rejected.append(problem)
+            continue
+        source, message_id, request_id = r["source"], r["message_id"], get("request_id") or ""
+        cost = get("cost_usd")
+        clean.append(
+            CleanRecord(
+                (message_id, source, request_id),
+                source,
+                message_id,
+                request_id,
+                r["model"],
+                timestamp,
+                tokens,
+                get("speed") == "fast",
+                get("session_id"),
+                None if cost is None else usd_to_nanousd(cost),
+            )
+        )
+    return clean, rejected
+
+
+def _check_burntop(items: Sequence[Any], source: str, now: datetime) -> tuple[list[CleanRecord], list[Rejection]]:
+    """Burntop messages as records: `id` is the message id (no request id), `cacheCreationTokens`
+    are 5-minute cache writes."""
+    window = _window(now)
+    clean: list[CleanRecord] = []
+    rejected: list[Rejection] = []
+    for index, m in enumerate(items):
+        if type(m) is _Invalid:
+            rejected.append(_rejection(index, m.value, _MESSAGE, _BURNTOP_FIELDS))
+            continue
+        get = m.get
+        tokens = (
+            m["inputTokens"],
+            m["outputTokens"],
+            get("cacheCreationTokens", 0),
+            0,
+            get("cacheReadTokens", 0),
+            get("reasoningTokens", 0),
+        )
+        timestamp = m["timestamp"]
+        problem = _rules(index, timestamp, tokens, window)
+        if problem is not None:
+            rejected.append(problem)
+            continue
+        message_id = m["id"]
+        clean.append(
+            CleanRecord(
+                (message_id, source, ""), source, message_id, "", m["model"], timestamp, tokens, False, None, None
+            )
+        )
+    return clean, rejected

@@ -1,0 +1,136 @@
+"""Usage records pushed by the CLI, their daily aggregates, per-user settings, price overrides,
+and metered organization events.
+
+Money is stored as integer nano-dollars (10^-9 USD, `*_nanousd`): exact sums on both dialects
+(SQLite has no exact decimal type), and per-record rounding far below a cent even over millions
+of records.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from codepulse.db import Base, UUIDPrimaryKey
+
+SOURCE_MAX_LENGTH = 64
+ID_MAX_LENGTH = 200
+MODEL_MAX_LENGTH = 200
+
+
+class UsageRecord(Base):
+    """One billed model response, as the provider billed it, deduplicated on its natural key.
+
+    The key (user, message id, source, request id or "") is the primary key: a record seen again
+    replaces its token counts only when they grow. `day` is the local date in the user's time
+    zone when the record was first ingested; it never moves afterwards.
+    """
+
+    __tablename__ = "usage_records"
+    __table_args__ = (PrimaryKeyConstraint("user_id", "message_id", "source", "request_id"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    message_id: Mapped[str] = mapped_column(String(ID_MAX_LENGTH))
+    source: Mapped[str] = mapped_column(String(SOURCE_MAX_LENGTH))
+    request_id: Mapped[str] = mapped_column(String(ID_MAX_LENGTH))
+    # As the client sent it (trimmed), and normalised for pricing and aggregation.
+    model: Mapped[str] = mapped_column(String(MODEL_MAX_LENGTH))
+    model_key: Mapped[str] = mapped_column(String(MODEL_MAX_LENGTH))
+    occurred_at: Mapped[datetime]
+    day: Mapped[date] = mapped_column(Date)
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_creation_5m_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_creation_1h_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_read_tokens: Mapped[int] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger)
+    speed: Mapped[str] = mapped_column(String(10))
+    session_id: Mapped[str | None] = mapped_column(String(ID_MAX_LENGTH))
+    machine_id: Mapped[str | None] = mapped_column(String(ID_MAX_LENGTH))
+    cost_nanousd: Mapped[int] = mapped_column(BigInteger)
+    # What the client computed, kept for comparison; never used.
+    client_cost_nanousd: Mapped[int | None] = mapped_column(BigInteger)
+    priced: Mapped[bool] = mapped_column(Boolean)
+    pricing_version: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class UsageDaily(Base):
+    """Sums of usage records per (user, local day, source, normalised model).
+
+    Maintained in the same transaction as the records, by the differences each sync applies.
+    """
+
+    __tablename__ = "usage_daily"
+    __table_args__ = (PrimaryKeyConstraint("user_id", "day", "source", "model"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    day: Mapped[date] = mapped_column(Date)
+    source: Mapped[str] = mapped_column(String(SOURCE_MAX_LENGTH))
+    model: Mapped[str] = mapped_column(String(MODEL_MAX_LENGTH))
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_creation_5m_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_creation_1h_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_read_tokens: Mapped[int] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_nanousd: Mapped[int] = mapped_column(BigInteger)
+    records: Mapped[int] = mapped_column(Integer)
+    unpriced_records: Mapped[int] = mapped_column(Integer)
+
+
+class UsageSettings(Base):
+    """Per-user usage preferences; no row means the defaults."""
+
+    __tablename__ = "usage_settings"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    share_usage_with_orgs: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime]
+
+
+class PriceOverride(Base):
+    """A superuser's price for a normalised model name, replacing (or adding to) the shipped file.
+
+    `price` holds the same fields as an entry of `pricing.toml`, decimals as strings.
+    """
+
+    __tablename__ = "usage_price_overrides"
+
+    model: Mapped[str] = mapped_column(String(MODEL_MAX_LENGTH), primary_key=True)
+    price: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    updated_at: Mapped[datetime]
+
+
+class UsageEvent(UUIDPrimaryKey, Base):
+    """A metered, billable organization event (a scan run, ...), recorded once per idempotency key."""
+
+    __tablename__ = "usage_events"
+    __table_args__ = (
+        UniqueConstraint("org_id", "idempotency_key"),
+        Index("ix_usage_events_org_id_kind_occurred_at", "org_id", "kind", "occurred_at"),
+    )
+
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    quantity: Mapped[int] = mapped_column(BigInteger)
+    occurred_at: Mapped[datetime]
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]

@@ -1,0 +1,380 @@
+"""Queries on the usage domain's tables, and nothing else.
+
+The sync path uses Core statements on the tables (bulk upserts with RETURNING) rather than ORM
+objects: a first sync carries 10^4-10^5 records.
+"""
+
+from __future__ import annotations
+
+import typing
+import uuid
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Label,
+    Row,
+    Table,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from codepulse.db import Base, advisory_xact_lock, bulk_insert, bulk_upsert, rows_by_keys, upsert
+from codepulse.usage.models import PriceOverride, UsageDaily, UsageEvent, UsageRecord, UsageSettings
+
+
+def _table(model: type[Base]) -> Table:
+    return typing.cast(Table, model.__table__)
+
+
+RECORDS = _table(UsageRecord)
+DAILY = _table(UsageDaily)
+SETTINGS = _table(UsageSettings)
+OVERRIDES = _table(PriceOverride)
+EVENTS = _table(UsageEvent)
+
+TOKEN_COLUMNS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_5m_tokens",
+    "cache_creation_1h_tokens",
+    "cache_read_tokens",
+    "reasoning_tokens",
+)
+# Summed in aggregates, in this order: the token columns, cost, record counts.
+DAILY_SUMS = (*TOKEN_COLUMNS, "cost_nanousd", "records", "unpriced_records")
+# What a sync reads of the stored records it receives again: their counts, then, for the few
+# whose counts grow, the rest.
+STORED_DETAILS = ("model_key", "day", "speed", "cost_nanousd", "priced", "client_cost_nanousd")
+# The order of the rows `insert_records`, `raise_records` and `add_to_daily` take.
+RECORD_COLUMNS = (
+    "user_id",
+    "message_id",
+    "source",
+    "request_id",
+    "model",
+    "model_key",
+    "occurred_at",
+    "day",
+    *TOKEN_COLUMNS,
+    "speed",
+    "session_id",
+    "machine_id",
+    "cost_nanousd",
+    "client_cost_nanousd",
+    "priced",
+    "pricing_version",
+    "created_at",
+    "updated_at",
+)
+DAILY_COLUMNS = ("user_id", "day", "source", "model", *DAILY_SUMS)
+
+
+@dataclass(frozen=True, slots=True)
+class Sums:
+    """Summed daily aggregates: tokens by kind, cost, records."""
+
+    input: int = 0
+    output: int = 0
+    cache_creation_5m: int = 0
+    cache_creation_1h: int = 0
+    cache_read: int = 0
+    reasoning: int = 0
+    cost_nanousd: int = 0
+    records: int = 0
+    unpriced_records: int = 0
+
+    @classmethod
+    def of(cls, row: Any) -> Sums:
+        return cls(*(int(getattr(row, name) or 0) for name in DAILY_SUMS))
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input + self.output + self.cache_creation_5m + self.cache_creation_1h + self.cache_read
+
+    def __add__(self, other: Sums) -> Sums:
+        return Sums(*(a + b for a, b in zip(self.values, other.values, strict=True)))
+
+    @property
+    def values(self) -> tuple[int, ...]:
+        return (
+            self.input,
+            self.output,
+            self.cache_creation_5m,
+            self.cache_creation_1h,
+            self.cache_read,
+            self.reasoning,
+            self.cost_nanousd,
+            self.records,
+            self.unpriced_records,
+        )
+
+
+def _sum(column: ColumnElement[Any], name: str) -> Label[int]:
+    # PostgreSQL's sum(bigint) is numeric; cast back so both dialects answer ints.
+    return cast(func.coalesce(func.sum(column), 0), BigInteger).label(name)
+
+
+def _daily_sums() -> list[Label[int]]:
+    return [_sum(DAILY.c[name], name) for name in DAILY_SUMS]
+
+
+class UsageRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # --- sync ------------------------------------------------------------------------------
+
+    async def lock_user(self, user_id: uuid.UUID) -> None:
+        """Serialise every change to one user's records and aggregates until the transaction ends."""
+        await advisory_xact_lock(self.session, f"usage:user:{user_id}")
+
+    async def stored_counts(
+        self, user_id: uuid.UUID, keys: Sequence[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], Sequence[int]]:
+        """The token counts (TOKEN_COLUMNS) of the stored records with these (message_id, source,
+        request_id) keys; keys not stored are absent."""
+        found = await rows_by_keys(
+            self.session,
+            RECORDS,
+            TOKEN_COLUMNS,
+            fixed={"user_id": user_id},
+            key_columns=("message_id", "source", "request_id"),
+            keys=keys,
+        )
+        return {keys[position]: counts for position, counts in found}
+
+    async def stored_details(
+        self, user_id: uuid.UUID, keys: Sequence[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], Sequence[Any]]:
+        """STORED_DETAILS of the stored records with these keys."""
+        found = await rows_by_keys(
+            self.session,
+            RECORDS,
+            STORED_DETAILS,
+            fixed={"user_id": user_id},
+            key_columns=("message_id", "source", "request_id"),
+            keys=keys,
+        )
+        return {keys[position]: details for position, details in found}
+
+    async def insert_records(self, rows: Sequence[Sequence[Any]]) -> int:
+        """Insert records known to be new (rows of RECORD_COLUMNS; the caller holds the user lock
+        and read their keys as absent). All or nothing: a key already there is an IntegrityError."""
+        return await bulk_insert(self.session, RECORDS, RECORD_COLUMNS, rows)
+
+    async def raise_records(self, rows: Sequence[Sequence[Any]]) -> list[Row[Any]]:
+        """Raise stored records to larger counts (rows of RECORD_COLUMNS); the keys of the rows the
+        database actually updated come back. A row whose counts are not larger is left alone."""
+        table = RECORDS
+        return await bulk_upsert(
+            self.session,
+            table,
+            RECORD_COLUMNS,
+            rows,
+            conflict=["user_id", "message_id", "source", "request_id"],
+            update=lambda excluded: {
+                **{name: excluded[name] for name in TOKEN_COLUMNS},
+                "cost_nanousd": excluded.cost_nanousd,
+                "client_cost_nanousd": excluded.client_cost_nanousd,
+                "priced": excluded.priced,
+                "pricing_version": excluded.pricing_version,
+                "updated_at": excluded.updated_at,
+            },
+            where=lambda excluded: or_(*(excluded[name] > table.c[name] for name in TOKEN_COLUMNS)),
+            returning=("message_id", "source", "request_id"),
+        )
+
+    async def add_to_daily(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Add differences (rows of DAILY_COLUMNS) to the daily aggregates, creating missing days."""
+        table = DAILY
+        await bulk_upsert(
+            self.session,
+            table,
+            DAILY_COLUMNS,
+            rows,
+            conflict=["user_id", "day", "source", "model"],
+            update=lambda excluded: {name: table.c[name] + excluded[name] for name in DAILY_SUMS},
+        )
+
+    # --- aggregates ------------------------------------------------------------------------
+
+    async def day_totals(self, user_id: uuid.UUID) -> list[tuple[date, int, int]]:
+        """(day, total tokens, cost) for every active day of a user."""
+        tokens = (
+            DAILY.c.input_tokens
+            + DAILY.c.output_tokens
+            + DAILY.c.cache_creation_5m_tokens
+            + DAILY.c.cache_creation_1h_tokens
+            + DAILY.c.cache_read_tokens
+        )
+        result = await self.session.execute(
+            select(DAILY.c.day, _sum(tokens, "tokens"), _sum(DAILY.c.cost_nanousd, "cost"))
+            .where(DAILY.c.user_id == user_id)
+            .group_by(DAILY.c.day)
+            .order_by(DAILY.c.day)
+        )
+        return [(row.day, int(row.tokens), int(row.cost)) for row in result]
+
+    async def sums_by(
+        self,
+        user_ids: Collection[uuid.UUID],
+        group_by: Sequence[str],
+        *,
+        start: date | None = None,
+        end: date | None = None,
+    ) -> list[tuple[tuple[Any, ...], Sums, int, date | None]]:
+        """Daily aggregates summed per `group_by` columns: (group values, sums, active days, last day)."""
+        conditions: list[ColumnElement[bool]] = [DAILY.c.user_id.in_(list(user_ids))]
+        if start is not None:
+            conditions.append(DAILY.c.day >= start)
+        if end is not None:
+            conditions.append(DAILY.c.day <= end)
+        groups = [DAILY.c[name] for name in group_by]
+        result = await self.session.execute(
+            select(
+                *groups,
+                *_daily_sums(),
+                func.count(func.distinct(DAILY.c.day)).label("active_days"),
+                func.max(DAILY.c.day).label("last_day"),
+            )
+            .where(and_(*conditions))
+            .group_by(*groups)
+        )
+        return [(tuple(row[: len(groups)]), Sums.of(row), int(row.active_days), row.last_day) for row in result.all()]
+
+    # --- settings --------------------------------------------------------------------------
+
+    async def settings(self, user_id: uuid.UUID) -> UsageSettings | None:
+        return await self.session.get(UsageSettings, user_id)
+
+    async def save_settings(self, user_id: uuid.UUID, share_usage_with_orgs: bool, now: datetime) -> None:
+        statement = upsert(
+            self.session,
+            SETTINGS,
+            conflict=["user_id"],
+            update=lambda excluded: {
+                "share_usage_with_orgs": excluded.share_usage_with_orgs,
+                "updated_at": excluded.updated_at,
+            },
+        )
+        await self.session.execute(
+            statement, {"user_id": user_id, "share_usage_with_orgs": share_usage_with_orgs, "updated_at": now}
+        )
+
+    async def not_sharing(self, user_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
+        """Those of `user_ids` who opted out of sharing usage with their organizations."""
+        if not user_ids:
+            return set()
+        rows = await self.session.scalars(
+            select(UsageSettings.user_id).where(
+                UsageSettings.user_id.in_(list(user_ids)), UsageSettings.share_usage_with_orgs.is_(False)
+            )
+        )
+        return set(rows)
+
+    # --- prices ----------------------------------------------------------------------------
+
+    async def price_overrides(self) -> list[tuple[str, dict[str, Any], datetime]]:
+        result = await self.session.execute(
+            select(PriceOverride.model, PriceOverride.price, PriceOverride.updated_at).order_by(PriceOverride.model)
+        )
+        return [(row.model, row.price, row.updated_at) for row in result]
+
+    async def save_price_override(
+        self, model: str, price: dict[str, Any], user_id: uuid.UUID | None, now: datetime
+    ) -> None:
+        statement = upsert(
+            self.session,
+            OVERRIDES,
+            conflict=["model"],
+            update=lambda excluded: {
+                "price": excluded.price,
+                "updated_by": excluded.updated_by,
+                "updated_at": excluded.updated_at,
+            },
+        )
+        await self.session.execute(
+            statement, {"model": model, "price": price, "updated_by": user_id, "updated_at": now}
+        )
+
+    async def delete_price_override(self, model: str) -> bool:
+        result = await self.session.execute(delete(PriceOverride).where(PriceOverride.model == model))
+        return bool(getattr(result, "rowcount", 0))
+
+    # --- repricing -------------------------------------------------------------------------
+
+    async def users_with_records(self, since: date | None) -> list[uuid.UUID]:
+        query = select(DAILY.c.user_id).distinct()
+        if since is not None:
+            query = query.where(DAILY.c.day >= since)
+        return list(await self.session.scalars(query))
+
+    async def records_of(self, user_id: uuid.UUID, since: date | None) -> list[Row[Any]]:
+        query = select(
+            RECORDS.c.message_id,
+            RECORDS.c.source,
+            RECORDS.c.request_id,
+            RECORDS.c.model,
+            RECORDS.c.model_key,
+            RECORDS.c.day,
+            RECORDS.c.speed,
+            *(RECORDS.c[name] for name in TOKEN_COLUMNS),
+            RECORDS.c.cost_nanousd,
+            RECORDS.c.priced,
+            RECORDS.c.pricing_version,
+        ).where(RECORDS.c.user_id == user_id)
+        if since is not None:
+            query = query.where(RECORDS.c.day >= since)
+        return list((await self.session.execute(query)).all())  # type: ignore[arg-type]
+
+    async def reprice_records(self, user_id: uuid.UUID, rows: Iterable[Mapping[str, Any]]) -> None:
+        params = [{"u_user_id": user_id, **{f"u_{key}": value for key, value in row.items()}} for row in rows]
+        if not params:
+            return
+        statement = (
+            update(RECORDS)
+            .where(
+                RECORDS.c.user_id == bindparam("u_user_id"),
+                RECORDS.c.message_id == bindparam("u_message_id"),
+                RECORDS.c.source == bindparam("u_source"),
+                RECORDS.c.request_id == bindparam("u_request_id"),
+            )
+            .values(
+                model_key=bindparam("u_model_key"),
+                cost_nanousd=bindparam("u_cost_nanousd"),
+                priced=bindparam("u_priced"),
+                pricing_version=bindparam("u_pricing_version"),
+                updated_at=bindparam("u_updated_at"),
+            )
+        )
+        await self.session.execute(statement, params)
+
+    async def prune_empty_daily(self, user_id: uuid.UUID) -> None:
+        """Drop aggregates left without records (after repricing moved them to another model)."""
+        await self.session.execute(delete(DAILY).where(DAILY.c.user_id == user_id, DAILY.c.records == 0))
+
+    # --- metering --------------------------------------------------------------------------
+
+    async def insert_event(self, values: Mapping[str, Any]) -> bool:
+        statement = upsert(self.session, EVENTS, conflict=["org_id", "idempotency_key"]).returning(EVENTS.c.id)
+        return (await self.session.execute(statement, dict(values))).first() is not None
+
+    async def sum_events(self, org_id: uuid.UUID, kind: str, since: datetime) -> int:
+        total = await self.session.scalar(
+            select(_sum(EVENTS.c.quantity, "total")).where(
+                UsageEvent.org_id == org_id, UsageEvent.kind == kind, UsageEvent.occurred_at >= since
+            )
+        )
+        return int(total or 0)

@@ -1,0 +1,82 @@
+"""The bulk helpers the sync path relies on (codepulse.db), through the usage repository."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+
+import pytest
+from sqlalchemy.exc import IntegrityError, StatementError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from codepulse.auth.models import User
+from codepulse.usage.repository import RECORD_COLUMNS, UsageRepository
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def _row(user_id: uuid.UUID, message_id: str, output: int = 5, at: datetime = NOW) -> tuple[object, ...]:
+    values = {
+        "user_id": user_id,
+        "message_id": message_id,
+        "source": "claude-code",
+        "request_id": "",
+        "model": "claude-haiku-4-5",
+        "model_key": "claude-haiku-4-5",
+        "occurred_at": at,
+        "day": date(2026, 11, 23),
+        "input_tokens": 1,
+        "output_tokens": output,
+        "cache_creation_5m_tokens": 0,
+        "cache_creation_1h_tokens": 0,
+        "cache_read_tokens": 0,
+        "reasoning_tokens": 0,
+        "speed": "standard",
+        "session_id": None,
+        "machine_id": None,
+        "cost_nanousd": 26_000,
+        "client_cost_nanousd": None,
+        "priced": True,
+        "pricing_version": "test",
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
+    return tuple(values[name] for name in RECORD_COLUMNS)
+
+
+@pytest.fixture
+async def user_id(session: AsyncSession) -> uuid.UUID:
+    user = User(email="bulk@example.com", username="bulk", name="Bulk")
+    session.add(user)
+    await session.flush()
+    return user.id
+
+
+async def test_insert_lookup_and_raise(session: AsyncSession, user_id: uuid.UUID) -> None:
+    repo = UsageRepository(session)
+    assert await repo.insert_records([_row(user_id, f"m{i}") for i in range(300)]) == 300
+    keys = [("m7", "claude-code", ""), ("absent", "claude-code", ""), ("m250", "claude-code", "")]
+    counts = await repo.stored_counts(user_id, keys)
+    assert set(counts) == {keys[0], keys[2]}
+    assert list(counts[keys[0]]) == [1, 5, 0, 0, 0, 0]
+    # Only the rows whose counts grow are written and come back.
+    raised = await repo.raise_records([_row(user_id, "m7", output=9), _row(user_id, "m8", output=5)])
+    assert [tuple(row) for row in raised] == [("m7", "claude-code", "")]
+    assert list((await repo.stored_counts(user_id, keys[:1]))[keys[0]]) == [1, 9, 0, 0, 0, 0]
+
+
+async def test_inserting_a_known_record_fails_instead_of_counting_twice(
+    session: AsyncSession, user_id: uuid.UUID
+) -> None:
+    repo = UsageRepository(session)
+    await repo.insert_records([_row(user_id, "dup")])
+    with pytest.raises(IntegrityError):
+        async with session.begin_nested():
+            await repo.insert_records([_row(user_id, "other"), _row(user_id, "dup")])
+    assert set(await repo.stored_counts(user_id, [("other", "claude-code", "")])) == set()
+
+
+async def test_naive_datetimes_are_refused(session: AsyncSession, user_id: uuid.UUID) -> None:
+    repo = UsageRepository(session)
+    with pytest.raises((ValueError, StatementError), match="naive datetime"):
+        await repo.insert_records([_row(user_id, "naive", at=NOW.replace(tzinfo=None))])
