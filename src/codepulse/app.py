@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -147,4 +148,8 @@ def create_app_from_env() -> FastAPI:
     except SettingsError as error:
         raise SystemExit(f"codepulse: configuration error: {error}") from None
     configure_logging(settings)
-    return create_app(settings)
+    app = create_app(settings)
+    # Everything imported and built so far lives as long as the process: keep it out of the
+    # cyclic GC's generations, which shortens every collection under load (p99 and throughput).
+    gc.freeze()
+    return app
