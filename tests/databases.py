@@ -32,6 +32,8 @@ def build_settings(database_url: str, **overrides: object) -> Settings:
         "DATABASE_URL": database_url,
         "SECRET_KEY": TEST_SECRET_KEY,
         "SCHEDULER_ENABLED": False,
+        # Workers only where a test starts them.
+        "WORKER_CONCURRENCY": 0,
         "LOG_LEVEL": "DEBUG",
         # argon2 at its cheapest: tests hash many passwords; production cost is a setting.
         "PASSWORD_HASH_TIME_COST": 1,

@@ -166,6 +166,25 @@ class Settings(BaseSettings):
     SCHEDULER_MISFIRE_GRACE_SECONDS: int = Field(default=60, ge=1)
     JOB_RUNS_RETENTION_DAYS: int = Field(default=30, ge=1)
 
+    # Task queue and workers (scans now; billing and notifications later)
+    WORKER_CONCURRENCY: int = Field(default=2, ge=0, le=64)
+    TASK_LEASE_SECONDS: float = Field(default=30.0, gt=0, le=3600)
+    TASK_POLL_SECONDS: float = Field(default=1.0, gt=0, le=60)
+    TASK_RETRY_BACKOFF_SECONDS: float = Field(default=10.0, ge=0, le=86_400)
+    TASK_MAX_ATTEMPTS: int = Field(default=3, ge=1, le=100)
+    WORKER_SHUTDOWN_GRACE_SECONDS: float = Field(default=10.0, ge=0, le=3600)
+    TASKS_RETENTION_DAYS: int = Field(default=14, ge=1)
+
+    # Scans
+    SCAN_MAX_FILE_BYTES: int = Field(default=1_048_576, ge=1024)
+    SCAN_MAX_REPOSITORY_BYTES: int = Field(default=524_288_000, ge=1024)
+    SCAN_CLONE_TIMEOUT_SECONDS: float = Field(default=300.0, gt=0, le=3600)
+    # Engine processes per worker process; 0: one per CPU core.
+    SCAN_PROCESSES: int = Field(default=0, ge=0, le=64)
+    # Stand-in for the billing plan's quota until billing lands: scans per organization per
+    # calendar month (UTC).
+    SCAN_MONTHLY_QUOTA: int = Field(default=500, ge=1)
+
     @field_validator("CORS_ORIGINS", mode="before")
     @classmethod
     def _parse_origins(cls, value: Any) -> Any:
