@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 
 from codepulse.auth.oauth import router as oauth_router
 from codepulse.auth.router import router as auth_router
@@ -13,23 +13,42 @@ from codepulse.health.router import router as health_router
 from codepulse.orgs.router import invitations_router
 from codepulse.orgs.router import router as orgs_router
 from codepulse.repositories.router import router as repositories_router
+from codepulse.routing import DomainRouter
+from codepulse.scans.router import router as scans_router
 from codepulse.usage.router import pricing_router
 from codepulse.usage.router import router as usage_router
 
 API_PREFIX = "/api/v1"
 
 
+DOMAIN_ROUTERS: tuple[DomainRouter, ...] = (
+    health_router,
+    auth_router,
+    oauth_router,
+    users_router,
+    orgs_router,
+    invitations_router,
+    repositories_router,
+    scans_router,
+    usage_router,
+    pricing_router,
+)
+
+
 def build_api_router(settings: Settings) -> APIRouter:
+    """An empty router with the API's prefix and defaults, for routes mounted by inclusion."""
     # The body limit sits on this router, not the app: FastAPI's app-level limiter answers from
     # outside our middleware. A route that accepts more (usage sync) sets its own max_body_size.
-    api = APIRouter(prefix=API_PREFIX, responses=PROBLEM_RESPONSES, max_body_size=settings.MAX_REQUEST_BODY_BYTES)
-    api.include_router(health_router)
-    api.include_router(auth_router)
-    api.include_router(oauth_router)
-    api.include_router(users_router)
-    api.include_router(orgs_router)
-    api.include_router(invitations_router)
-    api.include_router(repositories_router)
-    api.include_router(usage_router)
-    api.include_router(pricing_router)
-    return api
+    return APIRouter(prefix=API_PREFIX, responses=PROBLEM_RESPONSES, max_body_size=settings.MAX_REQUEST_BODY_BYTES)
+
+
+def mount_api(app: FastAPI, settings: Settings) -> None:
+    """Every domain's routes on the app, under /api/v1 with the API's defaults (the same prefix,
+    problem responses and body limit as `build_api_router`), each built once."""
+    for router in DOMAIN_ROUTERS:
+        router.build_into(
+            app.router,
+            prefix=API_PREFIX,
+            responses=PROBLEM_RESPONSES,
+            max_body_size=settings.MAX_REQUEST_BODY_BYTES,
+        )

@@ -15,7 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.sessions import SessionMiddleware
 
 from codepulse import __version__
-from codepulse.api import API_PREFIX, build_api_router
+from codepulse.api import API_PREFIX, mount_api
 from codepulse.auth.cache import AuthCache
 from codepulse.auth.crypto import SecretBox
 from codepulse.auth.github import GitHubClient, build_oauth
@@ -36,6 +36,7 @@ from codepulse.middleware import (
 from codepulse.migrations import head_revision
 from codepulse.ratelimit import RateLimiter
 from codepulse.scheduler import Scheduler, discover_jobs
+from codepulse.tasks import TaskRegistry, Worker, discover_task_handlers
 
 log = structlog.get_logger("codepulse.app")
 
@@ -62,16 +63,27 @@ def create_app(settings: Settings, *, database: Database | None = None, clock: C
     db = database or Database.from_settings(settings)
     scheduler = Scheduler(db, settings, clock=clock)
     discover_jobs(scheduler)
+    worker: Worker | None = None
+    if settings.WORKER_CONCURRENCY > 0:
+        registry = TaskRegistry()
+        discover_task_handlers(registry)
+        worker = Worker(db, settings, registry, clock=clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ensure_first_superuser(db, settings, app.state.password_hasher, clock)
         if settings.SCHEDULER_ENABLED:
             scheduler.start()
+        if worker is not None:
+            await worker.start()
         log.info("app.started", version=__version__, environment=settings.ENVIRONMENT.value, dialect=db.dialect)
         try:
             yield
         finally:
+            # Workers first: their tasks may still need the database (and the scheduler's reaper
+            # would only find leases they are about to release).
+            if worker is not None:
+                await worker.stop()
             await scheduler.stop()
             if owns_database:
                 await db.dispose()
@@ -89,6 +101,7 @@ def create_app(settings: Settings, *, database: Database | None = None, clock: C
     )
     app.state.settings = settings
     app.state.database = db
+    app.state.worker = worker
     app.state.clock = clock
     app.state.password_hasher = PasswordHasher(settings)
     app.state.auth_cache = AuthCache(settings.AUTH_CACHE_SECONDS, settings.AUTH_CACHE_MAX_ENTRIES, clock)
@@ -108,7 +121,7 @@ def create_app(settings: Settings, *, database: Database | None = None, clock: C
     )
 
     install_error_handlers(app)
-    app.include_router(build_api_router(settings))
+    mount_api(app, settings)
 
     # add_middleware wraps: the last added is the outermost. Request order, outside in:
     # request context -> security headers -> CORS -> gzip -> plain-text errors to problems

@@ -26,7 +26,6 @@ from pydantic import BaseModel, ConfigDict, StrictInt, TypeAdapter, ValidationEr
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
-from codepulse.auth._authlib import MismatchingStateError, OAuth, OAuthError
 from codepulse.config import Settings, SettingsError
 
 log = structlog.get_logger("codepulse.auth.github")
@@ -432,6 +431,10 @@ class GitHubOAuth:
             raise SettingsError("GITHUB_CLIENT_ID: is required for GitHub sign-in")
         if settings.GITHUB_CLIENT_SECRET is None:
             raise SettingsError("GITHUB_CLIENT_SECRET: is required when GITHUB_CLIENT_ID is set")
+        # Imported here: Authlib (and the JOSE stack under it) costs start-up time that an
+        # instance without GitHub sign-in should not pay.
+        from codepulse.auth._authlib import OAuth
+
         registry = OAuth()
         registry.register(
             name="github",
@@ -463,6 +466,8 @@ class GitHubOAuth:
 
     async def authorize_access_token(self, request: Request) -> GitHubToken:
         """Exchanges the callback's code (with the session's state and PKCE verifier)."""
+        from codepulse.auth._authlib import MismatchingStateError, OAuthError
+
         try:
             token = await self._app.authorize_access_token(request)
         except MismatchingStateError:

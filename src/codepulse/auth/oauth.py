@@ -16,7 +16,7 @@ from typing import Annotated
 from urllib.parse import urlencode, urlsplit
 
 import structlog
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import Query, Request, Response, status
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
@@ -43,10 +43,11 @@ from codepulse.config import Settings
 from codepulse.db import writes
 from codepulse.errors import BadRequest, Conflict, DomainError, NotFound, ServiceUnavailable, Unauthorized
 from codepulse.ratelimit import Rule
+from codepulse.routing import DomainRouter
 
 log = structlog.get_logger("codepulse.auth.oauth")
 
-router = APIRouter(prefix="/auth/oauth", tags=["auth"])
+router = DomainRouter(prefix="/auth/oauth", tags=["auth"])
 
 NEXT_KEY = "codepulse.next"
 LINK_USER_KEY = "codepulse.link_user"

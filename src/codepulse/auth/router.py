@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, BackgroundTasks, Request, Response, status
+from fastapi import BackgroundTasks, Request, Response, status
 from pydantic import BaseModel
 
 from codepulse.auth.dependencies import (
@@ -36,9 +36,10 @@ from codepulse.auth.service import IssuedSession
 from codepulse.errors import Unauthorized
 from codepulse.pagination import Page, PageParams
 from codepulse.ratelimit import Rule
+from codepulse.routing import DomainRouter
 
-router = APIRouter(prefix="/auth", tags=["auth"])
-users_router = APIRouter(prefix="/users", tags=["users"])
+router = DomainRouter(prefix="/auth", tags=["auth"])
+users_router = DomainRouter(prefix="/users", tags=["users"])
 
 # Per IP and per account; failures count for login, every request for the others.
 LOGIN_PER_IP = "10/minute;50/hour"

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
 from codepulse.health.schemas import HEALTH_CONTENT_TYPE, HealthStatus, Liveness, Readiness
 from codepulse.health.service import ReadinessProbe
+from codepulse.routing import DomainRouter
 
-router = APIRouter(prefix="/health", tags=["health"])
+router = DomainRouter(prefix="/health", tags=["health"])
 
 
 class HealthJSONResponse(JSONResponse):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Query, Request, Response, status
+from fastapi import BackgroundTasks, Query, Request, Response, status
 
 from codepulse.auth.dependencies import CurrentUser, device_of
 from codepulse.auth.mailer import deliver
@@ -28,9 +28,10 @@ from codepulse.orgs.schemas import (
 )
 from codepulse.orgs.service import Member, OrgAccess
 from codepulse.pagination import Page, PageParams
+from codepulse.routing import DomainRouter
 
-router = APIRouter(prefix="/orgs", tags=["orgs"])
-invitations_router = APIRouter(prefix="/invitations", tags=["invitations"])
+router = DomainRouter(prefix="/orgs", tags=["orgs"])
+invitations_router = DomainRouter(prefix="/invitations", tags=["invitations"])
 
 
 def _org_out(access: OrgAccess) -> OrgOut:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import Query, Request, Response, status
 
 from codepulse.auth.dependencies import device_of
 from codepulse.orgs.dependencies import OrgAdmin, OrgViewer
@@ -28,8 +28,9 @@ from codepulse.repositories.schemas import (
     RepositorySort,
     RepositoryUpdate,
 )
+from codepulse.routing import DomainRouter
 
-router = APIRouter(tags=["repositories"])
+router = DomainRouter(tags=["repositories"])
 
 
 def _ip(request: Request) -> str | None:

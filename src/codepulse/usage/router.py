@@ -6,13 +6,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from fastapi import Header, Path, Query, Request, Response, status
 from pydantic import BaseModel
 
 from codepulse.auth.dependencies import CurrentUser, Limiter, OptionalUser, Superuser
 from codepulse.config import SYNC_BODY_BYTES_CEILING, Settings
 from codepulse.orgs.dependencies import OrgAdmin, OrgServiceDep
 from codepulse.ratelimit import Rule
+from codepulse.routing import DomainRouter
 from codepulse.usage.dependencies import UsageServiceDep
 from codepulse.usage.ingest import SyncLimits, parse_batch, read_body
 from codepulse.usage.pricing import PriceSpec, nanousd_to_usd
@@ -39,8 +40,8 @@ from codepulse.usage.schemas import (
 )
 from codepulse.usage.service import SyncResult
 
-router = APIRouter(tags=["usage"])
-pricing_router = APIRouter(prefix="/admin/pricing", tags=["pricing"])
+router = DomainRouter(tags=["usage"])
+pricing_router = DomainRouter(prefix="/admin/pricing", tags=["pricing"])
 
 # Bodies larger than this (decompressed) are parsed and checked in a worker thread, so a large
 # upload does not stall the event loop.
