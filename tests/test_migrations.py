@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -59,3 +63,30 @@ def test_history_is_linear() -> None:
     assert len(script.get_heads()) == 1
     for revision in script.walk_revisions():
         assert not revision.is_merge_point
+
+
+def test_head_read_from_the_files_is_alembics_head() -> None:
+    """Start-up answers "what is head" without loading Alembic; it must agree with Alembic."""
+    head_revision.cache_clear()
+    assert head_revision() == migrations.alembic_head_revision()
+    assert head_revision() is not None
+
+
+def test_start_at_head_does_not_load_alembic(tmp_path: Path) -> None:
+    """`codepulse serve` on SQLite migrates first; at head that must not import Alembic (slow)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'at-head.db'}"
+    probe = (
+        "import sys\n"
+        "from codepulse import migrations\n"
+        "from codepulse.config import load_settings\n"
+        f"settings = load_settings(_env_file=None, DATABASE_URL={url!r}, VAR_DIR={str(tmp_path)!r})\n"
+        "migrations.upgrade_database(settings)\n"
+        "print('alembic' in sys.modules)\n"
+    )
+
+    def run() -> str:
+        command = [sys.executable, "-c", probe]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+
+    assert run() == "True"  # a new database: migrated with Alembic
+    assert run() == "False"  # at head: one SELECT

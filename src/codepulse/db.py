@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy import ColumnElement, DateTime, MetaData, Row, Table, bindparam, event, func, select, text, true, tuple_
+from sqlalchemy import update as sa_update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import IntegrityError
@@ -28,6 +29,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import TableValuedAlias
 from sqlalchemy.types import TypeDecorator
 
@@ -270,6 +272,7 @@ def upsert(
     conflict: Sequence[str],
     update: Callable[[ExcludedColumns], Mapping[str, Any]] | None = None,
     where: Callable[[ExcludedColumns], ColumnElement[bool]] | None = None,
+    index_where: ColumnElement[bool] | TextClause | None = None,
 ) -> Insert:
     """`INSERT ... ON CONFLICT (conflict) DO UPDATE SET update(excluded) WHERE where(excluded)`,
     or `DO NOTHING` without `update`, for the session's dialect (PostgreSQL and SQLite both
@@ -278,15 +281,18 @@ def upsert(
         stmt = upsert(session, Counter.__table__, conflict=["name"],
                       update=lambda excluded: {"value": Counter.value + excluded.value})
         await session.execute(stmt.returning(Counter.name), rows)
+
+    `index_where` names a partial unique index as the conflict target (its WHERE predicate).
     """
     statement: postgresql.Insert | sqlite.Insert = (
         postgresql.insert(table) if session.get_bind().dialect.name == "postgresql" else sqlite.insert(table)
     )
     if update is None:
-        return statement.on_conflict_do_nothing(index_elements=list(conflict))
+        return statement.on_conflict_do_nothing(index_elements=list(conflict), index_where=index_where)
     excluded = statement.excluded
     return statement.on_conflict_do_update(
         index_elements=list(conflict),
+        index_where=index_where,
         set_=dict(update(excluded)),
         where=where(excluded) if where is not None else None,
     )
@@ -444,3 +450,85 @@ async def rows_by_keys(
     )
     size = len(key_columns)
     return [(positions[tuple(row[:size])], row[size:]) for row in (await session.execute(query)).all()]
+
+
+async def claim_rows(
+    session: AsyncSession,
+    table: Table,
+    *,
+    where: Sequence[ColumnElement[bool]],
+    order_by: Sequence[ColumnElement[Any]],
+    limit: int,
+    values: Mapping[str, Any],
+    returning: Sequence[str],
+) -> list[Row[Any]]:
+    """Take up to `limit` rows matching `where`, first in `order_by` order, and set `values` on
+    them in one statement: `UPDATE table SET values WHERE pk IN (SELECT pk ... ORDER BY ... LIMIT
+    n) RETURNING returning` (the work queue's claim).
+
+    PostgreSQL: the subquery locks FOR UPDATE SKIP LOCKED, so concurrent claimers get disjoint
+    rows without waiting for each other. SQLite has no row locks: claim in a write session
+    (`Database.transaction()`, BEGIN IMMEDIATE), which serialises claimers on the database lock
+    instead of failing with SQLITE_BUSY when a read transaction upgrades.
+    """
+    (key,) = table.primary_key.columns
+    candidates = select(key).where(*where).order_by(*order_by).limit(limit)
+    if _is_postgresql(session):
+        candidates = candidates.with_for_update(skip_locked=True)
+    statement = (
+        sa_update(table).where(key.in_(candidates)).values(dict(values)).returning(*(table.c[n] for n in returning))
+    )
+    return list((await session.execute(statement)).all())
+
+
+async def notify(session: AsyncSession, channel: str, payload: str = "") -> None:
+    """PostgreSQL NOTIFY on `channel`, delivered when the session's transaction commits (and
+    never if it rolls back). SQLite has no notifications: a no-op, its listeners poll."""
+    if _is_postgresql(session):
+        await session.execute(select(func.pg_notify(channel, payload)))
+
+
+class Listener:
+    """A dedicated PostgreSQL connection LISTENing on one channel (see `listen`)."""
+
+    def __init__(self, connection: AsyncConnection, driver: Any, channel: str, handler: Any) -> None:
+        self._connection = connection
+        self._driver = driver
+        self._channel = channel
+        self._handler = handler
+
+    @property
+    def alive(self) -> bool:
+        """False once the server connection is gone (a restart): notifications stop arriving."""
+        return not self._driver.is_closed()
+
+    async def close(self) -> None:
+        try:
+            if self.alive:
+                await self._driver.remove_listener(self._channel, self._handler)
+        finally:
+            # Never return a LISTENing connection to the pool: close it instead.
+            await self._connection.invalidate()
+            await self._connection.close()
+
+
+async def listen(database: Database, channel: str, callback: Callable[[str], None]) -> Listener | None:
+    """Call `callback(payload)` for every NOTIFY on `channel`, on a connection of its own held
+    until `Listener.close()`. None on SQLite (no notifications: poll)."""
+    if database.dialect != "postgresql":
+        return None
+    connection = await database.engine.connect()
+    try:
+        driver = (await connection.get_raw_connection()).driver_connection  # the asyncpg connection
+        if driver is None:  # pragma: no cover - a checked-out connection always has one
+            raise RuntimeError("no driver connection")
+
+        def handler(_connection: Any, _pid: int, _channel: str, payload: str) -> None:
+            callback(payload)
+
+        await driver.add_listener(channel, handler)
+    except BaseException:
+        await connection.invalidate()
+        await connection.close()
+        raise
+    return Listener(connection, driver, channel, handler)

@@ -248,6 +248,10 @@ class Scheduler:
 def discover_jobs(scheduler: Scheduler) -> None:
     """Register the scheduler's own jobs and every `codepulse.<domain>.jobs.register`."""
     scheduler.add("scheduler.prune_job_runs", prune_job_runs, cron="17 3 * * *")
+    # The task queue's reaper and retention (imported here: tasks imports this module).
+    from codepulse.tasks import register_jobs as register_task_jobs
+
+    register_task_jobs(scheduler)
     package = importlib.import_module("codepulse")
     for module in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
         if not module.ispkg:
