@@ -1,0 +1,213 @@
+"""Synthetic secrets for the secrets-engine tests and the scan benchmark.
+
+Nothing in this file looks like a real secret: each sample is a template whose random parts are
+generated at run time (`expand`) from a seeded generator, so the repository never contains a
+committed token a push-protection scanner would flag, while the generated values match the rules.
+
+Template fields (`{{` and `}}` are literal braces): `{kind:n}` is n random characters
+of a kind (see `_ALPHABETS`); `{pem:n}` is n 64-character base64 lines joined by newlines,
+`{pemj:n}` the same joined by a literal `\\n` (as in a JSON key file); `{uuid}` a random UUID.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import string
+from dataclasses import dataclass
+
+_ALPHABETS = {
+    "a": string.ascii_letters + string.digits,  # mixed-case alphanumeric
+    "h": "0123456789abcdef",
+    "H": "0123456789ABCDEF",
+    "d": string.digits,
+    "U": string.ascii_uppercase + string.digits,
+    "B": string.ascii_uppercase + "234567",  # base32
+    "b": string.ascii_letters + string.digits + "+/",  # base64 body
+    "w": string.ascii_letters + string.digits + "_-",  # base64url
+    "l": string.ascii_letters,
+    "x": string.ascii_lowercase + string.digits,
+    "c": "QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L",  # bech32
+}
+_STOPWORDS = ("example", "dummy", "changeme", "redacted", "notreal", "password", "secret")
+_FIELD = re.compile(r"\{\{|\}\}|\{(?P<kind>[a-zA-Z]+)(?::(?P<n>\d+))?\}")
+
+
+def _random(rng: random.Random, alphabet: str, n: int) -> str:
+    # Make sure every generated value mixes several characters (entropy) and, for mixed
+    # alphabets, both letters and digits.
+    while True:
+        value = "".join(rng.choice(alphabet) for _ in range(n))
+        if any(word in value.lower() for word in _STOPWORDS):
+            continue  # a random value that happens to spell an allow-listed word
+        if n < 8:
+            return value
+        mixed = any(c.isdigit() for c in alphabet) and any(c.isalpha() for c in alphabet)
+        counts = [value.count(c) for c in set(value)]
+        entropy = -sum(k / n * math.log2(k / n) for k in counts)
+        varied = entropy >= 0.8 * math.log2(min(n, len(alphabet)))  # typical of a random value
+        if varied and (not mixed or (any(c.isdigit() for c in value) and any(c.isalpha() for c in value))):
+            return value
+
+
+def expand(template: str, rng: random.Random) -> str:
+    def field(match: re.Match[str]) -> str:
+        if match[0] in ("{{", "}}"):
+            return match[0][0]
+        kind, n = match["kind"], int(match["n"] or 0)
+        if kind == "uuid":
+            h = _ALPHABETS["h"]
+            return "-".join(_random(rng, h, size) for size in (8, 4, 4, 4, 12))
+        if kind in {"pem", "pemj"}:
+            lines = [_random(rng, _ALPHABETS["b"], 64) for _ in range(n)]
+            return ("\\n" if kind == "pemj" else "\n").join(lines)
+        return _random(rng, _ALPHABETS[kind], n)
+
+    return _FIELD.sub(field, template)
+
+
+@dataclass(frozen=True)
+class Sample:
+    positive: str  # must be reported under the rule's id
+    negative: str  # a near miss: must produce no finding at all
+
+
+def _pem(label: str) -> str:
+    return f"-----BEGIN {label}-----\n{{pem:8}}\n{{b:20}}==\n-----END {label}-----"
+
+
+SAMPLES: dict[str, Sample] = {
+    # cloud providers
+    "aws-access-key-id": Sample('aws_access_key_id = "AKIA{B:16}"', 'aws_access_key_id = "AKIA{B:15}"'),
+    "aws-secret-access-key": Sample('aws_secret_access_key = "{b:40}"', 'aws_region_hint = "{b:40}"'),
+    "google-api-key": Sample('maps_client = "AIza{w:35}"', 'maps_client = "AIza{w:30}"'),
+    "gcp-service-account-private-key": Sample(
+        '{{"type": "service_account", "private_key": '
+        '"-----BEGIN PRIVATE KEY-----\\n{pemj:8}\\n-----END PRIVATE KEY-----\\n"}}',
+        '{{"type": "service_account", "private_key": '
+        '"-----BEGIN PRIVATE KEY-----\\n...\\n-----END PRIVATE KEY-----\\n"}}',
+    ),
+    "google-oauth-client-secret": Sample('client_cfg = "GOCSPX-{w:28}"', 'client_cfg = "GOCSPX-{w:12}"'),
+    "azure-storage-connection-string": Sample(
+        'conn = "DefaultEndpointsProtocol=https;AccountName=acct{x:6};AccountKey={b:86}==;'
+        'EndpointSuffix=core.windows.net"',
+        'conn = "DefaultEndpointsProtocol=https;AccountName=acct{x:6};AccountKey=${{STORAGE_KEY}};EndpointSuffix=x"',
+    ),
+    "azure-storage-account-key": Sample('azure_storage_key = "{b:86}=="', 'azure_storage_name = "{b:86}=="'),
+    "azure-ad-client-secret": Sample('client = "{x:3}8Q~{w:34}"', 'client = "{x:3}8Q-{w:34}"'),
+    "digitalocean-pat": Sample('do_cfg = "dop_v1_{h:64}"', 'do_cfg = "dop_v1_{h:40}"'),
+    "digitalocean-oauth-token": Sample('do_cfg = "doo_v1_{h:64}"', 'do_cfg = "doo_v2_{h:64}"'),
+    "digitalocean-refresh-token": Sample('do_cfg = "dor_v1_{h:64}"', 'do_cfg = "dor_v1_{H:64}"'),
+    "heroku-api-key": Sample('HEROKU_API_KEY = "{uuid}"', 'HEROKU_APP_NAME = "{uuid}"'),
+    "heroku-api-key-v2": Sample('hk = "HRKU-AA{w:58}"', 'hk = "HRKU-AB{w:58}"'),
+    "alibaba-access-key-id": Sample('ali_id = "LTAI{a:20}"', 'ali_id = "LTAI{a:12}"'),
+    "databricks-token": Sample('dbx = "dapi{h:32}"', 'dbx = "dapi{h:20}"'),
+    "hashicorp-vault-token": Sample('vault = "hvs.{w:100}"', 'vault = "hvs.{w:40}"'),
+    "terraform-cloud-token": Sample('tfc = "{x:14}.atlasv1.{x:67}"', 'tfc = "{x:14}.atlasv2.{x:67}"'),
+    "pulumi-access-token": Sample('pulumi = "pul-{h:40}"', 'pulumi = "pul-{h:30}"'),
+    "flyio-access-token": Sample('fly = "fo1_{w:43}"', 'fly = "fo2_{w:43}"'),
+    "supabase-access-token": Sample('supa = "sbp_{h:40}"', 'supa = "sbp_{h:32}"'),
+    # source hosting, CI, packages
+    "github-pat": Sample('gh = "ghp_{a:36}"', 'gh = "ghp_{a:30}"'),
+    "github-fine-grained-pat": Sample('gh = "github_pat_{a:22}_{a:59}"', 'gh = "github_pat_{a:22}"'),
+    "github-oauth-token": Sample('gh = "gho_{a:36}"', 'gh = "gho_{a:20}"'),
+    "github-app-token": Sample('gh = "ghs_{a:36}"', 'gh = "ghx_{a:36}"'),
+    "github-refresh-token": Sample('gh = "ghr_{a:76}"', 'gh = "ghr_{a:20}"'),
+    "gitlab-pat": Sample('gl = "glpat-{w:20}"', 'gl = "glpat-{w:12}"'),
+    "gitlab-runner-token": Sample('gl = "glrt-{w:20}"', 'gl = "glrt-{w:10}"'),
+    "gitlab-deploy-token": Sample('gl = "gldt-{w:20}"', 'gl = "gldt-{w:10}"'),
+    "gitlab-pipeline-trigger-token": Sample('gl = "glptt-{h:40}"', 'gl = "glptt-{h:20}"'),
+    "npm-access-token": Sample("//registry.npmjs.org/:_authToken=npm_{a:36}", "//registry.npmjs.org/:_auth=npm_{a:20}"),
+    "pypi-upload-token": Sample('pypi = "pypi-AgEIcHlwaS5vcmc{w:70}"', 'pypi = "pypi-AgEIcHlwaS5vcmc{w:20}"'),
+    "rubygems-api-key": Sample('gem = "rubygems_{h:48}"', 'gem = "rubygems_{h:30}"'),
+    "dockerhub-pat": Sample('hub = "dckr_pat_{w:27}"', 'hub = "dckr_pat_{w:12}"'),
+    "doppler-token": Sample('dp = "dp.st.{a:43}"', 'dp = "dp.xx.{a:43}"'),
+    "postman-api-token": Sample('pm = "PMAK-{h:24}-{h:34}"', 'pm = "PMAK-{h:24}"'),
+    "atlassian-api-token": Sample('atl = "ATATT3{w:186}"', 'atl = "ATATT3{w:40}"'),
+    "atlassian-api-token-legacy": Sample('JIRA_API_TOKEN = "{x:24}"', 'JIRA_BASE = "{x:24}"'),
+    "linear-api-key": Sample('lin = "lin_api_{a:40}"', 'lin = "lin_api_{a:20}"'),
+    "sentry-auth-token": Sample('sentry = "sntrys_{a:80}"', 'sentry = "sntrys_{a:20}"'),
+    "grafana-service-account-token": Sample('graf = "glsa_{a:32}_{h:8}"', 'graf = "glsa_{a:32}"'),
+    "newrelic-user-api-key": Sample('nr = "NRAK-{U:27}"', 'nr = "NRAK-{U:12}"'),
+    "datadog-api-key": Sample('DD_API_KEY = "{h:32}"', 'DD_SITE = "{h:32}"'),
+    "datadog-app-key": Sample('DATADOG_APP_KEY = "{h:40}"', 'DATADOG_APP_NAME = "{h:40}"'),
+    "dynatrace-api-token": Sample('dt = "dt0c01.{U:24}.{U:64}"', 'dt = "dt0c01.{U:24}"'),
+    "tailscale-key": Sample('ts = "tskey-auth-{a:12}-{a:30}"', 'ts = "tskey-auth-{a:12}"'),
+    # chat, mail, messaging
+    "slack-bot-token": Sample('slack = "xoxb-{d:11}-{d:12}-{a:24}"', 'slack = "xoxb-{d:11}-{a:24}"'),
+    "slack-user-token": Sample('slack = "xoxp-{d:11}-{d:11}-{d:12}-{h:32}"', 'slack = "xoxp-{d:11}-{d:11}-{h:32}"'),
+    "slack-app-token": Sample('slack = "xapp-1-A{U:10}-{d:13}-{x:64}"', 'slack = "xapp-1-A{U:10}-{d:13}-{x:20}"'),
+    "slack-webhook-url": Sample(
+        'hook = "https://hooks.slack.com/services/T{U:8}/B{U:8}/{a:24}"',
+        'hook = "https://hooks.slack.com/services/T{U:8}/B{U:8}/{a:10}"',
+    ),
+    "discord-bot-token": Sample('DISCORD_BOT_TOKEN = "M{a:25}.{w:6}.{w:30}"', 'discord_bot = "M{a:25}.{w:6}"'),
+    "discord-webhook-url": Sample(
+        'hook = "https://discord.com/api/webhooks/{d:18}/{w:68}"',
+        'hook = "https://discord.com/api/webhooks/{d:18}/{w:20}"',
+    ),
+    "telegram-bot-token": Sample('tg = "{d:9}:AA{w:33}"', 'tg = "{d:9}:AA{w:20}"'),
+    "twilio-api-key": Sample('twilio_key_sid = "SK{h:32}"', 'twilio_key_sid = "SK{h:20}"'),
+    "twilio-auth-token": Sample('TWILIO_AUTH_TOKEN = "{h:32}"', 'twilio_account_sid = "AC{h:32}"'),
+    "sendgrid-api-key": Sample('sg = "SG.{w:22}.{w:43}"', 'sg = "SG.{w:22}"'),
+    "mailgun-private-api-key": Sample('mg = "key-{h:32}"', 'mg = "key-{h:20}"'),
+    "mailgun-api-key": Sample('MAILGUN_API_KEY = "{h:32}-{h:8}-{h:8}"', 'MAILGUN_DOMAIN = "{h:32}-{h:8}-{h:8}"'),
+    # payments, commerce
+    "stripe-secret-key": Sample('stripe = "sk_live_{a:24}"', 'stripe = "sk_test_{a:24}"'),
+    "stripe-restricted-key": Sample('stripe = "rk_live_{a:24}"', 'stripe = "rk_test_{a:24}"'),
+    "stripe-webhook-secret": Sample('wh = "whsec_{a:32}"', 'wh = "whsec_{a:16}"'),
+    "square-access-token": Sample('sq = "EAAA{w:60}"', 'sq = "EAAA{w:12}"'),
+    "square-oauth-secret": Sample('sq = "sq0csp-{w:43}"', 'sq = "sq0csp-{w:20}"'),
+    "paypal-braintree-access-token": Sample(
+        'bt = "access_token$production${x:16}${h:32}"', 'bt = "access_token$sandbox${x:16}${h:32}"'
+    ),
+    "shopify-access-token": Sample('shop = "shpat_{h:32}"', 'shop = "shpat_{h:20}"'),
+    "shopify-custom-app-token": Sample('shop = "shpca_{h:32}"', 'shop = "shpca_{h:20}"'),
+    "shopify-private-app-token": Sample('shop = "shppa_{h:32}"', 'shop = "shppa_{h:20}"'),
+    "shopify-shared-secret": Sample('shop = "shpss_{h:32}"', 'shop = "shpss_{h:20}"'),
+    # AI providers
+    "openai-api-key": Sample('oa = "sk-{a:20}T3BlbkFJ{a:20}"', 'oa = "sk-{a:20}T3BlbkFJ"'),
+    "openai-project-key": Sample('oa = "sk-proj-{w:120}"', 'oa = "sk-proj-{w:20}"'),
+    "anthropic-api-key": Sample('ant = "sk-ant-api03-{w:93}AA"', 'ant = "sk-ant-api03-{w:40}"'),
+    "anthropic-admin-key": Sample('ant = "sk-ant-admin01-{w:93}AA"', 'ant = "sk-ant-admin01-{w:40}"'),
+    "huggingface-access-token": Sample('hf = "hf_{l:34}"', 'hf = "hf_{l:20}"'),
+    "groq-api-key": Sample('groq = "gsk_{a:52}"', 'groq = "gsk_{a:30}"'),
+    "replicate-api-token": Sample('rep = "r8_{a:37}"', 'rep = "r8_{a:20}"'),
+    # keys, tokens, formats
+    "private-key-rsa": Sample(
+        _pem("RSA PRIVATE KEY"), "-----BEGIN RSA PRIVATE KEY-----\n...\n-----END RSA PRIVATE KEY-----"
+    ),
+    "private-key-ec": Sample(
+        _pem("EC PRIVATE KEY"), "-----BEGIN EC PRIVATE KEY-----\n<key>\n-----END EC PRIVATE KEY-----"
+    ),
+    "private-key-openssh": Sample(_pem("OPENSSH PRIVATE KEY"), "-----BEGIN OPENSSH PUBLIC KEY-----\n{pem:4}"),
+    "private-key-dsa": Sample(
+        _pem("DSA PRIVATE KEY"), "-----BEGIN DSA PRIVATE KEY-----\n-----END DSA PRIVATE KEY-----"
+    ),
+    "private-key-pgp": Sample(_pem("PGP PRIVATE KEY BLOCK"), _pem("PGP PUBLIC KEY BLOCK")),
+    "private-key-pkcs8": Sample(_pem("PRIVATE KEY"), _pem("PUBLIC KEY")),
+    "age-secret-key": Sample("AGE-SECRET-KEY-1{c:58}", "AGE-SECRET-KEY-1{c:30}"),
+    "jwt": Sample('auth = "eyJ{w:20}.eyJ{w:40}.{w:43}"', 'auth = "eyJ{w:20}.eyJ{w:40}"'),
+    # database URLs with passwords
+    "postgres-url-password": Sample(
+        'DATABASE_URL = "postgresql+asyncpg://app:{a:16}@db.internal:5432/app"',
+        'DATABASE_URL = "postgresql+asyncpg://app:password@localhost:5432/app"',
+    ),
+    "mysql-url-password": Sample('db = "mysql://app:{a:16}@db.internal/app"', 'db = "mysql://root:root@localhost/app"'),
+    "mongodb-url-password": Sample(
+        'db = "mongodb+srv://app:{a:16}@cluster0.example.net/app"',
+        'db = "mongodb+srv://app:${{MONGO_PW}}@cluster0/app"',
+    ),
+    "redis-url-password": Sample(
+        'cache = "redis://:{a:16}@cache.internal:6379/0"', 'cache = "redis://cache.internal:6379/0"'
+    ),
+    "amqp-url-password": Sample(
+        'broker = "amqp://app:{a:16}@mq.internal:5672//"', 'broker = "amqp://guest:guest@localhost:5672//"'
+    ),
+    # generic assignments
+    "generic-password": Sample('db_password = "{a:16}"', 'db_password = "changeme"'),
+    "generic-secret": Sample('client_secret = "{a:24}"', 'client_secret = "${{CLIENT_SECRET}}"'),
+    "generic-token": Sample('auth_token = "{a:32}"', 'auth_token = "{{{{ auth_token }}}}"'),
+    "generic-api-key": Sample('api_key = "{a:32}"', 'api_key = "<your-api-key>"'),
+}
