@@ -8,6 +8,8 @@ commands here (scans adds `worker`).
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -96,6 +98,32 @@ def migrate() -> None:
     typer.echo(f"database at {migrations.head_revision()}")
 
 
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Tasks run at once [default: WORKER_CONCURRENCY, or 2 when that is 0]."),
+    ] = None,
+) -> None:
+    """Run background tasks (scans, ...) in a process of its own, to scale out; stops on SIGTERM."""
+    import asyncio
+
+    from codepulse import migrations
+    from codepulse.tasks import run_worker_process
+
+    settings = _settings()
+    configure_logging(settings)
+    try:
+        # A worker never migrates: that is `migrate`'s (or an SQLite `serve`'s) job.
+        if not migrations.schema_is_current(settings):
+            raise _fail("the database schema is not at the latest migration; run `codepulse migrate` first")
+    except _DATABASE_ERRORS as error:
+        raise _fail(_database_error(error)) from None
+    # WORKER_CONCURRENCY=0 only turns off the workers inside `serve`; a dedicated worker still runs.
+    default = settings.WORKER_CONCURRENCY or type(settings).model_fields["WORKER_CONCURRENCY"].default
+    asyncio.run(run_worker_process(settings, concurrency=concurrency or default))
+
+
 usage_app = typer.Typer(name="usage", help="Usage analytics maintenance.", no_args_is_help=True)
 app.add_typer(usage_app)
 
@@ -120,6 +148,58 @@ def usage_reprice(
         f"repriced {report.changed:,} of {report.records:,} records of {report.users:,} users; "
         f"cost changed by {report.cost_delta_usd} USD"
     )
+
+
+class ScanFormat(StrEnum):
+    table = "table"
+    json = "json"
+    sarif = "sarif"
+
+
+class ScanSeverity(StrEnum):
+    critical = "critical"
+    high = "high"
+    medium = "medium"
+    low = "low"
+    info = "info"
+
+
+@app.command()
+def scan(
+    target: Annotated[str, typer.Argument(metavar="PATH_OR_URL", help="A directory, a file, or a repository URL.")],
+    output_format: Annotated[ScanFormat, typer.Option("--format", "-f", help="Report format.")] = ScanFormat.table,
+    fail_on: Annotated[
+        ScanSeverity | None,
+        typer.Option("--fail-on", help="Exit with 1 when a finding at or above this severity exists."),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", dir_okay=False, help="Write the report here, not to stdout.")
+    ] = None,
+    ref: Annotated[str | None, typer.Option(help="Branch, tag or commit SHA to scan (URLs only).")] = None,
+    engine: Annotated[
+        list[str] | None, typer.Option("--engine", "-e", help="Run only this engine (repeatable; e.g. secrets).")
+    ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(min=0, max=64, help="Engine processes (default: SCAN_PROCESSES; 0 = one per CPU core)."),
+    ] = None,
+) -> None:
+    """Scan a directory or repository for leaked secrets and insecure code, locally (no server).
+
+    Exit codes: 0 clean (or no --fail-on), 1 findings at or above --fail-on, 2 usage error or failed scan.
+    """
+    from codepulse.scans import local
+
+    code = local.main(
+        target,
+        output_format=output_format.value,
+        fail_on=fail_on.value if fail_on is not None else None,
+        output=output,
+        ref=ref,
+        engines=engine,
+        processes=processes,
+    )
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -1,0 +1,546 @@
+"""Cloning a repository for a scan, and reading its files from git.
+
+`clone(url, ref, dest, ...)`: a shallow, single-branch, tag-less clone without a checkout (the
+files are read from git's object store with `git cat-file --batch`, so nothing in the tree, not
+a symlink, a case collision or a filter, ever touches the file system). Hardening:
+
+- protocol allow-list through config (`protocol.allow=never`, then https and ssh, and file only
+  when local repositories are allowed), hooks off (`core.hooksPath=/dev/null`), no submodules;
+- an environment of its own: no system or global config, an isolated HOME and XDG config, no
+  inherited `GIT_*` variables, `GIT_TERMINAL_PROMPT=0`, SSH in batch mode;
+- a time limit (SCAN_CLONE_TIMEOUT_SECONDS; the whole process group is killed) and a size limit
+  (SCAN_MAX_REPOSITORY_BYTES, watched while git downloads and checked again on the tree);
+- a GitHub token goes in as an `http.<origin>/.extraHeader` config entry passed through the
+  environment (GIT_CONFIG_COUNT/KEY/VALUE), scoped to the repository's origin: never in the URL,
+  argv or a log line;
+- with the addresses the URL's host was validated against, the connection is pinned to them
+  (`http.curloptResolve`), so DNS cannot change between the check and the clone.
+
+`GitTreeSource` lists a commit's files with `git ls-tree -r -l -z` and reads them in one
+`git cat-file --batch` process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ipaddress
+import os
+import re
+import shutil
+import signal
+import tempfile
+from collections import Counter
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
+
+import structlog
+
+from codepulse.config import Settings
+from codepulse.scans.errors import ScanFailure
+from codepulse.scans.files import CONFIG_FILES, CONFIG_MAX_BYTES, IndexEntry, SkipRules, SourceIndex
+
+log = structlog.get_logger("codepulse.scans")
+
+GIT: Final = "git"
+SIZE_POLL_SECONDS: Final = 0.25
+STDERR_LIMIT: Final = 65_536
+
+_FULL_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+_SCP_LIKE = re.compile(r"^(?:[^@/:\[\]]+@)?(?:\[[^\]/]*\]|[^:/\[\]@]+):")
+_USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
+_REF_NOT_FOUND = (
+    "remote branch",
+    "not found in upstream",
+    "couldn't find remote ref",
+    "could not find remote ref",
+    "not our ref",
+    "unadvertised object",
+    "no such remote ref",
+    "invalid refspec",
+    "bad object",
+)
+
+
+@dataclass(frozen=True)
+class GitResult:
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+
+def is_commit_sha(ref: str) -> bool:
+    return bool(_FULL_SHA.match(ref.lower()))
+
+
+def redact(text: str, secrets: Sequence[str] = ()) -> str:
+    """Text fit for a log or an error: URL credentials and the given secrets masked."""
+    text = _USERINFO.sub("***@", text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _check_ref(ref: str) -> None:
+    if (
+        not ref
+        or len(ref) > 255
+        or ref.startswith(("-", "/"))
+        or ref.endswith(("/", ".", ".lock"))
+        or ".." in ref
+        or "@{" in ref
+        or "//" in ref
+        or any(ch <= " " or ch in "~^:?*[\\\x7f" for ch in ref)
+    ):
+        raise ScanFailure("invalid_ref", f"{ref!r} is not a valid branch, tag or commit name.")
+
+
+def _scheme(url: str) -> str:
+    """The git transport a URL uses: https, ssh, file (also for a local path), or another."""
+    if "://" in url:
+        return url.split("://", 1)[0].lower()
+    if _SCP_LIKE.match(url) and not url.startswith(("/", ".")):
+        return "ssh"
+    return "file"
+
+
+def _check_url(url: str, allow_local: bool) -> str:
+    url = url.strip()
+    if not url or url.startswith("-") or any(ch < " " or ch == "\x7f" for ch in url) or "::" in url.split("/")[0]:
+        raise ScanFailure("clone_failed", "The clone URL is not acceptable.")
+    scheme = _scheme(url)
+    if scheme == "file":
+        if not allow_local:
+            raise ScanFailure("clone_failed", "Local repositories are not allowed (ALLOW_LOCAL_REPOSITORIES).")
+        if "://" not in url:
+            url = Path(url).resolve().as_uri()
+    elif scheme not in ("https", "ssh"):
+        raise ScanFailure("clone_failed", f"{scheme}:// URLs are not allowed: use https:// or SSH.")
+    return url
+
+
+def _origin(url: str) -> str | None:
+    """`https://host[:port]/` for an https URL (the scope of the token header), else None."""
+    if _scheme(url) != "https":
+        return None
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return None
+    return f"https://{parts.netloc.rpartition('@')[2]}/"
+
+
+def _resolve_entry(url: str, addresses: Sequence[str]) -> str | None:
+    """`host:port:addr[,addr]` for curl's resolve list, or None when it does not apply."""
+    if not addresses or _scheme(url) != "https":
+        return None
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host:
+        return None
+    formatted: list[str] = []
+    for address in addresses:
+        ip = ipaddress.ip_address(address)  # raises on junk: never let a value inject options
+        formatted.append(f"[{ip}]" if ip.version == 6 else str(ip))
+    host_part = f"[{host}]" if ":" in host else host
+    return f"{host_part}:{parts.port or 443}:{','.join(formatted)}"
+
+
+def _config_args(allow_file: bool) -> list[str]:
+    config = [
+        "core.hooksPath=/dev/null",
+        "core.fsmonitor=false",
+        "core.askPass=",
+        "credential.helper=",
+        "protocol.allow=never",
+        "protocol.https.allow=always",
+        "protocol.ssh.allow=always",
+        f"protocol.file.allow={'always' if allow_file else 'never'}",
+        "submodule.recurse=false",
+        "fetch.recurseSubmodules=false",
+        "advice.detachedHead=false",
+        "init.defaultBranch=main",
+        "gc.auto=0",
+        "maintenance.auto=false",
+    ]
+    args: list[str] = []
+    for item in config:
+        args += ["-c", item]
+    return args
+
+
+def git_environment(
+    home: Path | None = None,
+    *,
+    config: Mapping[str, str] | None = None,
+    inherit: bool = False,
+) -> dict[str, str]:
+    """The environment git runs in.
+
+    Isolated (the default): PATH and the locale only, no system or global config; with `home`,
+    HOME and XDG_CONFIG_HOME point there and SSH runs without user config, in batch mode.
+    `inherit`: the caller's environment (the local CLI: a developer's SSH agent and credential
+    helpers), minus every GIT_* variable. Never a prompt. `config` entries are passed as
+    GIT_CONFIG_KEY_n/VALUE_n, so they never appear in argv.
+    """
+    env: dict[str, str]
+    if inherit:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
+        env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+    else:
+        env = {
+            "PATH": os.environ.get("PATH", os.defpath),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": "/dev/null",
+        }
+        if home is not None:
+            env.update(
+                {
+                    "HOME": str(home),
+                    "XDG_CONFIG_HOME": str(home / ".config"),
+                    "GIT_SSH_COMMAND": (
+                        "ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=accept-new "
+                        f"-o UserKnownHostsFile={home / 'known_hosts'}"
+                    ),
+                }
+            )
+    env.update({"LC_ALL": "C", "LANG": "C", "GIT_TERMINAL_PROMPT": "0", "GCM_INTERACTIVE": "never"})
+    env.pop("SSH_ASKPASS", None)
+    if config:
+        env["GIT_CONFIG_COUNT"] = str(len(config))
+        for index, (key, value) in enumerate(config.items()):
+            env[f"GIT_CONFIG_KEY_{index}"] = key
+            env[f"GIT_CONFIG_VALUE_{index}"] = value
+    return env
+
+
+def _directory_size(path: Path) -> int:
+    total = 0
+    for directory, _, filenames in os.walk(path):
+        for name in filenames:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(directory, name)).st_size
+    return total
+
+
+def _kill_group(process: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+async def run_git(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    watch: tuple[Path, int] | None = None,
+) -> GitResult:
+    """Run git in a process group of its own; killed with its children when this is cancelled
+    (a timeout around it) or when `watch` = (directory, limit) grows past the limit
+    (ScanFailure repository_too_large)."""
+    process = await asyncio.create_subprocess_exec(
+        GIT,
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=dict(env),
+        cwd=cwd,
+        start_new_session=True,
+    )
+    communicate = asyncio.ensure_future(process.communicate())
+    try:
+        if watch is None:
+            stdout, stderr = await communicate
+        else:
+            directory, limit = watch
+            while True:
+                done, _ = await asyncio.wait({communicate}, timeout=SIZE_POLL_SECONDS)
+                if done:
+                    stdout, stderr = communicate.result()
+                    break
+                if await asyncio.to_thread(_directory_size, directory) > limit:
+                    raise _too_large(limit)
+    except BaseException:
+        _kill_group(process)
+        communicate.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(process.wait())
+        raise
+    return GitResult(
+        returncode=process.returncode if process.returncode is not None else -1,
+        stdout=stdout,
+        stderr=stderr[-STDERR_LIMIT:].decode("utf-8", "replace"),
+    )
+
+
+def _too_large(limit: int) -> ScanFailure:
+    return ScanFailure(
+        "repository_too_large",
+        f"The repository is larger than the {limit:,}-byte limit (SCAN_MAX_REPOSITORY_BYTES).",
+    )
+
+
+def _failure(result: GitResult, *, ref: str | None, secrets: Sequence[str]) -> ScanFailure:
+    stderr = redact(result.stderr, secrets)
+    lowered = stderr.lower()
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    detail = next((line for line in reversed(lines) if line.lower().startswith(("fatal:", "error:"))), "")
+    if not detail and lines:
+        detail = lines[-1]
+    if ref is not None and any(marker in lowered for marker in _REF_NOT_FOUND):
+        return ScanFailure("ref_not_found", f"The ref {ref!r} was not found in the repository.")
+    message = "git could not clone the repository"
+    return ScanFailure("clone_failed", f"{message}: {detail[:500]}" if detail else f"{message}.")
+
+
+async def clone(
+    url: str,
+    ref: str | None,
+    dest: Path,
+    *,
+    settings: Settings,
+    token: str | None = None,
+    resolve: tuple[str, ...] = (),
+    allow_local: bool | None = None,
+    isolated: bool = True,
+) -> str:
+    """Clone `url` at `ref` (branch, tag or full commit SHA; the default branch when None) into
+    `dest` (created; must not exist or be empty) without a checkout; returns the commit SHA.
+
+    `resolve`: the addresses the host was validated against (pins https connections to them).
+    `allow_local`: file:// URLs and local paths (default ALLOW_LOCAL_REPOSITORIES).
+    `isolated`: no user or system git config (the server); the local CLI passes False so a
+    developer's SSH agent and credential helpers work.
+
+    Raises ScanFailure: clone_failed, clone_timeout, ref_not_found, invalid_ref,
+    repository_too_large.
+    """
+    allow_file = settings.ALLOW_LOCAL_REPOSITORIES if allow_local is None else allow_local
+    clean_url = _check_url(url, allow_file)
+    if ref is not None:
+        ref = ref.strip() or None
+    if ref is not None:
+        _check_ref(ref)
+    secrets = (token,) if token else ()
+
+    env_config: dict[str, str] = {}
+    origin = _origin(clean_url)
+    if token and origin is not None:
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode("ascii")
+        env_config[f"http.{origin}.extraHeader"] = f"Authorization: Basic {basic}"
+    resolve_entry = _resolve_entry(clean_url, resolve)
+    if resolve_entry is not None:
+        env_config["http.curloptResolve"] = resolve_entry
+
+    limit = settings.SCAN_MAX_REPOSITORY_BYTES
+    home = Path(tempfile.mkdtemp(prefix="codepulse-git-home-")) if isolated else None
+    env = git_environment(home, config=env_config, inherit=not isolated)
+    config = _config_args(allow_file)
+    log.info("scan.clone_started", url=redact(clean_url, secrets), ref=ref, pinned=resolve_entry is not None)
+    try:
+        async with asyncio.timeout(settings.SCAN_CLONE_TIMEOUT_SECONDS):
+            await asyncio.to_thread(dest.mkdir, mode=0o700, parents=True, exist_ok=True)
+            if ref is not None and is_commit_sha(ref):
+                sha = await _fetch_commit(
+                    clean_url, ref.lower(), dest, env=env, config=config, limit=limit, secrets=secrets
+                )
+            else:
+                args = [*config, "clone", "--quiet", "--template=", "--no-checkout", "--depth", "1", "--single-branch"]
+                args += ["--no-tags", "--no-recurse-submodules"]
+                if ref is not None:
+                    args += ["--branch", ref]
+                args += ["--", clean_url, str(dest)]
+                result = await run_git(args, env=env, watch=(dest, limit))
+                if result.returncode != 0:
+                    raise _failure(result, ref=ref, secrets=secrets)
+                sha = await rev_parse(dest, "HEAD", env=env)
+            if sha is None:
+                raise ScanFailure("clone_failed", "The repository has no commits.")
+            if await asyncio.to_thread(_directory_size, dest) > limit:
+                raise _too_large(limit)
+    except TimeoutError:
+        log.info("scan.clone_timeout", seconds=settings.SCAN_CLONE_TIMEOUT_SECONDS)
+        raise ScanFailure(
+            "clone_timeout",
+            f"Cloning took longer than {settings.SCAN_CLONE_TIMEOUT_SECONDS:g} s (SCAN_CLONE_TIMEOUT_SECONDS).",
+        ) from None
+    except ScanFailure as failure:
+        log.info("scan.clone_failed", code=failure.code)
+        raise
+    finally:
+        if home is not None:
+            shutil.rmtree(home, ignore_errors=True)
+    log.info("scan.cloned", commit_sha=sha)
+    return sha
+
+
+async def _fetch_commit(
+    url: str,
+    sha: str,
+    dest: Path,
+    *,
+    env: Mapping[str, str],
+    config: Sequence[str],
+    limit: int,
+    secrets: Sequence[str],
+) -> str | None:
+    result = await run_git([*config, "init", "--quiet", "--template=", "--", str(dest)], env=env)
+    if result.returncode != 0:
+        raise _failure(result, ref=None, secrets=secrets)
+    fetch = [*config, "fetch", "--quiet", "--depth", "1", "--no-tags", "--no-recurse-submodules"]
+    fetch += ["--no-write-fetch-head", "--", url, f"{sha}:refs/codepulse/scan"]
+    result = await run_git(fetch, env=env, cwd=dest, watch=(dest, limit))
+    if result.returncode != 0:
+        raise _failure(result, ref=sha, secrets=secrets)
+    resolved = await rev_parse(dest, "refs/codepulse/scan^{commit}", env=env)
+    if resolved is None:
+        raise ScanFailure("ref_not_found", f"The ref {sha!r} is not a commit of the repository.")
+    result = await run_git(["update-ref", "--no-deref", "HEAD", resolved], env=env, cwd=dest)
+    if result.returncode != 0:
+        raise _failure(result, ref=None, secrets=secrets)
+    return resolved
+
+
+async def rev_parse(repository: Path, name: str, *, env: Mapping[str, str]) -> str | None:
+    result = await run_git(["rev-parse", "--verify", "--quiet", "--end-of-options", name], env=env, cwd=repository)
+    text = result.stdout.decode("ascii", "replace").strip()
+    return text if result.returncode == 0 and is_commit_sha(text) else None
+
+
+# --- reading a commit's files ----------------------------------------------------------------------
+
+
+class GitTreeSource:
+    """The files of a commit (HEAD by default) of a repository, read from git's object store."""
+
+    def __init__(self, repository: Path, *, commit: str = "HEAD", env: Mapping[str, str] | None = None) -> None:
+        self.repository = repository
+        self.commit = commit
+        self.env = dict(env) if env is not None else git_environment()
+
+    async def _git(self, *args: str) -> GitResult:
+        return await run_git(["-c", "core.hooksPath=/dev/null", *args], env=self.env, cwd=self.repository)
+
+    async def config(self) -> bytes | None:
+        for name in CONFIG_FILES:
+            result = await self._git("cat-file", "-s", f"{self.commit}:{name}")
+            if result.returncode != 0:
+                continue
+            if int(result.stdout.strip() or b"0") > CONFIG_MAX_BYTES:
+                return b"\0" * (CONFIG_MAX_BYTES + 1)  # parse_config reports it as too large
+            result = await self._git("cat-file", "blob", f"{self.commit}:{name}")
+            if result.returncode == 0:
+                return result.stdout
+        return None
+
+    async def index(self, rules: SkipRules) -> SourceIndex:
+        commit_sha = await rev_parse(self.repository, f"{self.commit}^{{commit}}", env=self.env)
+        if commit_sha is None:
+            raise ScanFailure("clone_failed", "The repository has no commit to scan.")
+        result = await self._git("ls-tree", "-r", "-l", "-z", "--full-tree", commit_sha)
+        if result.returncode != 0:
+            raise ScanFailure("clone_failed", "git could not list the repository's files.")
+        entries: list[IndexEntry] = []
+        skipped: Counter[str] = Counter()
+        files_total = 0
+        total_bytes = 0
+        for record in result.stdout.split(b"\0"):
+            if not record:
+                continue
+            meta, _, raw_path = record.partition(b"\t")
+            mode, kind, sha, size = meta.split()
+            path = raw_path.decode("utf-8", "surrogateescape")
+            files_total += 1
+            if kind == b"commit" or mode == b"160000":
+                skipped["submodule"] += 1
+                continue
+            if kind != b"blob":
+                files_total -= 1
+                continue
+            blob_size = int(size)
+            total_bytes += blob_size
+            if mode == b"120000":
+                skipped["symlink"] += 1
+                continue
+            reason = rules.reason(path, blob_size)
+            if reason is not None:
+                skipped[reason] += 1
+                continue
+            entries.append(IndexEntry(path=path, blob_sha=sha.decode("ascii"), size=blob_size))
+        return SourceIndex(
+            entries=entries, skipped=skipped, files_total=files_total, total_bytes=total_bytes, commit_sha=commit_sha
+        )
+
+    async def read(self, entries: Sequence[IndexEntry]) -> AsyncGenerator[tuple[IndexEntry, bytes], None]:
+        if not entries:
+            return
+        process = await asyncio.create_subprocess_exec(
+            GIT,
+            "cat-file",
+            "--batch",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=self.env,
+            cwd=self.repository,
+            start_new_session=True,
+        )
+        stdin, stdout = process.stdin, process.stdout
+        if stdin is None or stdout is None:  # pragma: no cover - PIPE always gives both
+            raise RuntimeError("git cat-file without pipes")
+
+        async def feed() -> None:
+            try:
+                for entry in entries:
+                    stdin.write(entry.blob_sha.encode("ascii") + b"\n")
+                    await stdin.drain()
+            finally:
+                stdin.close()
+
+        feeder = asyncio.ensure_future(feed())
+        try:
+            for entry in entries:
+                header = (await stdout.readline()).split()
+                if len(header) == 3 and header[1] == b"blob":
+                    content = await stdout.readexactly(int(header[2]) + 1)
+                    yield entry, content[:-1]
+                elif len(header) == 3:  # not a blob (cannot happen with ls-tree's SHAs): skip its body
+                    await stdout.readexactly(int(header[2]) + 1)
+                elif not header:
+                    break  # git stopped
+            await feeder
+        finally:
+            feeder.cancel()
+            _kill_group(process)
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(process.wait())
+
+
+# --- a local work tree (the CLI) -------------------------------------------------------------------
+
+
+async def work_tree_files(root: Path) -> tuple[list[str], str | None] | None:
+    """For a directory inside a git work tree: the files git sees under it (tracked and untracked,
+    not ignored; paths relative to `root`) and HEAD's SHA (None before the first commit).
+    None when `root` is not in a work tree (or git is not usable there)."""
+    env = git_environment(inherit=True)
+    try:
+        inside = await run_git(["rev-parse", "--is-inside-work-tree"], env=env, cwd=root)
+    except OSError:
+        return None
+    if inside.returncode != 0 or inside.stdout.strip() != b"true":
+        return None
+    listing = await run_git(
+        ["-c", "core.quotePath=off", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "."],
+        env=env,
+        cwd=root,
+    )
+    if listing.returncode != 0:
+        return None
+    paths = sorted({item.decode("utf-8", "surrogateescape") for item in listing.stdout.split(b"\0") if item})
+    return paths, await rev_parse(root, "HEAD", env=env)

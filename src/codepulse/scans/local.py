@@ -1,0 +1,335 @@
+"""`codepulse scan PATH_OR_URL`: the scan engines on a developer's machine or in CI, no server.
+
+A directory is scanned as it is on disk: in a git work tree, the files git sees (tracked and
+untracked, not ignored) with their current content; elsewhere every file (vendored directories
+are not walked). A single file can be given too. A URL (https, SSH, file://) is cloned with the
+same code as the server's workers, with the developer's own git credentials (SSH agent,
+credential helpers) since it is their machine.
+
+The engines run in a process pool (SCAN_PROCESSES, --processes); results are cached in memory
+for the run. No database, no FastAPI: this module stays light to import.
+
+Output: `table` (path:line, severity, rule, title; then a summary), `json`, or `sarif` (2.1.0),
+to stdout or `--output FILE`. Exit codes: 0, or 1 when `--fail-on SEVERITY` is given and a
+finding at or above it exists; 2 for a usage error or a scan that could not run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Final
+
+import structlog
+from pydantic import ValidationError, create_model
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from codepulse import __version__
+from codepulse.config import Settings
+from codepulse.scans.engine import SEVERITIES, SEVERITY_RANK, Engine, RuleInfo
+from codepulse.scans.errors import ScanCancelled, ScanFailure
+from codepulse.scans.files import DirectorySource
+from codepulse.scans.git import work_tree_files
+from codepulse.scans.pipeline import EnginePool, MemoryCache, PipelineResult, scan_repository, scan_source
+from codepulse.scans.sarif import build_sarif
+
+FORMATS: Final = ("table", "json", "sarif")
+EXIT_OK: Final = 0
+EXIT_FINDINGS: Final = 1
+EXIT_ERROR: Final = 2
+SCAN_SETTINGS: Final = (
+    "SCAN_MAX_FILE_BYTES",
+    "SCAN_MAX_REPOSITORY_BYTES",
+    "SCAN_CLONE_TIMEOUT_SECONDS",
+    "SCAN_PROCESSES",
+)
+
+
+class UsageError(Exception):
+    """A mistake in the command line (exit code 2)."""
+
+
+@dataclass
+class LocalScan:
+    target: str
+    result: PipelineResult
+    engines: Mapping[str, Engine]
+    seconds: float
+
+    def rules(self) -> list[RuleInfo]:
+        """The engines' rules (SARIF only: loading bandit's plugins takes a moment)."""
+        with warnings.catch_warnings():
+            # bandit's plugin loader trips a deprecation in stevedore: not the user's concern.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return [rule for engine in self.engines.values() for rule in engine.rules()]
+
+
+class _ScanEnvironment(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+
+def scan_settings() -> Settings:
+    """Settings for a local scan: defaults, plus the SCAN_* variables from the environment.
+
+    Only those are read: a developer's or CI's environment may hold unrelated variables with
+    codepulse's names (DATABASE_URL above all) that must not stop a scan. Local repositories
+    (file://, paths) are allowed: it is the developer's own machine.
+    """
+    fields: dict[str, Any] = {
+        name: (Settings.model_fields[name].annotation, Settings.model_fields[name]) for name in SCAN_SETTINGS
+    }
+    environment_model = create_model("ScanEnvironment", __base__=_ScanEnvironment, **fields)
+    try:
+        values = environment_model().model_dump()
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors())
+        raise UsageError(f"configuration error: {problems}") from None
+    return Settings.model_construct().model_copy(update={**values, "ALLOW_LOCAL_REPOSITORIES": True})
+
+
+def _looks_like_url(target: str) -> bool:
+    if "://" in target:
+        return True
+    # scp-like SSH (git@host:owner/repo): a colon before any slash, and not a Windows drive.
+    head = target.split("/", 1)[0]
+    return ":" in head and len(head.split(":", 1)[0]) > 1
+
+
+def _classify(target: str) -> tuple[Path, str]:
+    path = Path(target).expanduser()
+    if not path.exists():
+        return path, "missing"
+    if path.is_file():
+        return path, "file"
+    return path, "directory" if path.is_dir() else "other"
+
+
+async def scan_target(
+    target: str,
+    *,
+    settings: Settings,
+    pool: EnginePool,
+    ref: str | None = None,
+    cache: MemoryCache | None = None,
+) -> PipelineResult:
+    """Scan a directory, a file or a URL (see the module docstring). Raises UsageError,
+    ScanFailure."""
+    cache = cache if cache is not None else MemoryCache()
+    path, kind = await asyncio.to_thread(_classify, target)
+    if kind != "missing" and ref is not None:
+        raise UsageError("--ref applies to URLs; check the revision out to scan a local directory at it")
+    if kind == "file":
+        source = DirectorySource(path.parent, listed=[path.name])
+        return await scan_source(source, settings=settings, cache=cache, pool=pool)
+    if kind == "directory":
+        listing = await work_tree_files(path)
+        source = (
+            DirectorySource(path)
+            if listing is None
+            else DirectorySource(path, listed=listing[0], commit_sha=listing[1])
+        )
+        return await scan_source(source, settings=settings, cache=cache, pool=pool)
+    if kind == "other":
+        raise UsageError(f"{target} is neither a directory nor a regular file")
+    if _looks_like_url(target):
+        return await scan_repository(
+            target,
+            ref,
+            settings=settings,
+            cache=cache,
+            progress=None,
+            cancelled=None,
+            pool=pool,
+            allow_local=True,
+            isolated=False,
+        )
+    raise UsageError(f"{target}: no such file or directory (and not a repository URL)")
+
+
+def run(
+    target: str,
+    *,
+    ref: str | None = None,
+    engines: Sequence[str] | None = None,
+    processes: int | None = None,
+    settings: Settings | None = None,
+    pool_factory: Callable[[Settings, Sequence[str] | None], EnginePool] | None = None,
+) -> LocalScan:
+    """Scan synchronously (a fresh event loop and engine pool). Raises UsageError, ScanFailure."""
+    settings = settings if settings is not None else scan_settings()
+    if processes is not None:
+        settings = settings.model_copy(update={"SCAN_PROCESSES": processes})
+    factory = pool_factory or EnginePool.from_settings
+    pool = factory(settings, list(engines) if engines else None)
+    try:
+        try:
+            engine_map = pool.engines
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        started = time.monotonic()
+        result = asyncio.run(scan_target(target, settings=settings, pool=pool, ref=ref))
+        seconds = time.monotonic() - started
+        return LocalScan(target=target, result=result, engines=engine_map, seconds=seconds)
+    except BaseException:
+        pool.kill()  # Ctrl-C or a failure: do not wait for running chunks
+        raise
+    finally:
+        pool.close(wait=False)
+
+
+# --- output ---------------------------------------------------------------------------------------
+
+
+def at_or_above(scan: LocalScan, severity: str) -> int:
+    """How many findings are at or above `severity`."""
+    threshold = SEVERITY_RANK[severity]
+    return sum(1 for finding in scan.result.findings if SEVERITY_RANK.get(finding.severity, 0) >= threshold)
+
+
+def _by_severity(scan: LocalScan) -> dict[str, int]:
+    counts = Counter(finding.severity for finding in scan.result.findings)
+    return {severity: counts.get(severity, 0) for severity in SEVERITIES}
+
+
+def render_table(scan: LocalScan) -> str:
+    result = scan.result
+    findings = sorted(
+        result.findings,
+        key=lambda f: (-SEVERITY_RANK.get(f.severity, 0), f.path, f.start_line, f.start_column, f.rule_id),
+    )
+    rows = [(f"{f.path}:{f.start_line}", f.severity, f.rule_id, f.title) for f in findings]
+    lines: list[str] = []
+    if rows:
+        widths = [max(len(row[column]) for row in rows) for column in range(3)]
+        for location, severity, rule_id, title in rows:
+            lines.append(
+                f"{location.ljust(widths[0])}  {severity.ljust(widths[1])}  {rule_id.ljust(widths[2])}  {title}"
+            )
+        lines.append("")
+    lines.append(summary_line(scan))
+    lines.extend(f"warning: {warning}" for warning in result.warnings)
+    return "\n".join(lines) + "\n"
+
+
+def summary_line(scan: LocalScan) -> str:
+    result = scan.result
+    counts = ", ".join(f"{count} {severity}" for severity, count in _by_severity(scan).items() if count)
+    skipped = sum(result.skipped.values())
+    summary = f"{len(result.findings)} finding{'s' if len(result.findings) != 1 else ''}"
+    summary += f" ({counts})" if counts else ""
+    summary += f" in {result.files_scanned} file{'s' if result.files_scanned != 1 else ''}"
+    if skipped:
+        reasons = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in result.skipped.items())
+        summary += f", {skipped} skipped ({reasons})"
+    return summary + f"; {scan.seconds:.2f} s"
+
+
+def render_json(scan: LocalScan) -> str:
+    result = scan.result
+    document = {
+        "target": scan.target,
+        "commit_sha": result.commit_sha,
+        "findings": [
+            {
+                "path": f.path,
+                "rule_id": f.rule_id,
+                "engine": f.engine,
+                "severity": f.severity,
+                "title": f.title,
+                "message": f.message,
+                "start_line": f.start_line,
+                "end_line": f.end_line,
+                "start_column": f.start_column,
+                "end_column": f.end_column,
+                "snippet": f.snippet,
+                "cwe": f.cwe,
+                "fingerprint": f.fingerprint,
+            }
+            for f in result.findings
+        ],
+        "summary": {
+            "by_severity": _by_severity(scan),
+            "files_total": result.files_total,
+            "files_scanned": result.files_scanned,
+            "bytes_scanned": result.bytes_scanned,
+            "skipped": result.skipped,
+            "engine_versions": result.engine_versions,
+            "seconds": round(scan.seconds, 3),
+            "warnings": result.warnings,
+        },
+        "tool": {"name": "codepulse", "version": __version__},
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def render_sarif(scan: LocalScan) -> str:
+    sarif = build_sarif(scan.result.findings, scan.rules(), tool_version=__version__, commit_sha=scan.result.commit_sha)
+    return json.dumps(sarif, indent=2) + "\n"
+
+
+RENDERERS: Final = {"table": render_table, "json": render_json, "sarif": render_sarif}
+
+
+def _configure_logging() -> None:
+    """Warnings and errors to stderr only: stdout carries the report."""
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, structlog.dev.ConsoleRenderer(colors=False)],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def main(
+    target: str,
+    *,
+    output_format: str = "table",
+    fail_on: str | None = None,
+    output: Path | None = None,
+    ref: str | None = None,
+    engines: Sequence[str] | None = None,
+    processes: int | None = None,
+    stderr: IO[str] | None = None,
+) -> int:
+    """The `codepulse scan` command; returns the exit code."""
+    err = stderr or sys.stderr
+    if output_format not in RENDERERS:
+        err.write(f"codepulse: unknown format {output_format!r} (use {', '.join(FORMATS)})\n")
+        return EXIT_ERROR
+    if fail_on is not None and fail_on not in SEVERITY_RANK:
+        err.write(f"codepulse: unknown severity {fail_on!r} (use {', '.join(SEVERITIES)})\n")
+        return EXIT_ERROR
+    _configure_logging()
+    try:
+        scan = run(target, ref=ref, engines=engines, processes=processes)
+    except UsageError as error:
+        err.write(f"codepulse: {error}\n")
+        return EXIT_ERROR
+    except ScanFailure as failure:
+        err.write(f"codepulse: scan failed ({failure.code}): {failure.message}\n")
+        return EXIT_ERROR
+    except ScanCancelled:  # pragma: no cover - no cancel signal in the CLI
+        return EXIT_ERROR
+    report = RENDERERS[output_format](scan)
+    if output is not None:
+        try:
+            output.write_text(report, encoding="utf-8")
+        except OSError as error:
+            err.write(f"codepulse: cannot write {output}: {error.strerror or error}\n")
+            return EXIT_ERROR
+        if output_format != "table":
+            err.write(summary_line(scan) + "\n")
+    else:
+        sys.stdout.write(report)
+        sys.stdout.flush()
+    if fail_on is not None and at_or_above(scan, fail_on):
+        return EXIT_FINDINGS
+    return EXIT_OK

@@ -1,0 +1,209 @@
+"""SARIF 2.1.0 for a scan's findings, as GitHub code scanning reads it.
+
+One run; `tool.driver` names codepulse and lists the rules (id, name, short and full
+description, help as text and Markdown, `security-severity`, tags, precision, the default level);
+each result carries its rule id and index, level, message, a relative `%SRCROOT%` location with
+a region, and `partialFingerprints["codepulseFingerprint/v1"]` so alerts follow a finding when
+lines move. Validated in tests against the official schema (tests/scans/sarif-schema-2.1.0.json).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, Final, Protocol
+from urllib.parse import quote
+
+from codepulse.scans.engine import RuleInfo
+
+SARIF_VERSION: Final = "2.1.0"
+SARIF_SCHEMA: Final = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
+INFORMATION_URI: Final = "https://github.com/codepulse/codepulse"
+FINGERPRINT_KEY: Final = "codepulseFingerprint/v1"
+SRCROOT: Final = "%SRCROOT%"
+
+LEVELS: Final = {"critical": "error", "high": "error", "medium": "warning", "low": "note", "info": "note"}
+SECURITY_SEVERITY: Final = {"critical": "9.5", "high": "8.0", "medium": "5.5", "low": "3.0", "info": "0.0"}
+"""GitHub's bands: critical > 9.0, high 7.0-8.9, medium 4.0-6.9, low 0.1-3.9 (0.0: none)."""
+PRECISION: Final = {"secrets": "high"}
+"""Per engine; "medium" for the others."""
+
+_CWE = re.compile(r"^CWE-(\d+)$", re.IGNORECASE)
+_WORD = re.compile(r"[A-Za-z0-9]+")
+
+
+class SarifFinding(Protocol):
+    """What a result needs: `LocatedFinding` and the scans domain's stored findings both fit."""
+
+    @property
+    def rule_id(self) -> str: ...
+    @property
+    def severity(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def start_line(self) -> int: ...
+    @property
+    def end_line(self) -> int: ...
+    @property
+    def start_column(self) -> int: ...
+    @property
+    def end_column(self) -> int: ...
+    @property
+    def fingerprint(self) -> str: ...
+
+
+def artifact_uri(path: str) -> str:
+    """A repository path as a relative URI reference: forward slashes, percent-encoded."""
+    return quote(path.replace("\\", "/").lstrip("/"), safe="/!$&'()*+,;=:@-._~")
+
+
+def _rule_name(rule: RuleInfo) -> str:
+    words = _WORD.findall(rule.title) or _WORD.findall(rule.id)
+    return "".join(word[:1].upper() + word[1:] for word in words) or "Rule"
+
+
+def _tags(engine: str, cwe: str | None) -> list[str]:
+    tags = ["security", engine]
+    match = _CWE.match(cwe or "")
+    if match:
+        tags.append(f"external/cwe/cwe-{match.group(1)}")
+    return tags
+
+
+def _rule_descriptor(rule: RuleInfo) -> dict[str, Any]:
+    severity = rule.severity if rule.severity in LEVELS else "medium"
+    description = rule.description or rule.title
+    help_text = rule.help or description
+    markdown = [f"**{rule.title}**", "", description]
+    if rule.help and rule.help != description:
+        markdown += ["", rule.help]
+    match = _CWE.match(rule.cwe or "")
+    if match:
+        markdown += ["", f"[{rule.cwe}](https://cwe.mitre.org/data/definitions/{match.group(1)}.html)"]
+    properties: dict[str, Any] = {
+        "tags": _tags(rule.engine, rule.cwe),
+        "precision": PRECISION.get(rule.engine, "medium"),
+    }
+    if severity != "info":
+        properties["security-severity"] = SECURITY_SEVERITY[severity]
+    return {
+        "id": rule.id,
+        "name": _rule_name(rule),
+        "shortDescription": {"text": rule.title},
+        "fullDescription": {"text": description},
+        "help": {"text": help_text, "markdown": "\n".join(markdown)},
+        "defaultConfiguration": {"level": LEVELS[severity]},
+        "properties": properties,
+    }
+
+
+def _fallback_rule(finding: SarifFinding) -> RuleInfo:
+    """A rule a finding names that the engines no longer describe (a rule since removed)."""
+    engine = getattr(finding, "engine", None) or finding.rule_id.split(".", 1)[0]
+    return RuleInfo(
+        id=finding.rule_id,
+        engine=str(engine),
+        title=finding.title,
+        description=finding.title,
+        help=finding.title,
+        severity=finding.severity,
+        cwe=getattr(finding, "cwe", None),
+    )
+
+
+def _region(finding: SarifFinding) -> dict[str, Any]:
+    start_line = max(1, finding.start_line)
+    start_column = max(1, finding.start_column)
+    end_line = max(start_line, finding.end_line)
+    end_column = max(1, finding.end_column)
+    if end_line == start_line:
+        end_column = max(start_column, end_column)
+    region: dict[str, Any] = {
+        "startLine": start_line,
+        "startColumn": start_column,
+        "endLine": end_line,
+        "endColumn": end_column,
+    }
+    snippet = getattr(finding, "snippet", None)
+    if snippet:
+        region["snippet"] = {"text": str(snippet)}
+    return region
+
+
+def build_sarif(
+    findings: Sequence[SarifFinding],
+    rules: Sequence[RuleInfo],
+    *,
+    tool_version: str,
+    automation_id: str | None = None,
+    repository_uri: str | None = None,
+    commit_sha: str | None = None,
+    branch: str | None = None,
+) -> dict[str, Any]:
+    """A SARIF 2.1.0 log (a JSON-ready dict) of `findings`.
+
+    `rules`: the engines' rules (every one goes in the driver, so a later upload can tell a
+    fixed alert from a removed rule); a finding whose rule is not among them gets a descriptor
+    made from its title and severity. `automation_id` goes in `automationDetails.id` (e.g.
+    "codepulse/<repository id>/"); `repository_uri`/`commit_sha`/`branch` in
+    `versionControlProvenance`.
+    """
+    by_id: dict[str, RuleInfo] = {}
+    for rule in sorted(rules, key=lambda rule: rule.id):
+        by_id.setdefault(rule.id, rule)
+    for finding in findings:
+        if finding.rule_id not in by_id:
+            by_id[finding.rule_id] = _fallback_rule(finding)
+    descriptors = [_rule_descriptor(rule) for rule in by_id.values()]
+    index = {rule_id: position for position, rule_id in enumerate(by_id)}
+
+    results: list[dict[str, Any]] = []
+    for finding in findings:
+        severity = finding.severity if finding.severity in LEVELS else "medium"
+        results.append(
+            {
+                "ruleId": finding.rule_id,
+                "ruleIndex": index[finding.rule_id],
+                "level": LEVELS[severity],
+                "message": {"text": finding.message or finding.title},
+                "locations": [
+                    {
+                        "physicalLocation": {
+                            "artifactLocation": {"uri": artifact_uri(finding.path), "uriBaseId": SRCROOT},
+                            "region": _region(finding),
+                        }
+                    }
+                ],
+                "partialFingerprints": {FINGERPRINT_KEY: finding.fingerprint},
+                "properties": {"severity": severity},
+            }
+        )
+
+    run: dict[str, Any] = {
+        "tool": {
+            "driver": {
+                "name": "codepulse",
+                "version": tool_version,
+                "semanticVersion": tool_version,
+                "informationUri": INFORMATION_URI,
+                "rules": descriptors,
+            }
+        },
+        "columnKind": "unicodeCodePoints",
+        "results": results,
+    }
+    if automation_id:
+        run["automationDetails"] = {"id": automation_id}
+    if repository_uri:
+        provenance: dict[str, Any] = {"repositoryUri": repository_uri}
+        if commit_sha:
+            provenance["revisionId"] = commit_sha
+        if branch:
+            provenance["branch"] = branch
+        run["versionControlProvenance"] = [provenance]
+    return {"$schema": SARIF_SCHEMA, "version": SARIF_VERSION, "runs": [run]}
