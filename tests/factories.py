@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.clock import utcnow
 from codepulse.db import Base
+from codepulse.scans.models import Finding
 from codepulse.scheduler import JobRun, JobRunStatus
 
 _session: AsyncSession | None = None
@@ -62,3 +63,29 @@ class JobRunFactory(ModelFactory[JobRun]):
     status = JobRunStatus.SUCCEEDED.value
     runner: Any = "test-runner"
     error = None
+
+
+class FindingFactory(ModelFactory[Finding]):
+    """A tracked finding; pass `org_id` and `repository_id`."""
+
+    class Meta:
+        model = Finding
+
+    fingerprint = Sequence(lambda n: f"{n:064x}")
+    rule_id = "aws-access-key-id"
+    engine = "secrets"
+    severity = "critical"
+    severity_rank = 0
+    title = "AWS access key ID"
+    message = "An AWS access key ID (AKIA************)."
+    cwe = "CWE-798"
+    path = "app/settings.py"
+    start_line = 3
+    end_line = 3
+    start_column = 14
+    end_column = 34
+    snippet = 'AWS_KEY_ID = "AKIA************"'
+    status = "open"
+    first_seen_at = LazyFunction(utcnow)
+    last_seen_at = LazyAttribute(lambda finding: finding.first_seen_at)
+    reopened_count = 0

@@ -11,6 +11,7 @@ a new route cannot skip the check. For org-scoped routes:
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,7 +19,9 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from codepulse.repositories.models import Repository
 from tests.auth.helpers import SignedIn, register
+from tests.factories import FindingFactory
 from tests.orgs.helpers import add_member, create_org
 from tests.stubs.smtp import SmtpServer
 
@@ -80,9 +83,34 @@ async def _repository_id(context: Context) -> str:
     return str(context["repository_id"])
 
 
+async def _scan_id(context: Context) -> str:
+    if "scan_id" not in context:
+        client: httpx.AsyncClient = context["client"]
+        repository_id = await _repository_id(context)
+        response = await client.post(
+            f"/api/v1/repositories/{repository_id}/scans", headers=context["owner"].headers, json={}
+        )
+        assert response.status_code == 202, response.text
+        context["scan_id"] = str(response.json()["id"])
+    return str(context["scan_id"])
+
+
+async def _finding_id(context: Context) -> str:
+    if "finding_id" not in context:
+        session: AsyncSession = context["session"]
+        repository = await session.get(Repository, uuid.UUID(await _repository_id(context)))
+        assert repository is not None
+        finding = FindingFactory.create(org_id=repository.org_id, repository_id=repository.id)
+        await session.flush()
+        context["finding_id"] = str(finding.id)
+    return str(context["finding_id"])
+
+
 # Path parameter -> how to produce a value for it inside the test organization.
 ORG_OBJECT_PARAMS: dict[str, Callable[[Context], Awaitable[str]]] = {
     "repository_id": _repository_id,
+    "scan_id": _scan_id,
+    "finding_id": _finding_id,
 }
 
 
@@ -159,7 +187,7 @@ async def test_outsiders_get_404_and_viewers_403_on_writes(
     await create_org(client, owner, "engines")
     viewer = await add_member(client, session, mailbox, owner, "engines", "viewer", "viewer")
     outsider: SignedIn = await register(client, "outsider")
-    context: Context = {"client": client, "owner": owner}
+    context: Context = {"client": client, "owner": owner, "session": session}
     checked = 0
     for path, method in _api_routes(app):
         if _classify(path) not in ("org", "org_object"):

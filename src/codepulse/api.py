@@ -14,6 +14,8 @@ from codepulse.orgs.router import invitations_router
 from codepulse.orgs.router import router as orgs_router
 from codepulse.repositories.router import router as repositories_router
 from codepulse.routing import DomainRouter
+from codepulse.scans.live import router as scan_events_router
+from codepulse.scans.live import ws_router as scan_socket_router
 from codepulse.scans.router import router as scans_router
 from codepulse.usage.router import pricing_router
 from codepulse.usage.router import router as usage_router
@@ -30,6 +32,7 @@ DOMAIN_ROUTERS: tuple[DomainRouter, ...] = (
     invitations_router,
     repositories_router,
     scans_router,
+    scan_events_router,
     usage_router,
     pricing_router,
 )
@@ -52,3 +55,5 @@ def mount_api(app: FastAPI, settings: Settings) -> None:
             responses=PROBLEM_RESPONSES,
             max_body_size=settings.MAX_REQUEST_BODY_BYTES,
         )
+    # WebSockets live outside /api/v1 (no JSON bodies, no problem responses).
+    app.include_router(scan_socket_router)

@@ -209,6 +209,14 @@ async def test_real_dns_and_local_hosts(make_client: MakeClient, resolver: FakeR
         f"{API}/orgs/engines/repositories", headers=owner.headers, json={"clone_url": "https://169.254.169.254/a/b"}
     )
     assert metadata.status_code == 422
+    # Local repositories by file:// URL, for development and tests only.
+    on_disk = await create_repository(development, owner, "file:///srv/git/app.git")
+    assert (on_disk["canonical_url"], on_disk["provider"]) == ("file:///srv/git/app.git", "git")
+    for bad in ("file://host/srv/app", "file:///srv/app?x=1", "file:///"):
+        refused = await development.post(
+            f"{API}/orgs/engines/repositories", headers=owner.headers, json={"clone_url": bad}
+        )
+        assert (refused.status_code, refused.json()["errors"][0]["code"]) == (422, "invalid_clone_url"), bad
 
 
 async def test_repository_quota(make_client: MakeClient) -> None:

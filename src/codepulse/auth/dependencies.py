@@ -7,12 +7,13 @@ async def endpoint(admin: Superuser) -> ...       # 403 unless is_superuser
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime
 from typing import Annotated
 
 import structlog
-from fastapi import BackgroundTasks, Depends, Request
+from fastapi import BackgroundTasks, Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -80,6 +81,24 @@ async def _authenticate(
     request.state.authenticated = authenticated
     structlog.contextvars.bind_contextvars(user_id=str(authenticated.user.id))
     return authenticated
+
+
+async def user_for_token(app: FastAPI, session: AsyncSession, raw_token: str) -> User:
+    """The user behind a bearer token, for connections without FastAPI's HTTP dependencies
+    (WebSockets). Raises Unauthorized like `CurrentUser`; due bookkeeping is written in the
+    background, as for read requests."""
+    service = AuthService(session, app.state.settings, app.state.password_hasher, app.state.clock, app.state.auth_cache)
+    authenticated, touch = await service.authenticate(raw_token, use_cache=True)
+    if touch is not None:
+        task = asyncio.create_task(_touch_later(app.state.database, authenticated.session.id, touch))
+        _background_touches.add(task)
+        task.add_done_callback(_background_touches.discard)
+    structlog.contextvars.bind_contextvars(user_id=str(authenticated.user.id))
+    return authenticated.user
+
+
+# Strong references to fire-and-forget tasks (the event loop keeps only weak ones).
+_background_touches: set[asyncio.Task[None]] = set()
 
 
 async def _touch_later(database: Database, session_id: uuid.UUID, values: dict[str, datetime]) -> None:

@@ -115,6 +115,14 @@ class RepositoryRepository:
         result = await self.session.execute(stmt)
         return getattr(result, "rowcount", 0) == 1
 
+    async def with_schedule(self, schedules: Collection[str]) -> list[Repository]:
+        rows = await self.session.scalars(
+            select(Repository)
+            .where(Repository.scan_schedule.in_(list(schedules)), Repository.archived.is_(False))
+            .order_by(Repository.id)
+        )
+        return list(rows)
+
     async def delete_for_org(self, org_id: uuid.UUID) -> int:
         result = await self.session.execute(delete(Repository).where(Repository.org_id == org_id))
         return int(getattr(result, "rowcount", 0) or 0)

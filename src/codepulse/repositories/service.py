@@ -11,12 +11,13 @@ For other domains (the scans domain above all):
 - `update_scan_summary(...)`: keep the last-scan summary current, inside the scan's unit of work.
 - `github_token_for(...)`: the GitHub token a private GitHub import is cloned with (the token of
   the user who connected it), never to be put in a URL or a log.
+- `scheduled_repositories(session, schedules)`: the active repositories with a scan schedule.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -112,6 +113,8 @@ async def validate_clone_url(
     """Parse `url` and check its host; raises ValidationFailed (one error on `field`, its code
     saying why: credentials_in_url, unsupported_scheme, option_like_url, invalid_clone_url,
     forbidden_host, unresolvable_host)."""
+    if settings.ALLOW_LOCAL_REPOSITORIES and url.strip().lower().startswith("file://"):
+        return CheckedCloneUrl(_local_clone_url(url, field), ())
     try:
         parsed = parse(url, settings)
         checked = await check_host(
@@ -125,6 +128,18 @@ async def validate_clone_url(
         raise ValidationFailed([FieldError(field=field, message=refused.message, code=refused.code)],
                                detail=refused.message) from None  # fmt: skip
     return CheckedCloneUrl(parsed, checked.addresses)
+
+
+def _local_clone_url(raw: str, field: str) -> CloneUrl:
+    """A file:///absolute/path URL: a local repository (ALLOW_LOCAL_REPOSITORIES only; the scans
+    tests clone repositories they create on disk)."""
+    url = raw.strip()
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    if parts.netloc or parts.query or parts.fragment or not path or any(ch <= " " or ch == "\x7f" for ch in url):
+        message = "A local clone URL looks like file:///absolute/path/to/repository."
+        raise ValidationFailed([FieldError(field=field, message=message, code="invalid_clone_url")], detail=message)
+    return CloneUrl(url=url, scheme="file", host="", port=None, path=path.strip("/"), canonical=f"file://{path}")
 
 
 class RepositoryService:
@@ -470,6 +485,11 @@ async def update_scan_summary(
         for severity in Severity:
             values[f"open_{severity.value}"] = counts.get(severity, 0)
     return await RepositoryRepository(session).set_scan_summary(repository_id, values, finished_at=finished_at)
+
+
+async def scheduled_repositories(session: AsyncSession, schedules: Collection[ScanSchedule]) -> list[Repository]:
+    """Active (not archived) repositories whose scan schedule is one of `schedules`."""
+    return await RepositoryRepository(session).with_schedule([schedule.value for schedule in schedules])
 
 
 async def delete_for_org(session: AsyncSession, org_id: uuid.UUID) -> int:

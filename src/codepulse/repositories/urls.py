@@ -102,7 +102,8 @@ class CloneUrlError(ValueError):
 class CloneUrl:
     url: str
     """The URL as given (surrounding whitespace removed): what `git clone` is handed."""
-    scheme: Literal["https", "ssh"]
+    scheme: Literal["https", "ssh", "file"]
+    """file: a local repository, only with ALLOW_LOCAL_REPOSITORIES (development and tests)."""
     host: str
     """Lower-case, without brackets for IPv6, trailing dot removed."""
     port: int | None

@@ -1,0 +1,1 @@
+"""Scans: background scans of repositories, findings and their triage, SARIF export."""

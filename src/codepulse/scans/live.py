@@ -1,0 +1,193 @@
+"""Live scan progress: a WebSocket (`/ws/scans/{id}`) and Server-Sent Events
+(`GET /api/v1/scans/{id}/events`).
+
+Both poll the scan row (every `POLL_SECONDS`, each poll its own short read transaction), so they
+follow a scan whatever process runs it (`codepulse serve` or `codepulse worker`), and they hold no
+database connection between polls. Each sends the scan (the `ScanRead` shape) when it changes, and
+a last message with the final status, then ends.
+
+WebSocket authentication: browsers cannot set an Authorization header on a WebSocket, so the
+token comes as a subprotocol pair (`new WebSocket(url, ["bearer", token])`; the server answers
+with the `bearer` subprotocol) or as a `token` query parameter. Close codes: 4401 without a valid
+token, 4404 for a scan that does not exist or that the caller may not see, 1000 after the final
+status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import StreamingResponse
+from starlette.websockets import WebSocketState
+
+from codepulse.auth.dependencies import user_for_token
+from codepulse.db import Database
+from codepulse.errors import NotFound, Unauthorized
+from codepulse.routing import DomainRouter
+from codepulse.scans import service as scans_service
+from codepulse.scans.dependencies import ScanViewer
+from codepulse.scans.models import Scan, ScanStatus
+from codepulse.scans.schemas import ScanRead
+
+log = structlog.get_logger("codepulse.scans.live")
+
+POLL_SECONDS = 0.5
+# A comment line now and then keeps proxies from closing an idle event stream.
+KEEPALIVE_SECONDS = 15.0
+FINAL_STATUSES = frozenset({ScanStatus.SUCCEEDED.value, ScanStatus.FAILED.value, ScanStatus.CANCELED.value})
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_NOT_FOUND = 4404
+BEARER_SUBPROTOCOL = "bearer"
+
+router = DomainRouter(tags=["scans"])
+ws_router = APIRouter()
+
+
+async def _read_scan(database: Database, scan_id: uuid.UUID) -> Scan | None:
+    async with database.transaction(write=False) as session:
+        return await scans_service.get_scan(session, scan_id)
+
+
+async def scan_updates(
+    database: Database, scan_id: uuid.UUID, *, poll_seconds: float = POLL_SECONDS
+) -> AsyncIterator[dict[str, Any]]:
+    """The scan as JSON each time it changes, ending after a final status (or if it disappears)."""
+    last: dict[str, Any] | None = None
+    while True:
+        scan = await _read_scan(database, scan_id)
+        if scan is None:
+            return  # deleted with its repository
+        current = ScanRead.of(scan).model_dump(mode="json")
+        if current != last:
+            last = current
+            yield current
+        if scan.status in FINAL_STATUSES:
+            return
+        await asyncio.sleep(poll_seconds)
+
+
+# --- Server-Sent Events ------------------------------------------------------------------------
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def _event_stream(request: Request, database: Database, scan_id: uuid.UUID) -> AsyncIterator[bytes]:
+    updates = scan_updates(database, scan_id).__aiter__()
+    next_update: asyncio.Task[dict[str, Any]] | None = None
+    # Clients reconnect after 2 s when the connection drops.
+    yield b"retry: 2000\n\n"
+    try:
+        while True:
+            if next_update is None:
+                next_update = asyncio.ensure_future(updates.__anext__())
+            done, _ = await asyncio.wait({next_update}, timeout=KEEPALIVE_SECONDS)
+            if await request.is_disconnected():
+                return
+            if not done:
+                yield b": keepalive\n\n"
+                continue
+            try:
+                scan = next_update.result()
+            except StopAsyncIteration:
+                return
+            next_update = None
+            final = scan["status"] in FINAL_STATUSES
+            yield _sse("status" if final else "progress", scan)
+            if final:
+                return
+    finally:
+        if next_update is not None:
+            next_update.cancel()
+
+
+@router.get(
+    "/scans/{scan_id}/events",
+    summary="Follow a scan's progress (Server-Sent Events)",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "An event stream: `progress` events while the scan is queued or running, "
+            "then one `status` event with the final state. Each `data` is the scan (as `GET /scans/{id}`).",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def scan_events(request: Request, target: ScanViewer) -> StreamingResponse:
+    # The request's own session ends with this function; the stream polls with short sessions.
+    database: Database = request.app.state.database
+    return StreamingResponse(
+        _event_stream(request, database, target.scan.id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+# --- WebSocket ---------------------------------------------------------------------------------
+
+
+def _token_of(websocket: WebSocket) -> tuple[str | None, str | None]:
+    """The bearer token and the subprotocol to answer with."""
+    offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    if BEARER_SUBPROTOCOL in offered:
+        index = offered.index(BEARER_SUBPROTOCOL)
+        if index + 1 < len(offered):
+            return offered[index + 1], BEARER_SUBPROTOCOL
+    return websocket.query_params.get("token"), None
+
+
+@ws_router.websocket("/ws/scans/{scan_id}")
+async def scan_socket(websocket: WebSocket, scan_id: str) -> None:
+    token, subprotocol = _token_of(websocket)
+    # Accept first: a close before accepting is an HTTP 403 to the client, without our codes.
+    await websocket.accept(subprotocol=subprotocol)
+    database: Database = websocket.app.state.database
+    try:
+        scan_uuid = uuid.UUID(scan_id)
+    except ValueError:
+        await websocket.close(code=CLOSE_NOT_FOUND, reason="scan_not_found")
+        return
+    try:
+        if not token:
+            raise Unauthorized("Send a bearer token.", code="not_authenticated")
+        async with database.transaction(write=False) as session:
+            user = await user_for_token(websocket.app, session, token)
+            await scans_service.require_scan(
+                session, websocket.app.state.settings, websocket.app.state.clock, user, scan_uuid
+            )
+    except Unauthorized as error:
+        await websocket.close(code=CLOSE_UNAUTHORIZED, reason=error.code)
+        return
+    except NotFound:
+        await websocket.close(code=CLOSE_NOT_FOUND, reason="scan_not_found")
+        return
+
+    async def watch_disconnect() -> None:
+        # The client sends nothing; reading is how a disconnect is noticed.
+        try:
+            while True:
+                await websocket.receive_text()
+        except WebSocketDisconnect:
+            return
+
+    listener = asyncio.create_task(watch_disconnect())
+    try:
+        async for scan in scan_updates(database, scan_uuid):
+            if listener.done():
+                return
+            final = scan["status"] in FINAL_STATUSES
+            await websocket.send_json({"type": "status" if final else "progress", "scan": scan})
+        if websocket.application_state is WebSocketState.CONNECTED:
+            await websocket.close(code=1000)
+    except (WebSocketDisconnect, RuntimeError):
+        log.debug("scans.live_disconnected", scan_id=scan_id)
+    finally:
+        listener.cancel()

@@ -1,0 +1,251 @@
+"""Scans of a repository, the findings they track across scans, and the per-blob result cache.
+
+- `Scan`: one run over one ref of a repository, with its progress, counts and outcome. At most one
+  queued or running scan per (repository, ref): a partial unique index on (repository_id, ref_key)
+  over the active statuses enforces it, `ref_key` being "" for the default branch.
+- `Finding`: the current state of one issue in a repository, identified by its fingerprint (stable
+  when lines move); its status follows the default branch's scans (open, fixed, reopened) and
+  triage (ignored, false_positive).
+- `ScanFinding`: what one scan saw, as it saw it (a self-contained copy of the location and text),
+  linked to the tracked finding with that fingerprint when there is one.
+- `ScanResultCache`: engine results per (organization, blob SHA, engine, engine version), so an
+  unchanged file is never analysed twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from codepulse.db import Base, Timestamps, UUIDPrimaryKey
+
+REF_MAX_LENGTH = 255
+RULE_MAX_LENGTH = 100
+ENGINE_MAX_LENGTH = 32
+ENGINE_VERSION_MAX_LENGTH = 100
+TITLE_MAX_LENGTH = 300
+PATH_MAX_LENGTH = 4096
+ERROR_CODE_MAX_LENGTH = 64
+REASON_MAX_LENGTH = 1000
+
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+
+
+class ScanStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def active(self) -> bool:
+        return self in (ScanStatus.QUEUED, ScanStatus.RUNNING)
+
+
+ACTIVE_STATUSES = (ScanStatus.QUEUED.value, ScanStatus.RUNNING.value)
+
+
+class ScanTrigger(StrEnum):
+    MANUAL = "manual"
+    SCHEDULE = "schedule"
+    API = "api"
+
+
+class ScanPhase(StrEnum):
+    QUEUED = "queued"
+    CLONING = "cloning"
+    INDEXING = "indexing"
+    SCANNING = "scanning"
+    SAVING = "saving"
+    DONE = "done"
+
+
+class FindingSeverity(StrEnum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        """0 for critical ... 4 for info: lists sort most severe first by this."""
+        return SEVERITIES.index(self.value)
+
+
+def severity_rank(severity: str) -> int:
+    return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
+
+
+class FindingStatus(StrEnum):
+    OPEN = "open"
+    FIXED = "fixed"
+    IGNORED = "ignored"
+    FALSE_POSITIVE = "false_positive"
+
+    @property
+    def dismissed(self) -> bool:
+        return self in (FindingStatus.IGNORED, FindingStatus.FALSE_POSITIVE)
+
+
+def zero_counts() -> dict[str, int]:
+    return dict.fromkeys(SEVERITIES, 0)
+
+
+_ACTIVE_PREDICATE = text("status IN ('queued', 'running')")
+
+
+class Scan(UUIDPrimaryKey, Timestamps, Base):
+    __tablename__ = "scans"
+    __table_args__ = (
+        # At most one active scan per repository and ref (race-free: the insert fails).
+        Index(
+            "uq_scans_repository_id_ref_key_active",
+            "repository_id",
+            "ref_key",
+            unique=True,
+            sqlite_where=_ACTIVE_PREDICATE,
+            postgresql_where=_ACTIVE_PREDICATE,
+        ),
+        Index("ix_scans_repository_id_queued_at", "repository_id", "queued_at"),
+        Index("ix_scans_org_id_queued_at", "org_id", "queued_at"),
+    )
+
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    repository_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    requested_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    trigger: Mapped[str] = mapped_column(String(10))
+    # As requested (None: the default branch); ref_key is "" for the default branch, else the ref.
+    ref: Mapped[str | None] = mapped_column(String(REF_MAX_LENGTH))
+    ref_key: Mapped[str] = mapped_column(String(REF_MAX_LENGTH), default="")
+    commit_sha: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20), default=ScanStatus.QUEUED.value)
+    # The task that runs it (the tasks table prunes finished tasks: no foreign key).
+    task_id: Mapped[uuid.UUID | None]
+
+    # Progress, written by the worker while it runs.
+    phase: Mapped[str] = mapped_column(String(20), default=ScanPhase.QUEUED.value)
+    files_total: Mapped[int] = mapped_column(Integer, default=0)
+    files_done: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    # Outcome: findings by severity (new in this scan, open after it, fixed by it).
+    new_counts: Mapped[dict[str, int]] = mapped_column(JSON, default=zero_counts)
+    open_counts: Mapped[dict[str, int]] = mapped_column(JSON, default=zero_counts)
+    fixed_counts: Mapped[dict[str, int]] = mapped_column(JSON, default=zero_counts)
+    # Files not scanned, by reason (binary, too_large, vendored, excluded, ...).
+    skipped: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    files_scanned: Mapped[int] = mapped_column(Integer, default=0)
+    cache_hits: Mapped[int] = mapped_column(Integer, default=0)
+    engine_calls: Mapped[int] = mapped_column(Integer, default=0)
+    engine_versions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    error_code: Mapped[str | None] = mapped_column(String(ERROR_CODE_MAX_LENGTH))
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+    queued_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    # Set by a cancel while running; the worker notices, stops and marks the scan canceled.
+    cancel_requested_at: Mapped[datetime | None]
+
+
+class Finding(UUIDPrimaryKey, Timestamps, Base):
+    __tablename__ = "findings"
+    __table_args__ = (
+        UniqueConstraint("repository_id", "fingerprint"),
+        Index("ix_findings_repository_id_status_severity_rank", "repository_id", "status", "severity_rank"),
+    )
+
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    repository_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    rule_id: Mapped[str] = mapped_column(String(RULE_MAX_LENGTH))
+    engine: Mapped[str] = mapped_column(String(ENGINE_MAX_LENGTH))
+    severity: Mapped[str] = mapped_column(String(10))
+    severity_rank: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(String(TITLE_MAX_LENGTH))
+    message: Mapped[str] = mapped_column(Text)
+    cwe: Mapped[str | None] = mapped_column(String(20))
+    # Where it was last seen on the default branch.
+    path: Mapped[str] = mapped_column(String(PATH_MAX_LENGTH))
+    start_line: Mapped[int] = mapped_column(Integer)
+    end_line: Mapped[int] = mapped_column(Integer)
+    start_column: Mapped[int] = mapped_column(Integer)
+    end_column: Mapped[int] = mapped_column(Integer)
+    snippet: Mapped[str] = mapped_column(Text)  # masked by the engine
+
+    status: Mapped[str] = mapped_column(String(20), default=FindingStatus.OPEN.value)
+    dismissed_reason: Mapped[str | None] = mapped_column(String(REASON_MAX_LENGTH))
+    dismissed_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    dismissed_at: Mapped[datetime | None]
+    first_seen_scan_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("scans.id", ondelete="SET NULL"))
+    last_seen_scan_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("scans.id", ondelete="SET NULL"))
+    fixed_in_scan_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("scans.id", ondelete="SET NULL"))
+    first_seen_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    fixed_at: Mapped[datetime | None]
+    # Times it came back after being fixed (a regression).
+    reopened_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ScanFinding(UUIDPrimaryKey, Base):
+    """One finding as one scan saw it."""
+
+    __tablename__ = "scan_findings"
+    __table_args__ = (
+        UniqueConstraint("scan_id", "fingerprint"),
+        Index("ix_scan_findings_finding_id", "finding_id"),
+    )
+
+    scan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"))
+    # The tracked finding (None: seen only on a branch that is not the default one).
+    finding_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("findings.id", ondelete="SET NULL"))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    rule_id: Mapped[str] = mapped_column(String(RULE_MAX_LENGTH))
+    engine: Mapped[str] = mapped_column(String(ENGINE_MAX_LENGTH))
+    severity: Mapped[str] = mapped_column(String(10))
+    severity_rank: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(String(TITLE_MAX_LENGTH))
+    message: Mapped[str] = mapped_column(Text)
+    cwe: Mapped[str | None] = mapped_column(String(20))
+    path: Mapped[str] = mapped_column(String(PATH_MAX_LENGTH))
+    start_line: Mapped[int] = mapped_column(Integer)
+    end_line: Mapped[int] = mapped_column(Integer)
+    start_column: Mapped[int] = mapped_column(Integer)
+    end_column: Mapped[int] = mapped_column(Integer)
+    snippet: Mapped[str] = mapped_column(Text)
+    # New in this scan (first seen, or back after being fixed).
+    is_new: Mapped[bool]
+
+
+class ScanResultCache(Base):
+    """Engine results of one blob: a JSON list of findings (without paths), reused for any path."""
+
+    __tablename__ = "scan_result_cache"
+    __table_args__ = (PrimaryKeyConstraint("org_id", "blob_sha", "engine", "engine_version"),)
+
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    blob_sha: Mapped[str] = mapped_column(String(64))
+    engine: Mapped[str] = mapped_column(String(ENGINE_MAX_LENGTH))
+    engine_version: Mapped[str] = mapped_column(String(ENGINE_VERSION_MAX_LENGTH))
+    findings: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime]

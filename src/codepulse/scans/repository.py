@@ -1,0 +1,329 @@
+"""Queries on the scans domain's tables, and nothing else."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, Select, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from codepulse.db import rows_by_keys, upsert
+from codepulse.pagination import SortKey
+from codepulse.scans.models import (
+    ACTIVE_STATUSES,
+    Finding,
+    FindingStatus,
+    Scan,
+    ScanFinding,
+    ScanResultCache,
+    ScanStatus,
+    ScanTrigger,
+)
+
+# Keys per statement in bulk lookups: bounds bind parameters on SQLite and statement size.
+CHUNK = 500
+
+T = TypeVar("T")
+
+CacheKey = tuple[str, str, str]
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class ScanRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, *objects: object) -> None:
+        self.session.add_all(objects)
+        await self.session.flush()
+
+    # --- scans ---------------------------------------------------------------------------
+
+    async def get_scan(self, scan_id: uuid.UUID) -> Scan | None:
+        return await self.session.get(Scan, scan_id)
+
+    async def refresh_scan(self, scan_id: uuid.UUID) -> Scan | None:
+        """The scan as the database has it now (not the session's cached copy)."""
+        return await self.session.scalar(
+            select(Scan).where(Scan.id == scan_id).execution_options(populate_existing=True)
+        )
+
+    async def active_scan(self, repository_id: uuid.UUID, ref_key: str) -> Scan | None:
+        return await self.session.scalar(
+            select(Scan)
+            .where(Scan.repository_id == repository_id, Scan.ref_key == ref_key, Scan.status.in_(ACTIVE_STATUSES))
+            .execution_options(populate_existing=True)
+        )
+
+    async def add_active_scan(self, scan: Scan) -> bool:
+        """Insert a queued scan unless another active one holds its (repository, ref): False then.
+        In a savepoint, so the losing insert leaves the caller's transaction usable."""
+        try:
+            async with self.session.begin_nested():
+                self.session.add(scan)
+                await self.session.flush()
+        except IntegrityError:
+            if scan in self.session:
+                self.session.expunge(scan)
+            return False
+        return True
+
+    def scans_query(
+        self,
+        *,
+        org_id: uuid.UUID | None = None,
+        repository_id: uuid.UUID | None = None,
+        statuses: Collection[ScanStatus] = (),
+    ) -> Select[Scan]:
+        query = select(Scan)
+        if org_id is not None:
+            query = query.where(Scan.org_id == org_id)
+        if repository_id is not None:
+            query = query.where(Scan.repository_id == repository_id)
+        if statuses:
+            query = query.where(Scan.status.in_([status.value for status in statuses]))
+        return query
+
+    @staticmethod
+    def scan_order() -> list[SortKey]:
+        """Most recently queued first."""
+        return [SortKey(Scan.queued_at, "desc")]
+
+    async def _update_scan(self, scan_id: uuid.UUID, conditions: Iterable[ColumnElement[bool]], **values: Any) -> bool:
+        result = await self.session.execute(
+            update(Scan)
+            .where(Scan.id == scan_id, *conditions)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0) == 1
+
+    async def cancel_if_queued(self, scan_id: uuid.UUID, now: datetime) -> bool:
+        return await self._update_scan(
+            scan_id,
+            [Scan.status == ScanStatus.QUEUED.value],
+            status=ScanStatus.CANCELED.value,
+            cancel_requested_at=now,
+            finished_at=now,
+            updated_at=now,
+        )
+
+    async def request_cancel(self, scan_id: uuid.UUID, now: datetime) -> bool:
+        return await self._update_scan(
+            scan_id,
+            [Scan.status == ScanStatus.RUNNING.value, Scan.cancel_requested_at.is_(None)],
+            cancel_requested_at=now,
+            updated_at=now,
+        )
+
+    async def start(self, scan_id: uuid.UUID, now: datetime, phase: str) -> bool:
+        """queued -> running (or running again, for a retried task), progress reset; False when the
+        scan is no longer active or a cancel was requested."""
+        return await self._update_scan(
+            scan_id,
+            [Scan.status.in_(ACTIVE_STATUSES), Scan.cancel_requested_at.is_(None)],
+            status=ScanStatus.RUNNING.value,
+            started_at=now,
+            phase=phase,
+            files_total=0,
+            files_done=0,
+            bytes_total=0,
+            bytes_done=0,
+            updated_at=now,
+        )
+
+    async def write_progress(self, scan_id: uuid.UUID, values: Mapping[str, Any]) -> bool:
+        return await self._update_scan(scan_id, [Scan.status == ScanStatus.RUNNING.value], **values)
+
+    async def finish_running(self, scan_id: uuid.UUID, values: Mapping[str, Any], *, unless_canceled: bool) -> bool:
+        """Write the outcome of a running scan; with `unless_canceled`, only when no cancel was asked."""
+        conditions = [Scan.status == ScanStatus.RUNNING.value]
+        if unless_canceled:
+            conditions.append(Scan.cancel_requested_at.is_(None))
+        return await self._update_scan(scan_id, conditions, **values)
+
+    async def set_outcome(self, scan_id: uuid.UUID, values: Mapping[str, Any]) -> None:
+        """Write a scan's results (its status is already settled in the same transaction)."""
+        await self._update_scan(scan_id, [], **values)
+
+    async def cancel_state(self, scan_id: uuid.UUID) -> tuple[str, datetime | None] | None:
+        row = (
+            await self.session.execute(select(Scan.status, Scan.cancel_requested_at).where(Scan.id == scan_id))
+        ).first()
+        return (row[0], row[1]) if row is not None else None
+
+    async def last_scheduled(self, repository_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, datetime]:
+        """When each repository's latest scheduled scan was queued."""
+        found: dict[uuid.UUID, datetime] = {}
+        for part in chunks(list(repository_ids)):
+            rows = await self.session.execute(
+                select(Scan.repository_id, func.max(Scan.queued_at))
+                .where(Scan.repository_id.in_(part), Scan.trigger == ScanTrigger.SCHEDULE.value)
+                .group_by(Scan.repository_id)
+            )
+            found.update({row[0]: row[1] for row in rows.all()})
+        return found
+
+    # --- findings ------------------------------------------------------------------------
+
+    async def get_finding(self, finding_id: uuid.UUID) -> Finding | None:
+        return await self.session.get(Finding, finding_id)
+
+    async def finding_states(
+        self, repository_id: uuid.UUID, fingerprints: Sequence[str]
+    ) -> dict[str, tuple[uuid.UUID, str, int]]:
+        """fingerprint -> (finding id, status, reopened count) of the repository's tracked findings
+        among these."""
+        found: dict[str, tuple[uuid.UUID, str, int]] = {}
+        for part in chunks(fingerprints):
+            rows = await self.session.execute(
+                select(Finding.fingerprint, Finding.id, Finding.status, Finding.reopened_count).where(
+                    Finding.repository_id == repository_id, Finding.fingerprint.in_(part)
+                )
+            )
+            found.update({row[0]: (row[1], row[2], row[3]) for row in rows.all()})
+        return found
+
+    async def insert_findings(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        for part in chunks(rows):
+            await self.session.execute(insert(Finding), [dict(row) for row in part])
+
+    async def update_findings(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Bulk UPDATE by primary key: each row holds `id` and the columns to set."""
+        for part in chunks(rows):
+            await self.session.execute(update(Finding), [dict(row) for row in part])
+
+    async def fix_unseen(self, repository_id: uuid.UUID, scan_id: uuid.UUID, now: datetime) -> list[str]:
+        """Open findings the scan did not see become fixed; their severities."""
+        result = await self.session.execute(
+            update(Finding)
+            .where(
+                Finding.repository_id == repository_id,
+                Finding.status == FindingStatus.OPEN.value,
+                or_(Finding.last_seen_scan_id.is_(None), Finding.last_seen_scan_id != scan_id),
+            )
+            .values(status=FindingStatus.FIXED.value, fixed_in_scan_id=scan_id, fixed_at=now, updated_at=now)
+            .returning(Finding.severity)
+            .execution_options(synchronize_session=False)
+        )
+        return [severity for (severity,) in result.all()]
+
+    async def open_counts(self, repository_id: uuid.UUID) -> dict[str, int]:
+        rows = await self.session.execute(
+            select(Finding.severity, func.count())
+            .where(Finding.repository_id == repository_id, Finding.status == FindingStatus.OPEN.value)
+            .group_by(Finding.severity)
+        )
+        return {severity: int(count) for severity, count in rows.all()}
+
+    def findings_query(
+        self,
+        repository_id: uuid.UUID,
+        *,
+        severities: Collection[str] = (),
+        statuses: Collection[str] = (),
+        rule: str | None = None,
+        path: str | None = None,
+    ) -> Select[Finding]:
+        query = select(Finding).where(Finding.repository_id == repository_id)
+        if severities:
+            query = query.where(Finding.severity.in_(list(severities)))
+        if statuses:
+            query = query.where(Finding.status.in_(list(statuses)))
+        if rule is not None:
+            query = query.where(Finding.rule_id == rule)
+        if path is not None:
+            query = query.where(Finding.path.startswith(path, autoescape=True))
+        return query
+
+    @staticmethod
+    def finding_order() -> list[SortKey]:
+        """Most severe first, then by path and line."""
+        return [SortKey(Finding.severity_rank), SortKey(Finding.path), SortKey(Finding.start_line)]
+
+    # --- what a scan saw -----------------------------------------------------------------
+
+    async def insert_scan_findings(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        for part in chunks(rows):
+            await self.session.execute(insert(ScanFinding), [dict(row) for row in part])
+
+    def scan_findings_query(
+        self,
+        scan_id: uuid.UUID,
+        *,
+        severities: Collection[str] = (),
+        statuses: Collection[str] = (),
+        rule: str | None = None,
+        path: str | None = None,
+    ) -> Select[ScanFinding, str]:
+        """Rows of (what the scan saw, the tracked finding's current status or None)."""
+        query = (
+            select(ScanFinding, Finding.status)
+            .outerjoin(Finding, Finding.id == ScanFinding.finding_id)
+            .where(ScanFinding.scan_id == scan_id)
+        )
+        if severities:
+            query = query.where(ScanFinding.severity.in_(list(severities)))
+        if statuses:
+            query = query.where(func.coalesce(Finding.status, FindingStatus.OPEN.value).in_(list(statuses)))
+        if rule is not None:
+            query = query.where(ScanFinding.rule_id == rule)
+        if path is not None:
+            query = query.where(ScanFinding.path.startswith(path, autoescape=True))
+        return query
+
+    @staticmethod
+    def scan_finding_order() -> list[SortKey]:
+        return [SortKey(ScanFinding.severity_rank), SortKey(ScanFinding.path), SortKey(ScanFinding.start_line)]
+
+    async def scan_findings(self, scan_id: uuid.UUID) -> list[ScanFinding]:
+        rows = await self.session.scalars(
+            select(ScanFinding)
+            .where(ScanFinding.scan_id == scan_id)
+            .order_by(ScanFinding.path, ScanFinding.start_line, ScanFinding.start_column, ScanFinding.id)
+        )
+        return list(rows)
+
+    # --- result cache --------------------------------------------------------------------
+
+    async def cached_results(self, org_id: uuid.UUID, keys: Sequence[CacheKey]) -> dict[CacheKey, list[dict[str, Any]]]:
+        table = ScanResultCache.__table__
+        found: dict[CacheKey, list[dict[str, Any]]] = {}
+        unique = list(dict.fromkeys(keys))
+        for part in chunks(unique):
+            rows = await rows_by_keys(
+                self.session,
+                table,  # type: ignore[arg-type]
+                ["findings"],
+                fixed={"org_id": org_id},
+                key_columns=["blob_sha", "engine", "engine_version"],
+                keys=[list(key) for key in part],
+            )
+            for position, (findings,) in rows:
+                found[part[position]] = list(findings)
+        return found
+
+    async def store_results(
+        self, org_id: uuid.UUID, items: Mapping[CacheKey, list[dict[str, Any]]], now: datetime
+    ) -> None:
+        """Insert results not cached yet (a concurrent scan may have stored the same ones: kept)."""
+        rows = [
+            {"org_id": org_id, "blob_sha": blob, "engine": engine, "engine_version": version,
+             "findings": findings, "created_at": now}
+            for (blob, engine, version), findings in items.items()
+        ]  # fmt: skip
+        statement = upsert(
+            self.session,
+            ScanResultCache.__table__,  # type: ignore[arg-type]
+            conflict=["org_id", "blob_sha", "engine", "engine_version"],
+        )
+        for part in chunks(rows):
+            await self.session.execute(statement, list(part))

@@ -1,0 +1,662 @@
+"""Scans: the rules, and the domain's interface to other domains and to its worker.
+
+Requests (routes, through `ScanService`): start a scan (quota, metering and the task, all in the
+request's unit of work), list, cancel, findings and triage, SARIF.
+
+For other code (module functions; nothing here commits):
+
+- `require_scan(session, settings, clock, user, scan_id)`: a scan and the caller's access (404
+  `scan_not_found` for outsiders) — the live progress stream uses it.
+- `get_scan(session, scan_id)`: a scan without an access check.
+- `start_scan(session, settings, clock, repository, ...)`: queue a scan (scheduled scans use it).
+- The worker's steps, each in the runner's own short transaction: `begin_run`, `save_progress`,
+  `cancel_requested`, `complete_scan` (findings, lifecycle, counts, repository summary: one unit of
+  work), `fail_scan`, `finish_canceled`.
+
+Lifecycle (only scans of the default branch change finding states): a new fingerprint opens a
+finding; one seen again keeps its state (its location and last-seen scan move); an open one not
+seen is fixed; a fixed one seen again is reopened (a regression, counted as new); ignored and
+false-positive findings stay dismissed. A scan of another ref records what it saw and nothing else.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from codepulse import __version__, tasks
+from codepulse.auth.models import User
+from codepulse.clock import ClockFunc
+from codepulse.config import Settings
+from codepulse.db import advisory_xact_lock
+from codepulse.errors import Conflict, FieldError, NotFound, QuotaExceeded, ValidationFailed
+from codepulse.orgs.models import Role
+from codepulse.orgs.service import OrgAccess, OrgService
+from codepulse.pagination import PageRequest, paginate, paginate_rows
+from codepulse.repositories import service as repositories_service
+from codepulse.repositories.models import Repository
+from codepulse.repositories.service import RepositoryAccess
+from codepulse.scans.models import (
+    SEVERITIES,
+    Finding,
+    FindingStatus,
+    Scan,
+    ScanFinding,
+    ScanPhase,
+    ScanStatus,
+    ScanTrigger,
+    severity_rank,
+    zero_counts,
+)
+from codepulse.scans.repository import ScanRepository
+from codepulse.scans.schemas import FindingUpdate, ScanCreate
+from codepulse.usage import service as usage_service
+
+if TYPE_CHECKING:
+    from codepulse.scans.pipeline import PipelineResult
+
+log = structlog.get_logger("codepulse.scans")
+
+TASK_KIND = "scans.run"
+METER_KIND = "scan.run"
+UPGRADE_PLAN = "team"
+# Scheduled scans yield to the ones people asked for.
+SCHEDULED_PRIORITY = -10
+# The severities the repository's open-findings summary counts.
+SUMMARY_SEVERITIES = ("critical", "high", "medium", "low")
+ERROR_MESSAGE_MAX_LENGTH = 2000
+
+
+@dataclass(frozen=True)
+class ScanAccess:
+    """A scan and the caller's access to its organization."""
+
+    scan: Scan
+    org: OrgAccess
+
+
+@dataclass(frozen=True)
+class FindingAccess:
+    finding: Finding
+    org: OrgAccess
+
+
+@dataclass(frozen=True)
+class StartedScan:
+    scan: Scan
+    created: bool
+    """False: an active scan of the same repository and ref was returned instead of a new one."""
+
+
+@dataclass(frozen=True)
+class FindingFilters:
+    severities: Collection[str] = ()
+    statuses: Collection[str] = ()
+    rule: str | None = None
+    path: str | None = None
+
+
+def month_start(now: datetime) -> datetime:
+    """The start of `now`'s calendar month in UTC: the quota's period."""
+    return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def ref_key(repository: Repository, ref: str | None) -> str:
+    """The key of the one-active-scan rule: empty for the default branch (no ref, or the
+    repository's default branch by name), else the ref itself."""
+    if ref is None or ref == "" or (repository.default_branch is not None and ref == repository.default_branch):
+        return ""
+    return ref
+
+
+class ScanService:
+    def __init__(self, session: AsyncSession, settings: Settings, clock: ClockFunc) -> None:
+        self.session = session
+        self.settings = settings
+        self.clock = clock
+        self.repo = ScanRepository(session)
+        self.orgs = OrgService(session, settings, clock)
+
+    # --- access --------------------------------------------------------------------------
+
+    async def _org_access(self, user: User, org_id: uuid.UUID, resource: str, min_role: Role) -> OrgAccess:
+        try:
+            access = await self.orgs.access(user, org_id, Role.VIEWER)
+        except NotFound:
+            raise NotFound(resource) from None
+        access.require(min_role)
+        return access
+
+    async def scan_access(self, user: User, scan_id: uuid.UUID, min_role: Role = Role.VIEWER) -> ScanAccess:
+        """404 `scan_not_found` for a missing scan and for outsiders alike; 403 below `min_role`."""
+        scan = await self.repo.get_scan(scan_id)
+        if scan is None:
+            raise NotFound("scan")
+        return ScanAccess(scan, await self._org_access(user, scan.org_id, "scan", min_role))
+
+    async def finding_access(self, user: User, finding_id: uuid.UUID, min_role: Role = Role.VIEWER) -> FindingAccess:
+        finding = await self.repo.get_finding(finding_id)
+        if finding is None:
+            raise NotFound("finding")
+        return FindingAccess(finding, await self._org_access(user, finding.org_id, "finding", min_role))
+
+    # --- scans ---------------------------------------------------------------------------
+
+    async def request_scan(
+        self, target: RepositoryAccess, data: ScanCreate, *, trigger: ScanTrigger = ScanTrigger.MANUAL
+    ) -> StartedScan:
+        target.org.require(Role.MEMBER)
+        repository = target.repository
+        if repository.archived:
+            raise Conflict("The repository is archived: unarchive it to scan it.", code="repository_archived")
+        return await start_scan(
+            self.session,
+            self.settings,
+            self.clock,
+            repository,
+            ref=data.ref,
+            trigger=trigger,
+            requested_by=target.org.user.id,
+        )
+
+    async def list_scans(
+        self,
+        *,
+        org: OrgAccess,
+        repository_id: uuid.UUID | None,
+        statuses: Collection[ScanStatus],
+        page: PageRequest,
+    ) -> tuple[list[Scan], str | None]:
+        query = self.repo.scans_query(org_id=org.org.id, repository_id=repository_id, statuses=statuses)
+        return await paginate(self.session, query, order=self.repo.scan_order(), params=page)
+
+    async def cancel(self, target: ScanAccess, ip: str | None) -> Scan:
+        """queued: canceled at once (its task too). running: the worker is asked to stop (it polls,
+        and marks the scan canceled, discarding partial results). Canceled already: unchanged.
+        Succeeded or failed: 409 `scan_finished`."""
+        target.org.require(Role.MEMBER)
+        scan = target.scan
+        now = self.clock()
+        if await self.repo.cancel_if_queued(scan.id, now):
+            if scan.task_id is not None:
+                await tasks.cancel_queued(self.session, scan.task_id, now=now)
+            await repositories_service.update_scan_summary(
+                self.session, scan.repository_id, scan_id=scan.id, status=ScanStatus.CANCELED.value, finished_at=now
+            )
+            action = "canceled"
+        elif await self.repo.request_cancel(scan.id, now):
+            action = "cancel_requested"
+        else:
+            action = ""
+        current = await self.repo.refresh_scan(scan.id)
+        if current is None:  # pragma: no cover - the repository was deleted meanwhile
+            raise NotFound("scan")
+        if not action:
+            if current.status in (ScanStatus.SUCCEEDED.value, ScanStatus.FAILED.value):
+                raise Conflict(f"The scan has already {current.status}.", code="scan_finished")
+            return current  # canceled already, or a cancel is already requested
+        await self.orgs.audit(current.org_id, target.org.user, f"scan.{action}", "scan", current.id,
+                              {"repository_id": current.repository_id, "ref": current.ref}, ip)  # fmt: skip
+        log.info(f"scan.{action}", scan_id=str(current.id))
+        return current
+
+    # --- findings ------------------------------------------------------------------------
+
+    async def scan_findings(
+        self, target: ScanAccess, filters: FindingFilters, page: PageRequest
+    ) -> tuple[list[tuple[ScanFinding, str | None]], str | None]:
+        query = self.repo.scan_findings_query(
+            target.scan.id,
+            severities=filters.severities,
+            statuses=filters.statuses,
+            rule=filters.rule,
+            path=filters.path,
+        )
+        rows, next_cursor = await paginate_rows(self.session, query, order=self.repo.scan_finding_order(), params=page)
+        return [(row[0], row[1]) for row in rows], next_cursor
+
+    async def repository_findings(
+        self, target: RepositoryAccess, filters: FindingFilters, page: PageRequest
+    ) -> tuple[list[Finding], str | None]:
+        """The repository's current findings; open ones unless `statuses` says otherwise."""
+        query = self.repo.findings_query(
+            target.repository.id,
+            severities=filters.severities,
+            statuses=filters.statuses or (FindingStatus.OPEN.value,),
+            rule=filters.rule,
+            path=filters.path,
+        )
+        return await paginate(self.session, query, order=self.repo.finding_order(), params=page)
+
+    async def update_finding(self, target: FindingAccess, data: FindingUpdate, ip: str | None) -> Finding:
+        """Triage: dismiss (`ignored`, `false_positive`, with a reason) or reopen a dismissed one."""
+        target.org.require(Role.MEMBER)
+        finding = target.finding
+        wanted = data.status
+        if wanted is FindingStatus.FIXED:
+            raise ValidationFailed(
+                [FieldError(field="body.status", code="status_not_settable",
+                            message="Findings become fixed when a scan no longer sees them.")]
+            )  # fmt: skip
+        if wanted.dismissed and data.reason is None:
+            raise ValidationFailed(
+                [FieldError(field="body.reason", code="reason_required", message="Say why it is dismissed.")]
+            )
+        current = FindingStatus(finding.status)
+        if wanted is FindingStatus.OPEN and current is FindingStatus.FIXED:
+            raise Conflict("A fixed finding reopens when a scan sees it again.", code="finding_fixed")
+        if wanted is current and (not wanted.dismissed or data.reason == finding.dismissed_reason):
+            return finding
+        now = self.clock()
+        if wanted.dismissed:
+            finding.status = wanted.value
+            finding.dismissed_reason = data.reason
+            finding.dismissed_by = target.org.user.id
+            finding.dismissed_at = now
+        else:
+            finding.status = wanted.value
+            finding.dismissed_reason = None
+            finding.dismissed_by = None
+            finding.dismissed_at = None
+        finding.updated_at = now
+        await self.session.flush()
+        await self.orgs.audit(
+            finding.org_id,
+            target.org.user,
+            "finding.status_changed",
+            "finding",
+            finding.id,
+            {"repository_id": finding.repository_id, "rule_id": finding.rule_id, "path": finding.path,
+             "from": current.value, "to": wanted.value, "reason": data.reason},
+            ip,
+        )  # fmt: skip
+        await _refresh_summary_counts(self.session, finding.repository_id)
+        log.info("finding.status_changed", finding_id=str(finding.id), status=wanted.value)
+        return finding
+
+    async def sarif(self, target: ScanAccess) -> dict[str, Any]:
+        """The scan's findings as a SARIF 2.1.0 log (GitHub code scanning accepts it)."""
+        from codepulse.scans.engine import RawFinding, RuleInfo, available_engines
+        from codepulse.scans.pipeline import LocatedFinding
+        from codepulse.scans.sarif import build_sarif
+
+        rows = await self.repo.scan_findings(target.scan.id)
+        located = [
+            LocatedFinding(
+                path=row.path,
+                finding=RawFinding(
+                    rule_id=row.rule_id,
+                    engine=row.engine,
+                    severity=row.severity,
+                    title=row.title,
+                    message=row.message,
+                    start_line=row.start_line,
+                    end_line=row.end_line,
+                    start_column=row.start_column,
+                    end_column=row.end_column,
+                    snippet=row.snippet,
+                    cwe=row.cwe,
+                    fingerprint_basis="",
+                ),
+                fingerprint=row.fingerprint,
+            )
+            for row in rows
+        ]
+        # Only the engines this scan's findings come from (the python engine's rules load bandit).
+        known: dict[str, RuleInfo] = {}
+        engines = available_engines()
+        for name in sorted({row.engine for row in rows}):
+            if name in engines:
+                for rule in engines[name].rules():
+                    known.setdefault(rule.id, rule)
+        rules: dict[str, RuleInfo] = {}
+        for row in rows:
+            if row.rule_id not in rules:
+                rules[row.rule_id] = known.get(row.rule_id) or RuleInfo(
+                    id=row.rule_id,
+                    engine=row.engine,
+                    title=row.title,
+                    description=row.title,
+                    help=row.title,
+                    severity=row.severity,
+                    cwe=row.cwe,
+                )
+        document: dict[str, Any] = build_sarif(located, list(rules.values()), tool_version=__version__)
+        return document
+
+
+# --- for other domains and the worker ----------------------------------------------------------
+
+
+async def require_scan(
+    session: AsyncSession,
+    settings: Settings,
+    clock: ClockFunc,
+    user: User,
+    scan_id: uuid.UUID,
+    min_role: Role = Role.VIEWER,
+) -> ScanAccess:
+    """The scan and the caller's access: 404 `scan_not_found` for outsiders, 403 below `min_role`."""
+    return await ScanService(session, settings, clock).scan_access(user, scan_id, min_role)
+
+
+async def get_scan(session: AsyncSession, scan_id: uuid.UUID) -> Scan | None:
+    """The scan as stored now (a fresh read, not a cached copy): live progress polls this."""
+    return await ScanRepository(session).refresh_scan(scan_id)
+
+
+async def start_scan(
+    session: AsyncSession,
+    settings: Settings,
+    clock: ClockFunc,
+    repository: Repository,
+    *,
+    ref: str | None,
+    trigger: ScanTrigger,
+    requested_by: uuid.UUID | None,
+) -> StartedScan:
+    """Queue a scan of `repository` at `ref` (None: its default branch), in the caller's unit of
+    work: the quota is checked, the scan metered (usage event `scan.run`) and its task enqueued,
+    so all of them commit together or not at all. An active scan of the same repository and ref
+    is returned instead (`created=False`; not metered again). Raises QuotaExceeded (402)."""
+    repo = ScanRepository(session)
+    key = ref_key(repository, ref)
+    existing = await repo.active_scan(repository.id, key)
+    if existing is not None:
+        return StartedScan(existing, created=False)
+    now = clock()
+    await _ensure_quota(session, settings, repository.org_id, now)
+    scan = Scan(
+        id=uuid.uuid4(),
+        org_id=repository.org_id,
+        repository_id=repository.id,
+        requested_by=requested_by,
+        trigger=trigger.value,
+        ref=ref or None,
+        ref_key=key,
+        status=ScanStatus.QUEUED.value,
+        phase=ScanPhase.QUEUED.value,
+        queued_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    if not await repo.add_active_scan(scan):
+        # Another request queued the same repository and ref between our check and insert.
+        log.info("scan.request_raced", repository_id=str(repository.id))
+        existing = await repo.active_scan(repository.id, key)
+        if existing is None:  # pragma: no cover - it finished in between: a rare double race
+            raise Conflict("A scan of this ref just changed state; retry.", code="scan_conflict")
+        return StartedScan(existing, created=False)
+    await usage_service.record_event(
+        session, repository.org_id, METER_KIND, idempotency_key=f"scan:{scan.id}", occurred_at=now
+    )
+    task = await tasks.enqueue(
+        session,
+        TASK_KIND,
+        {"scan_id": str(scan.id)},
+        now=now,
+        priority=SCHEDULED_PRIORITY if trigger is ScanTrigger.SCHEDULE else 0,
+        unique_key=f"scan:{scan.id}",
+    )
+    scan.task_id = task.id
+    await session.flush()
+    log.info("scan.queued", scan_id=str(scan.id), repository_id=str(repository.id), trigger=trigger.value)
+    return StartedScan(scan, created=True)
+
+
+async def _ensure_quota(session: AsyncSession, settings: Settings, org_id: uuid.UUID, now: datetime) -> None:
+    """Room for one more scan this month; serialised per organization, so concurrent requests
+    cannot both take the last one."""
+    await advisory_xact_lock(session, f"scans.quota:{org_id}")
+    limit = settings.SCAN_MONTHLY_QUOTA
+    used = await usage_service.count_events(session, org_id, METER_KIND, month_start(now))
+    if used >= limit:
+        raise QuotaExceeded(
+            f"This organization's plan allows {limit} scans a month and {used} ran this month.",
+            limit=limit,
+            used=used,
+            upgrade_plan=UPGRADE_PLAN,
+        )
+
+
+async def _refresh_summary_counts(session: AsyncSession, repository_id: uuid.UUID) -> None:
+    """Keep the repository's open-findings summary current after triage."""
+    repository = await repositories_service.get_repository(session, repository_id)
+    if repository is None or repository.last_scan_id is None or repository.last_scan_finished_at is None:
+        return
+    counts = await ScanRepository(session).open_counts(repository_id)
+    await repositories_service.update_scan_summary(
+        session,
+        repository_id,
+        scan_id=repository.last_scan_id,
+        status=repository.last_scan_status or ScanStatus.SUCCEEDED.value,
+        finished_at=repository.last_scan_finished_at,
+        open_findings={severity: counts.get(severity, 0) for severity in SUMMARY_SEVERITIES},
+    )
+
+
+# --- the worker's steps ------------------------------------------------------------------------
+
+
+async def begin_run(session: AsyncSession, scan_id: uuid.UUID, now: datetime) -> Scan | None:
+    """Mark the scan running (a retried task runs it again from the start). None when there is
+    nothing to run: the scan is gone, finished, or canceled (a cancel asked before it started
+    is completed here)."""
+    repo = ScanRepository(session)
+    if await repo.start(scan_id, now, ScanPhase.CLONING.value):
+        return await repo.refresh_scan(scan_id)
+    state = await repo.cancel_state(scan_id)
+    if state is not None and state[0] == ScanStatus.RUNNING.value and state[1] is not None:
+        await finish_canceled(session, scan_id, now)
+    return None
+
+
+async def save_progress(
+    session: AsyncSession,
+    scan_id: uuid.UUID,
+    *,
+    phase: str,
+    files_total: int,
+    files_done: int,
+    bytes_total: int,
+    bytes_done: int,
+) -> bool:
+    """Write a running scan's progress; False once it is no longer running."""
+    known = {item.value for item in ScanPhase}
+    values = {
+        "phase": phase if phase in known else ScanPhase.SCANNING.value,
+        "files_total": int(files_total),
+        "files_done": int(files_done),
+        "bytes_total": int(bytes_total),
+        "bytes_done": int(bytes_done),
+    }
+    return await ScanRepository(session).write_progress(scan_id, values)
+
+
+async def cancel_requested(session: AsyncSession, scan_id: uuid.UUID) -> bool:
+    """Whether the scan should stop: a cancel was asked, or it is no longer running."""
+    state = await ScanRepository(session).cancel_state(scan_id)
+    return state is None or state[0] != ScanStatus.RUNNING.value or state[1] is not None
+
+
+async def finish_canceled(session: AsyncSession, scan_id: uuid.UUID, now: datetime) -> bool:
+    """A running scan stopped on request: canceled, nothing of it saved."""
+    repo = ScanRepository(session)
+    scan = await repo.refresh_scan(scan_id)
+    if scan is None:
+        return False
+    done = await repo.finish_running(
+        scan_id,
+        {"status": ScanStatus.CANCELED.value, "finished_at": now, "updated_at": now,
+         "duration_ms": _duration_ms(scan, now)},
+        unless_canceled=False,
+    )  # fmt: skip
+    if done:
+        await repositories_service.update_scan_summary(
+            session, scan.repository_id, scan_id=scan_id, status=ScanStatus.CANCELED.value, finished_at=now
+        )
+        log.info("scan.canceled", scan_id=str(scan_id))
+    return done
+
+
+async def fail_scan(session: AsyncSession, scan_id: uuid.UUID, code: str, message: str, now: datetime) -> bool:
+    """A running scan that could not complete: failed with a problem-style code and message."""
+    repo = ScanRepository(session)
+    scan = await repo.refresh_scan(scan_id)
+    if scan is None:
+        return False
+    done = await repo.finish_running(
+        scan_id,
+        {"status": ScanStatus.FAILED.value, "error_code": code[:64],
+         "error_message": message[:ERROR_MESSAGE_MAX_LENGTH], "finished_at": now, "updated_at": now,
+         "duration_ms": _duration_ms(scan, now)},
+        unless_canceled=False,
+    )  # fmt: skip
+    if done:
+        await repositories_service.update_scan_summary(
+            session, scan.repository_id, scan_id=scan_id, status=ScanStatus.FAILED.value, finished_at=now
+        )
+        log.info("scan.failed", scan_id=str(scan_id), code=code)
+    return done
+
+
+def _duration_ms(scan: Scan, now: datetime) -> int:
+    started = scan.started_at or scan.queued_at
+    return max(0, int((now - started).total_seconds() * 1000))
+
+
+async def complete_scan(
+    session: AsyncSession, scan_id: uuid.UUID, result: PipelineResult, now: datetime
+) -> Scan | None:
+    """Save a finished scan in the caller's one unit of work: what it saw, the findings' lifecycle
+    (default branch only), its counts, status `succeeded`, and the repository's summary. None
+    when it is not the scan's to save (a cancel was requested, or it is no longer running)."""
+    repo = ScanRepository(session)
+    scan = await repo.refresh_scan(scan_id)
+    if scan is None:
+        return None
+    # First: the row lock (PostgreSQL) orders this against a concurrent cancel request.
+    if not await repo.finish_running(
+        scan_id,
+        {"status": ScanStatus.SUCCEEDED.value, "phase": ScanPhase.DONE.value, "finished_at": now, "updated_at": now},
+        unless_canceled=True,
+    ):
+        return None
+    # Two scans of one repository never apply their lifecycles at the same time.
+    await advisory_xact_lock(session, f"scans.findings:{scan.repository_id}")
+    default_branch = scan.ref_key == ""
+    located = _unique(result.findings)
+    states = await repo.finding_states(scan.repository_id, [item.fingerprint for item in located])
+    new_counts, open_counts, fixed_counts = zero_counts(), zero_counts(), zero_counts()
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    seen: list[dict[str, Any]] = []
+    for item in located:
+        raw = item.finding
+        severity = raw.severity if raw.severity in SEVERITIES else "info"
+        details = {
+            "rule_id": raw.rule_id[:100],
+            "engine": raw.engine[:32],
+            "severity": severity,
+            "severity_rank": severity_rank(severity),
+            "title": raw.title[:300],
+            "message": raw.message,
+            "cwe": raw.cwe,
+            "path": item.path,
+            "start_line": raw.start_line,
+            "end_line": raw.end_line,
+            "start_column": raw.start_column,
+            "end_column": raw.end_column,
+            "snippet": raw.snippet,
+        }
+        state = states.get(item.fingerprint)
+        status = FindingStatus(state[1]) if state is not None else FindingStatus.OPEN
+        is_new = state is None or status is FindingStatus.FIXED
+        finding_id = state[0] if state is not None else None
+        if default_branch:
+            if state is None:
+                finding_id = uuid.uuid4()
+                inserts.append(
+                    {"id": finding_id, "org_id": scan.org_id, "repository_id": scan.repository_id,
+                     "fingerprint": item.fingerprint, **details, "status": FindingStatus.OPEN.value,
+                     "first_seen_scan_id": scan_id, "last_seen_scan_id": scan_id, "first_seen_at": now,
+                     "last_seen_at": now, "reopened_count": 0, "created_at": now, "updated_at": now}
+                )  # fmt: skip
+            else:
+                values = {"id": finding_id, **details, "last_seen_scan_id": scan_id, "last_seen_at": now,
+                          "updated_at": now}  # fmt: skip
+                if status is FindingStatus.FIXED:
+                    values |= {"status": FindingStatus.OPEN.value, "fixed_in_scan_id": None, "fixed_at": None,
+                               "reopened_count": state[2] + 1}  # fmt: skip
+                    status = FindingStatus.OPEN
+                updates.append(values)
+        counted = not status.dismissed
+        if counted:
+            open_counts[severity] += 1
+            if is_new:
+                new_counts[severity] += 1
+        seen.append(
+            {"id": uuid.uuid4(), "scan_id": scan_id, "finding_id": finding_id, "fingerprint": item.fingerprint,
+             **details, "is_new": is_new and counted}
+        )  # fmt: skip
+    summary: dict[str, int] | None = None
+    if default_branch:
+        await repo.insert_findings(inserts)
+        await repo.update_findings(updates)
+        for severity in await repo.fix_unseen(scan.repository_id, scan_id, now):
+            fixed_counts[severity if severity in fixed_counts else "info"] += 1
+        current = await repo.open_counts(scan.repository_id)
+        summary = {severity: current.get(severity, 0) for severity in SUMMARY_SEVERITIES}
+    await repo.insert_scan_findings(seen)
+    await repo.set_outcome(
+        scan_id,
+        {
+            "commit_sha": result.commit_sha,
+            "files_total": result.files_total,
+            "files_done": result.files_total,
+            "bytes_total": result.bytes_scanned,
+            "bytes_done": result.bytes_scanned,
+            "files_scanned": result.files_scanned,
+            "skipped": dict(result.skipped),
+            "cache_hits": result.cache_hits,
+            "engine_calls": result.engine_calls,
+            "engine_versions": dict(result.engine_versions),
+            "new_counts": new_counts,
+            "open_counts": open_counts,
+            "fixed_counts": fixed_counts,
+            "duration_ms": _duration_ms(scan, now),
+        },
+    )
+    await repositories_service.update_scan_summary(
+        session,
+        scan.repository_id,
+        scan_id=scan_id,
+        status=ScanStatus.SUCCEEDED.value,
+        finished_at=now,
+        open_findings=summary,
+    )
+    log.info(
+        "scan.finished",
+        scan_id=str(scan_id),
+        findings=len(located),
+        new=sum(new_counts.values()),
+        fixed=sum(fixed_counts.values()),
+        cache_hits=result.cache_hits,
+        engine_calls=result.engine_calls,
+    )
+    return await repo.refresh_scan(scan_id)
+
+
+def _unique(findings: Sequence[Any]) -> list[Any]:
+    """One located finding per fingerprint (the first), in path and position order."""
+    ordered = sorted(findings, key=lambda item: (item.path, item.finding.start_line, item.finding.start_column))
+    unique: dict[str, Any] = {}
+    for item in ordered:
+        unique.setdefault(item.fingerprint, item)
+    return list(unique.values())

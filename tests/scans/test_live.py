@@ -1,0 +1,175 @@
+"""Live scan progress: Server-Sent Events and the WebSocket, following a scan the real worker runs.
+
+The WebSocket tests serve the app with uvicorn on a loopback port (httpx speaks no WebSocket)
+and connect with the `websockets` client, as a browser or the CLI would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.auth.helpers import register
+from tests.scans.conftest import Flow
+from tests.scans.helpers import API, GitRepo, aws_key, config_file, request_scan
+
+
+def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
+    events = []
+    for block in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if line and not line.startswith(":"))
+        if "event" in fields:
+            events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+async def _scan_with_a_secret(flow: Flow, tmp_path: Path) -> dict[str, Any]:
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit({"settings.py": config_file(aws_key(7))})
+    repository = await flow.repository(repo.url)
+    return await request_scan(flow.client, flow.owner, repository["id"])
+
+
+async def test_events_stream_progress_then_one_final_status(flow: Flow, tmp_path: Path) -> None:
+    scan = await _scan_with_a_secret(flow, tmp_path)
+    stream = asyncio.create_task(flow.client.get(f"{API}/scans/{scan['id']}/events", headers=flow.owner.headers))
+    await asyncio.sleep(0.2)  # the stream's first poll sees the scan queued
+    assert await flow.run_worker() == 1
+    response = await asyncio.wait_for(stream, timeout=15)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.text.startswith("retry: 2000\n\n")
+    events = parse_sse(response.text)
+    assert events[0][0] == "progress"
+    assert events[0][1]["status"] == "queued"
+    assert [name for name, _ in events].count("status") == 1
+    final_name, final = events[-1]
+    assert final_name == "status"
+    assert final["status"] == "succeeded"
+    assert final["id"] == scan["id"]
+    assert final["progress"]["percent"] == 100.0
+
+
+async def test_events_of_a_finished_scan_send_its_final_status_and_end(flow: Flow, tmp_path: Path) -> None:
+    scan = await _scan_with_a_secret(flow, tmp_path)
+    assert await flow.run_worker() == 1
+    response = await flow.client.get(f"{API}/scans/{scan['id']}/events", headers=flow.owner.headers)
+    assert [(name, body["status"]) for name, body in parse_sse(response.text)] == [("status", "succeeded")]
+
+
+async def test_events_are_for_members_only(flow: Flow, tmp_path: Path) -> None:
+    scan = await _scan_with_a_secret(flow, tmp_path)
+    outsider = await register(flow.client, "mallory")
+    path = f"{API}/scans/{scan['id']}/events"
+
+    anonymous = await flow.client.get(path)
+    assert anonymous.status_code == 401
+    assert anonymous.headers["content-type"] == "application/problem+json"
+    hidden = await flow.client.get(path, headers=outsider.headers)
+    assert hidden.status_code == 404
+    assert hidden.json()["code"] == "scan_not_found"
+
+
+# --- WebSocket ---------------------------------------------------------------------------------
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # pytest owns the signals
+
+
+@contextlib.asynccontextmanager
+async def served(app: FastAPI) -> AsyncIterator[str]:
+    """The app (whose lifespan the test already runs) on a loopback port; yields its ws:// origin."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_config=None, access_log=False)
+    server = _Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            await task
+            raise RuntimeError("uvicorn stopped during start-up")
+        await asyncio.sleep(0.005)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def _messages(socket: ClientConnection) -> list[dict[str, Any]]:
+    received = []
+    with contextlib.suppress(ConnectionClosed):
+        async for message in socket:
+            received.append(json.loads(message))  # noqa: PERF401 - keep what came before an abnormal close
+    return received
+
+
+def _app(flow: Flow) -> FastAPI:
+    transport = flow.client._transport  # the ASGITransport the flow's client was built on
+    app: FastAPI = transport.app  # type: ignore[attr-defined]
+    return app
+
+
+async def test_websocket_streams_progress_and_closes_after_the_final_status(flow: Flow, tmp_path: Path) -> None:
+    scan = await _scan_with_a_secret(flow, tmp_path)
+    async with (
+        served(_app(flow)) as origin,
+        connect(f"{origin}/ws/scans/{scan['id']}", subprotocols=["bearer", flow.owner.token]) as socket,  # type: ignore[list-item]
+    ):
+        assert socket.subprotocol == "bearer"
+        first = json.loads(await asyncio.wait_for(socket.recv(), timeout=5))
+        assert first["type"] == "progress"
+        assert first["scan"]["status"] == "queued"
+        assert await flow.run_worker() == 1
+        rest = await asyncio.wait_for(_messages(socket), timeout=15)
+        assert socket.close_code == 1000
+
+    assert rest[-1]["type"] == "status"
+    assert rest[-1]["scan"]["status"] == "succeeded"
+    assert all(message["type"] == "progress" for message in rest[:-1])
+
+
+async def test_websocket_accepts_the_token_as_a_query_parameter(flow: Flow, tmp_path: Path) -> None:
+    scan = await _scan_with_a_secret(flow, tmp_path)
+    assert await flow.run_worker() == 1
+    async with served(_app(flow)) as origin:
+        async with connect(f"{origin}/ws/scans/{scan['id']}?token={flow.owner.token}") as socket:
+            messages = await asyncio.wait_for(_messages(socket), timeout=10)
+        assert socket.close_code == 1000
+    assert [(m["type"], m["scan"]["status"]) for m in messages] == [("status", "succeeded")]
+
+
+@pytest.mark.parametrize("case", ["no_token", "bad_token", "outsider", "unknown_scan", "not_a_uuid"])
+async def test_websocket_close_codes(flow: Flow, tmp_path: Path, case: str) -> None:
+    scan = await _scan_with_a_secret(flow, tmp_path)
+    scan_id, token = scan["id"], flow.owner.token
+    if case == "no_token":
+        token = ""
+    elif case == "bad_token":
+        token = "cp_" + "x" * 43
+    elif case == "outsider":
+        token = (await register(flow.client, "mallory")).token
+    elif case == "unknown_scan":
+        scan_id = "00000000-0000-4000-8000-000000000000"
+    else:
+        scan_id = "not-a-scan"
+    expected = 4401 if case in {"no_token", "bad_token"} else 4404
+
+    async with served(_app(flow)) as origin:
+        query = f"?token={token}" if token else ""
+        async with connect(f"{origin}/ws/scans/{scan_id}{query}") as socket:
+            assert await asyncio.wait_for(_messages(socket), timeout=10) == []
+        assert socket.close_code == expected
