@@ -10,12 +10,15 @@ reads its logs, cut into gzip bodies of 1,000 before the clock starts. Then:
 
 1. new:    every batch once, one request at a time (as a CLI uploads a first sync;
            `--concurrency N` keeps N requests in flight);
-2. replay: the same batches again (every record already stored: nothing may change);
+2. replay: the same batches again (every record already stored: nothing may change; the server
+           knows each batch by its digest);
+   re-cut: the same records again in batches cut elsewhere (half a batch later), which the server
+           has not seen as such: every record is looked up and compared (for information);
 3. COPY:   the rows the server stored, copied with asyncpg `copy_records_to_table` into a scratch
            table made `LIKE usage_records INCLUDING ALL` (the same primary-key index): in batches of
            1,000 (one transaction each, like the API: the reference for the target), as one single
-           COPY, and in batches into a scratch table that also has usage_records' foreign key to
-           users (checked per row, as it is for the API).
+           COPY, and in batches into a scratch table that also has a foreign key to users (checked
+           per row; usage_records had one until migration 0008).
 
 It prints records/s and per-request latency for each pass, the server's and the database
 backends' CPU, and the ratios new ÷ COPY (target >= 0.40) and replay ÷ new (target >= 2), then
@@ -413,6 +416,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             after_new = asyncio.run(consistency(database))
             replay = post_batches("replay", base_url, token, bodies, per_batch, args.concurrency, process.pid, database)
             after_replay = asyncio.run(consistency(database))
+            shift = args.batch // 2
+            recut_bodies = gzip_batches(records[shift:] + records[:shift], args.batch)
+            recut = post_batches(
+                "replay re-cut", base_url, token, recut_bodies, per_batch, args.concurrency, process.pid, database
+            )
+            after_recut = asyncio.run(consistency(database))
             exit_code, stop_seconds = stop_server(process)
             log = summarise_log(Path(tmp) / "server.log")
         columns, rows = asyncio.run(stored_rows(database))
@@ -422,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         database.drop()
 
     print()
-    for result in (new, replay, *copies):
+    for result in (new, replay, recut, *copies):
         print(result.line())
     batched, single, with_fk = copies
     print()
@@ -436,6 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     replay_ratio = replay.rate / new.rate
     verdict = "PASS" if replay_ratio >= REPLAY_TARGET else "BELOW TARGET"
     print(f"replay ÷ new: {replay_ratio:.2f} (target >= {REPLAY_TARGET:.1f}: {verdict})")
+    print(f"  (replay re-cut ÷ new: {recut.rate / new.rate:.2f})")
 
     expected_new = {"inserted": args.records, "updated": 0, "unchanged": 0, "rejected": 0}
     expected_replay = {"inserted": 0, "updated": 0, "unchanged": args.records, "rejected": 0}
@@ -449,6 +459,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         failures.append(f"{after_new['records'][0]:,} records stored, expected {args.records + 200:,}")
     if after_replay != after_new:
         failures.append("the replay changed stored data")
+    if recut.counts != expected_replay:
+        failures.append(f"re-cut replay counted {recut.counts}, expected {expected_replay}")
+    if after_recut != after_new:
+        failures.append("the re-cut replay changed stored data")
     if len(rows) != args.records:
         failures.append(f"{len(rows):,} rows for the COPY baseline, expected {args.records:,}")
     if not clean_exit(exit_code):

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import gzip
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import httpx
 import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from codepulse.usage.models import UsageDaily, UsageRecord
 from tests.auth.helpers import SignedIn, register
 from tests.helpers import FakeClock
 from tests.usage.conftest import ClientWith
@@ -54,6 +58,37 @@ async def test_replaying_a_batch_changes_nothing(client: httpx.AsyncClient, now:
     again = await sync(client, ada, records, compress=True)
     assert (again["inserted"], again["updated"], again["unchanged"]) == (0, 0, 20)
     assert again["totals"] == first["totals"]
+
+
+async def test_a_batch_sent_again_later_stores_what_it_rejected_before(
+    client: httpx.AsyncClient, clock: FakeClock, now: datetime
+) -> None:
+    """An identical batch is known by its digest only with the same rejections: the time window
+    moves, and a record from the future then is valid now."""
+    ada = await register(client, "ada")
+    records = [record("msg_now", at=now), record("msg_later", at=now + timedelta(days=2, hours=1))]
+    first = await sync(client, ada, records)
+    assert first["inserted"] == 1
+    assert [item["code"] for item in first["rejected"]] == ["timestamp_in_future"]
+    clock.now = now + timedelta(days=1)
+    later = await sync(client, ada, records)
+    assert (later["inserted"], later["updated"], later["unchanged"], later["rejected"]) == (1, 0, 1, [])
+    again = await sync(client, ada, records)
+    assert (again["inserted"], again["updated"], again["unchanged"]) == (0, 0, 2)
+    assert again["totals"] == later["totals"]
+
+
+async def test_records_go_with_the_deleted_account(
+    client: httpx.AsyncClient, session: AsyncSession, now: datetime
+) -> None:
+    ada = await register(client, "ada")
+    bob = await register(client, "bob")
+    for who in (ada, bob):
+        await sync(client, who, [record("msg_1", at=now), record("msg_2", at=now)])
+    assert (await client.delete("/api/v1/users/me", headers=ada.headers)).status_code == 204
+    owners = (await session.scalars(select(UsageRecord.user_id))).all()
+    assert owners == [uuid.UUID(bob.user["id"])] * 2
+    assert (await session.scalars(select(UsageDaily.user_id))).all() == [uuid.UUID(bob.user["id"])]
 
 
 async def test_a_streamed_response_split_across_syncs_counts_once_at_its_final_size(
@@ -297,8 +332,12 @@ def test_the_fast_record_types_match_the_documented_schemas() -> None:
     models describe, field for field, with the same required fields."""
     from pydantic import TypeAdapter, ValidationError
 
-    from codepulse.usage.ingest import _MessageDict, _RecordDict
+    from codepulse.usage.ingest import _MessageDict, _RecordDict, _WireMessageDict, _WireRecordDict
     from codepulse.usage.schemas import BurntopMessageIn, UsageRecordIn
+
+    # The wire types only parse timestamps differently.
+    assert _WireRecordDict.__annotations__.keys() == _RecordDict.__annotations__.keys()
+    assert _WireMessageDict.__annotations__.keys() == _MessageDict.__annotations__.keys()
 
     samples = {"timestamp": "2026-11-23T10:00:00+01:00", "source": "codex", "model": "gpt-5", "id": "m"}
     for fast, documented in ((_RecordDict, UsageRecordIn), (_MessageDict, BurntopMessageIn)):

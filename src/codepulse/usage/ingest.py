@@ -7,6 +7,8 @@ the others go on.
 
 from __future__ import annotations
 
+import hashlib
+import typing
 import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal, NotRequired
 
 import pydantic_core
-from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, StringConstraints, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from codepulse.config import Settings
@@ -91,6 +93,15 @@ class Batch:
     rejected: list[Rejection]
     machine_id: str | None
     client: str
+    # Identifies the clean records: the body and which of its records were rejected (the time
+    # window moves, so the same body can yield other records on another day). "" = none.
+    digest: str = ""
+
+
+def batch_digest(body: bytes, rejected: Sequence[Rejection]) -> str:
+    digest = hashlib.blake2b(body, digest_size=32)
+    digest.update(b"\0" + ",".join(str(item.index) for item in rejected).encode())
+    return digest.hexdigest()
 
 
 # --- body --------------------------------------------------------------------------------------
@@ -183,6 +194,49 @@ class _MessageDict(TypedDict):
     reasoningTokens: NotRequired[Tokens]
 
 
+# Timestamps in the shape every CLI sends (extended ISO 8601, `T`, up to 6 decimals, `Z` or ±HH:MM)
+# pass pydantic as strings and are parsed by `datetime.fromisoformat` (see `_timestamp`): pydantic's
+# datetimes carry its own tzinfo class, which makes each comparison, `astimezone` and COPY encoding
+# of them several times slower than with `datetime.timezone`, and a batch does all three per record.
+# Any other value is validated as AwareDatetime, exactly as the documented schema does.
+_ISO_TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+_WireTimestamp = Annotated[
+    Annotated[str, StringConstraints(pattern=_ISO_TIMESTAMP)] | AwareDatetime, Field(union_mode="left_to_right")
+]
+
+
+class _WireRecordDict(TypedDict):
+    """_RecordDict as batches are validated: the same fields and rules, the timestamp as `_WireTimestamp`."""
+
+    source: Source
+    message_id: MessageId
+    request_id: NotRequired[RequestId]
+    model: ModelName
+    timestamp: _WireTimestamp
+    input_tokens: Tokens
+    output_tokens: Tokens
+    cache_creation_5m_tokens: NotRequired[Tokens]
+    cache_creation_1h_tokens: NotRequired[Tokens]
+    cache_read_tokens: NotRequired[Tokens]
+    reasoning_tokens: NotRequired[Tokens]
+    speed: NotRequired[Literal["standard", "fast"] | None]
+    session_id: NotRequired[SessionId]
+    cost_usd: NotRequired[Annotated[Decimal | None, Field(ge=0, le=1_000_000)]]
+
+
+class _WireMessageDict(TypedDict):
+    """_MessageDict as batches are validated (see _WireRecordDict)."""
+
+    id: MessageId
+    timestamp: _WireTimestamp
+    model: ModelName
+    inputTokens: Tokens
+    outputTokens: Tokens
+    cacheCreationTokens: NotRequired[Tokens]
+    cacheReadTokens: NotRequired[Tokens]
+    reasoningTokens: NotRequired[Tokens]
+
+
 @dataclass(frozen=True, slots=True)
 class _Invalid:
     """An item of a batch that is not a valid record, as parsed; checked again for its reason."""
@@ -193,8 +247,8 @@ class _Invalid:
 # Records are validated with the envelope in one pass over the JSON; an item that is not a valid
 # record falls through to the second branch and stays as parsed.
 _Fallback = Annotated[Any, AfterValidator(_Invalid)]
-_LenientRecord = Annotated[_RecordDict | _Fallback, Field(union_mode="left_to_right")]
-_LenientMessage = Annotated[_MessageDict | _Fallback, Field(union_mode="left_to_right")]
+_LenientRecord = Annotated[_WireRecordDict | _Fallback, Field(union_mode="left_to_right")]
+_LenientMessage = Annotated[_WireMessageDict | _Fallback, Field(union_mode="left_to_right")]
 
 
 class _NativeEnvelope(BaseModel):
@@ -260,12 +314,28 @@ def parse_batch(body: bytes, limits: SyncLimits, now: datetime) -> Batch:
             raise _too_large(limits.burntop_max_body_bytes, "(decompressed)")
         _check_count(len(envelope.messages), limits.burntop_max_messages)
         clean, rejected = _check_burntop(envelope.messages, envelope.source, now)
-        return Batch("burntop", len(envelope.messages), clean, rejected, envelope.machineId or None, envelope.client)
+        return Batch(
+            "burntop",
+            len(envelope.messages),
+            clean,
+            rejected,
+            envelope.machineId or None,
+            envelope.client,
+            batch_digest(body, rejected),
+        )
     if len(body) > limits.max_body_bytes:
         raise _too_large(limits.max_body_bytes, "(decompressed)")
     _check_count(len(envelope.records), limits.max_records)
     clean, rejected = _check_native(envelope.records, now)
-    return Batch("native", len(envelope.records), clean, rejected, envelope.machine_id, envelope.client.name)
+    return Batch(
+        "native",
+        len(envelope.records),
+        clean,
+        rejected,
+        envelope.machine_id,
+        envelope.client.name,
+        batch_digest(body, rejected),
+    )
 
 
 def _check_count(count: int, limit: int) -> None:
@@ -355,10 +425,28 @@ def _window(now: datetime) -> tuple[datetime, datetime]:
     return now - MAX_AGE, datetime.combine(now.astimezone(UTC).date() + timedelta(days=2), time(), tzinfo=UTC)
 
 
+_AWARE: TypeAdapter[datetime] = TypeAdapter(AwareDatetime)
+
+
+def _timestamp(value: str | datetime) -> datetime | None:
+    """A wire timestamp (see `_WireTimestamp`) as an aware datetime with a `datetime.timezone`, or
+    None when it is not a valid one."""
+    if type(value) is str:
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:  # in the common shape but out of range (a 13th month): pydantic decides
+            try:
+                value = _AWARE.validate_python(value)
+            except ValidationError:
+                return None
+    return typing.cast(datetime, value).astimezone(UTC)
+
+
 def _check_native(items: Sequence[Any], now: datetime) -> tuple[list[CleanRecord], list[Rejection]]:
     window = _window(now)
     clean: list[CleanRecord] = []
     rejected: list[Rejection] = []
+    parse_iso = datetime.fromisoformat
     for index, r in enumerate(items):
         if type(r) is _Invalid:
             rejected.append(_rejection(index, r.value, _RECORD, {}))
@@ -372,7 +460,14 @@ def _check_native(items: Sequence[Any], now: datetime) -> tuple[list[CleanRecord
             get("cache_read_tokens", 0),
             get("reasoning_tokens", 0),
         )
-        timestamp = r["timestamp"]
+        wire = r["timestamp"]
+        try:
+            timestamp = parse_iso(wire) if type(wire) is str else _timestamp(wire)
+        except ValueError:
+            timestamp = _timestamp(wire)
+        if timestamp is None:
+            rejected.append(_rejection(index, r, _RECORD, {}))
+            continue
         problem = _rules(index, timestamp, tokens, window)
         if problem is not None:
             rejected.append(problem)
@@ -402,6 +497,7 @@ def _check_burntop(items: Sequence[Any], source: str, now: datetime) -> tuple[li
     window = _window(now)
     clean: list[CleanRecord] = []
     rejected: list[Rejection] = []
+    parse_iso = datetime.fromisoformat
     for index, m in enumerate(items):
         if type(m) is _Invalid:
             rejected.append(_rejection(index, m.value, _MESSAGE, _BURNTOP_FIELDS))
@@ -415,7 +511,14 @@ def _check_burntop(items: Sequence[Any], source: str, now: datetime) -> tuple[li
             get("cacheReadTokens", 0),
             get("reasoningTokens", 0),
         )
-        timestamp = m["timestamp"]
+        wire = m["timestamp"]
+        try:
+            timestamp = parse_iso(wire) if type(wire) is str else _timestamp(wire)
+        except ValueError:
+            timestamp = _timestamp(wire)
+        if timestamp is None:
+            rejected.append(_rejection(index, m, _MESSAGE, _BURNTOP_FIELDS))
+            continue
         problem = _rules(index, timestamp, tokens, window)
         if problem is not None:
             rejected.append(problem)

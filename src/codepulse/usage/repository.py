@@ -31,7 +31,14 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.db import Base, advisory_xact_lock, bulk_insert, bulk_upsert, rows_by_keys, upsert
-from codepulse.usage.models import PriceOverride, UsageDaily, UsageEvent, UsageRecord, UsageSettings
+from codepulse.usage.models import (
+    PriceOverride,
+    UsageDaily,
+    UsageEvent,
+    UsageRecord,
+    UsageSettings,
+    UsageSyncBatch,
+)
 
 
 def _table(model: type[Base]) -> Table:
@@ -43,6 +50,7 @@ DAILY = _table(UsageDaily)
 SETTINGS = _table(UsageSettings)
 OVERRIDES = _table(PriceOverride)
 EVENTS = _table(UsageEvent)
+BATCHES = _table(UsageSyncBatch)
 
 TOKEN_COLUMNS = (
     "input_tokens",
@@ -139,6 +147,13 @@ class UsageRepository:
     async def lock_user(self, user_id: uuid.UUID) -> None:
         """Serialise every change to one user's records and aggregates until the transaction ends."""
         await advisory_xact_lock(self.session, f"usage:user:{user_id}")
+
+    async def claim_batch(self, user_id: uuid.UUID, digest: str, now: datetime) -> bool:
+        """Note that this transaction applies the batch `digest`; False when it was applied before
+        (by a committed transaction: a concurrent one applying it is waited for)."""
+        statement = upsert(self.session, BATCHES, conflict=["user_id", "digest"]).returning(BATCHES.c.digest)
+        params = {"user_id": user_id, "digest": digest, "created_at": now}
+        return (await self.session.execute(statement, params)).first() is not None
 
     async def stored_counts(
         self, user_id: uuid.UUID, keys: Sequence[tuple[str, str, str]]
@@ -287,8 +302,9 @@ class UsageRepository:
     # --- prices ----------------------------------------------------------------------------
 
     async def price_overrides(self) -> list[tuple[str, dict[str, Any], datetime]]:
+        # Core columns: read on every sync that writes, and the ORM compile path costs more than the query.
         result = await self.session.execute(
-            select(PriceOverride.model, PriceOverride.price, PriceOverride.updated_at).order_by(PriceOverride.model)
+            select(OVERRIDES.c.model, OVERRIDES.c.price, OVERRIDES.c.updated_at).order_by(OVERRIDES.c.model)
         )
         return [(row.model, row.price, row.updated_at) for row in result]
 

@@ -4,14 +4,21 @@ stats, settings, prices, repricing, and metering for billing.
 Other domains call the module functions at the bottom (`record_event`, `count_events`,
 `shares_usage_with_orgs`) inside their own unit of work. Nothing here commits.
 
-Exactly-once sync. Every sync of a user first takes a transaction-scoped lock on that user
+Exactly-once sync. A sync first records the digest of its batch (`usage_sync_batches`, in its
+transaction): a batch applied before by a committed sync is answered at once, every record
+unchanged, since stored counts only grow; a concurrent sync of the same batch waits on that row.
+Before its first write a sync takes a transaction-scoped lock on the user
 (`pg_advisory_xact_lock`; SQLite serialises write transactions anyway), so the stored records it
-then reads cannot change until it commits. Records new to the database are inserted as a whole
-(COPY on PostgreSQL: a key that is not new after all fails the statement instead of counting
-twice); known records are raised with `INSERT ... ON CONFLICT DO UPDATE ... WHERE <some count
-grows> RETURNING`, which writes, and returns, only the rows whose counts grow. The aggregate
-differences are what the database wrote minus what was read under the lock, applied in the same
-transaction: concurrent or replayed syncs of a batch add up to exactly one sync.
+then reads cannot change until it commits. A batch whose sampled keys are not stored is inserted
+as a whole (COPY on PostgreSQL, in a savepoint: a key that is stored after all fails the statement
+instead of counting twice, and the batch takes the general path). The general path reads the
+stored counts of every key, first without the lock: records no larger than what is stored stay
+unchanged whatever commits meanwhile (counts only grow), and only the keys that may be written are
+read again under the lock. It inserts the new records and raises the known ones with `INSERT ...
+ON CONFLICT DO UPDATE ... WHERE <some count grows> RETURNING`, which writes, and returns, only the
+rows whose counts grow. The aggregate differences are what the database wrote minus what was read
+under the lock, applied in the same transaction: concurrent or replayed syncs of a batch add up to
+exactly one sync.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth import service as auth_service
@@ -67,6 +75,8 @@ log = structlog.get_logger("codepulse.usage")
 
 # Records per statement: bounds bind parameters (23 columns x 1,000 < 32,767) and memory.
 SYNC_CHUNK = 1000
+# Keys of a batch looked up before it is taken for new records and inserted without reading the rest.
+FRESH_PROBE_KEYS = 8
 UTC_ZONE = ZoneInfo("UTC")
 
 
@@ -94,6 +104,37 @@ class SyncResult:
     total_tokens: int
     total_cost_nanousd: int
     streaks: Streaks
+
+
+class _Run:
+    """What every chunk of one sync shares; the price book is read once, and only when a record
+    is written (a replay writes nothing)."""
+
+    def __init__(
+        self, session: AsyncSession, user_id: uuid.UUID, tz: ZoneInfo, now: datetime, machine_id: str | None
+    ) -> None:
+        self.session = session
+        self.user_id = user_id
+        self.tz = tz
+        self.now = now
+        self.machine_id = machine_id
+        self._book: PriceBook | None = None
+        self._locked = False
+
+    @property
+    def locked(self) -> bool:
+        return self._locked
+
+    async def lock(self) -> None:
+        """Take the user's sync lock (held until the transaction ends) before the first write."""
+        if not self._locked:
+            await UsageRepository(self.session).lock_user(self.user_id)
+            self._locked = True
+
+    async def price_book(self) -> PriceBook:
+        if self._book is None:
+            self._book = await load_price_book(self.session)
+        return self._book
 
 
 @dataclass(slots=True)
@@ -127,6 +168,21 @@ class _Pending:
         return grew
 
 
+def _may_write(record: CleanRecord, stored: Sequence[int] | None) -> bool:
+    """Whether `record` is new or larger than the `stored` counts of its key in some count."""
+    if stored is None:
+        return True
+    tokens = record.tokens
+    return (
+        tokens[0] > stored[0]
+        or tokens[1] > stored[1]
+        or tokens[2] > stored[2]
+        or tokens[3] > stored[3]
+        or tokens[4] > stored[4]
+        or tokens[5] > stored[5]
+    )
+
+
 def _cost(price: Price | None, tokens: Sequence[int], fast: bool) -> int:
     if price is None:
         return 0
@@ -152,12 +208,15 @@ class UsageService:
     async def sync(self, user: User, batch: Batch) -> SyncResult:
         now = self.clock()
         counts = {"inserted": 0, "updated": 0, "unchanged": 0}
-        if batch.records:
-            book = await load_price_book(self.session)
-            tz = zone(user.timezone)
-            await self.repo.lock_user(user.id)
+        if batch.records and batch.digest and not await self.repo.claim_batch(user.id, batch.digest, now):
+            # These very records were applied before: counts only grow, so none of them can
+            # change anything (the answer a record-by-record replay would give).
+            counts["unchanged"] = len(batch.records)
+        elif batch.records:
+            run = _Run(self.session, user.id, zone(user.timezone), now, batch.machine_id)
             for chunk in _chunks(batch.records, SYNC_CHUNK):
-                await self._apply(user.id, chunk, book, tz, now, batch.machine_id, counts)
+                if not await self._insert_new(run, chunk, counts):
+                    await self._apply(run, chunk, counts)
         days = await self.repo.day_totals(user.id)
         result = SyncResult(
             batch=batch,
@@ -176,27 +235,113 @@ class UsageService:
         )
         return result
 
-    async def _apply(
-        self,
-        user_id: uuid.UUID,
-        records: Sequence[CleanRecord],
-        book: PriceBook,
-        tz: ZoneInfo,
-        now: datetime,
-        machine_id: str | None,
-        counts: dict[str, int],
-    ) -> None:
+    async def _insert_new(self, run: _Run, records: Sequence[CleanRecord], counts: dict[str, int]) -> bool:
+        """The fast path of a first sync: when a sample of the keys is not stored, insert every
+        record at once, without reading the others first. False, having written nothing, when the
+        batch repeats a key or a key is stored after all (the COPY fails as a whole, in a
+        savepoint): the caller then takes the general path."""
+        keys = [record.key for record in records]
+        if len(set(keys)) != len(keys):
+            return False
+        # Spread over the batch: a resent batch, or one that overlaps the last sync, is caught here
+        # and costs one small query; a miss only costs the failed insert.
+        step = max(1, len(keys) // FRESH_PROBE_KEYS)
+        if await self.repo.stored_counts(run.user_id, keys[::step]):
+            return False
+        await run.lock()
+        book = await run.price_book()
+        tz, user_id, machine_id, now = run.tz, run.user_id, run.machine_id, run.now
+        version = book.table.version
+        pricing: dict[str, tuple[str, Price | None, str]] = {}
+        deltas: dict[tuple[date, str, str], list[int]] = {}
+        rows = []
+        for record in records:
+            model = record.model
+            priced = pricing.get(model)
+            if priced is None:
+                model_key = book.model_key(model)
+                price = book.price(model_key)
+                priced = pricing[model] = (model_key, price, price.version if price is not None else version)
+            model_key, price, pricing_version = priced
+            t = record.tokens
+            cost = 0 if price is None else price.cost_nanousd(t[0], t[1], t[2], t[3], t[4], fast=record.fast)
+            day = record.timestamp.astimezone(tz).date()
+            rows.append(
+                (
+                    user_id,
+                    record.message_id,
+                    record.source,
+                    record.request_id,
+                    model,
+                    model_key,
+                    record.timestamp,
+                    day,
+                    *t,
+                    "fast" if record.fast else "standard",
+                    record.session_id,
+                    machine_id,
+                    cost,
+                    record.client_cost_nanousd,
+                    price is not None,
+                    pricing_version,
+                    now,
+                    now,
+                )
+            )
+            group = (day, record.source, model_key)
+            delta = deltas.get(group)
+            if delta is None:
+                delta = deltas[group] = [0] * 9
+            delta[0] += t[0]
+            delta[1] += t[1]
+            delta[2] += t[2]
+            delta[3] += t[3]
+            delta[4] += t[4]
+            delta[5] += t[5]
+            delta[6] += cost
+            delta[7] += 1
+            delta[8] += price is None
+        try:
+            async with self.session.begin_nested():
+                await self.repo.insert_records(rows)
+        except IntegrityError:
+            return False
+        await self.repo.add_to_daily(
+            [(user_id, day, source, model, *values) for (day, source, model), values in sorted(deltas.items())]
+        )
+        counts["inserted"] += len(rows)
+        return True
+
+    async def _apply(self, run: _Run, records: Sequence[CleanRecord], counts: dict[str, int]) -> None:
+        """The general path: read what is stored of the batch's keys, insert the new records and
+        raise the known ones whose counts grow."""
+        user_id, tz, now, machine_id = run.user_id, run.tz, run.now, run.machine_id
         keys = list(dict.fromkeys(record.key for record in records))
         stored = await self.repo.stored_counts(user_id, keys)
+        if not run.locked:
+            # Read before taking the lock: stored counts only grow, so a record no larger than
+            # what is stored stays unchanged whatever commits meanwhile (a replay stops here).
+            # The keys that may be written are read again under the lock.
+            moving = list(dict.fromkeys(record.key for record in records if _may_write(record, stored.get(record.key))))
+            if not moving:
+                counts["unchanged"] += len(records)
+                return
+            await run.lock()
+            for key in moving:
+                stored.pop(key, None)
+            stored.update(await self.repo.stored_counts(user_id, moving))
         pending: dict[tuple[str, str, str], _Pending] = {}
         model_keys: dict[str, str] = {}
         inserted = updated = unchanged = 0
+        book: PriceBook | None = None
         for record in records:
             key = record.key
             item = pending.get(key)
             if item is None:
                 stored_tokens = stored.get(key)
                 if stored_tokens is None:
+                    if book is None:
+                        book = await run.price_book()
                     model_key = model_keys.get(record.model)
                     if model_key is None:
                         model_key = model_keys[record.model] = book.model_key(record.model)
@@ -210,6 +355,18 @@ class UsageService:
                         changed=True,
                     )
                     inserted += 1
+                    continue
+                incoming = record.tokens
+                if (
+                    incoming[0] <= stored_tokens[0]
+                    and incoming[1] <= stored_tokens[1]
+                    and incoming[2] <= stored_tokens[2]
+                    and incoming[3] <= stored_tokens[3]
+                    and incoming[4] <= stored_tokens[4]
+                    and incoming[5] <= stored_tokens[5]
+                ):
+                    # Seen before with these counts or larger (a replay): nothing to keep track of.
+                    unchanged += 1
                     continue
                 # Known record: its day, model and speed stay as first ingested (read below if it grows).
                 item = pending[key] = _Pending(
@@ -241,6 +398,8 @@ class UsageService:
         writes = new_items + grown_items
         if not writes:
             return
+        if book is None:
+            book = await run.price_book()
         prices = {key: book.price(key) for key in {item.model_key for item in writes}}
         version = book.table.version
         rows = []
