@@ -46,7 +46,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -55,6 +55,9 @@ if str(ROOT) not in sys.path:
 from tests.scans.secret_samples import SAMPLES, expand  # noqa: E402
 
 from codepulse.scans.engine import RawFinding, available_engines, scan_file  # noqa: E402
+
+if TYPE_CHECKING:
+    from codepulse.config import Settings
 
 DETECT_SECRETS_VENV = Path(tempfile.gettempdir()) / "codepulse-bench-detect-secrets"
 TARGET_MB_S = 10.0
@@ -363,19 +366,10 @@ def _git_repository(corpus: Corpus) -> Path:
     return repo
 
 
-async def _worker_scans(repo: Path, workdir: Path) -> tuple[float, float, dict[str, Any], dict[str, Any]]:
-    # Imported here: the engine-only part of the benchmark must not need the app.
-    import httpx
-
-    from codepulse import migrations
-    from codepulse.app import create_app
+def _bench_settings(workdir: Path) -> Settings:
     from codepulse.config import load_settings
-    from codepulse.db import Database
-    from codepulse.scans import jobs
-    from codepulse.scans.runner import close_shared_pool
-    from codepulse.tasks import TaskRegistry, Worker
 
-    settings = load_settings(
+    return load_settings(
         _env_file=None,
         DATABASE_URL=f"sqlite+aiosqlite:///{workdir / 'bench.db'}",
         VAR_DIR=str(workdir / "var"),
@@ -386,11 +380,22 @@ async def _worker_scans(repo: Path, workdir: Path) -> tuple[float, float, dict[s
         LOG_LEVEL="WARNING",
         SCAN_MAX_REPOSITORY_BYTES=10**10,
     )
-    migrations.upgrade_database(settings)
+
+
+async def _worker_scans(repo: Path, settings: Settings) -> tuple[float, float, dict[str, Any], dict[str, Any]]:
+    # Imported here: the engine-only part of the benchmark must not need the app.
+    import httpx
+
+    from codepulse.app import create_app
+    from codepulse.db import Database
+    from codepulse.scans.jobs import register_tasks
+    from codepulse.scans.runner import close_shared_pool
+    from codepulse.tasks import TaskRegistry, Worker
+
     database = Database.from_settings(settings)
     app = create_app(settings, database=database)
     registry = TaskRegistry()
-    jobs.register_tasks(registry)
+    register_tasks(registry)
     worker = Worker(database, settings, registry, concurrency=1)
     api = "/api/v1"
     try:
@@ -436,7 +441,11 @@ def worker_first_scan_vs_rescan(corpus: Corpus) -> str | None:
     repo = _git_repository(corpus)
     workdir = Path(tempfile.mkdtemp(prefix="codepulse-scan-bench-db-"))
     try:
-        first_s, second_s, first, second = asyncio.run(_worker_scans(repo, workdir))
+        from codepulse import migrations
+
+        settings = _bench_settings(workdir)
+        migrations.upgrade_database(settings)
+        first_s, second_s, first, second = asyncio.run(_worker_scans(repo, settings))
     finally:
         shutil.rmtree(repo, ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
+from codepulse.config import Settings
 from codepulse.repositories.models import Repository
 from codepulse.scans.jobs import enqueue_scheduled_scans
 from codepulse.scans.models import Finding, Scan, ScanFinding
@@ -166,3 +167,41 @@ async def test_concurrent_requests_queue_one_scan(flow: Flow, tmp_path: Path) ->
     async with flow.database.transaction(write=False) as session:
         assert await session.scalar(select(func.count()).select_from(Scan)) == 1
         assert await session.scalar(select(func.count()).select_from(Task)) == 1
+
+
+async def test_rescan_of_an_unchanged_commit_reuses_results_without_cloning(
+    base_settings: Settings, flow: Flow, tmp_path: Path, logs: Any
+) -> None:
+    # base_settings: logging configured (structlog events reach `logs`).
+    git = GitRepo(tmp_path / "app")
+    git.commit({"pkg/settings.py": config_file(aws_key(3)), "pkg/util.py": "def f():\n    return 1\n"})
+    repository = await flow.repository(git.url)
+    first = await flow.scan(repository["id"])
+    clones_after_first = len(logs("scan.cloned"))
+    assert clones_after_first == 1
+
+    second = await flow.scan(repository["id"])
+    assert len(logs("scan.cloned")) == clones_after_first  # one `git ls-remote`, no clone
+    assert [event["from_scan_id"] for event in logs("scan.reused")] == [first["id"]]
+    assert second["status"] == "succeeded"
+    assert second["commit_sha"] == first["commit_sha"]
+    assert second["engine_calls"] == 0
+    assert second["counts"]["open"] == first["counts"]["open"]
+    assert sum(second["counts"]["new"].values()) == 0
+    first_seen = await flow.get(f"/scans/{first['id']}/findings")
+    second_seen = await flow.get(f"/scans/{second['id']}/findings")
+    assert [f["fingerprint"] for f in second_seen["items"]] == [f["fingerprint"] for f in first_seen["items"]]
+
+    # A new commit is cloned and scanned again; the secret it removes is fixed.
+    git.commit({"pkg/settings.py": "import os\n"})
+    third = await flow.scan(repository["id"])
+    assert len(logs("scan.cloned")) == clones_after_first + 1
+    assert third["commit_sha"] != first["commit_sha"]
+    assert sum(third["counts"]["fixed"].values()) == 1
+
+
+def test_pipeline_signature_follows_what_results_depend_on(flow: Flow) -> None:
+    signature = ScanRunner(flow.database, flow.settings).pipeline_signature()
+    assert signature == ScanRunner(flow.database, flow.settings).pipeline_signature()
+    smaller_files = flow.settings.model_copy(update={"SCAN_MAX_FILE_BYTES": 4096})
+    assert ScanRunner(flow.database, smaller_files).pipeline_signature() != signature

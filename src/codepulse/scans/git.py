@@ -298,6 +298,73 @@ def _failure(result: GitResult, *, ref: str | None, secrets: Sequence[str]) -> S
     return ScanFailure("clone_failed", f"{message}: {detail[:500]}" if detail else f"{message}.")
 
 
+def _clean_ref(ref: str | None) -> str | None:
+    if ref is not None:
+        ref = ref.strip() or None
+    if ref is not None:
+        _check_ref(ref)
+    return ref
+
+
+def _remote_config(url: str, token: str | None, resolve: Sequence[str]) -> dict[str, str]:
+    """Config entries for talking to the remote: the token as an origin-scoped header (never in
+    the URL or argv) and the pinned addresses."""
+    config: dict[str, str] = {}
+    origin = _origin(url)
+    if token and origin is not None:
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode("ascii")
+        config[f"http.{origin}.extraHeader"] = f"Authorization: Basic {basic}"
+    resolve_entry = _resolve_entry(url, resolve)
+    if resolve_entry is not None:
+        config["http.curloptResolve"] = resolve_entry
+    return config
+
+
+async def remote_commit(
+    url: str,
+    ref: str | None,
+    *,
+    settings: Settings,
+    token: str | None = None,
+    resolve: tuple[str, ...] = (),
+    allow_local: bool | None = None,
+) -> str | None:
+    """The commit `ref` (the default branch when None) points at on the remote, asked with one
+    `git ls-remote` (no objects are transferred): a re-scan can tell the repository has not
+    changed without cloning it. None when it cannot tell (unknown ref, unreachable remote, time
+    limit): the caller then clones, which reports the error properly."""
+    allow_file = settings.ALLOW_LOCAL_REPOSITORIES if allow_local is None else allow_local
+    try:
+        clean_url = _check_url(url, allow_file)
+        ref = _clean_ref(ref)
+    except ScanFailure:
+        return None
+    if ref is not None and is_commit_sha(ref):
+        return ref.lower()
+    patterns = ["HEAD"] if ref is None else [f"refs/heads/{ref}", f"refs/tags/{ref}", f"refs/tags/{ref}^{{}}"]
+    home = Path(tempfile.mkdtemp(prefix="codepulse-git-home-"))
+    try:
+        env = git_environment(home, config=_remote_config(clean_url, token, resolve))
+        async with asyncio.timeout(min(30.0, settings.SCAN_CLONE_TIMEOUT_SECONDS)):
+            result = await run_git([*_config_args(allow_file), "ls-remote", "--", clean_url, *patterns], env=env)
+    except TimeoutError:
+        return None
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    if result.returncode != 0:
+        return None
+    refs: dict[str, str] = {}
+    for line in result.stdout.decode("utf-8", "replace").splitlines():
+        sha, _, name = line.partition("\t")
+        if is_commit_sha(sha):
+            refs[name] = sha.lower()
+    if ref is None:
+        return refs.get("HEAD")
+    # A branch wins over a tag of the same name (as `git clone --branch`); an annotated tag's
+    # commit is its peeled `^{}` entry.
+    return refs.get(f"refs/heads/{ref}") or refs.get(f"refs/tags/{ref}^{{}}") or refs.get(f"refs/tags/{ref}")
+
+
 async def clone(
     url: str,
     ref: str | None,
@@ -322,20 +389,10 @@ async def clone(
     """
     allow_file = settings.ALLOW_LOCAL_REPOSITORIES if allow_local is None else allow_local
     clean_url = _check_url(url, allow_file)
-    if ref is not None:
-        ref = ref.strip() or None
-    if ref is not None:
-        _check_ref(ref)
+    ref = _clean_ref(ref)
     secrets = (token,) if token else ()
-
-    env_config: dict[str, str] = {}
-    origin = _origin(clean_url)
-    if token and origin is not None:
-        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode("ascii")
-        env_config[f"http.{origin}.extraHeader"] = f"Authorization: Basic {basic}"
-    resolve_entry = _resolve_entry(clean_url, resolve)
-    if resolve_entry is not None:
-        env_config["http.curloptResolve"] = resolve_entry
+    env_config = _remote_config(clean_url, token, resolve)
+    resolve_entry = env_config.get("http.curloptResolve")
 
     limit = settings.SCAN_MAX_REPOSITORY_BYTES
     home = Path(tempfile.mkdtemp(prefix="codepulse-git-home-")) if isolated else None

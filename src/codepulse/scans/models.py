@@ -157,6 +157,9 @@ class Scan(UUIDPrimaryKey, Timestamps, Base):
     cache_hits: Mapped[int] = mapped_column(Integer, default=0)
     engine_calls: Mapped[int] = mapped_column(Integer, default=0)
     engine_versions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What the results depend on besides the commit: engine versions and rulesets, skip settings,
+    # codepulse's version. A re-scan of the same commit with the same signature reuses them.
+    pipeline_signature: Mapped[str | None] = mapped_column(String(64))
     duration_ms: Mapped[int | None] = mapped_column(BigInteger)
     error_code: Mapped[str | None] = mapped_column(String(ERROR_CODE_MAX_LENGTH))
     error_message: Mapped[str | None] = mapped_column(Text)

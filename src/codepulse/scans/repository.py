@@ -284,6 +284,25 @@ class ScanRepository:
     def scan_finding_order() -> list[SortKey]:
         return [SortKey(ScanFinding.severity_rank), SortKey(ScanFinding.path), SortKey(ScanFinding.start_line)]
 
+    async def reusable_scan(
+        self, repository_id: uuid.UUID, ref_key: str, commit_sha: str, pipeline_signature: str
+    ) -> Scan | None:
+        """The newest succeeded scan of this repository and ref at that commit, made with the
+        same pipeline: its results are what a new scan would find."""
+        query = (
+            select(Scan)
+            .where(
+                Scan.repository_id == repository_id,
+                Scan.ref_key == ref_key,
+                Scan.status == ScanStatus.SUCCEEDED.value,
+                Scan.commit_sha == commit_sha,
+                Scan.pipeline_signature == pipeline_signature,
+            )
+            .order_by(Scan.finished_at.desc())
+            .limit(1)
+        )
+        return (await self.session.execute(query)).scalar_one_or_none()
+
     async def scan_findings(self, scan_id: uuid.UUID) -> list[ScanFinding]:
         rows = await self.session.scalars(
             select(ScanFinding)

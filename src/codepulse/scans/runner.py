@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from codepulse import __version__
 from codepulse.auth.crypto import SecretBox
 from codepulse.clock import ClockFunc, utcnow
 from codepulse.config import Settings
@@ -39,6 +42,7 @@ from codepulse.scans.repository import ScanRepository
 
 if TYPE_CHECKING:
     from codepulse.scans.engine import RawFinding
+    from codepulse.scans.models import Scan
     from codepulse.scans.pipeline import PipelineResult, Progress
     from codepulse.scans.pool import EnginePool
     from codepulse.tasks import TaskContext
@@ -174,18 +178,21 @@ class ScanRunner:
         cancelled = asyncio.Event()
         watcher = asyncio.create_task(self._watch_cancel(scan_id, cancelled), name=f"scan-cancel:{scan_id}")
         progress = _ProgressWriter(self.database, scan_id)
+        signature = self.pipeline_signature()
         try:
-            result = await self._scan_function()(
-                checked.url.url,
-                scan.ref,
-                settings=self.settings,
-                cache=DatabaseResultCache(self.database, scan.org_id, self.clock),
-                progress=progress,
-                cancelled=cancelled,
-                pool=self.pool,
-                token=token,
-                resolve=checked.addresses,
-            )
+            result = await self._unchanged_result(scan, checked.url.url, token, checked.addresses, signature)
+            if result is None:
+                result = await self._scan_function()(
+                    checked.url.url,
+                    scan.ref,
+                    settings=self.settings,
+                    cache=DatabaseResultCache(self.database, scan.org_id, self.clock),
+                    progress=progress,
+                    cancelled=cancelled,
+                    pool=self.pool,
+                    token=token,
+                    resolve=checked.addresses,
+                )
         except ScanCancelled:
             return await self._canceled(scan_id)
         except ScanFailure as failure:
@@ -195,10 +202,37 @@ class ScanRunner:
             await asyncio.gather(watcher, return_exceptions=True)
         await progress.flush_phase("saving")
         async with self.database.transaction() as session:
-            saved = await service.complete_scan(session, scan_id, result, self.clock())
+            saved = await service.complete_scan(session, scan_id, result, self.clock(), pipeline_signature=signature)
         if saved is None:  # a cancel arrived while it finished: nothing is kept
             return await self._canceled(scan_id)
         return "succeeded"
+
+    def pipeline_signature(self) -> str:
+        """What a scan's results depend on besides the commit: the engines' versions (each with
+        its ruleset's hash), the settings that decide which files are read, and codepulse's
+        version (skip rules, fingerprints)."""
+        parts = {
+            "codepulse": __version__,
+            "engines": {name: engine.version for name, engine in sorted(self.pool.engines.items())},
+            "max_file_bytes": self.settings.SCAN_MAX_FILE_BYTES,
+        }
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+    async def _unchanged_result(
+        self, scan: Scan, url: str, token: str | None, addresses: tuple[str, ...], signature: str
+    ) -> PipelineResult | None:
+        """An earlier scan's results when the remote still points at the commit it scanned with
+        the same pipeline: one `git ls-remote` instead of a clone. Injected scan functions (tests)
+        always run."""
+        if self._scan is not None:
+            return None
+        from codepulse.scans.git import remote_commit
+
+        commit = await remote_commit(url, scan.ref, settings=self.settings, token=token, resolve=addresses)
+        if commit is None:
+            return None
+        async with self.database.transaction(write=False) as session:
+            return await service.reusable_result(session, scan, commit, signature)
 
     def _scan_function(self) -> ScanFunction:
         if self._scan is not None:

@@ -532,7 +532,12 @@ def _duration_ms(scan: Scan, now: datetime) -> int:
 
 
 async def complete_scan(
-    session: AsyncSession, scan_id: uuid.UUID, result: PipelineResult, now: datetime
+    session: AsyncSession,
+    scan_id: uuid.UUID,
+    result: PipelineResult,
+    now: datetime,
+    *,
+    pipeline_signature: str | None = None,
 ) -> Scan | None:
     """Save a finished scan in the caller's one unit of work: what it saw, the findings' lifecycle
     (default branch only), its counts, status `succeeded`, and the repository's summary. None
@@ -627,6 +632,7 @@ async def complete_scan(
             "cache_hits": result.cache_hits,
             "engine_calls": result.engine_calls,
             "engine_versions": dict(result.engine_versions),
+            "pipeline_signature": pipeline_signature,
             "new_counts": new_counts,
             "open_counts": open_counts,
             "fixed_counts": fixed_counts,
@@ -651,6 +657,54 @@ async def complete_scan(
         engine_calls=result.engine_calls,
     )
     return await repo.refresh_scan(scan_id)
+
+
+async def reusable_result(
+    session: AsyncSession, scan: Scan, commit_sha: str, pipeline_signature: str
+) -> PipelineResult | None:
+    """What an earlier scan of the same commit with the same pipeline found, as a pipeline result
+    (no clone, no engine call), or None when there is no such scan."""
+    # Imported here: the API process does not need the pipeline.
+    from codepulse.scans import pipeline
+    from codepulse.scans.engine import RawFinding
+
+    repo = ScanRepository(session)
+    earlier = await repo.reusable_scan(scan.repository_id, scan.ref_key, commit_sha, pipeline_signature)
+    if earlier is None:
+        return None
+    findings = [
+        pipeline.LocatedFinding(
+            path=seen.path,
+            finding=RawFinding(
+                rule_id=seen.rule_id,
+                engine=seen.engine,
+                severity=seen.severity,
+                title=seen.title,
+                message=seen.message,
+                start_line=seen.start_line,
+                end_line=seen.end_line,
+                start_column=seen.start_column,
+                end_column=seen.end_column,
+                snippet=seen.snippet,
+                cwe=seen.cwe,
+                fingerprint_basis="",  # only fingerprints are compared, and they are stored
+            ),
+            fingerprint=seen.fingerprint,
+        )
+        for seen in await repo.scan_findings(earlier.id)
+    ]
+    log.info("scan.reused", scan_id=str(scan.id), from_scan_id=str(earlier.id), commit_sha=commit_sha)
+    return pipeline.PipelineResult(
+        commit_sha=commit_sha,
+        findings=findings,
+        files_total=earlier.files_total,
+        files_scanned=earlier.files_scanned,
+        bytes_scanned=earlier.bytes_total,
+        skipped=dict(earlier.skipped or {}),
+        cache_hits=earlier.files_scanned,
+        engine_versions={str(k): str(v) for k, v in (earlier.engine_versions or {}).items()},
+        engine_calls=0,
+    )
 
 
 def _unique(findings: Sequence[Any]) -> list[Any]:
