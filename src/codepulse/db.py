@@ -9,7 +9,7 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -159,31 +159,35 @@ class Database:
     def session(self, *, write: bool = True) -> AsyncSession:
         return (self._write_sessions if write else self._read_sessions)()
 
-    @asynccontextmanager
-    async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
+    def transaction(self, *, write: bool = True) -> AbstractAsyncContextManager[AsyncSession]:
         """One unit of work: commits when the block ends, rolls back if it raises.
 
         A session that was never used (a request answered from caches) costs no commit and no
         close: both are greenlet hops that would dominate such requests.
         """
-        session = self.session(write=write)
-        try:
-            yield session
-        except BaseException:
-            if _used(session):
-                try:
-                    await session.rollback()
-                finally:
-                    await session.close()
-            raise
-        if _used(session):
-            try:
-                await session.commit()
-            finally:
-                await session.close()
+        return unit_of_work(self.session(write=write))
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+@asynccontextmanager
+async def unit_of_work(session: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """`Database.transaction()` around a session made elsewhere (a request's, created early)."""
+    try:
+        yield session
+    except BaseException:
+        if _used(session):
+            try:
+                await session.rollback()
+            finally:
+                await session.close()
+        raise
+    if _used(session):
+        try:
+            await session.commit()
+        finally:
+            await session.close()
 
 
 def _used(session: AsyncSession) -> bool:
@@ -209,9 +213,39 @@ def is_write_request(request: Request) -> bool:
     )
 
 
+_SESSION_STATE = "db_session"
+_ADOPTED_STATE = "db_session_adopted"
+
+
+def request_session(request: Request) -> AsyncSession:
+    """The request's session, created on first use. Authentication calls this on write requests
+    so the user it loads belongs to the session the endpoint writes with; `DbSession` then adopts
+    that session (one unit of work) instead of making another."""
+    session: AsyncSession | None = getattr(request.state, _SESSION_STATE, None)
+    if session is None:
+        database: Database = request.app.state.database
+        session = database.session(write=is_write_request(request))
+        setattr(request.state, _SESSION_STATE, session)
+    return session
+
+
+def existing_request_session(request: Request) -> AsyncSession | None:
+    session: AsyncSession | None = getattr(request.state, _SESSION_STATE, None)
+    return session
+
+
+async def discard_unadopted_session(request: Request) -> None:
+    """For a session `request_session` made that no `DbSession` adopted (an endpoint that needed
+    no database after all): end it. Runs after the response."""
+    session = existing_request_session(request)
+    if session is not None and not getattr(request.state, _ADOPTED_STATE, False):
+        await session.close()
+
+
 async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
-    database: Database = request.app.state.database
-    async with database.transaction(write=is_write_request(request)) as session:
+    session = request_session(request)
+    setattr(request.state, _ADOPTED_STATE, True)
+    async with unit_of_work(session):
         yield session
 
 

@@ -8,14 +8,16 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from sqlalchemy import event, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from codepulse.auth.dependencies import CurrentUser
 from codepulse.auth.models import User
 from codepulse.config import Settings
+from codepulse.db import DbSession
 from tests.auth.helpers import login, register
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, with_api_prefix
 from tests.stubs.smtp import SmtpServer
 
 
@@ -98,3 +100,71 @@ async def login_cli(client: httpx.AsyncClient) -> dict[str, str]:
         "/api/v1/auth/tokens", headers=ada.headers, json={"name": "short", "expires_in_days": 1}
     )
     return {"Authorization": f"Bearer {created.json()['token']}"}
+
+
+@contextmanager
+def statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_a_cached_read_touches_no_database(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
+    ada = await register(client, "ada")
+    assert (await client.get("/api/v1/auth/me", headers=ada.headers)).status_code == 200
+    with statements(engine) as executed:
+        response = await client.get("/api/v1/auth/me", headers=ada.headers)
+    assert response.status_code == 200
+    assert response.json()["username"] == "ada"
+    assert executed == []
+
+
+def _session_probe_router() -> APIRouter:
+    router = APIRouter(prefix="/probe", tags=["probe"])
+
+    @router.post("/user-first")
+    async def user_first(user: CurrentUser, session: DbSession) -> dict[str, bool]:
+        return {"attached": user in session}
+
+    @router.post("/session-first")
+    async def session_first(session: DbSession, user: CurrentUser) -> dict[str, bool]:
+        return {"attached": user in session}
+
+    @router.post("/rename")
+    async def rename(user: CurrentUser, session: DbSession) -> dict[str, str]:
+        user.name = "Renamed In The Request Session"
+        return {"status": "ok"}
+
+    @router.post("/no-session")
+    async def no_session(user: CurrentUser) -> dict[str, str]:
+        return {"username": user.username}
+
+    return router
+
+
+@pytest.mark.parametrize("cache_seconds", [0, 5])
+async def test_writes_authenticate_in_the_session_they_write_with(
+    make_settings: Callable[..., Settings], app_factory: Callable[[Settings], FastAPI], cache_seconds: int
+) -> None:
+    settings = make_settings(AUTH_CACHE_SECONDS=cache_seconds)
+    app = app_factory(settings)
+    app.include_router(with_api_prefix(_session_probe_router(), settings))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        ada = await register(client, "ada")
+        for path in ("/api/v1/probe/user-first", "/api/v1/probe/session-first"):
+            response = await client.post(path, headers=ada.headers)
+            assert response.json() == {"attached": True}, path
+        assert (await client.post("/api/v1/probe/rename", headers=ada.headers)).status_code == 200
+        me = await client.get("/api/v1/auth/me", headers=ada.headers)
+        assert me.json()["name"] == "Renamed In The Request Session"
+        # An endpoint that authenticates a write but never asks for the session still answers,
+        # and the session made for it is ended: the next write goes through.
+        assert (await client.post("/api/v1/probe/no-session", headers=ada.headers)).json() == {"username": "ada"}
+        assert (await client.post("/api/v1/probe/rename", headers=ada.headers)).status_code == 200

@@ -19,8 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth.models import AuthSession, User
 from codepulse.auth.repository import AuthRepository
-from codepulse.auth.service import Authenticated, AuthService, Device
-from codepulse.db import Database, DbSession, is_write_request
+from codepulse.auth.service import Authenticated, AuthService, Device, authenticate_from_cache
+from codepulse.db import (
+    Database,
+    DbSession,
+    discard_unadopted_session,
+    existing_request_session,
+    is_write_request,
+    request_session,
+)
 from codepulse.errors import Forbidden, Unauthorized
 from codepulse.ratelimit import RateLimiter
 
@@ -63,21 +70,39 @@ Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 async def _authenticate(
-    request: Request, session: AsyncSession, background: BackgroundTasks, credentials: HTTPAuthorizationCredentials
+    request: Request, background: BackgroundTasks, credentials: HTTPAuthorizationCredentials
 ) -> Authenticated:
-    service = _auth_service(request, session)
+    state = request.app.state
+    token = credentials.credentials
     writing = is_write_request(request)
-    # Reads may reuse a recent authentication; writes load fresh objects into their transaction.
-    authenticated, touch = await service.authenticate(credentials.credentials, use_cache=not writing)
+    session = existing_request_session(request)
+    found = None
+    if not writing and session is None:
+        # A read answered from the cache needs no database session at all (the hot path).
+        found = authenticate_from_cache(state.auth_cache, state.clock, token)
+    if found is None:
+        if session is None and writing:
+            # Writes load fresh objects into the request's own session, which DbSession adopts.
+            session = request_session(request)
+            background.add_task(discard_unadopted_session, request)
+        if session is not None:
+            found = await _auth_service(request, session).authenticate(token, use_cache=not writing)
+        else:
+            # A read that missed the cache, before its request session exists: a short read
+            # transaction of its own, ended before the endpoint asks for a connection (never two
+            # pooled connections held by one request).
+            async with state.database.transaction(write=False) as lookup:
+                found = await _auth_service(request, lookup).authenticate(token, use_cache=True)
+    authenticated, touch = found
     if touch is not None:
-        if writing:
-            await service.touch(authenticated.session.id, touch)
+        if writing and session is not None:
+            await _auth_service(request, session).touch(authenticated.session.id, touch)
         else:
             # A read request's transaction must not turn into a writer (SQLite refuses the upgrade
             # when another writer went first), and must not wait for a second pooled connection
             # while holding one (a burst of requests would exhaust the pool): the bookkeeping runs
             # after the response, once this request's connection is back in the pool.
-            background.add_task(_touch_later, request.app.state.database, authenticated.session.id, touch)
+            background.add_task(_touch_later, state.database, authenticated.session.id, touch)
     request.state.authenticated = authenticated
     structlog.contextvars.bind_contextvars(user_id=str(authenticated.user.id))
     return authenticated
@@ -108,10 +133,10 @@ async def _touch_later(database: Database, session_id: uuid.UUID, values: dict[s
 
 # One flat dependency (rather than a chain): each level of FastAPI's dependency solving costs
 # measurable time on every authenticated request.
-async def _current_user(request: Request, session: DbSession, background: BackgroundTasks, credentials: Bearer) -> User:
+async def _current_user(request: Request, background: BackgroundTasks, credentials: Bearer) -> User:
     if credentials is None:
         raise Unauthorized("Sign in: send `Authorization: Bearer <token>`.", code="not_authenticated")
-    return (await _authenticate(request, session, background, credentials)).user
+    return (await _authenticate(request, background, credentials)).user
 
 
 async def _current_session(request: Request, _user: Annotated[User, Depends(_current_user)]) -> AuthSession:
@@ -119,12 +144,10 @@ async def _current_session(request: Request, _user: Annotated[User, Depends(_cur
     return authenticated.session
 
 
-async def _optional_user(
-    request: Request, session: DbSession, background: BackgroundTasks, credentials: Bearer
-) -> User | None:
+async def _optional_user(request: Request, background: BackgroundTasks, credentials: Bearer) -> User | None:
     if credentials is None:
         return None
-    return (await _authenticate(request, session, background, credentials)).user
+    return (await _authenticate(request, background, credentials)).user
 
 
 async def _superuser(user: Annotated[User, Depends(_current_user)]) -> User:

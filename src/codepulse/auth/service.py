@@ -78,6 +78,43 @@ class Authenticated:
     user: User
 
 
+def _token_hash(raw_token: str) -> str:
+    if not raw_token.startswith(SESSION_TOKEN_PREFIX) or len(raw_token) > 200:
+        raise Unauthorized("The bearer token is not valid.", code="invalid_token")
+    return hash_token(raw_token)
+
+
+def _touch_due(entry: CachedAuth, now: datetime) -> dict[str, datetime] | None:
+    """last_used_at at most once a minute; a web session's expiry slides once half its idle
+    lifetime has passed."""
+    expires = entry.expires_at
+    if entry.session.kind == SessionKind.WEB.value and expires - now < WEB_IDLE_LIFETIME / 2:
+        expires = min(now + WEB_IDLE_LIFETIME, entry.session.absolute_expires_at)
+    if expires == entry.expires_at and now - entry.last_used_at < TOUCH_INTERVAL:
+        return None
+    return {"last_used_at": now, "expires_at": expires}
+
+
+def _admit(entry: CachedAuth, now: datetime) -> tuple[Authenticated, dict[str, datetime] | None]:
+    if entry.session.revoked_at is not None:
+        raise Unauthorized("This session was signed out.", code="session_revoked")
+    if now >= entry.expires_at or now >= entry.session.absolute_expires_at:
+        raise Unauthorized("This session has expired; sign in again.", code="session_expired")
+    touch = _touch_due(entry, now)
+    if touch is not None:
+        entry.last_used_at, entry.expires_at = touch["last_used_at"], touch["expires_at"]
+    return Authenticated(entry.session, entry.user), touch
+
+
+def authenticate_from_cache(
+    cache: AuthCache, clock: ClockFunc, raw_token: str
+) -> tuple[Authenticated, dict[str, datetime] | None] | None:
+    """`AuthService.authenticate(..., use_cache=True)` answered from the cache alone, without a
+    database session; None on a miss. Raises Unauthorized like it."""
+    cached = cache.get(_token_hash(raw_token))
+    return None if cached is None else _admit(cached, clock())
+
+
 class AuthService:
     def __init__(
         self,
@@ -222,40 +259,19 @@ class AuthService:
         Raises Unauthorized for a malformed, unknown, expired or revoked token. With `use_cache`
         (read requests) a recent result may be reused; see codepulse.auth.cache.
         """
-        if not raw_token.startswith(SESSION_TOKEN_PREFIX) or len(raw_token) > 200:
-            raise Unauthorized("The bearer token is not valid.", code="invalid_token")
-        token_hash = hash_token(raw_token)
+        token_hash = _token_hash(raw_token)
         cached = self.cache.get(token_hash) if use_cache and self.cache is not None else None
-        if cached is None:
-            found = await self.repo.session_with_user(token_hash)
-            if found is None:
-                raise Unauthorized("The bearer token is not valid.", code="invalid_token")
-            auth_session, user = found
-            entry = CachedAuth(auth_session, user, auth_session.last_used_at, auth_session.expires_at)
-        else:
-            entry = cached
-        now = self.clock()
-        if entry.session.revoked_at is not None:
-            raise Unauthorized("This session was signed out.", code="session_revoked")
-        if now >= entry.expires_at or now >= entry.session.absolute_expires_at:
-            raise Unauthorized("This session has expired; sign in again.", code="session_expired")
-        touch = self._touch_due(entry, now)
-        if touch is not None:
-            entry.last_used_at, entry.expires_at = touch["last_used_at"], touch["expires_at"]
-        if use_cache and cached is None and self.cache is not None:
+        if cached is not None:
+            return _admit(cached, self.clock())
+        found = await self.repo.session_with_user(token_hash)
+        if found is None:
+            raise Unauthorized("The bearer token is not valid.", code="invalid_token")
+        auth_session, user = found
+        entry = CachedAuth(auth_session, user, auth_session.last_used_at, auth_session.expires_at)
+        admitted = _admit(entry, self.clock())
+        if use_cache and self.cache is not None:
             self.cache.put(token_hash, entry)
-        return Authenticated(entry.session, entry.user), touch
-
-    @staticmethod
-    def _touch_due(entry: CachedAuth, now: datetime) -> dict[str, datetime] | None:
-        """last_used_at at most once a minute; a web session's expiry slides once half its idle
-        lifetime has passed."""
-        expires = entry.expires_at
-        if entry.session.kind == SessionKind.WEB.value and expires - now < WEB_IDLE_LIFETIME / 2:
-            expires = min(now + WEB_IDLE_LIFETIME, entry.session.absolute_expires_at)
-        if expires == entry.expires_at and now - entry.last_used_at < TOUCH_INTERVAL:
-            return None
-        return {"last_used_at": now, "expires_at": expires}
+        return admitted
 
     async def touch(self, session_id: uuid.UUID, values: dict[str, datetime]) -> None:
         await self.repo.touch_session(session_id, **values)
