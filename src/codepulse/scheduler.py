@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from types import ModuleType
 from typing import Any
 
 import structlog
@@ -252,17 +253,25 @@ def discover_jobs(scheduler: Scheduler) -> None:
     from codepulse.tasks import register_jobs as register_task_jobs
 
     register_task_jobs(scheduler)
+    for jobs_module in domain_jobs_modules():
+        register = getattr(jobs_module, "register", None)
+        if register is not None:
+            register(scheduler)
+
+
+def domain_jobs_modules() -> list[ModuleType]:
+    """Every `codepulse.<domain>.jobs` module, in domain name order."""
     package = importlib.import_module("codepulse")
+    found = []
     for module in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
         if not module.ispkg:
             continue
         try:
-            jobs_module = importlib.import_module(f"codepulse.{module.name}.jobs")
+            found.append(importlib.import_module(f"codepulse.{module.name}.jobs"))
         except ModuleNotFoundError as exc:
             if exc.name != f"codepulse.{module.name}.jobs":
                 raise
-            continue
-        jobs_module.register(scheduler)
+    return found
 
 
 async def prune_job_runs(context: JobContext) -> None:

@@ -21,9 +21,7 @@ before the task was marked succeeded runs it again).
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
-import pkgutil
 import signal
 import socket
 import uuid
@@ -41,6 +39,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from codepulse.clock import ClockFunc, utcnow
 from codepulse.config import Settings
 from codepulse.db import Base, Database, Listener, Timestamps, UUIDPrimaryKey, claim_rows, listen, notify, upsert
+from codepulse.scheduler import domain_jobs_modules
 
 if TYPE_CHECKING:
     from codepulse.scheduler import JobContext, Scheduler
@@ -441,16 +440,7 @@ class TaskRegistry:
 
 def discover_task_handlers(registry: TaskRegistry) -> None:
     """Call `register_tasks(registry)` of every `codepulse.<domain>.jobs` module that has one."""
-    package = importlib.import_module("codepulse")
-    for module in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        if not module.ispkg:
-            continue
-        try:
-            jobs_module = importlib.import_module(f"codepulse.{module.name}.jobs")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"codepulse.{module.name}.jobs":
-                raise
-            continue
+    for jobs_module in domain_jobs_modules():
         register_tasks = getattr(jobs_module, "register_tasks", None)
         if register_tasks is not None:
             register_tasks(registry)

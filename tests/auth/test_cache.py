@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import httpx
@@ -31,11 +31,12 @@ async def client(
 
 
 @contextmanager
-def session_lookups(engine: AsyncEngine) -> Iterator[list[str]]:
+def statements(engine: AsyncEngine, containing: str = "") -> Iterator[list[str]]:
+    """The SQL statements run on `engine` inside the block (those containing `containing`)."""
     seen: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if "FROM auth_sessions JOIN users" in statement:
+        if containing in statement:
             seen.append(statement)
 
     event.listen(engine.sync_engine, "before_cursor_execute", record)
@@ -43,6 +44,10 @@ def session_lookups(engine: AsyncEngine) -> Iterator[list[str]]:
         yield seen
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+def session_lookups(engine: AsyncEngine) -> AbstractContextManager[list[str]]:
+    return statements(engine, "FROM auth_sessions JOIN users")
 
 
 async def test_reads_reuse_a_recent_authentication(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
@@ -100,20 +105,6 @@ async def login_cli(client: httpx.AsyncClient) -> dict[str, str]:
         "/api/v1/auth/tokens", headers=ada.headers, json={"name": "short", "expires_in_days": 1}
     )
     return {"Authorization": f"Bearer {created.json()['token']}"}
-
-
-@contextmanager
-def statements(engine: AsyncEngine) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
 
 
 async def test_a_cached_read_touches_no_database(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
