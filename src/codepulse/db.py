@@ -14,7 +14,21 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
-from sqlalchemy import ColumnElement, DateTime, MetaData, Row, Table, bindparam, event, func, select, text, true, tuple_
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    DateTime,
+    MetaData,
+    Row,
+    Table,
+    bindparam,
+    event,
+    func,
+    select,
+    text,
+    true,
+    tuple_,
+)
 from sqlalchemy import update as sa_update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
@@ -349,6 +363,16 @@ def _unnest(
     return func.unnest(*arrays).table_valued(*names, with_ordinality=ordinality).render_derived(name=alias)
 
 
+async def driver_connection(session: AsyncSession) -> Any:
+    """The DBAPI driver's own connection under the session (asyncpg's on PostgreSQL), in the
+    session's transaction: for the few hot statements where SQLAlchemy's layers cost more than the
+    query."""
+    driver = (await (await session.connection()).get_raw_connection()).driver_connection
+    if driver is None:  # pragma: no cover - a checked-out connection always has one
+        raise RuntimeError("no driver connection")
+    return driver
+
+
 async def bulk_insert(
     session: AsyncSession, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> int:
@@ -368,11 +392,15 @@ async def bulk_insert(
         return int(getattr(result, "rowcount", len(rows)))
     # Values go to COPY as the column types' bind processors would send them. UTCDateTime only
     # refuses naive values here: PostgreSQL stores any aware datetime as the same instant.
+    # On a dialect with native booleans, Boolean's processor only checks the value (and turns 0/1
+    # into a bool); asyncpg's encoder refuses anything but a bool anyway, so the callers send
+    # bools and every row is spared a copy.
     aware = [index for index, name in enumerate(columns) if isinstance(table.c[name].type, UTCDateTime)]
     processors = [
         (index, process)
         for index, name in enumerate(columns)
         if index not in aware
+        and not (dialect.supports_native_boolean and isinstance(table.c[name].type, Boolean))
         and (process := table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
     ]
     for row in rows:
@@ -388,9 +416,7 @@ async def bulk_insert(
                 values[index] = process(values[index])
             converted.append(values)
         rows = converted
-    driver = (await connection.get_raw_connection()).driver_connection  # the asyncpg connection
-    if driver is None:  # pragma: no cover - a checked-out connection always has one
-        raise RuntimeError("no driver connection")
+    driver = await driver_connection(session)
     try:
         status = await driver.copy_records_to_table(table.name, records=rows, columns=list(columns))
     except Exception as error:

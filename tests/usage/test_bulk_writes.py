@@ -6,11 +6,12 @@ import uuid
 from datetime import UTC, date, datetime
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth.models import User
-from codepulse.usage.repository import RECORD_COLUMNS, UsageRepository
+from codepulse.usage.repository import RECORD_COLUMNS, UsageRepository, parse_overrides
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -80,3 +81,38 @@ async def test_naive_datetimes_are_refused(session: AsyncSession, user_id: uuid.
     repo = UsageRepository(session)
     with pytest.raises((ValueError, StatementError), match="naive datetime"):
         await repo.insert_records([_row(user_id, "naive", at=NOW.replace(tzinfo=None))])
+
+
+async def _advisory_locks_held(session: AsyncSession) -> int:
+    query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+    return int((await session.execute(text(query))).scalar_one())
+
+
+async def test_new_records_are_inserted_all_or_nothing(session: AsyncSession, user_id: uuid.UUID) -> None:
+    repo = UsageRepository(session)
+    assert await repo.insert_new_records([_row(user_id, "dup")])
+    assert not await repo.insert_new_records([_row(user_id, "other"), _row(user_id, "dup")])
+    # Nothing of the refused rows is stored, and the transaction goes on.
+    assert set(await repo.stored_counts(user_id, [("other", "claude-code", "")])) == set()
+    assert await repo.insert_new_records([_row(user_id, "other")])
+    assert len(await repo.stored_counts(user_id, [("dup", "claude-code", ""), ("other", "claude-code", "")])) == 2
+
+
+async def test_the_sync_lock_is_taken_unless_a_sampled_key_is_stored(session: AsyncSession, user_id: uuid.UUID) -> None:
+    repo = UsageRepository(session)
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    await repo.insert_records([_row(user_id, "stored")])
+    await repo.save_price_override("mystery-1", {"input": "2", "output": "8"}, None, NOW.replace(microsecond=123))
+    sample = [("absent", "claude-code", ""), ("stored", "claude-code", "")]
+    assert await repo.lock_unless_stored(user_id, sample) == (False, None)
+    if postgresql:
+        assert await _advisory_locks_held(session) == 0  # a replay does not wait for the lock
+    locked, overrides = await repo.lock_unless_stored(user_id, sample[:1])
+    assert locked
+    if postgresql:
+        assert await _advisory_locks_held(session) == 1
+        # The overrides come with the lock, exactly as `price_overrides` reads them.
+        assert overrides is not None
+        assert parse_overrides(overrides) == await repo.price_overrides()
+    else:
+        assert overrides is None

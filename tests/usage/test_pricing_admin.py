@@ -203,3 +203,28 @@ async def test_reprice_command(
         assert await _cost(client, ada) == Decimal(2)
         bad = await asyncio.to_thread(CliRunner().invoke, cli, ["usage", "reprice", "--since", "yesterday"], env=env)
         assert bad.exit_code == 2
+
+
+async def test_new_syncs_are_priced_with_the_overrides_in_force(
+    client: httpx.AsyncClient, session: AsyncSession, clock: FakeClock
+) -> None:
+    """A sync reuses the prices it compiled from the overrides while they stay the same, and sees
+    every change at once (even one made at the same instant, as with this fixed clock)."""
+    clock.now = NOON
+    ada = await register(client, "ada")
+    root = await _superuser(client, session)
+
+    async def cost_of(message_id: str) -> int:
+        await sync(client, ada, [record(message_id, at=NOON, model="mystery-1", input=1_000_000, output=0)])
+        query = select(UsageRecord.cost_nanousd).where(UsageRecord.message_id == message_id)
+        return int((await session.execute(query)).scalar_one())
+
+    assert await cost_of("before") == 0
+    assert (await client.put(f"{PRICING}/mystery-1", headers=root.headers, json=MYSTERY_PRICE)).status_code == 200
+    assert await cost_of("first") == 2_000_000_000
+    assert await cost_of("second") == 2_000_000_000
+    changed = {**MYSTERY_PRICE, "input": "3"}
+    assert (await client.put(f"{PRICING}/mystery-1", headers=root.headers, json=changed)).status_code == 200
+    assert await cost_of("changed") == 3_000_000_000
+    assert (await client.delete(f"{PRICING}/mystery-1", headers=root.headers)).status_code == 204
+    assert await cost_of("deleted") == 0

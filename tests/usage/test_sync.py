@@ -60,6 +60,21 @@ async def test_replaying_a_batch_changes_nothing(client: httpx.AsyncClient, now:
     assert again["totals"] == first["totals"]
 
 
+async def test_a_stored_record_the_sample_misses_sends_the_batch_down_the_general_path(
+    client: httpx.AsyncClient, now: datetime
+) -> None:
+    ada = await register(client, "ada")
+    first = [record(f"old_{i}", at=now - timedelta(hours=i), output=100) for i in range(20)]
+    await sync(client, ada, first)
+    # 20 new records and, at an odd position (the sample takes every other key of these 21), one
+    # stored record that grew: the insert of the whole batch fails, and nothing counts twice.
+    fresh = [record(f"new_{i}", at=now - timedelta(hours=i), output=50) for i in range(20)]
+    grown = record("old_3", at=now - timedelta(hours=3), output=130)
+    result = await sync(client, ada, [fresh[0], grown, *fresh[1:]])
+    assert (result["inserted"], result["updated"], result["unchanged"]) == (20, 1, 0)
+    assert result["totals"]["tokens"] == 20 * (10 + 100) + 30 + 20 * (10 + 50)
+
+
 async def test_a_batch_sent_again_later_stores_what_it_rejected_before(
     client: httpx.AsyncClient, clock: FakeClock, now: datetime
 ) -> None:

@@ -26,6 +26,7 @@ DEFAULT_LONG_CONTEXT_THRESHOLD = 200_000
 PICO_PER_NANO = 1000
 NANO_PER_USD = 1_000_000_000
 PRICING_FILE = "pricing.toml"
+MODEL_KEY_MEMO_SIZE = 10_000  # raw model names a PriceBook remembers the key of
 _NANO = Decimal("0.000000001")
 
 Rate = Annotated[
@@ -231,6 +232,10 @@ class PriceBook:
     def model_key(self, raw: str) -> str:
         key = self._keys.get(raw)
         if key is None:
+            if len(self._keys) >= MODEL_KEY_MEMO_SIZE:
+                # A book lives as long as the overrides it was compiled from (see the sync), and
+                # model names come from clients: the memo must not grow without bound.
+                self._keys.clear()
             key = self._keys[raw] = self.table.model_key(raw)
         return key
 

@@ -1,16 +1,19 @@
 """Queries on the usage domain's tables, and nothing else.
 
 The sync path uses Core statements on the tables (bulk upserts with RETURNING) rather than ORM
-objects: a first sync carries 10^4-10^5 records.
+objects: a first sync carries 10^4-10^5 records. On PostgreSQL the few statements that nearly
+every sync runs are SQL text sent straight to asyncpg (see `_LOCK_UNLESS_STORED` and below), with
+their Core forms kept for SQLite.
 """
 
 from __future__ import annotations
 
+import json
 import typing
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -28,9 +31,19 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse.db import Base, advisory_xact_lock, bulk_insert, bulk_upsert, rows_by_keys, upsert
+from codepulse.db import (
+    Base,
+    advisory_lock_key,
+    advisory_xact_lock,
+    bulk_insert,
+    bulk_upsert,
+    driver_connection,
+    rows_by_keys,
+    upsert,
+)
 from codepulse.usage.models import (
     PriceOverride,
     UsageDaily,
@@ -87,6 +100,73 @@ RECORD_COLUMNS = (
     "updated_at",
 )
 DAILY_COLUMNS = ("user_id", "day", "source", "model", *DAILY_SUMS)
+
+# A batch taken for new records, in one round trip on PostgreSQL: unless one of a sample of its
+# keys is stored, take the user's sync lock and read the price overrides in force (the JSON text
+# doubles as their fingerprint, so the caller can reuse prices it compiled before). A sampled key
+# that is stored gives no row and takes no lock, as a replay must not wait for it. The keys are
+# probed one by one through the primary key (LATERAL ... LIMIT 1, as in `rows_by_keys`).
+_LOCK_UNLESS_STORED = """
+SELECT pg_advisory_xact_lock($1),
+       (SELECT coalesce(json_agg(json_build_array(o.model, o.price, o.updated_at AT TIME ZONE 'UTC')
+                                 ORDER BY o.model), '[]')::text
+          FROM usage_price_overrides AS o)
+ WHERE NOT EXISTS (
+       SELECT 1
+         FROM unnest($3::text[], $4::text[], $5::text[]) AS k(message_id, source, request_id),
+              LATERAL (SELECT 1 FROM usage_records AS r
+                        WHERE r.user_id = $2 AND r.message_id = k.message_id AND r.source = k.source
+                          AND r.request_id = k.request_id
+                        LIMIT 1) AS found)
+"""
+_COPY_SAVEPOINT = "usage_copy"
+# The other statements of a sync, sent to asyncpg as they are on PostgreSQL: building and compiling
+# their SQLAlchemy forms (see `bulk_upsert` and the generic `day_totals`) costs more than the
+# database takes to run them. Same statements, same results.
+_ADD_TO_DAILY = """
+INSERT INTO usage_daily AS d (user_id, day, source, model, input_tokens, output_tokens, cache_creation_5m_tokens,
+                              cache_creation_1h_tokens, cache_read_tokens, reasoning_tokens, cost_nanousd, records,
+                              unpriced_records)
+SELECT * FROM unnest($1::uuid[], $2::date[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[],
+                     $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::integer[], $13::integer[])
+ON CONFLICT (user_id, day, source, model) DO UPDATE SET
+    input_tokens = d.input_tokens + excluded.input_tokens,
+    output_tokens = d.output_tokens + excluded.output_tokens,
+    cache_creation_5m_tokens = d.cache_creation_5m_tokens + excluded.cache_creation_5m_tokens,
+    cache_creation_1h_tokens = d.cache_creation_1h_tokens + excluded.cache_creation_1h_tokens,
+    cache_read_tokens = d.cache_read_tokens + excluded.cache_read_tokens,
+    reasoning_tokens = d.reasoning_tokens + excluded.reasoning_tokens,
+    cost_nanousd = d.cost_nanousd + excluded.cost_nanousd,
+    records = d.records + excluded.records,
+    unpriced_records = d.unpriced_records + excluded.unpriced_records
+"""
+_CLAIM_BATCH = """
+INSERT INTO usage_sync_batches (user_id, digest, created_at) VALUES ($1, $2, $3)
+ON CONFLICT (user_id, digest) DO NOTHING
+RETURNING digest
+"""
+_DAY_TOTALS = """
+SELECT day,
+       coalesce(sum(input_tokens + output_tokens + cache_creation_5m_tokens + cache_creation_1h_tokens
+                    + cache_read_tokens), 0)::bigint,
+       coalesce(sum(cost_nanousd), 0)::bigint
+  FROM usage_daily
+ WHERE user_id = $1
+ GROUP BY day
+ ORDER BY day
+"""
+
+
+def _is_postgresql(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def parse_overrides(text: str) -> list[tuple[str, dict[str, Any], datetime]]:
+    """The price overrides as `price_overrides` gives them, from `lock_unless_stored`'s JSON."""
+    return [
+        (model, price, datetime.fromisoformat(updated_at).replace(tzinfo=UTC))
+        for model, price, updated_at in json.loads(text)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +228,57 @@ class UsageRepository:
         """Serialise every change to one user's records and aggregates until the transaction ends."""
         await advisory_xact_lock(self.session, f"usage:user:{user_id}")
 
+    async def lock_unless_stored(
+        self, user_id: uuid.UUID, keys: Sequence[tuple[str, str, str]]
+    ) -> tuple[bool, str | None]:
+        """Take the user's sync lock unless one of `keys` is stored: (whether it was taken, the
+        price overrides as JSON text for `parse_overrides` when they were read with it, which
+        PostgreSQL does in the same statement)."""
+        if not _is_postgresql(self.session):
+            if await self.stored_counts(user_id, keys):
+                return False, None
+            await self.lock_user(user_id)
+            return True, None
+        driver = await driver_connection(self.session)
+        columns = list(zip(*keys, strict=True)) if keys else [(), (), ()]
+        row = await driver.fetchrow(
+            _LOCK_UNLESS_STORED,
+            advisory_lock_key(f"usage:user:{user_id}"),
+            user_id,
+            *(list(values) for values in columns),
+        )
+        return (False, None) if row is None else (True, row[1])
+
+    async def insert_new_records(self, rows: Sequence[Sequence[Any]]) -> bool:
+        """Insert records read as new (rows of RECORD_COLUMNS; the caller holds the user lock).
+        All or nothing: False, having written nothing and with the transaction still usable, when
+        a key is stored after all."""
+        if not _is_postgresql(self.session):
+            try:
+                async with self.session.begin_nested():
+                    await self.insert_records(rows)
+            except IntegrityError:
+                return False
+            return True
+        # A savepoint through the driver, not released: the commit releases it, and SQLAlchemy's
+        # begin_nested would cost a round trip more (RELEASE) and its own bookkeeping.
+        driver = await driver_connection(self.session)
+        await driver.execute(f"SAVEPOINT {_COPY_SAVEPOINT}")
+        try:
+            await self.insert_records(rows)
+        except IntegrityError:
+            await driver.execute(f"ROLLBACK TO SAVEPOINT {_COPY_SAVEPOINT}")
+            return False
+        return True
+
     async def claim_batch(self, user_id: uuid.UUID, digest: str, now: datetime) -> bool:
         """Note that this transaction applies the batch `digest`; False when it was applied before
         (by a committed transaction: a concurrent one applying it is waited for)."""
+        if _is_postgresql(self.session):
+            if now.tzinfo is None:
+                raise ValueError("naive datetime given; codepulse stores timezone-aware UTC only")
+            driver = await driver_connection(self.session)
+            return await driver.fetchrow(_CLAIM_BATCH, user_id, digest, now) is not None
         statement = upsert(self.session, BATCHES, conflict=["user_id", "digest"]).returning(BATCHES.c.digest)
         params = {"user_id": user_id, "digest": digest, "created_at": now}
         return (await self.session.execute(statement, params)).first() is not None
@@ -213,6 +341,12 @@ class UsageRepository:
 
     async def add_to_daily(self, rows: Sequence[Sequence[Any]]) -> None:
         """Add differences (rows of DAILY_COLUMNS) to the daily aggregates, creating missing days."""
+        if not rows:
+            return
+        if _is_postgresql(self.session):
+            driver = await driver_connection(self.session)
+            await driver.execute(_ADD_TO_DAILY, *(list(values) for values in zip(*rows, strict=True)))
+            return
         table = DAILY
         await bulk_upsert(
             self.session,
@@ -227,6 +361,9 @@ class UsageRepository:
 
     async def day_totals(self, user_id: uuid.UUID) -> list[tuple[date, int, int]]:
         """(day, total tokens, cost) for every active day of a user."""
+        if _is_postgresql(self.session):
+            driver = await driver_connection(self.session)
+            return [(row[0], row[1], row[2]) for row in await driver.fetch(_DAY_TOTALS, user_id)]
         tokens = (
             DAILY.c.input_tokens
             + DAILY.c.output_tokens

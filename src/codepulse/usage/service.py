@@ -28,13 +28,12 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth import service as auth_service
@@ -46,8 +45,8 @@ from codepulse.errors import FieldError, NotFound, ValidationFailed
 from codepulse.orgs.service import OrgAccess, OrgService
 from codepulse.pagination import PageRequest
 from codepulse.usage.ingest import Batch, CleanRecord
-from codepulse.usage.pricing import Price, PriceBook, PriceSpec, nanousd_to_usd, price_table
-from codepulse.usage.repository import TOKEN_COLUMNS, Sums, UsageRepository
+from codepulse.usage.pricing import Price, PriceBook, PriceSpec, PriceTable, nanousd_to_usd, price_table
+from codepulse.usage.repository import TOKEN_COLUMNS, Sums, UsageRepository, parse_overrides
 from codepulse.usage.schemas import (
     Granularity,
     MemberRef,
@@ -92,6 +91,27 @@ async def load_price_book(session: AsyncSession) -> PriceBook:
     return PriceBook.with_overrides(price_table(), await UsageRepository(session).price_overrides())
 
 
+class _CompiledBooks:
+    """The price book compiled from the overrides last read, by their exact JSON text: a sync
+    reads the overrides with its lock on every batch it writes, and compiling them costs more than
+    comparing the text. Keyed on the text (and the shipped table), never stale."""
+
+    def __init__(self) -> None:
+        self._last: tuple[PriceTable, str, PriceBook] | None = None
+
+    def get(self, overrides: str) -> PriceBook:
+        table = price_table()
+        last = self._last
+        if last is not None and last[0] is table and last[1] == overrides:
+            return last[2]
+        book = PriceBook.with_overrides(table, parse_overrides(overrides))
+        self._last = (table, overrides, book)
+        return book
+
+
+_compiled_books = _CompiledBooks()
+
+
 # --- sync ----------------------------------------------------------------------------------------
 
 
@@ -115,7 +135,9 @@ class _Run:
     ) -> None:
         self.session = session
         self.user_id = user_id
-        self.tz = tz
+        # The same dates, but datetime's own UTC converts several times faster than ZoneInfo's
+        # (once per record of a sync).
+        self.tz: tzinfo = UTC if tz.key == "UTC" else tz
         self.now = now
         self.machine_id = machine_id
         self._book: PriceBook | None = None
@@ -130,6 +152,16 @@ class _Run:
         if not self._locked:
             await UsageRepository(self.session).lock_user(self.user_id)
             self._locked = True
+
+    async def lock_unless_stored(self, keys: Sequence[tuple[str, str, str]]) -> bool:
+        """Take the user's sync lock unless one of `keys` is stored (one statement on PostgreSQL,
+        which reads the price overrides too)."""
+        locked, overrides = await UsageRepository(self.session).lock_unless_stored(self.user_id, keys)
+        if locked:
+            self._locked = True
+            if overrides is not None:
+                self._book = _compiled_books.get(overrides)
+        return locked
 
     async def price_book(self) -> PriceBook:
         if self._book is None:
@@ -246,9 +278,12 @@ class UsageService:
         # Spread over the batch: a resent batch, or one that overlaps the last sync, is caught here
         # and costs one small query; a miss only costs the failed insert.
         step = max(1, len(keys) // FRESH_PROBE_KEYS)
-        if await self.repo.stored_counts(run.user_id, keys[::step]):
+        sample = keys[::step]
+        if run.locked:  # a later chunk of the batch
+            if await self.repo.stored_counts(run.user_id, sample):
+                return False
+        elif not await run.lock_unless_stored(sample):
             return False
-        await run.lock()
         book = await run.price_book()
         tz, user_id, machine_id, now = run.tz, run.user_id, run.machine_id, run.now
         version = book.table.version
@@ -301,10 +336,7 @@ class UsageService:
             delta[6] += cost
             delta[7] += 1
             delta[8] += price is None
-        try:
-            async with self.session.begin_nested():
-                await self.repo.insert_records(rows)
-        except IntegrityError:
+        if not await self.repo.insert_new_records(rows):
             return False
         await self.repo.add_to_daily(
             [(user_id, day, source, model, *values) for (day, source, model), values in sorted(deltas.items())]
