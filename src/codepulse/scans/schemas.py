@@ -173,6 +173,17 @@ class Location(BaseModel):
     end_column: int
     snippet: str = Field(description="The matched text with any secret masked (at most 4 characters kept).")
 
+    @classmethod
+    def of(cls, row: Finding | ScanFinding) -> Location:
+        return cls(
+            path=row.path,
+            start_line=row.start_line,
+            end_line=row.end_line,
+            start_column=row.start_column,
+            end_column=row.end_column,
+            snippet=row.snippet,
+        )
+
 
 class FindingRead(BaseModel):
     id: uuid.UUID
@@ -211,14 +222,7 @@ class FindingRead(BaseModel):
             title=finding.title,
             message=finding.message,
             cwe=finding.cwe,
-            location=Location(
-                path=finding.path,
-                start_line=finding.start_line,
-                end_line=finding.end_line,
-                start_column=finding.start_column,
-                end_column=finding.end_column,
-                snippet=finding.snippet,
-            ),
+            location=Location.of(finding),
             status=FindingStatus(finding.status),
             dismissed_reason=finding.dismissed_reason,
             dismissed_by=finding.dismissed_by,
@@ -266,14 +270,7 @@ class ScanFindingRead(BaseModel):
             title=row.title,
             message=row.message,
             cwe=row.cwe,
-            location=Location(
-                path=row.path,
-                start_line=row.start_line,
-                end_line=row.end_line,
-                start_column=row.start_column,
-                end_column=row.end_column,
-                snippet=row.snippet,
-            ),
+            location=Location.of(row),
             status=FindingStatus(status or FindingStatus.OPEN.value),
             new=row.is_new,
         )

@@ -59,7 +59,7 @@ from codepulse.scans.schemas import FindingUpdate, ScanCreate
 from codepulse.usage import service as usage_service
 
 if TYPE_CHECKING:
-    from codepulse.scans.pipeline import PipelineResult
+    from codepulse.scans.pipeline import LocatedFinding, PipelineResult
 
 log = structlog.get_logger("codepulse.scans")
 
@@ -282,32 +282,11 @@ class ScanService:
 
     async def sarif(self, target: ScanAccess) -> dict[str, Any]:
         """The scan's findings as a SARIF 2.1.0 log (GitHub code scanning accepts it)."""
-        from codepulse.scans.engine import RawFinding, RuleInfo, available_engines
-        from codepulse.scans.pipeline import LocatedFinding
+        from codepulse.scans.engine import RuleInfo, available_engines
         from codepulse.scans.sarif import build_sarif
 
         rows = await self.repo.scan_findings(target.scan.id)
-        located = [
-            LocatedFinding(
-                path=row.path,
-                finding=RawFinding(
-                    rule_id=row.rule_id,
-                    engine=row.engine,
-                    severity=row.severity,
-                    title=row.title,
-                    message=row.message,
-                    start_line=row.start_line,
-                    end_line=row.end_line,
-                    start_column=row.start_column,
-                    end_column=row.end_column,
-                    snippet=row.snippet,
-                    cwe=row.cwe,
-                    fingerprint_basis="",
-                ),
-                fingerprint=row.fingerprint,
-            )
-            for row in rows
-        ]
+        located = located_findings(rows)
         # Only the engines this scan's findings come from (the python engine's rules load bandit).
         known: dict[str, RuleInfo] = {}
         engines = available_engines()
@@ -659,6 +638,34 @@ async def complete_scan(
     return await repo.refresh_scan(scan_id)
 
 
+def located_findings(rows: Sequence[ScanFinding]) -> list[LocatedFinding]:
+    """What a scan saw, back in the pipeline's shape (for SARIF, and for reusing a scan's results)."""
+    from codepulse.scans.engine import RawFinding
+    from codepulse.scans.pipeline import LocatedFinding
+
+    return [
+        LocatedFinding(
+            path=row.path,
+            finding=RawFinding(
+                rule_id=row.rule_id,
+                engine=row.engine,
+                severity=row.severity,
+                title=row.title,
+                message=row.message,
+                start_line=row.start_line,
+                end_line=row.end_line,
+                start_column=row.start_column,
+                end_column=row.end_column,
+                snippet=row.snippet,
+                cwe=row.cwe,
+                fingerprint_basis="",  # only fingerprints are compared, and they are stored
+            ),
+            fingerprint=row.fingerprint,
+        )
+        for row in rows
+    ]
+
+
 async def reusable_result(
     session: AsyncSession, scan: Scan, commit_sha: str, pipeline_signature: str
 ) -> PipelineResult | None:
@@ -666,33 +673,12 @@ async def reusable_result(
     (no clone, no engine call), or None when there is no such scan."""
     # Imported here: the API process does not need the pipeline.
     from codepulse.scans import pipeline
-    from codepulse.scans.engine import RawFinding
 
     repo = ScanRepository(session)
     earlier = await repo.reusable_scan(scan.repository_id, scan.ref_key, commit_sha, pipeline_signature)
     if earlier is None:
         return None
-    findings = [
-        pipeline.LocatedFinding(
-            path=seen.path,
-            finding=RawFinding(
-                rule_id=seen.rule_id,
-                engine=seen.engine,
-                severity=seen.severity,
-                title=seen.title,
-                message=seen.message,
-                start_line=seen.start_line,
-                end_line=seen.end_line,
-                start_column=seen.start_column,
-                end_column=seen.end_column,
-                snippet=seen.snippet,
-                cwe=seen.cwe,
-                fingerprint_basis="",  # only fingerprints are compared, and they are stored
-            ),
-            fingerprint=seen.fingerprint,
-        )
-        for seen in await repo.scan_findings(earlier.id)
-    ]
+    findings = located_findings(await repo.scan_findings(earlier.id))
     log.info("scan.reused", scan_id=str(scan.id), from_scan_id=str(earlier.id), commit_sha=commit_sha)
     return pipeline.PipelineResult(
         commit_sha=commit_sha,
