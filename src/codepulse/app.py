@@ -17,16 +17,14 @@ from starlette.middleware.sessions import SessionMiddleware
 from codepulse import __version__
 from codepulse.api import API_PREFIX, mount_api
 from codepulse.auth.cache import AuthCache
-from codepulse.auth.crypto import SecretBox
-from codepulse.auth.github import GitHubClient, build_oauth
-from codepulse.auth.mailer import build_mailer
-from codepulse.auth.security import PasswordHasher
 from codepulse.auth.service import ensure_first_superuser
 from codepulse.clock import ClockFunc, utcnow
 from codepulse.config import Settings, SettingsError, load_settings
 from codepulse.db import Database
 from codepulse.errors import document_problem_responses, install_error_handlers
 from codepulse.health.service import ReadinessProbe
+from codepulse.integrations.github import GitHubClient, build_oauth
+from codepulse.integrations.mailer import build_mailer
 from codepulse.logging import REQUEST_ID_HEADER, RequestContextMiddleware, configure_logging
 from codepulse.middleware import (
     PlainTextErrorToProblemMiddleware,
@@ -36,6 +34,7 @@ from codepulse.middleware import (
 from codepulse.migrations import head_revision
 from codepulse.ratelimit import RateLimiter
 from codepulse.scheduler import Scheduler, discover_jobs
+from codepulse.security import PasswordHasher, SecretBox
 from codepulse.tasks import TaskRegistry, Worker, discover_task_handlers
 
 log = structlog.get_logger("codepulse.app")

@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from codepulse.auth.crypto import SecretBox, SecretBoxError
-from codepulse.auth.github import (
+from codepulse.config import Settings
+from codepulse.integrations.github import (
     GitHubClient,
     GitHubError,
     GitHubInsufficientScope,
@@ -26,7 +26,7 @@ from codepulse.auth.github import (
     GitHubUnavailable,
     build_oauth,
 )
-from codepulse.config import Settings
+from codepulse.security import SecretBox, SecretBoxError
 from tests.stubs.github import ApiFault, GitHubStub, GitHubStubState, StubEmail
 from tests.stubs.tcp import BlackholeServer
 

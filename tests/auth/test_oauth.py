@@ -11,9 +11,9 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse.auth.crypto import SecretBox
 from codepulse.auth.models import OAuthAccount, User
 from codepulse.config import Settings
+from codepulse.security import SecretBox
 from tests.auth.helpers import SignedIn, register
 from tests.helpers import FakeClock
 from tests.stubs.github import GitHubStub, StubEmail

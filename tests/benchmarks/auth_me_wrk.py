@@ -763,10 +763,10 @@ async def measure_components(
         from codepulse.app import create_app
     from codepulse.auth.repository import AuthRepository
     from codepulse.auth.schemas import UserOut
-    from codepulse.auth.security import hash_token
     from codepulse.config import load_settings
     from codepulse.db import Database
     from codepulse.logging import configure_logging
+    from codepulse.security import hash_token
 
     settings = load_settings(
         _env_file=None,

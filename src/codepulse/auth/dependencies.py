@@ -20,14 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from codepulse.auth.models import AuthSession, User
 from codepulse.auth.repository import AuthRepository
 from codepulse.auth.service import Authenticated, AuthService, Device, authenticate_from_cache
-from codepulse.db import (
-    Database,
-    DbSession,
-    discard_unadopted_session,
-    existing_request_session,
-    is_write_request,
-    request_session,
-)
+from codepulse.db import Database, DbSession
+from codepulse.db.session import RequestScope, RequestSessionScope
 from codepulse.errors import Forbidden, Unauthorized
 from codepulse.ratelimit import RateLimiter
 
@@ -70,33 +64,24 @@ Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 async def _authenticate(
-    request: Request, background: BackgroundTasks, credentials: HTTPAuthorizationCredentials
+    request: Request,
+    background: BackgroundTasks,
+    credentials: HTTPAuthorizationCredentials,
+    scope: RequestSessionScope,
 ) -> Authenticated:
     state = request.app.state
     token = credentials.credentials
-    writing = is_write_request(request)
-    session = existing_request_session(request)
     found = None
-    if not writing and session is None:
+    if not scope.writing and not scope.opened:
         # A read answered from the cache needs no database session at all (the hot path).
         found = authenticate_from_cache(state.auth_cache, state.clock, token)
     if found is None:
-        if session is None and writing:
-            # Writes load fresh objects into the request's own session, which DbSession adopts.
-            session = request_session(request)
-            background.add_task(discard_unadopted_session, request)
-        if session is not None:
-            found = await _auth_service(request, session).authenticate(token, use_cache=not writing)
-        else:
-            # A read that missed the cache, before its request session exists: a short read
-            # transaction of its own, ended before the endpoint asks for a connection (never two
-            # pooled connections held by one request).
-            async with state.database.transaction(write=False) as lookup:
-                found = await _auth_service(request, lookup).authenticate(token, use_cache=True)
+        # The request's own session: a write then updates objects the endpoint will use.
+        found = await _auth_service(request, scope.session()).authenticate(token, use_cache=not scope.writing)
     authenticated, touch = found
     if touch is not None:
-        if writing and session is not None:
-            await _auth_service(request, session).touch(authenticated.session.id, touch)
+        if scope.writing:
+            await _auth_service(request, scope.session()).touch(authenticated.session.id, touch)
         else:
             # A read request's transaction must not turn into a writer (SQLite refuses the upgrade
             # when another writer went first), and must not wait for a second pooled connection
@@ -133,10 +118,12 @@ async def _touch_later(database: Database, session_id: uuid.UUID, values: dict[s
 
 # One flat dependency (rather than a chain): each level of FastAPI's dependency solving costs
 # measurable time on every authenticated request.
-async def _current_user(request: Request, background: BackgroundTasks, credentials: Bearer) -> User:
+async def _current_user(
+    request: Request, background: BackgroundTasks, credentials: Bearer, scope: RequestScope
+) -> User:
     if credentials is None:
         raise Unauthorized("Sign in: send `Authorization: Bearer <token>`.", code="not_authenticated")
-    return (await _authenticate(request, background, credentials)).user
+    return (await _authenticate(request, background, credentials, scope)).user
 
 
 async def _current_session(request: Request, _user: Annotated[User, Depends(_current_user)]) -> AuthSession:
@@ -144,10 +131,12 @@ async def _current_session(request: Request, _user: Annotated[User, Depends(_cur
     return authenticated.session
 
 
-async def _optional_user(request: Request, background: BackgroundTasks, credentials: Bearer) -> User | None:
+async def _optional_user(
+    request: Request, background: BackgroundTasks, credentials: Bearer, scope: RequestScope
+) -> User | None:
     if credentials is None:
         return None
-    return (await _authenticate(request, background, credentials)).user
+    return (await _authenticate(request, background, credentials, scope)).user
 
 
 async def _superuser(user: Annotated[User, Depends(_current_user)]) -> User:

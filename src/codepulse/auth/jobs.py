@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import structlog
 
-from codepulse.auth.security import PasswordHasher
 from codepulse.auth.service import AuthService
 from codepulse.scheduler import JobContext, Scheduler
+from codepulse.security import PasswordHasher
 
 log = structlog.get_logger("codepulse.auth")
 

@@ -20,9 +20,15 @@ from fastapi import Query, Request, Response, status
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
-from codepulse.auth.crypto import SecretBox
 from codepulse.auth.dependencies import AuthServiceDep, CurrentUser, Limiter, OptionalUser, device_of
-from codepulse.auth.github import (
+from codepulse.auth.models import SessionKind
+from codepulse.auth.router import token_out
+from codepulse.auth.schemas import TokenIn, TokenOut
+from codepulse.auth.service import GITHUB
+from codepulse.config import Settings
+from codepulse.db import writes
+from codepulse.errors import BadRequest, Conflict, DomainError, NotFound, ServiceUnavailable, Unauthorized
+from codepulse.integrations.github import (
     GitHubClient,
     GitHubConsentDenied,
     GitHubError,
@@ -35,15 +41,9 @@ from codepulse.auth.github import (
     GitHubTokenInvalid,
     GitHubUnavailable,
 )
-from codepulse.auth.models import SessionKind
-from codepulse.auth.router import token_out
-from codepulse.auth.schemas import TokenIn, TokenOut
-from codepulse.auth.service import GITHUB
-from codepulse.config import Settings
-from codepulse.db import writes
-from codepulse.errors import BadRequest, Conflict, DomainError, NotFound, ServiceUnavailable, Unauthorized
 from codepulse.ratelimit import Rule
 from codepulse.routing import DomainRouter
+from codepulse.security import SecretBox
 
 log = structlog.get_logger("codepulse.auth.oauth")
 

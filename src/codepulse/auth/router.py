@@ -15,7 +15,6 @@ from codepulse.auth.dependencies import (
     OptionalUser,
     device_of,
 )
-from codepulse.auth.mailer import MailMessage, deliver
 from codepulse.auth.models import User
 from codepulse.auth.schemas import (
     CliTokenIn,
@@ -34,6 +33,7 @@ from codepulse.auth.schemas import (
 )
 from codepulse.auth.service import IssuedSession
 from codepulse.errors import Unauthorized
+from codepulse.integrations.mailer import MailMessage, deliver
 from codepulse.pagination import Page, PageParams
 from codepulse.ratelimit import Rule
 from codepulse.routing import DomainRouter

@@ -16,25 +16,26 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth.cache import AuthCache, CachedAuth
-from codepulse.auth.crypto import SecretBox, SecretBoxError
-from codepulse.auth.github import GitHubProfile, GitHubToken
-from codepulse.auth.mailer import MailMessage
 from codepulse.auth.models import AuthSession, OAuthAccount, OneTimeToken, SessionKind, TokenPurpose, User
 from codepulse.auth.repository import AuthRepository
 from codepulse.auth.schemas import RESERVED_USERNAMES, USERNAME_PATTERN, RegisterIn, UserUpdate
-from codepulse.auth.security import (
+from codepulse.clock import ClockFunc
+from codepulse.config import Settings
+from codepulse.db import Database
+from codepulse.errors import BadRequest, Conflict, FieldError, NotFound, Unauthorized, ValidationFailed
+from codepulse.integrations.github import GitHubProfile, GitHubToken
+from codepulse.integrations.mailer import MailMessage
+from codepulse.pagination import PageRequest, SortKey, paginate
+from codepulse.security import (
     SESSION_TOKEN_PREFIX,
     PasswordHasher,
+    SecretBox,
+    SecretBoxError,
     hash_token,
     new_one_time_token,
     new_session_token,
     password_problems,
 )
-from codepulse.clock import ClockFunc
-from codepulse.config import Settings
-from codepulse.db import Database
-from codepulse.errors import BadRequest, Conflict, FieldError, NotFound, Unauthorized, ValidationFailed
-from codepulse.pagination import PageRequest, SortKey, paginate
 
 log = structlog.get_logger("codepulse.auth")
 

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import BackgroundTasks, Query, Request, Response, status
 
 from codepulse.auth.dependencies import CurrentUser, device_of
-from codepulse.auth.mailer import deliver
+from codepulse.integrations.mailer import deliver
 from codepulse.orgs.dependencies import OrgAdmin, OrgOwner, OrgServiceDep, OrgViewer
 from codepulse.orgs.schemas import (
     AcceptIn,

@@ -15,16 +15,16 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth import service as auth_service
-from codepulse.auth.mailer import MailMessage
 from codepulse.auth.models import User
-from codepulse.auth.security import hash_token, new_one_time_token
 from codepulse.clock import ClockFunc
 from codepulse.config import Settings
 from codepulse.errors import BadRequest, Conflict, FieldError, Forbidden, NotFound, QuotaExceeded, ValidationFailed
+from codepulse.integrations.mailer import MailMessage
 from codepulse.orgs.models import AuditEvent, Invitation, Membership, Organization, Role
 from codepulse.orgs.repository import OrgRepository
 from codepulse.orgs.schemas import OrgCreate, OrgUpdate
 from codepulse.pagination import PageRequest, SortKey, paginate, paginate_rows
+from codepulse.security import hash_token, new_one_time_token
 
 log = structlog.get_logger("codepulse.orgs")
 

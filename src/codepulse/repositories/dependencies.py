@@ -18,13 +18,13 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 
-from codepulse.auth.crypto import SecretBox
 from codepulse.auth.dependencies import CurrentUser
-from codepulse.auth.github import GitHubClient
 from codepulse.db import DbSession
+from codepulse.integrations.github import GitHubClient
 from codepulse.orgs.models import Role
 from codepulse.repositories.service import RepositoryAccess, RepositoryService
 from codepulse.repositories.urls import Resolver, system_resolver
+from codepulse.security import SecretBox
 
 RepositoryId = Annotated[uuid.UUID, Path(description="The repository's id.")]
 

@@ -27,19 +27,18 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth import service as auth_service
-from codepulse.auth.crypto import SecretBox
-from codepulse.auth.github import (
+from codepulse.auth.models import User
+from codepulse.clock import ClockFunc
+from codepulse.config import Settings
+from codepulse.db import advisory_xact_lock
+from codepulse.errors import Conflict, FieldError, NotFound, QuotaExceeded, ServiceUnavailable, ValidationFailed
+from codepulse.integrations.github import (
     GitHubClient,
     GitHubRepository,
     GitHubRepositoryPage,
     GitHubTokenInvalid,
     GitHubUnavailable,
 )
-from codepulse.auth.models import User
-from codepulse.clock import ClockFunc
-from codepulse.config import Settings
-from codepulse.db import advisory_xact_lock
-from codepulse.errors import Conflict, FieldError, NotFound, QuotaExceeded, ServiceUnavailable, ValidationFailed
 from codepulse.orgs.models import Organization, Role
 from codepulse.orgs.service import OrgAccess, OrgService
 from codepulse.pagination import PageRequest, paginate
@@ -56,6 +55,7 @@ from codepulse.repositories.urls import (
     provider_for_host,
     system_resolver,
 )
+from codepulse.security import SecretBox
 
 log = structlog.get_logger("codepulse.repositories")
 

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING
 import structlog
 
 from codepulse import __version__
-from codepulse.auth.crypto import SecretBox
 from codepulse.clock import ClockFunc, utcnow
 from codepulse.config import Settings
 from codepulse.db import Database
@@ -39,6 +38,7 @@ from codepulse.repositories.urls import Resolver, system_resolver
 from codepulse.scans import service
 from codepulse.scans.errors import ScanCancelled, ScanFailure
 from codepulse.scans.repository import ScanRepository
+from codepulse.security import SecretBox
 
 if TYPE_CHECKING:
     from codepulse.scans.engine import RawFinding

@@ -28,7 +28,7 @@ from starlette.responses import RedirectResponse
 
 from codepulse.config import Settings, SettingsError
 
-log = structlog.get_logger("codepulse.auth.github")
+log = structlog.get_logger("codepulse.integrations.github")
 
 API_VERSION = "2022-11-28"
 OAUTH_SCOPES = "read:user user:email"
@@ -433,7 +433,7 @@ class GitHubOAuth:
             raise SettingsError("GITHUB_CLIENT_SECRET: is required when GITHUB_CLIENT_ID is set")
         # Imported here: Authlib (and the JOSE stack under it) costs start-up time that an
         # instance without GitHub sign-in should not pay.
-        from codepulse.auth._authlib import OAuth
+        from codepulse.integrations._authlib import OAuth
 
         registry = OAuth()
         registry.register(
@@ -466,7 +466,7 @@ class GitHubOAuth:
 
     async def authorize_access_token(self, request: Request) -> GitHubToken:
         """Exchanges the callback's code (with the session's state and PKCE verifier)."""
-        from codepulse.auth._authlib import MismatchingStateError, OAuthError
+        from codepulse.integrations._authlib import MismatchingStateError, OAuthError
 
         try:
             token = await self._app.authorize_access_token(request)

@@ -1,0 +1,57 @@
+"""The database layer every slice uses: models' Base and column types, engines and units of work,
+the request session, and the dialect helpers (every dialect difference lives here, in a named
+helper, so slices stay portable).
+
+    base      Base, UTCDateTime, UUIDPrimaryKey, Timestamps, the constraint naming convention
+    engine    create_engine, Database (read and write session factories), unit_of_work
+    session   the request session dependency (DbSession) and write-request detection
+    dialect   advisory locks, upsert, the work queue's claim, is_postgresql
+    bulk      COPY / unnest bulk writes and keyed reads
+    notify    LISTEN/NOTIFY
+"""
+
+from codepulse.db.base import NAMING_CONVENTION, Base, Timestamps, UTCDateTime, UUIDPrimaryKey
+from codepulse.db.bulk import bulk_insert, bulk_upsert, driver_connection, rows_by_keys
+from codepulse.db.dialect import (
+    ExcludedColumns,
+    advisory_lock_key,
+    advisory_xact_lock,
+    claim_rows,
+    is_postgresql,
+    process_lock,
+    try_advisory_xact_lock,
+    upsert,
+)
+from codepulse.db.engine import SQLITE_BEGIN_OPTION, Database, create_engine, unit_of_work
+from codepulse.db.notify import Listener, listen, notify
+from codepulse.db.session import DbSession, is_write_request, writes
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "SQLITE_BEGIN_OPTION",
+    "Base",
+    "Database",
+    "DbSession",
+    "ExcludedColumns",
+    "Listener",
+    "Timestamps",
+    "UTCDateTime",
+    "UUIDPrimaryKey",
+    "advisory_lock_key",
+    "advisory_xact_lock",
+    "bulk_insert",
+    "bulk_upsert",
+    "claim_rows",
+    "create_engine",
+    "driver_connection",
+    "is_postgresql",
+    "is_write_request",
+    "listen",
+    "notify",
+    "process_lock",
+    "rows_by_keys",
+    "try_advisory_xact_lock",
+    "unit_of_work",
+    "upsert",
+    "writes",
+]

@@ -1,0 +1,131 @@
+"""Dialect helpers: advisory locks, upsert and the work queue claim, one branch per dialect each."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Table,
+    select,
+    text,
+)
+from sqlalchemy import update as sa_update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import (
+    AsyncSession,
+)
+from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.elements import TextClause
+
+
+def advisory_lock_key(name: str) -> int:
+    """A stable signed 64-bit key for PostgreSQL advisory locks."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+_process_locks: dict[str, asyncio.Lock] = {}
+
+
+async def try_advisory_xact_lock(session: AsyncSession, name: str) -> bool:
+    """Take a lock named `name` until the session's transaction ends; False if someone holds it.
+
+    PostgreSQL: pg_try_advisory_xact_lock, visible to every replica. SQLite: a single process
+    owns the database file in practice, and write transactions are serialised by BEGIN IMMEDIATE,
+    so the transaction itself is the lock.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        result = await session.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": advisory_lock_key(name)})
+        return bool(result.scalar_one())
+    return True
+
+
+def process_lock(name: str) -> asyncio.Lock:
+    """An in-process lock by name, for guards that must also hold between tasks of one process."""
+    lock = _process_locks.get(name)
+    if lock is None:
+        lock = _process_locks[name] = asyncio.Lock()
+    return lock
+
+
+async def advisory_xact_lock(session: AsyncSession, name: str) -> None:
+    """Wait for the lock named `name`; it is held until the session's transaction ends.
+
+    PostgreSQL: pg_advisory_xact_lock, shared by every replica. SQLite: write transactions are
+    serialised by BEGIN IMMEDIATE, so a write session already holds the only lock there is.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_lock_key(name)})
+
+
+ExcludedColumns = Any  # the dialect's `insert(...).excluded` collection: `excluded.<column>`
+
+
+def upsert(
+    session: AsyncSession,
+    table: Table,
+    *,
+    conflict: Sequence[str],
+    update: Callable[[ExcludedColumns], Mapping[str, Any]] | None = None,
+    where: Callable[[ExcludedColumns], ColumnElement[bool]] | None = None,
+    index_where: ColumnElement[bool] | TextClause | None = None,
+) -> Insert:
+    """`INSERT ... ON CONFLICT (conflict) DO UPDATE SET update(excluded) WHERE where(excluded)`,
+    or `DO NOTHING` without `update`, for the session's dialect (PostgreSQL and SQLite both
+    support it, with RETURNING: only inserted or updated rows come back).
+
+        stmt = upsert(session, Counter.__table__, conflict=["name"],
+                      update=lambda excluded: {"value": Counter.value + excluded.value})
+        await session.execute(stmt.returning(Counter.name), rows)
+
+    `index_where` names a partial unique index as the conflict target (its WHERE predicate).
+    """
+    statement: postgresql.Insert | sqlite.Insert = (
+        postgresql.insert(table) if session.get_bind().dialect.name == "postgresql" else sqlite.insert(table)
+    )
+    if update is None:
+        return statement.on_conflict_do_nothing(index_elements=list(conflict), index_where=index_where)
+    excluded = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=list(conflict),
+        index_where=index_where,
+        set_=dict(update(excluded)),
+        where=where(excluded) if where is not None else None,
+    )
+
+
+def is_postgresql(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+async def claim_rows(
+    session: AsyncSession,
+    table: Table,
+    *,
+    where: Sequence[ColumnElement[bool]],
+    order_by: Sequence[ColumnElement[Any]],
+    limit: int,
+    values: Mapping[str, Any],
+    returning: Sequence[str],
+) -> list[Row[Any]]:
+    """Take up to `limit` rows matching `where`, first in `order_by` order, and set `values` on
+    them in one statement: `UPDATE table SET values WHERE pk IN (SELECT pk ... ORDER BY ... LIMIT
+    n) RETURNING returning` (the work queue's claim).
+
+    PostgreSQL: the subquery locks FOR UPDATE SKIP LOCKED, so concurrent claimers get disjoint
+    rows without waiting for each other. SQLite has no row locks: claim in a write session
+    (`Database.transaction()`, BEGIN IMMEDIATE), which serialises claimers on the database lock
+    instead of failing with SQLITE_BUSY when a read transaction upgrades.
+    """
+    (key,) = table.primary_key.columns
+    candidates = select(key).where(*where).order_by(*order_by).limit(limit)
+    if is_postgresql(session):
+        candidates = candidates.with_for_update(skip_locked=True)
+    statement = (
+        sa_update(table).where(key.in_(candidates)).values(dict(values)).returning(*(table.c[n] for n in returning))
+    )
+    return list((await session.execute(statement)).all())

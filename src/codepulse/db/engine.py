@@ -1,0 +1,137 @@
+"""Engines for SQLite and PostgreSQL, the `Database` (engine + session factories) and units of work."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from sqlalchemy import (
+    event,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from codepulse.config import Settings
+
+# Execution option read by the SQLite "begin" hook: IMMEDIATE takes the write lock up front,
+# so concurrent writers queue on busy_timeout instead of failing with SQLITE_BUSY on upgrade.
+SQLITE_BEGIN_OPTION = "codepulse_sqlite_begin"
+
+
+def _configure_sqlite(engine: AsyncEngine, settings: Settings) -> None:
+    busy_timeout = settings.SQLITE_BUSY_TIMEOUT_MS
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Let SQLAlchemy, not the driver, emit BEGIN (pysqlite's implicit transactions break
+        # SAVEPOINT and our BEGIN IMMEDIATE).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA foreign_keys=ON",
+            f"PRAGMA busy_timeout={int(busy_timeout)}",
+            "PRAGMA synchronous=NORMAL",
+        ):
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    url = settings.database_url
+    if settings.is_sqlite:
+        engine = create_async_engine(
+            url,
+            echo=settings.DB_ECHO,
+            connect_args={"timeout": settings.SQLITE_BUSY_TIMEOUT_MS / 1000},
+        )
+        _configure_sqlite(engine, settings)
+        return engine
+    return create_async_engine(
+        url,
+        echo=settings.DB_ECHO,
+        pool_pre_ping=True,
+        pool_size=settings.DB_POOL_SIZE,
+        max_overflow=settings.DB_MAX_OVERFLOW,
+        pool_timeout=settings.DB_POOL_TIMEOUT_SECONDS,
+        pool_recycle=settings.DB_POOL_RECYCLE_SECONDS,
+        connect_args={
+            "timeout": settings.DB_CONNECT_TIMEOUT_SECONDS,
+            "server_settings": {"application_name": "codepulse"},
+        },
+    )
+
+
+class Database:
+    """The engine plus two session factories: reads, and writes (which lock up front on SQLite)."""
+
+    def __init__(self, engine: AsyncEngine, *, bind: AsyncEngine | AsyncConnection | None = None) -> None:
+        self.engine = engine
+        target = bind if bind is not None else engine
+        write_target = target
+        if isinstance(target, AsyncEngine) and engine.dialect.name == "sqlite":
+            write_target = target.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+        # Bound to an open connection (tests): sessions work in savepoints of its transaction.
+        options: dict[str, Any] = {"expire_on_commit": False}
+        if isinstance(target, AsyncConnection):
+            options["join_transaction_mode"] = "create_savepoint"
+        self._read_sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(target, **options)
+        self._write_sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(write_target, **options)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        return cls(create_engine(settings))
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def session(self, *, write: bool = True) -> AsyncSession:
+        return (self._write_sessions if write else self._read_sessions)()
+
+    def transaction(self, *, write: bool = True) -> AbstractAsyncContextManager[AsyncSession]:
+        """One unit of work: commits when the block ends, rolls back if it raises.
+
+        A session that was never used (a request answered from caches) costs no commit and no
+        close: both are greenlet hops that would dominate such requests.
+        """
+        return unit_of_work(self.session(write=write))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+@asynccontextmanager
+async def unit_of_work(session: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """`Database.transaction()` around a session made elsewhere (a request's, created early)."""
+    try:
+        yield session
+    except BaseException:
+        if _used(session):
+            try:
+                await session.rollback()
+            finally:
+                await session.close()
+        raise
+    if _used(session):
+        try:
+            await session.commit()
+        finally:
+            await session.close()
+
+
+def _used(session: AsyncSession) -> bool:
+    return session.in_transaction() or bool(session.new or session.dirty or session.deleted)
