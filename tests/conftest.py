@@ -12,6 +12,7 @@ deselected (not skipped) on SQLite: they run in the PostgreSQL pass of CI.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -30,6 +31,40 @@ from tests import factories
 from tests.databases import DatabaseServer, build_settings
 from tests.helpers import FakeClock
 from tests.stubs.smtp import SmtpServer
+
+
+class _LeakedConnections(logging.Handler):
+    """Records SQLAlchemy's "garbage collector is trying to clean up non-checked-in connection":
+    a connection someone took and never gave back. Any such record fails the test it shows up in,
+    and the run (pytest_sessionfinish collects garbage once more at the end)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "non-checked-in connection" in message:
+            self.messages.append(message)
+
+
+_leaks = _LeakedConnections()
+logging.getLogger("sqlalchemy.pool").addHandler(_leaks)
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_connections() -> Iterator[None]:
+    yield
+    if _leaks.messages:
+        leaked, _leaks.messages[:] = list(_leaks.messages), []
+        pytest.fail("a pooled connection was never checked in:\n" + "\n".join(leaked))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    gc.collect()
+    if _leaks.messages:
+        print("\nLEAKED CONNECTIONS:\n" + "\n".join(_leaks.messages))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _test_database_url() -> str | None:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import anyio
 from sqlalchemy import (
     event,
 )
@@ -116,21 +117,26 @@ class Database:
 
 @asynccontextmanager
 async def unit_of_work(session: AsyncSession) -> AsyncIterator[AsyncSession]:
-    """`Database.transaction()` around a session made elsewhere (a request's, created early)."""
+    """One unit of work on `session`: commit when the block ends, roll back if it raises, and
+    always give the connection back (the close is shielded from cancellation)."""
     try:
         yield session
     except BaseException:
         if _used(session):
-            try:
-                await session.rollback()
-            finally:
-                await session.close()
+            await close_shielded(session)
         raise
     if _used(session):
         try:
             await session.commit()
         finally:
-            await session.close()
+            await close_shielded(session)
+
+
+async def close_shielded(session: AsyncSession) -> None:
+    """Roll back what is open and return the connection, even in a cancelled task: inside a
+    cancelled anyio scope every await would raise again and the connection would leak."""
+    with anyio.CancelScope(shield=True):
+        await session.close()
 
 
 def _used(session: AsyncSession) -> bool:

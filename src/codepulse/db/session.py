@@ -20,11 +20,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, TypeVar
 
-import anyio
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse.db.engine import Database
+from codepulse.db.engine import Database, close_shielded
 
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _WRITES_ATTRIBUTE = "__codepulse_writes__"
@@ -73,7 +72,7 @@ class RequestSessionScope:
         if session is None:
             return
         try:
-            if _used(session):
+            if session.in_transaction() or session.new or session.dirty or session.deleted:
                 await session.commit()
         finally:
             await self.close()
@@ -82,14 +81,8 @@ class RequestSessionScope:
         """Roll back whatever is open and return the connection, whatever else is happening:
         the close runs shielded from cancellation (a client gone)."""
         session, self._session = self._session, None
-        if session is None:
-            return
-        with anyio.CancelScope(shield=True):
-            await session.close()
-
-
-def _used(session: AsyncSession) -> bool:
-    return session.in_transaction() or bool(session.new or session.dirty or session.deleted)
+        if session is not None:
+            await close_shielded(session)
 
 
 async def _request_scope(request: Request) -> AsyncIterator[RequestSessionScope]:
