@@ -217,6 +217,15 @@ def _decode_value(raw: Any, key: _Key) -> Any:
         if key.nullable:
             return None
         raise _InvalidCursor("null for a NOT NULL key")
+    if issubclass(expected, Enum | bool | int | float):
+        return _decode_json_native(raw, expected)
+    if not isinstance(raw, str):
+        raise _InvalidCursor("expected a string")
+    return _decode_string(raw, expected)
+
+
+def _decode_json_native(raw: Any, expected: type) -> Any:
+    """Keys JSON holds as themselves: enums (by value), booleans, 64-bit integers, finite floats."""
     if issubclass(expected, Enum):
         if isinstance(raw, bool) or not isinstance(raw, str | int):
             raise _InvalidCursor("enum value of the wrong JSON type")
@@ -229,12 +238,13 @@ def _decode_value(raw: Any, key: _Key) -> Any:
         if type(raw) is not int or raw not in _INT64:
             raise _InvalidCursor("expected a 64-bit integer")
         return raw
-    if issubclass(expected, float):
-        if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
-            raise _InvalidCursor("expected a finite number")
-        return float(raw)
-    if not isinstance(raw, str):
-        raise _InvalidCursor("expected a string")
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+        raise _InvalidCursor("expected a finite number")
+    return float(raw)
+
+
+def _decode_string(raw: str, expected: type) -> Any:
+    """Keys a cursor carries as strings: text, decimals, UUIDs, datetimes and dates."""
     if issubclass(expected, str):
         if "\x00" in raw:  # PostgreSQL text cannot hold NUL, so no row has it
             raise _InvalidCursor("NUL in a string key")

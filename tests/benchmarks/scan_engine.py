@@ -109,40 +109,30 @@ def _ident(rng: random.Random) -> str:
     return "_".join(rng.choice(_WORDS) for _ in range(rng.randint(1, 3)))
 
 
+# Look-alikes that must not be reported, each drawn with the same probability.
+_NOISE: tuple[Callable[[random.Random], str], ...] = (
+    lambda rng: f'checksum = "{_hex(rng, 40)}"',
+    lambda rng: f'"integrity": "sha512-{_b64(rng, 86)}=="',
+    lambda rng: f'request_id = "{_uuid(rng)}"',
+    lambda _rng: 'password = "changeme"',
+    lambda _rng: 'api_token = "${SECRET}"',
+    lambda _rng: 'aws_access_key_id = "AKIAIOSFODNN7EXAMPLE"',
+    lambda _rng: 'secret_key = os.environ["SECRET_KEY"]',
+    lambda rng: f'commit_sha = "{_hex(rng, 40)}"',
+    lambda _rng: "# The password and the API token are read from the environment, never hard-coded.",
+    lambda rng: f'session_token_uuid = "{_uuid(rng)}"',
+    lambda _rng: 'DATABASE_URL = "postgresql://postgres:postgres@localhost:5432/app"',
+    lambda rng: f'"resolved": "https://packages.example/pkg/-/pkg-1.2.{rng.randint(0, 99)}.tgz"',
+    lambda _rng: 'api_key = "<your-api-key>"',
+    lambda rng: f'etag = "W/{_hex(rng, 32)}"',
+    lambda rng: "ssh-rsa " + _b64(rng, 200) + " user@example.com",
+    lambda _rng: 'token_url = "https://oauth2.googleapis.com/token"',
+)
+
+
 def _noise_value(rng: random.Random) -> str:
     """A look-alike that must not be reported."""
-    kind = rng.randrange(16)
-    if kind == 0:
-        return f'checksum = "{_hex(rng, 40)}"'
-    if kind == 1:
-        return f'"integrity": "sha512-{_b64(rng, 86)}=="'
-    if kind == 2:
-        return f'request_id = "{_uuid(rng)}"'
-    if kind == 3:
-        return 'password = "changeme"'
-    if kind == 4:
-        return 'api_token = "${SECRET}"'
-    if kind == 5:
-        return 'aws_access_key_id = "AKIAIOSFODNN7EXAMPLE"'
-    if kind == 6:
-        return 'secret_key = os.environ["SECRET_KEY"]'
-    if kind == 7:
-        return f'commit_sha = "{_hex(rng, 40)}"'
-    if kind == 8:
-        return "# The password and the API token are read from the environment, never hard-coded."
-    if kind == 9:
-        return f'session_token_uuid = "{_uuid(rng)}"'
-    if kind == 10:
-        return 'DATABASE_URL = "postgresql://postgres:postgres@localhost:5432/app"'
-    if kind == 11:
-        return f'"resolved": "https://registry.npmjs.org/pkg/-/pkg-1.2.{rng.randint(0, 99)}.tgz"'
-    if kind == 12:
-        return 'api_key = "<your-api-key>"'
-    if kind == 13:
-        return f'etag = "W/{_hex(rng, 32)}"'
-    if kind == 14:
-        return "ssh-rsa " + _b64(rng, 200) + " user@example.com"
-    return 'token_url = "https://oauth2.googleapis.com/token"'
+    return _NOISE[rng.randrange(len(_NOISE))](rng)
 
 
 def _code_line(rng: random.Random, language: str) -> str:

@@ -346,11 +346,14 @@ def _int_param(value: str | None, default: int, low: int, high: int) -> int:
 # -- the app ----------------------------------------------------------------------------------
 
 
-def build_app(stub: GitHubStub) -> Starlette:
-    """Handlers read `stub.state` on every request, so a test can swap in a fresh state."""
+class _Handlers:
+    """The stub's endpoints. They read `stub.state` on every request, so a test can swap in a fresh state."""
 
-    async def authorize(request: Request) -> Response:
-        state = stub.state
+    def __init__(self, stub: GitHubStub) -> None:
+        self.stub = stub
+
+    async def authorize(self, request: Request) -> Response:
+        state = self.stub.state
         params = request.query_params
         if params.get("client_id") != state.client_id:
             return PlainTextResponse("Not Found", status_code=404)  # GitHub shows its 404 page
@@ -386,8 +389,8 @@ def build_app(stub: GitHubStub) -> Starlette:
         )
         return RedirectResponse(_with_params(redirect_uri, {"code": code} | echo_state), status_code=302)
 
-    async def access_token(request: Request) -> Response:
-        state = stub.state
+    async def access_token(self, request: Request) -> Response:
+        state = self.stub.state
         # Parsed by hand: Starlette's request.form() needs python-multipart, not a dependency here.
         fields = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
         wants_json = "application/json" in request.headers.get("accept", "")
@@ -430,8 +433,8 @@ def build_app(stub: GitHubStub) -> Starlette:
         token = state.issue_token(user, sorted(issued.scopes))
         return answer({"access_token": token, "token_type": "bearer", "scope": ",".join(sorted(issued.scopes))})
 
-    def authenticate(request: Request) -> tuple[StubUser, IssuedToken] | Response:
-        state = stub.state
+    def authenticate(self, request: Request) -> tuple[StubUser, IssuedToken] | Response:
+        state = self.stub.state
         state.api_requests.append(
             RecordedRequest(request.method, request.url.path, {k.lower(): v for k, v in request.headers.items()})
         )
@@ -453,21 +456,22 @@ def build_app(stub: GitHubStub) -> Starlette:
             return response
         return owner
 
+    @staticmethod
     def scoped(body: Any, issued: IssuedToken, accepted: str) -> JSONResponse:
         response = JSONResponse(body)
         response.headers["x-oauth-scopes"] = ", ".join(sorted(issued.scopes))
         response.headers["x-accepted-oauth-scopes"] = accepted
         return response
 
-    async def user(request: Request) -> Response:
-        owner = authenticate(request)
+    async def user(self, request: Request) -> Response:
+        owner = self.authenticate(request)
         if isinstance(owner, Response):
             return owner
         account, issued = owner
-        return scoped(_user_json(account), issued, "")
+        return self.scoped(_user_json(account), issued, "")
 
-    async def user_emails(request: Request) -> Response:
-        owner = authenticate(request)
+    async def user_emails(self, request: Request) -> Response:
+        owner = self.authenticate(request)
         if isinstance(owner, Response):
             return owner
         account, issued = owner
@@ -479,14 +483,14 @@ def build_app(stub: GitHubStub) -> Starlette:
             {"email": e.email, "primary": e.primary, "verified": e.verified, "visibility": e.visibility}
             for e in account.emails
         ]
-        return scoped(body, issued, "user, user:email")
+        return self.scoped(body, issued, "user, user:email")
 
-    async def user_repos(request: Request) -> Response:
-        owner = authenticate(request)
+    async def user_repos(self, request: Request) -> Response:
+        owner = self.authenticate(request)
         if isinstance(owner, Response):
             return owner
         account, issued = owner
-        state = stub.state
+        state = self.stub.state
         per_page = _int_param(request.query_params.get("per_page"), 30, 1, 100)
         page = _int_param(request.query_params.get("page"), 1, 1, 10**6)
         sees_private = "repo" in issued.scopes
@@ -495,7 +499,7 @@ def build_app(stub: GitHubStub) -> Starlette:
             key=lambda r: r.full_name.lower(),
         )
         chunk = reachable[(page - 1) * per_page : page * per_page]
-        response = scoped([_repo_json(r, state, account) for r in chunk], issued, "")
+        response = self.scoped([_repo_json(r, state, account) for r in chunk], issued, "")
         last = max(1, -(-len(reachable) // per_page))
         base = str(request.url.replace(query=""))
         links = []
@@ -509,26 +513,30 @@ def build_app(stub: GitHubStub) -> Starlette:
             )
         return response
 
-    async def repo(request: Request) -> Response:
-        owner = authenticate(request)
+    async def repo(self, request: Request) -> Response:
+        owner = self.authenticate(request)
         if isinstance(owner, Response):
             return owner
         account, issued = owner
-        state = stub.state
+        state = self.stub.state
         wanted = f"{request.path_params['owner']}/{request.path_params['repo']}".lower()
         found = next((r for r in state.repos.values() if r.full_name.lower() == wanted), None)
         if found is None or (found.private and (account.id not in found.members or "repo" not in issued.scopes)):
             return _api_error(404, "Not Found", f"{_DOCS}/rest/repos/repos#get-a-repository")
-        return scoped(_repo_json(found, state, account), issued, "repo")
+        return self.scoped(_repo_json(found, state, account), issued, "repo")
 
+
+def build_app(stub: GitHubStub) -> Starlette:
+    """The stub's Starlette app over `_Handlers`."""
+    handlers = _Handlers(stub)
     return Starlette(
         routes=[
-            Route("/login/oauth/authorize", authorize, methods=["GET"]),
-            Route("/login/oauth/access_token", access_token, methods=["POST"]),
-            Route(f"{API_PREFIX}/user", user, methods=["GET"]),
-            Route(f"{API_PREFIX}/user/emails", user_emails, methods=["GET"]),
-            Route(f"{API_PREFIX}/user/repos", user_repos, methods=["GET"]),
-            Route(f"{API_PREFIX}/repos/{{owner}}/{{repo}}", repo, methods=["GET"]),
+            Route("/login/oauth/authorize", handlers.authorize, methods=["GET"]),
+            Route("/login/oauth/access_token", handlers.access_token, methods=["POST"]),
+            Route(f"{API_PREFIX}/user", handlers.user, methods=["GET"]),
+            Route(f"{API_PREFIX}/user/emails", handlers.user_emails, methods=["GET"]),
+            Route(f"{API_PREFIX}/user/repos", handlers.user_repos, methods=["GET"]),
+            Route(f"{API_PREFIX}/repos/{{owner}}/{{repo}}", handlers.repo, methods=["GET"]),
         ]
     )
 
