@@ -128,7 +128,7 @@ async def test_two_replicas_run_each_tick_once(fresh_db: tuple[Settings, list[Da
     def make_job(name: str) -> Callable[[JobContext], object]:
         async def job(_context: JobContext) -> None:
             ran_on.append(name)
-            await asyncio.sleep(0.2)  # still running while the other replica tries
+            await asyncio.wait_for(both_fired.wait(), 5)  # still running while the other replica tries
 
         return job
 
@@ -197,19 +197,20 @@ async def test_prune_keeps_recent_and_running_runs(session: object, db: Database
 
 async def test_stop_waits_for_a_running_job(fresh_db: tuple[Settings, list[Database]]) -> None:
     settings, databases = fresh_db
-    finished = asyncio.Event()
-    started = asyncio.Event()
+    started, release, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def slow(_context: JobContext) -> None:
         started.set()
-        await asyncio.sleep(0.3)
+        await release.wait()
         finished.set()
 
     scheduler = _replica(settings, databases, "r", lambda: T0)
     scheduler.add("test.slow", slow, every=timedelta(hours=1))
     scheduler.start(run_immediately=True)
     await asyncio.wait_for(started.wait(), 5)
-    await scheduler.stop(grace_seconds=5)
+    stopping = asyncio.create_task(scheduler.stop(grace_seconds=5))
+    release.set()  # the job resumes after stop() has begun (tasks run in the order they are scheduled)
+    await asyncio.wait_for(stopping, 10)
     assert finished.is_set()
     [run] = await _runs(databases[0])
     assert run.status == "succeeded"

@@ -6,6 +6,7 @@ Lease expiry and backoff use an injected clock; nothing sleeps to let time pass.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import signal
 import sys
@@ -148,6 +149,21 @@ async def make_queue(
 @pytest.fixture
 async def queue(make_queue: Callable[..., Awaitable[Queue]]) -> Queue:
     return await make_queue()
+
+
+async def eventually(check: Callable[[], bool | Awaitable[bool]], *, within: float = 5.0) -> None:
+    """Poll `check` until it holds; fail the test after `within` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        held = check()
+        if inspect.isawaitable(held):
+            held = await held
+        if held:
+            return
+        if loop.time() > deadline:
+            pytest.fail(f"condition not met within {within} s")
+        await asyncio.sleep(0.02)
 
 
 def recorder() -> tuple[list[TaskContext], Callable[[TaskContext], Awaitable[None]]]:
@@ -454,11 +470,11 @@ async def test_heartbeat_keeps_the_lease_and_a_lost_lease_stops_the_handler(
     assert first_lease is not None
     queue.clock.advance(minutes=5)  # far past the first lease: only a heartbeat keeps it alive
     deadline = queue.clock() + timedelta(seconds=0.3)
-    for _ in range(200):
-        if (await queue.get(task.id)).locked_until == deadline:
-            break
-        await asyncio.sleep(0.02)
-    assert (await queue.get(task.id)).locked_until == deadline
+
+    async def renewed() -> bool:
+        return (await queue.get(task.id)).locked_until == deadline
+
+    await eventually(renewed)
     assert await queue.reap() == 0
 
     # Someone else holds the task now (it was reaped and re-claimed): the handler is stopped.
@@ -533,12 +549,7 @@ async def test_a_lost_listen_connection_is_reopened(
                     "WHERE datname = current_database() AND query LIKE 'LISTEN %'"
                 )
             )
-        for _ in range(250):
-            if logs("worker.listener_lost") and worker.listening:
-                break
-            await asyncio.sleep(0.02)
-        assert logs("worker.listener_lost")
-        assert worker.listening
+        await eventually(lambda: bool(logs("worker.listener_lost")) and worker.listening)
     finally:
         await worker.stop()
 
@@ -558,7 +569,7 @@ async def test_stop_lets_running_tasks_finish_within_the_grace_period(queue: Que
     await worker.start()
     await asyncio.wait_for(started.wait(), 5)
     stopping = asyncio.create_task(worker.stop(grace_seconds=30))
-    await asyncio.sleep(0)  # stop() has begun: no more claims
+    await eventually(lambda: not worker.running)  # the claim loop has ended: no more claims
     later = await queue.enqueue()
     release.set()
     await asyncio.wait_for(stopping, 10)

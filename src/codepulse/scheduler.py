@@ -1,7 +1,8 @@
 """In-process APScheduler with a run-once-per-tick guard across replicas, and the job_runs record.
 
-Domains add periodic jobs in their own `jobs.py` with a `register(scheduler)` function that calls
-`scheduler.add(...)`; `discover_jobs` finds them, so nothing else needs to know they exist.
+Domains, and platform packages such as the task queue, add periodic jobs in their own `jobs.py`
+with a `register(scheduler)` function that calls `scheduler.add(...)`; `discover_jobs` finds them,
+so nothing else needs to know they exist. This module imports none of them: they import it.
 
 Exactly once per tick: every replica computes the same tick (the trigger's latest fire time at or
 before now; interval triggers are anchored to a fixed epoch so replicas agree). A short claim
@@ -247,12 +248,9 @@ class Scheduler:
 
 
 def discover_jobs(scheduler: Scheduler) -> None:
-    """Register the scheduler's own jobs and every `codepulse.<domain>.jobs.register`."""
+    """Register the scheduler's own jobs and every `codepulse.<package>.jobs.register` (domains,
+    and platform packages such as the task queue's reaper and retention)."""
     scheduler.add("scheduler.prune_job_runs", prune_job_runs, cron="17 3 * * *")
-    # The task queue's reaper and retention (imported here: tasks imports this module).
-    from codepulse.tasks import register_jobs as register_task_jobs
-
-    register_task_jobs(scheduler)
     for jobs_module in domain_jobs_modules():
         register = getattr(jobs_module, "register", None)
         if register is not None:
@@ -260,7 +258,7 @@ def discover_jobs(scheduler: Scheduler) -> None:
 
 
 def domain_jobs_modules() -> list[ModuleType]:
-    """Every `codepulse.<domain>.jobs` module, in domain name order."""
+    """Every `codepulse.<package>.jobs` module, in package name order."""
     package = importlib.import_module("codepulse")
     found = []
     for module in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
