@@ -350,8 +350,8 @@ def test_values_a_cursor_cannot_hold_are_programming_errors() -> None:
         Keyset([SortKey(literal_column("k"))])
 
 
-def test_page_request_bounds() -> None:
-    assert page_request() == PageRequest(limit=DEFAULT_LIMIT, cursor=None)
+async def test_page_request_bounds() -> None:
+    assert await page_request() == PageRequest(limit=DEFAULT_LIMIT, cursor=None)
     assert PageRequest(MAX_LIMIT).limit == MAX_LIMIT
     for bad in (0, MAX_LIMIT + 1):
         with pytest.raises(ValueError, match="limit"):

@@ -83,7 +83,7 @@ class PageRequest:
             raise ValueError(f"limit must be within 1..{MAX_LIMIT}, got {self.limit}")
 
 
-def page_request(
+async def page_request(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Page size, 1 to {MAX_LIMIT}.")] = DEFAULT_LIMIT,
     cursor: Annotated[
         str | None,
