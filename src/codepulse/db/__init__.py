@@ -22,7 +22,7 @@ from codepulse.db.dialect import (
     try_advisory_xact_lock,
     upsert,
 )
-from codepulse.db.engine import SQLITE_BEGIN_OPTION, Database, create_engine, unit_of_work
+from codepulse.db.engine import SQLITE_BEGIN_OPTION, Database, create_engine, rowcount, unit_of_work
 from codepulse.db.notify import Listener, listen, notify
 from codepulse.db.session import DbSession, is_write_request, writes
 
@@ -49,6 +49,7 @@ __all__ = [
     "listen",
     "notify",
     "process_lock",
+    "rowcount",
     "rows_by_keys",
     "try_advisory_xact_lock",
     "unit_of_work",

@@ -141,3 +141,8 @@ async def close_shielded(session: AsyncSession) -> None:
 
 def _used(session: AsyncSession) -> bool:
     return session.in_transaction() or bool(session.new or session.dirty or session.deleted)
+
+
+def rowcount(result: object) -> int:
+    """Rows an UPDATE or DELETE matched (0 for results that carry no count)."""
+    return int(getattr(result, "rowcount", 0) or 0)

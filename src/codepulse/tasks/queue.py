@@ -14,11 +14,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import ColumnElement, Result, delete, select, update
+from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.clock import utcnow
-from codepulse.db import claim_rows, notify, upsert
+from codepulse.db import claim_rows, notify, rowcount, upsert
 from codepulse.tasks.models import (
     ACTIVE_STATUSES,
     ACTIVE_UNIQUE_KEY_PREDICATE,
@@ -112,7 +112,7 @@ async def cancel_queued(session: AsyncSession, task_id: uuid.UUID, *, now: datet
         .where(Task.id == task_id, Task.status == TaskStatus.QUEUED.value)
         .values(status=TaskStatus.CANCELED.value, finished_at=moment, updated_at=moment)
     )
-    return _rowcount(result) == 1
+    return rowcount(result) == 1
 
 
 # --- the worker side: claim, heartbeat, outcome -------------------------------------------------
@@ -198,7 +198,7 @@ async def renew_lease(session: AsyncSession, claimed: ClaimedTask, *, now: datet
     result = await session.execute(
         update(TASKS).where(*_held(claimed)).values(locked_until=now + timedelta(seconds=lease_seconds), updated_at=now)
     )
-    return _rowcount(result) == 1
+    return rowcount(result) == 1
 
 
 async def complete_task(session: AsyncSession, claimed: ClaimedTask, *, now: datetime) -> bool:
@@ -208,7 +208,7 @@ async def complete_task(session: AsyncSession, claimed: ClaimedTask, *, now: dat
         .where(*_held(claimed))
         .values(status=TaskStatus.SUCCEEDED.value, locked_until=None, finished_at=now, updated_at=now)
     )
-    return _rowcount(result) == 1
+    return rowcount(result) == 1
 
 
 async def fail_task(
@@ -233,7 +233,7 @@ async def fail_task(
     if status is not TaskStatus.QUEUED:
         values["finished_at"] = now
     result = await session.execute(update(TASKS).where(*_held(claimed)).values(status=status.value, **values))
-    return status if _rowcount(result) == 1 else None
+    return status if rowcount(result) == 1 else None
 
 
 async def release_task(session: AsyncSession, claimed: ClaimedTask, *, now: datetime) -> bool:
@@ -251,7 +251,7 @@ async def release_task(session: AsyncSession, claimed: ClaimedTask, *, now: date
             updated_at=now,
         )
     )
-    return _rowcount(result) == 1
+    return rowcount(result) == 1
 
 
 # --- the reaper and retention (run as scheduler jobs, see jobs.py) -------------------------------
@@ -296,7 +296,7 @@ async def reap_expired(
             )
             .values(values)
         )
-        if _rowcount(result) == 1:
+        if rowcount(result) == 1:
             reaped += 1
             log.warning(
                 "task.lease_expired",
@@ -314,8 +314,4 @@ async def prune_finished(session: AsyncSession, *, before: datetime) -> int:
     result = await session.execute(
         delete(TASKS).where(TASKS.c.status.in_(FINISHED_STATUSES), TASKS.c.finished_at < before)
     )
-    return _rowcount(result)
-
-
-def _rowcount(result: Result[Any]) -> int:
-    return int(getattr(result, "rowcount", 0) or 0)
+    return rowcount(result)
