@@ -59,10 +59,6 @@ class ScanStatus(StrEnum):
     FAILED = "failed"
     CANCELED = "canceled"
 
-    @property
-    def active(self) -> bool:
-        return self in (ScanStatus.QUEUED, ScanStatus.RUNNING)
-
 
 ACTIVE_STATUSES = (ScanStatus.QUEUED.value, ScanStatus.RUNNING.value)
 
@@ -89,13 +85,9 @@ class FindingSeverity(StrEnum):
     LOW = "low"
     INFO = "info"
 
-    @property
-    def rank(self) -> int:
-        """0 for critical ... 4 for info: lists sort most severe first by this."""
-        return SEVERITIES.index(self.value)
-
 
 def severity_rank(severity: str) -> int:
+    """0 for critical ... 4 for info: lists sort most severe first by this."""
     return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
 
 

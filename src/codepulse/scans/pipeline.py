@@ -1,8 +1,7 @@
 """The scan pipeline: clone → index → skip rules → result cache → engine pool → located findings.
 
 `scan_repository(url, ref, ...)` clones into a private temporary directory (always removed) and
-scans it; `scan_checkout(root, ...)` scans a clone's HEAD; `scan_source(source, ...)` any
-`FileSource` (the local CLI's directories).
+scans it; `scan_source(source, ...)` any `FileSource` (the local CLI's directories).
 
 - **Cache first.** For every file the engines that want it give cache keys (blob SHA, engine name,
   engine version); the cache answers them before any blob is read. Only the misses are read and
@@ -328,28 +327,6 @@ async def _scan(
         seconds=round(time.monotonic() - started, 3),
     )
     return result
-
-
-async def scan_checkout(
-    root: Path,
-    *,
-    settings: Settings,
-    cache: ResultCache,
-    progress: ProgressCallback | None,
-    cancelled: CancelSignal | None,
-    pool: EnginePool,
-) -> PipelineResult:
-    """Scan HEAD of the repository at `root` (a clone; read from git's objects, not the work
-    tree). The tree's total size is held to SCAN_MAX_REPOSITORY_BYTES."""
-    return await scan_source(
-        GitTreeSource(root),
-        settings=settings,
-        cache=cache,
-        pool=pool,
-        progress=progress,
-        cancelled=cancelled,
-        max_repository_bytes=settings.SCAN_MAX_REPOSITORY_BYTES,
-    )
 
 
 async def scan_repository(

@@ -15,7 +15,6 @@ their running chunks and submit them again (see the pipeline).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import multiprocessing
 import os
@@ -157,9 +156,6 @@ class EnginePool:
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=wait, cancel_futures=True)
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
 
     def __enter__(self) -> EnginePool:
         return self

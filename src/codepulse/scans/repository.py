@@ -41,10 +41,6 @@ class ScanRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add(self, *objects: object) -> None:
-        self.session.add_all(objects)
-        await self.session.flush()
-
     # --- scans ---------------------------------------------------------------------------
 
     async def get_scan(self, scan_id: uuid.UUID) -> Scan | None:

@@ -44,14 +44,11 @@ from codepulse.scans.pipeline import scan_repository
 from codepulse.scans.pool import EnginePool
 from codepulse.scans.repository import ScanRepository
 from codepulse.scans.results import PipelineResult
-from codepulse.scans.supervisor import Progress
+from codepulse.scans.supervisor import CANCEL_POLL_SECONDS, PROGRESS_INTERVAL_SECONDS, Progress
 from codepulse.security import SecretBox
 from codepulse.tasks import PermanentTaskError, TaskContext
 
 log = structlog.get_logger("codepulse.scans")
-
-PROGRESS_INTERVAL_SECONDS = 0.25
-CANCEL_POLL_SECONDS = 0.5
 
 ScanFunction = Callable[..., Awaitable["PipelineResult"]]
 """`codepulse.scans.pipeline.scan_repository`'s signature (tests wrap it)."""
