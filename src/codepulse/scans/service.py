@@ -49,7 +49,7 @@ from codepulse.scans.models import (
     ScanTrigger,
 )
 from codepulse.scans.repository import ScanRepository
-from codepulse.scans.sarif import build_sarif
+from codepulse.scans.sarif import build_sarif, fallback_rule
 from codepulse.scans.schemas import FindingUpdate, ScanCreate
 from codepulse.usage import service as usage_service
 
@@ -271,27 +271,18 @@ class ScanService:
 
     async def sarif(self, target: ScanAccess) -> dict[str, Any]:
         """The scan's findings as a SARIF 2.1.0 log (GitHub code scanning accepts it)."""
-        rows = await self.repo.scan_findings(target.scan.id)
-        located = [row.located() for row in rows]
+        located = [row.located() for row in await self.repo.scan_findings(target.scan.id)]
         # Only the engines this scan's findings come from (the python engine's rules load bandit).
         known: dict[str, RuleInfo] = {}
         engines = available_engines()
-        for name in sorted({row.engine for row in rows}):
+        for name in sorted({finding.engine for finding in located}):
             if name in engines:
                 for rule in engines[name].rules():
                     known.setdefault(rule.id, rule)
         rules: dict[str, RuleInfo] = {}
-        for row in rows:
-            if row.rule_id not in rules:
-                rules[row.rule_id] = known.get(row.rule_id) or RuleInfo(
-                    id=row.rule_id,
-                    engine=row.engine,
-                    title=row.title,
-                    description=row.title,
-                    help=row.title,
-                    severity=row.severity,
-                    cwe=row.cwe,
-                )
+        for finding in located:
+            if finding.rule_id not in rules:
+                rules[finding.rule_id] = known.get(finding.rule_id) or fallback_rule(finding)
         document: dict[str, Any] = build_sarif(located, list(rules.values()), tool_version=__version__)
         return document
 
