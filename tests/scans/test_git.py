@@ -13,9 +13,10 @@ import pytest
 import structlog
 
 from codepulse.config import Settings
+from codepulse.scans.clone import clone
 from codepulse.scans.errors import ScanFailure
 from codepulse.scans.files import DirectorySource, SkipRules, compile_glob, git_blob_sha, parse_config, skip_rules
-from codepulse.scans.git import GitTreeSource, clone
+from codepulse.scans.git import GitTreeSource
 from tests.scans.gitrepo import Repo, git
 
 

@@ -13,17 +13,14 @@ from typing import Any
 import pytest
 
 from codepulse.config import Settings
+from codepulse.scans.cache import MemoryCache
 from codepulse.scans.errors import ScanCancelled, ScanFailure
 from codepulse.scans.files import DirectorySource
 from codepulse.scans.git import work_tree_files
-from codepulse.scans.pipeline import (
-    EnginePool,
-    MemoryCache,
-    PipelineResult,
-    Progress,
-    scan_repository,
-    scan_source,
-)
+from codepulse.scans.pipeline import scan_repository, scan_source
+from codepulse.scans.pool import EnginePool
+from codepulse.scans.results import PipelineResult
+from codepulse.scans.supervisor import Progress
 from tests.scans.fake_engines import FakeEngine, slow_scan_file, todo_scan_file
 from tests.scans.gitrepo import AWS_KEY, Repo
 

@@ -13,9 +13,11 @@ from codepulse.config import Settings
 from codepulse.repositories.models import Repository
 from codepulse.scans.jobs import enqueue_scheduled_scans
 from codepulse.scans.models import Finding, Scan, ScanFinding
-from codepulse.scans.pipeline import PipelineResult, Progress, scan_repository
+from codepulse.scans.pipeline import scan_repository
 from codepulse.scans.pool import EnginePool
+from codepulse.scans.results import PipelineResult
 from codepulse.scans.runner import ScanRunner
+from codepulse.scans.supervisor import Progress
 from codepulse.scheduler import JobContext
 from codepulse.tasks import Task
 from tests.scans.conftest import Flow

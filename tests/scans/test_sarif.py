@@ -16,7 +16,7 @@ import pytest
 from jsonschema import Draft4Validator
 
 from codepulse.scans.engine import RawFinding, RuleInfo, available_engines, fingerprints
-from codepulse.scans.pipeline import LocatedFinding
+from codepulse.scans.results import LocatedFinding
 from codepulse.scans.sarif import FINGERPRINT_KEY, artifact_uri, build_sarif
 
 SCHEMA = json.loads((Path(__file__).parent / "sarif-schema-2.1.0.json").read_text())

@@ -44,17 +44,6 @@ MINIFIED_SNIFF_BYTES: Final = 65_536
 MINIFIED_AVERAGE_LINE: Final = 500
 """A .js/.css file whose first 64 KB average more than this many bytes per line is minified."""
 
-SKIP_REASONS: Final = (
-    "symlink",
-    "submodule",
-    "vendored",
-    "lock_file",
-    "minified",
-    "binary",
-    "too_large",
-    "excluded",
-)
-
 VENDORED_DIRECTORIES: Final = frozenset(
     {
         "node_modules",

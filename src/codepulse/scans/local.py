@@ -34,11 +34,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from codepulse import __version__
 from codepulse.config import Settings
+from codepulse.scans.cache import MemoryCache
 from codepulse.scans.engine import SEVERITIES, SEVERITY_RANK, Engine, RuleInfo
 from codepulse.scans.errors import ScanCancelled, ScanFailure
 from codepulse.scans.files import DirectorySource
 from codepulse.scans.git import work_tree_files
-from codepulse.scans.pipeline import EnginePool, MemoryCache, PipelineResult, scan_repository, scan_source
+from codepulse.scans.pipeline import scan_repository, scan_source
+from codepulse.scans.pool import EnginePool
+from codepulse.scans.results import PipelineResult
 from codepulse.scans.sarif import build_sarif
 
 FORMATS: Final = ("table", "json", "sarif")

@@ -34,8 +34,11 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from codepulse.db import Base, Timestamps, UUIDPrimaryKey
+from codepulse.scans.engine import RawFinding
+from codepulse.scans.results import LocatedFinding
 
 REF_MAX_LENGTH = 255
+FINGERPRINT_LENGTH = 64
 RULE_MAX_LENGTH = 100
 ENGINE_MAX_LENGTH = 32
 ENGINE_VERSION_MAX_LENGTH = 100
@@ -45,6 +48,8 @@ ERROR_CODE_MAX_LENGTH = 64
 REASON_MAX_LENGTH = 1000
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
+SUMMARY_SEVERITIES = SEVERITIES[:4]
+"""The severities a repository's open-findings summary counts."""
 
 
 class ScanStatus(StrEnum):
@@ -53,10 +58,6 @@ class ScanStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELED = "canceled"
-
-    @property
-    def active(self) -> bool:
-        return self in (ScanStatus.QUEUED, ScanStatus.RUNNING)
 
 
 ACTIVE_STATUSES = (ScanStatus.QUEUED.value, ScanStatus.RUNNING.value)
@@ -84,13 +85,9 @@ class FindingSeverity(StrEnum):
     LOW = "low"
     INFO = "info"
 
-    @property
-    def rank(self) -> int:
-        """0 for critical ... 4 for info: lists sort most severe first by this."""
-        return SEVERITIES.index(self.value)
-
 
 def severity_rank(severity: str) -> int:
+    """0 for critical ... 4 for info: lists sort most severe first by this."""
     return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
 
 
@@ -103,6 +100,11 @@ class FindingStatus(StrEnum):
     @property
     def dismissed(self) -> bool:
         return self in (FindingStatus.IGNORED, FindingStatus.FALSE_POSITIVE)
+
+
+def stored_severity(severity: str) -> str:
+    """A severity as stored and counted: one of SEVERITIES, an unknown one as info."""
+    return severity if severity in SEVERITIES else FindingSeverity.INFO.value
 
 
 def zero_counts() -> dict[str, int]:
@@ -171,7 +173,75 @@ class Scan(UUIDPrimaryKey, Timestamps, Base):
     cancel_requested_at: Mapped[datetime | None]
 
 
-class Finding(UUIDPrimaryKey, Timestamps, Base):
+class FindingDetails:
+    """What a finding is and where it is: the columns `findings` and `scan_findings` share, and
+    the conversions from and to the pipeline's `LocatedFinding`."""
+
+    fingerprint: Mapped[str] = mapped_column(String(FINGERPRINT_LENGTH))
+    rule_id: Mapped[str] = mapped_column(String(RULE_MAX_LENGTH))
+    engine: Mapped[str] = mapped_column(String(ENGINE_MAX_LENGTH))
+    severity: Mapped[str] = mapped_column(String(10))
+    severity_rank: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(String(TITLE_MAX_LENGTH))
+    message: Mapped[str] = mapped_column(Text)
+    cwe: Mapped[str | None] = mapped_column(String(20))
+    path: Mapped[str] = mapped_column(String(PATH_MAX_LENGTH))
+    start_line: Mapped[int] = mapped_column(Integer)
+    end_line: Mapped[int] = mapped_column(Integer)
+    start_column: Mapped[int] = mapped_column(Integer)
+    end_column: Mapped[int] = mapped_column(Integer)
+    snippet: Mapped[str] = mapped_column(Text)  # masked by the engine
+
+    @property
+    def location(self) -> FindingDetails:
+        """The location columns (path, lines, columns, snippet) read as one: the API nests them."""
+        return self
+
+    @staticmethod
+    def columns_of(found: LocatedFinding) -> dict[str, Any]:
+        """A located finding's values for these columns, as stored (lengths held to the columns',
+        an unknown severity stored as info)."""
+        raw = found.finding
+        severity = stored_severity(raw.severity)
+        return {
+            "fingerprint": found.fingerprint,
+            "rule_id": raw.rule_id[:RULE_MAX_LENGTH],
+            "engine": raw.engine[:ENGINE_MAX_LENGTH],
+            "severity": severity,
+            "severity_rank": severity_rank(severity),
+            "title": raw.title[:TITLE_MAX_LENGTH],
+            "message": raw.message,
+            "cwe": raw.cwe,
+            "path": found.path,
+            "start_line": raw.start_line,
+            "end_line": raw.end_line,
+            "start_column": raw.start_column,
+            "end_column": raw.end_column,
+            "snippet": raw.snippet,
+        }
+
+    def located(self) -> LocatedFinding:
+        """This row back in the pipeline's shape (SARIF, and reusing a scan's results)."""
+        raw = RawFinding(
+            rule_id=self.rule_id,
+            engine=self.engine,
+            severity=self.severity,
+            title=self.title,
+            message=self.message,
+            start_line=self.start_line,
+            end_line=self.end_line,
+            start_column=self.start_column,
+            end_column=self.end_column,
+            snippet=self.snippet,
+            cwe=self.cwe,
+            fingerprint_basis="",  # only fingerprints are compared, and they are stored
+        )
+        return LocatedFinding(path=self.path, finding=raw, fingerprint=self.fingerprint)
+
+
+class Finding(UUIDPrimaryKey, FindingDetails, Timestamps, Base):
+    """A tracked finding; its details are where the default branch last saw it."""
+
     __tablename__ = "findings"
     __table_args__ = (
         UniqueConstraint("repository_id", "fingerprint"),
@@ -180,22 +250,6 @@ class Finding(UUIDPrimaryKey, Timestamps, Base):
 
     org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     repository_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
-    fingerprint: Mapped[str] = mapped_column(String(64))
-    rule_id: Mapped[str] = mapped_column(String(RULE_MAX_LENGTH))
-    engine: Mapped[str] = mapped_column(String(ENGINE_MAX_LENGTH))
-    severity: Mapped[str] = mapped_column(String(10))
-    severity_rank: Mapped[int] = mapped_column(Integer)
-    title: Mapped[str] = mapped_column(String(TITLE_MAX_LENGTH))
-    message: Mapped[str] = mapped_column(Text)
-    cwe: Mapped[str | None] = mapped_column(String(20))
-    # Where it was last seen on the default branch.
-    path: Mapped[str] = mapped_column(String(PATH_MAX_LENGTH))
-    start_line: Mapped[int] = mapped_column(Integer)
-    end_line: Mapped[int] = mapped_column(Integer)
-    start_column: Mapped[int] = mapped_column(Integer)
-    end_column: Mapped[int] = mapped_column(Integer)
-    snippet: Mapped[str] = mapped_column(Text)  # masked by the engine
-
     status: Mapped[str] = mapped_column(String(20), default=FindingStatus.OPEN.value)
     dismissed_reason: Mapped[str | None] = mapped_column(String(REASON_MAX_LENGTH))
     dismissed_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
@@ -210,7 +264,7 @@ class Finding(UUIDPrimaryKey, Timestamps, Base):
     reopened_count: Mapped[int] = mapped_column(Integer, default=0)
 
 
-class ScanFinding(UUIDPrimaryKey, Base):
+class ScanFinding(UUIDPrimaryKey, FindingDetails, Base):
     """One finding as one scan saw it."""
 
     __tablename__ = "scan_findings"
@@ -222,20 +276,6 @@ class ScanFinding(UUIDPrimaryKey, Base):
     scan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"))
     # The tracked finding (None: seen only on a branch that is not the default one).
     finding_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("findings.id", ondelete="SET NULL"))
-    fingerprint: Mapped[str] = mapped_column(String(64))
-    rule_id: Mapped[str] = mapped_column(String(RULE_MAX_LENGTH))
-    engine: Mapped[str] = mapped_column(String(ENGINE_MAX_LENGTH))
-    severity: Mapped[str] = mapped_column(String(10))
-    severity_rank: Mapped[int] = mapped_column(Integer)
-    title: Mapped[str] = mapped_column(String(TITLE_MAX_LENGTH))
-    message: Mapped[str] = mapped_column(Text)
-    cwe: Mapped[str | None] = mapped_column(String(20))
-    path: Mapped[str] = mapped_column(String(PATH_MAX_LENGTH))
-    start_line: Mapped[int] = mapped_column(Integer)
-    end_line: Mapped[int] = mapped_column(Integer)
-    start_column: Mapped[int] = mapped_column(Integer)
-    end_column: Mapped[int] = mapped_column(Integer)
-    snippet: Mapped[str] = mapped_column(Text)
     # New in this scan (first seen, or back after being fixed).
     is_new: Mapped[bool]
 

@@ -15,7 +15,6 @@ their running chunks and submit them again (see the pipeline).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import multiprocessing
 import os
@@ -27,9 +26,10 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 
 import structlog
 
+from codepulse.scans.engine import Engine, RawFinding, available_engines, scan_file
+
 if TYPE_CHECKING:
     from codepulse.config import Settings
-    from codepulse.scans.engine import Engine, RawFinding
 
 log = structlog.get_logger("codepulse.scans")
 
@@ -55,18 +55,6 @@ def scan_chunk(function: ScanFunction, items: Sequence[ChunkItem]) -> list[Chunk
         except Exception as error:  # an engine bug must not fail the other files
             results.append(f"{type(error).__name__}: {str(error)[:200]}")
     return results
-
-
-def _default_scan_function() -> ScanFunction:
-    from codepulse.scans.engine import scan_file
-
-    return scan_file
-
-
-def _default_engines() -> Mapping[str, Engine]:
-    from codepulse.scans.engine import available_engines
-
-    return available_engines()
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -99,7 +87,7 @@ class EnginePool:
         self._requested = engines
         self._engines: dict[str, Engine] | None = None
         self.processes = processes if processes > 0 else (os.cpu_count() or 1)
-        self.scan_function = scan_function if scan_function is not None else _default_scan_function()
+        self.scan_function = scan_function if scan_function is not None else scan_file
         self._executor: ProcessPoolExecutor | None = None
         self._closed = False
 
@@ -114,7 +102,7 @@ class EnginePool:
             if isinstance(requested, Mapping):
                 self._engines = dict(requested)
             else:
-                available = _default_engines()
+                available = available_engines()
                 if requested is None:
                     self._engines = dict(available)
                 else:
@@ -168,9 +156,6 @@ class EnginePool:
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=wait, cancel_futures=True)
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
 
     def __enter__(self) -> EnginePool:
         return self

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.db import rows_by_keys, upsert
 from codepulse.pagination import SortKey
+from codepulse.scans.cache import CacheKey
 from codepulse.scans.models import (
     ACTIVE_STATUSES,
     Finding,
@@ -23,13 +24,12 @@ from codepulse.scans.models import (
     ScanStatus,
     ScanTrigger,
 )
+from codepulse.scans.tracking import Tracked
 
 # Keys per statement in bulk lookups: bounds bind parameters on SQLite and statement size.
 CHUNK = 500
 
 T = TypeVar("T")
-
-CacheKey = tuple[str, str, str]
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
@@ -40,10 +40,6 @@ def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
 class ScanRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-
-    async def add(self, *objects: object) -> None:
-        self.session.add_all(objects)
-        await self.session.flush()
 
     # --- scans ---------------------------------------------------------------------------
 
@@ -177,19 +173,16 @@ class ScanRepository:
     async def get_finding(self, finding_id: uuid.UUID) -> Finding | None:
         return await self.session.get(Finding, finding_id)
 
-    async def finding_states(
-        self, repository_id: uuid.UUID, fingerprints: Sequence[str]
-    ) -> dict[str, tuple[uuid.UUID, str, int]]:
-        """fingerprint -> (finding id, status, reopened count) of the repository's tracked findings
-        among these."""
-        found: dict[str, tuple[uuid.UUID, str, int]] = {}
+    async def finding_states(self, repository_id: uuid.UUID, fingerprints: Sequence[str]) -> dict[str, Tracked]:
+        """The repository's tracked findings among these fingerprints, by fingerprint."""
+        found: dict[str, Tracked] = {}
         for part in chunks(fingerprints):
             rows = await self.session.execute(
                 select(Finding.fingerprint, Finding.id, Finding.status, Finding.reopened_count).where(
                     Finding.repository_id == repository_id, Finding.fingerprint.in_(part)
                 )
             )
-            found.update({row[0]: (row[1], row[2], row[3]) for row in rows.all()})
+            found.update({row[0]: Tracked(row[1], FindingStatus(row[2]), row[3]) for row in rows.all()})
         return found
 
     async def insert_findings(self, rows: Sequence[Mapping[str, Any]]) -> None:

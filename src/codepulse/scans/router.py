@@ -159,7 +159,7 @@ async def list_repository_findings(
 ) -> Page[FindingRead]:
     """Most severe first; from the default branch's scans and triage."""
     findings, next_cursor = await service.repository_findings(target, _filters(severity, status, rule, path), page)
-    return Page(items=[FindingRead.of(finding) for finding in findings], next_cursor=next_cursor)
+    return Page(items=[FindingRead.model_validate(finding) for finding in findings], next_cursor=next_cursor)
 
 
 @router.patch("/findings/{finding_id}", summary="Triage a finding (member+)")
@@ -168,4 +168,4 @@ async def update_finding(
 ) -> FindingRead:
     """`ignored` or `false_positive` with a `reason` dismiss it: later scans keep it dismissed.
     `open` reopens a dismissed finding. Audit-logged as `finding.status_changed`."""
-    return FindingRead.of(await service.update_finding(target, body, _ip(request)))
+    return FindingRead.model_validate(await service.update_finding(target, body, _ip(request)))

@@ -6,7 +6,7 @@
    since the URL was accepted) and, for a private GitHub repository, takes its connector's token;
 3. runs the pipeline (`scan_repository`: clone, index, cached results, engine pool), writing
    progress at most every 250 ms and watching the scan row for a cancel (every 0.5 s);
-4. saves everything in ONE transaction (`service.complete_scan`: what the scan saw, the findings'
+4. saves everything in ONE transaction (`lifecycle.complete_scan`: what the scan saw, the findings'
    lifecycle, counts, `succeeded`, the repository's summary).
 
 A `ScanFailure` (clone failed, ref not found, repository too large, ...) fails the scan with its
@@ -24,7 +24,6 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import structlog
 
@@ -35,30 +34,28 @@ from codepulse.db import Database
 from codepulse.errors import ValidationFailed
 from codepulse.repositories import service as repositories_service
 from codepulse.repositories.urls import Resolver, system_resolver
-from codepulse.scans import service
+from codepulse.scans import lifecycle
+from codepulse.scans.cache import CacheKey
+from codepulse.scans.clone import remote_commit
+from codepulse.scans.engine import RawFinding
 from codepulse.scans.errors import ScanCancelled, ScanFailure
+from codepulse.scans.models import Scan
+from codepulse.scans.pipeline import scan_repository
+from codepulse.scans.pool import EnginePool
 from codepulse.scans.repository import ScanRepository
+from codepulse.scans.results import PipelineResult
+from codepulse.scans.supervisor import CANCEL_POLL_SECONDS, PROGRESS_INTERVAL_SECONDS, Progress
 from codepulse.security import SecretBox
-
-if TYPE_CHECKING:
-    from codepulse.scans.engine import RawFinding
-    from codepulse.scans.models import Scan
-    from codepulse.scans.pipeline import PipelineResult, Progress
-    from codepulse.scans.pool import EnginePool
-    from codepulse.tasks import TaskContext
+from codepulse.tasks import PermanentTaskError, TaskContext
 
 log = structlog.get_logger("codepulse.scans")
 
-PROGRESS_INTERVAL_SECONDS = 0.25
-CANCEL_POLL_SECONDS = 0.5
-
-CacheKey = tuple[str, str, str]
 ScanFunction = Callable[..., Awaitable["PipelineResult"]]
 """`codepulse.scans.pipeline.scan_repository`'s signature (tests wrap it)."""
 
 
 class DatabaseResultCache:
-    """Stream C's `ResultCache` over the database: engine results per (organization, blob SHA,
+    """The pipeline's `ResultCache` over the database: engine results per (organization, blob SHA,
     engine, engine version), in short transactions of their own (never the scan's)."""
 
     def __init__(self, database: Database, org_id: uuid.UUID, clock: ClockFunc = utcnow) -> None:
@@ -67,8 +64,6 @@ class DatabaseResultCache:
         self.clock = clock
 
     async def get_many(self, keys: Sequence[CacheKey]) -> dict[CacheKey, list[RawFinding]]:
-        from codepulse.scans.engine import RawFinding
-
         if not keys:
             return {}
         async with self.database.transaction(write=False) as session:
@@ -96,8 +91,6 @@ def shared_pool(settings: Settings) -> EnginePool:
     """This process's engine pool (started lazily at the first scan, shared by its scans)."""
     global _shared_pool
     if _shared_pool is None:
-        from codepulse.scans.pool import EnginePool
-
         _shared_pool = EnginePool.from_settings(settings)
     return _shared_pool
 
@@ -147,7 +140,7 @@ class ScanRunner:
             if last_attempt:
                 log.exception("scan.crashed", scan_id=str(scan_id))
                 async with self.database.transaction() as session:
-                    await service.fail_scan(
+                    await lifecycle.fail_scan(
                         session, scan_id, "internal_error", "The scan failed unexpectedly.", self.clock()
                     )
                 return "failed"
@@ -156,7 +149,7 @@ class ScanRunner:
 
     async def _run(self, scan_id: uuid.UUID) -> str:
         async with self.database.transaction() as session:
-            scan = await service.begin_run(session, scan_id, self.clock())
+            scan = await lifecycle.begin_run(session, scan_id, self.clock())
             if scan is None:
                 log.info("scan.skipped", scan_id=str(scan_id))
                 return "skipped"
@@ -202,7 +195,7 @@ class ScanRunner:
             await asyncio.gather(watcher, return_exceptions=True)
         await progress.flush_phase("saving")
         async with self.database.transaction() as session:
-            saved = await service.complete_scan(session, scan_id, result, self.clock(), pipeline_signature=signature)
+            saved = await lifecycle.complete_scan(session, scan_id, result, self.clock(), pipeline_signature=signature)
         if saved is None:  # a cancel arrived while it finished: nothing is kept
             return await self._canceled(scan_id)
         return "succeeded"
@@ -226,19 +219,15 @@ class ScanRunner:
         always run."""
         if self._scan is not None:
             return None
-        from codepulse.scans.git import remote_commit
-
         commit = await remote_commit(url, scan.ref, settings=self.settings, token=token, resolve=addresses)
         if commit is None:
             return None
         async with self.database.transaction(write=False) as session:
-            return await service.reusable_result(session, scan, commit, signature)
+            return await lifecycle.reusable_result(session, scan, commit, signature)
 
     def _scan_function(self) -> ScanFunction:
         if self._scan is not None:
             return self._scan
-        from codepulse.scans.pipeline import scan_repository
-
         return scan_repository
 
     async def _watch_cancel(self, scan_id: uuid.UUID, cancelled: asyncio.Event) -> None:
@@ -246,7 +235,7 @@ class ScanRunner:
             await asyncio.sleep(CANCEL_POLL_SECONDS)
             try:
                 async with self.database.transaction(write=False) as session:
-                    requested = await service.cancel_requested(session, scan_id)
+                    requested = await lifecycle.cancel_requested(session, scan_id)
             except Exception:  # a database hiccup must not end the watch: ask again next round
                 log.warning("scan.cancel_check_failed", scan_id=str(scan_id), exc_info=True)
                 continue
@@ -256,12 +245,12 @@ class ScanRunner:
 
     async def _fail(self, scan_id: uuid.UUID, code: str, message: str) -> str:
         async with self.database.transaction() as session:
-            done = await service.fail_scan(session, scan_id, code, message, self.clock())
+            done = await lifecycle.fail_scan(session, scan_id, code, message, self.clock())
         return "failed" if done else "skipped"
 
     async def _canceled(self, scan_id: uuid.UUID) -> str:
         async with self.database.transaction() as session:
-            done = await service.finish_canceled(session, scan_id, self.clock())
+            done = await lifecycle.finish_canceled(session, scan_id, self.clock())
         # Not done: another run of the same scan (a re-claimed task) settled it first.
         return "canceled" if done else "skipped"
 
@@ -292,7 +281,7 @@ class _ProgressWriter:
     async def _write(self, phase: str) -> None:
         files_total, files_done, bytes_total, bytes_done = self._counts
         async with self.database.transaction() as session:
-            await service.save_progress(
+            await lifecycle.save_progress(
                 session,
                 self.scan_id,
                 phase=phase,
@@ -308,8 +297,6 @@ async def run_scan_task(context: TaskContext) -> None:
     try:
         scan_id = uuid.UUID(str(context.payload["scan_id"]))
     except (KeyError, ValueError):
-        from codepulse.tasks import PermanentTaskError
-
         raise PermanentTaskError("scans.run needs a scan_id") from None
     runner = ScanRunner(context.database, context.settings, clock=context.clock)
     await runner.run(scan_id, last_attempt=context.attempt >= context.settings.TASK_MAX_ATTEMPTS)

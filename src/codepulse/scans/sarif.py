@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final
 from urllib.parse import quote
 
 from codepulse.scans.engine import RuleInfo
+from codepulse.scans.results import LocatedFinding
 
 SARIF_VERSION: Final = "2.1.0"
 SARIF_SCHEMA: Final = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
@@ -30,31 +31,6 @@ PRECISION: Final = {"secrets": "high"}
 
 _CWE = re.compile(r"^CWE-(\d+)$", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z0-9]+")
-
-
-class SarifFinding(Protocol):
-    """What a result needs: `LocatedFinding` and the scans domain's stored findings both fit."""
-
-    @property
-    def rule_id(self) -> str: ...
-    @property
-    def severity(self) -> str: ...
-    @property
-    def title(self) -> str: ...
-    @property
-    def message(self) -> str: ...
-    @property
-    def path(self) -> str: ...
-    @property
-    def start_line(self) -> int: ...
-    @property
-    def end_line(self) -> int: ...
-    @property
-    def start_column(self) -> int: ...
-    @property
-    def end_column(self) -> int: ...
-    @property
-    def fingerprint(self) -> str: ...
 
 
 def artifact_uri(path: str) -> str:
@@ -102,21 +78,20 @@ def _rule_descriptor(rule: RuleInfo) -> dict[str, Any]:
     }
 
 
-def _fallback_rule(finding: SarifFinding) -> RuleInfo:
+def fallback_rule(finding: LocatedFinding) -> RuleInfo:
     """A rule a finding names that the engines no longer describe (a rule since removed)."""
-    engine = getattr(finding, "engine", None) or finding.rule_id.split(".", 1)[0]
     return RuleInfo(
         id=finding.rule_id,
-        engine=str(engine),
+        engine=finding.engine or finding.rule_id.split(".", 1)[0],
         title=finding.title,
         description=finding.title,
         help=finding.title,
         severity=finding.severity,
-        cwe=getattr(finding, "cwe", None),
+        cwe=finding.cwe,
     )
 
 
-def _region(finding: SarifFinding) -> dict[str, Any]:
+def _region(finding: LocatedFinding) -> dict[str, Any]:
     start_line = max(1, finding.start_line)
     start_column = max(1, finding.start_column)
     end_line = max(start_line, finding.end_line)
@@ -129,14 +104,13 @@ def _region(finding: SarifFinding) -> dict[str, Any]:
         "endLine": end_line,
         "endColumn": end_column,
     }
-    snippet = getattr(finding, "snippet", None)
-    if snippet:
-        region["snippet"] = {"text": str(snippet)}
+    if finding.snippet:
+        region["snippet"] = {"text": finding.snippet}
     return region
 
 
 def build_sarif(
-    findings: Sequence[SarifFinding],
+    findings: Sequence[LocatedFinding],
     rules: Sequence[RuleInfo],
     *,
     tool_version: str,
@@ -158,7 +132,7 @@ def build_sarif(
         by_id.setdefault(rule.id, rule)
     for finding in findings:
         if finding.rule_id not in by_id:
-            by_id[finding.rule_id] = _fallback_rule(finding)
+            by_id[finding.rule_id] = fallback_rule(finding)
     descriptors = [_rule_descriptor(rule) for rule in by_id.values()]
     index = {rule_id: position for position, rule_id in enumerate(by_id)}
 

@@ -17,7 +17,6 @@ from codepulse.scans.models import (
     REASON_MAX_LENGTH,
     REF_MAX_LENGTH,
     SEVERITIES,
-    Finding,
     FindingSeverity,
     FindingStatus,
     Scan,
@@ -166,6 +165,8 @@ class ScanRead(BaseModel):
 
 
 class Location(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     path: str
     start_line: int
     end_line: int
@@ -173,19 +174,11 @@ class Location(BaseModel):
     end_column: int
     snippet: str = Field(description="The matched text with any secret masked (at most 4 characters kept).")
 
-    @classmethod
-    def of(cls, row: Finding | ScanFinding) -> Location:
-        return cls(
-            path=row.path,
-            start_line=row.start_line,
-            end_line=row.end_line,
-            start_column=row.start_column,
-            end_column=row.end_column,
-            snippet=row.snippet,
-        )
-
 
 class FindingRead(BaseModel):
+    # Read from a `Finding`: `FindingRead.model_validate(finding)` (no docstring: it would change the schema).
+    model_config = ConfigDict(from_attributes=True)
+
     id: uuid.UUID
     org_id: uuid.UUID
     repository_id: uuid.UUID
@@ -208,33 +201,6 @@ class FindingRead(BaseModel):
     last_seen_at: datetime
     fixed_at: datetime | None
     reopened_count: int = Field(description="Times it came back after being fixed.")
-
-    @classmethod
-    def of(cls, finding: Finding) -> FindingRead:
-        return cls(
-            id=finding.id,
-            org_id=finding.org_id,
-            repository_id=finding.repository_id,
-            fingerprint=finding.fingerprint,
-            rule_id=finding.rule_id,
-            engine=finding.engine,
-            severity=FindingSeverity(finding.severity),
-            title=finding.title,
-            message=finding.message,
-            cwe=finding.cwe,
-            location=Location.of(finding),
-            status=FindingStatus(finding.status),
-            dismissed_reason=finding.dismissed_reason,
-            dismissed_by=finding.dismissed_by,
-            dismissed_at=finding.dismissed_at,
-            first_seen_scan_id=finding.first_seen_scan_id,
-            last_seen_scan_id=finding.last_seen_scan_id,
-            fixed_in_scan_id=finding.fixed_in_scan_id,
-            first_seen_at=finding.first_seen_at,
-            last_seen_at=finding.last_seen_at,
-            fixed_at=finding.fixed_at,
-            reopened_count=finding.reopened_count,
-        )
 
 
 class ScanFindingRead(BaseModel):
@@ -270,7 +236,7 @@ class ScanFindingRead(BaseModel):
             title=row.title,
             message=row.message,
             cwe=row.cwe,
-            location=Location.of(row),
+            location=Location.model_validate(row.location),
             status=FindingStatus(status or FindingStatus.OPEN.value),
             new=row.is_new,
         )

@@ -1,4 +1,4 @@
-"""Scans: the rules, and the domain's interface to other domains and to its worker.
+"""Scans: the rules, and the domain's interface to other domains.
 
 Requests (routes, through `ScanService`): start a scan (quota, metering and the task, all in the
 request's unit of work), list, cancel, findings and triage, SARIF.
@@ -9,23 +9,18 @@ For other code (module functions; nothing here commits):
   `scan_not_found` for outsiders) — the live progress stream uses it.
 - `get_scan(session, scan_id)`: a scan without an access check.
 - `start_scan(session, settings, clock, repository, ...)`: queue a scan (scheduled scans use it).
-- The worker's steps, each in the runner's own short transaction: `begin_run`, `save_progress`,
-  `cancel_requested`, `complete_scan` (findings, lifecycle, counts, repository summary: one unit of
-  work), `fail_scan`, `finish_canceled`.
 
-Lifecycle (only scans of the default branch change finding states): a new fingerprint opens a
-finding; one seen again keeps its state (its location and last-seen scan move); an open one not
-seen is fixed; a fixed one seen again is reopened (a regression, counted as new); ignored and
-false-positive findings stay dismissed. A scan of another ref records what it saw and nothing else.
+The worker's steps (run, progress, complete, fail, cancel) are in `lifecycle`; how findings carry
+over between scans is decided in `tracking`.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -42,8 +37,9 @@ from codepulse.pagination import PageRequest, paginate, paginate_rows
 from codepulse.repositories import service as repositories_service
 from codepulse.repositories.models import Repository
 from codepulse.repositories.service import RepositoryAccess
+from codepulse.scans.engine import RuleInfo, available_engines
 from codepulse.scans.models import (
-    SEVERITIES,
+    SUMMARY_SEVERITIES,
     Finding,
     FindingStatus,
     Scan,
@@ -51,15 +47,11 @@ from codepulse.scans.models import (
     ScanPhase,
     ScanStatus,
     ScanTrigger,
-    severity_rank,
-    zero_counts,
 )
 from codepulse.scans.repository import ScanRepository
+from codepulse.scans.sarif import build_sarif, fallback_rule
 from codepulse.scans.schemas import FindingUpdate, ScanCreate
 from codepulse.usage import service as usage_service
-
-if TYPE_CHECKING:
-    from codepulse.scans.pipeline import LocatedFinding, PipelineResult
 
 log = structlog.get_logger("codepulse.scans")
 
@@ -68,9 +60,6 @@ METER_KIND = "scan.run"
 UPGRADE_PLAN = "team"
 # Scheduled scans yield to the ones people asked for.
 SCHEDULED_PRIORITY = -10
-# The severities the repository's open-findings summary counts.
-SUMMARY_SEVERITIES = ("critical", "high", "medium", "low")
-ERROR_MESSAGE_MAX_LENGTH = 2000
 
 
 @dataclass(frozen=True)
@@ -282,30 +271,18 @@ class ScanService:
 
     async def sarif(self, target: ScanAccess) -> dict[str, Any]:
         """The scan's findings as a SARIF 2.1.0 log (GitHub code scanning accepts it)."""
-        from codepulse.scans.engine import RuleInfo, available_engines
-        from codepulse.scans.sarif import build_sarif
-
-        rows = await self.repo.scan_findings(target.scan.id)
-        located = located_findings(rows)
+        located = [row.located() for row in await self.repo.scan_findings(target.scan.id)]
         # Only the engines this scan's findings come from (the python engine's rules load bandit).
         known: dict[str, RuleInfo] = {}
         engines = available_engines()
-        for name in sorted({row.engine for row in rows}):
+        for name in sorted({finding.engine for finding in located}):
             if name in engines:
                 for rule in engines[name].rules():
                     known.setdefault(rule.id, rule)
         rules: dict[str, RuleInfo] = {}
-        for row in rows:
-            if row.rule_id not in rules:
-                rules[row.rule_id] = known.get(row.rule_id) or RuleInfo(
-                    id=row.rule_id,
-                    engine=row.engine,
-                    title=row.title,
-                    description=row.title,
-                    help=row.title,
-                    severity=row.severity,
-                    cwe=row.cwe,
-                )
+        for finding in located:
+            if finding.rule_id not in rules:
+                rules[finding.rule_id] = known.get(finding.rule_id) or fallback_rule(finding)
         document: dict[str, Any] = build_sarif(located, list(rules.values()), tool_version=__version__)
         return document
 
@@ -418,285 +395,3 @@ async def _refresh_summary_counts(session: AsyncSession, repository_id: uuid.UUI
         finished_at=repository.last_scan_finished_at,
         open_findings={severity: counts.get(severity, 0) for severity in SUMMARY_SEVERITIES},
     )
-
-
-# --- the worker's steps ------------------------------------------------------------------------
-
-
-async def begin_run(session: AsyncSession, scan_id: uuid.UUID, now: datetime) -> Scan | None:
-    """Mark the scan running (a retried task runs it again from the start). None when there is
-    nothing to run: the scan is gone, finished, or canceled (a cancel asked before it started
-    is completed here)."""
-    repo = ScanRepository(session)
-    if await repo.start(scan_id, now, ScanPhase.CLONING.value):
-        return await repo.refresh_scan(scan_id)
-    state = await repo.cancel_state(scan_id)
-    if state is not None and state[0] == ScanStatus.RUNNING.value and state[1] is not None:
-        await finish_canceled(session, scan_id, now)
-    return None
-
-
-async def save_progress(
-    session: AsyncSession,
-    scan_id: uuid.UUID,
-    *,
-    phase: str,
-    files_total: int,
-    files_done: int,
-    bytes_total: int,
-    bytes_done: int,
-) -> bool:
-    """Write a running scan's progress; False once it is no longer running."""
-    known = {item.value for item in ScanPhase}
-    values = {
-        "phase": phase if phase in known else ScanPhase.SCANNING.value,
-        "files_total": int(files_total),
-        "files_done": int(files_done),
-        "bytes_total": int(bytes_total),
-        "bytes_done": int(bytes_done),
-    }
-    return await ScanRepository(session).write_progress(scan_id, values)
-
-
-async def cancel_requested(session: AsyncSession, scan_id: uuid.UUID) -> bool:
-    """Whether the scan should stop: a cancel was asked, or it is no longer running."""
-    state = await ScanRepository(session).cancel_state(scan_id)
-    return state is None or state[0] != ScanStatus.RUNNING.value or state[1] is not None
-
-
-async def finish_canceled(session: AsyncSession, scan_id: uuid.UUID, now: datetime) -> bool:
-    """A running scan stopped on request: canceled, nothing of it saved."""
-    repo = ScanRepository(session)
-    scan = await repo.refresh_scan(scan_id)
-    if scan is None:
-        return False
-    done = await repo.finish_running(
-        scan_id,
-        {"status": ScanStatus.CANCELED.value, "finished_at": now, "updated_at": now,
-         "duration_ms": _duration_ms(scan, now)},
-        unless_canceled=False,
-    )  # fmt: skip
-    if done:
-        await repositories_service.update_scan_summary(
-            session, scan.repository_id, scan_id=scan_id, status=ScanStatus.CANCELED.value, finished_at=now
-        )
-        log.info("scan.canceled", scan_id=str(scan_id))
-    return done
-
-
-async def fail_scan(session: AsyncSession, scan_id: uuid.UUID, code: str, message: str, now: datetime) -> bool:
-    """A running scan that could not complete: failed with a problem-style code and message."""
-    repo = ScanRepository(session)
-    scan = await repo.refresh_scan(scan_id)
-    if scan is None:
-        return False
-    done = await repo.finish_running(
-        scan_id,
-        {"status": ScanStatus.FAILED.value, "error_code": code[:64],
-         "error_message": message[:ERROR_MESSAGE_MAX_LENGTH], "finished_at": now, "updated_at": now,
-         "duration_ms": _duration_ms(scan, now)},
-        unless_canceled=False,
-    )  # fmt: skip
-    if done:
-        await repositories_service.update_scan_summary(
-            session, scan.repository_id, scan_id=scan_id, status=ScanStatus.FAILED.value, finished_at=now
-        )
-        log.info("scan.failed", scan_id=str(scan_id), code=code)
-    return done
-
-
-def _duration_ms(scan: Scan, now: datetime) -> int:
-    started = scan.started_at or scan.queued_at
-    return max(0, int((now - started).total_seconds() * 1000))
-
-
-async def complete_scan(
-    session: AsyncSession,
-    scan_id: uuid.UUID,
-    result: PipelineResult,
-    now: datetime,
-    *,
-    pipeline_signature: str | None = None,
-) -> Scan | None:
-    """Save a finished scan in the caller's one unit of work: what it saw, the findings' lifecycle
-    (default branch only), its counts, status `succeeded`, and the repository's summary. None
-    when it is not the scan's to save (a cancel was requested, or it is no longer running)."""
-    repo = ScanRepository(session)
-    scan = await repo.refresh_scan(scan_id)
-    if scan is None:
-        return None
-    # First: the row lock (PostgreSQL) orders this against a concurrent cancel request.
-    if not await repo.finish_running(
-        scan_id,
-        {"status": ScanStatus.SUCCEEDED.value, "phase": ScanPhase.DONE.value, "finished_at": now, "updated_at": now},
-        unless_canceled=True,
-    ):
-        return None
-    # Two scans of one repository never apply their lifecycles at the same time.
-    await advisory_xact_lock(session, f"scans.findings:{scan.repository_id}")
-    default_branch = scan.ref_key == ""
-    located = _unique(result.findings)
-    states = await repo.finding_states(scan.repository_id, [item.fingerprint for item in located])
-    new_counts, open_counts, fixed_counts = zero_counts(), zero_counts(), zero_counts()
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
-    seen: list[dict[str, Any]] = []
-    for item in located:
-        raw = item.finding
-        severity = raw.severity if raw.severity in SEVERITIES else "info"
-        details = {
-            "rule_id": raw.rule_id[:100],
-            "engine": raw.engine[:32],
-            "severity": severity,
-            "severity_rank": severity_rank(severity),
-            "title": raw.title[:300],
-            "message": raw.message,
-            "cwe": raw.cwe,
-            "path": item.path,
-            "start_line": raw.start_line,
-            "end_line": raw.end_line,
-            "start_column": raw.start_column,
-            "end_column": raw.end_column,
-            "snippet": raw.snippet,
-        }
-        state = states.get(item.fingerprint)
-        status = FindingStatus(state[1]) if state is not None else FindingStatus.OPEN
-        is_new = state is None or status is FindingStatus.FIXED
-        finding_id = state[0] if state is not None else None
-        if default_branch:
-            if state is None:
-                finding_id = uuid.uuid4()
-                inserts.append(
-                    {"id": finding_id, "org_id": scan.org_id, "repository_id": scan.repository_id,
-                     "fingerprint": item.fingerprint, **details, "status": FindingStatus.OPEN.value,
-                     "first_seen_scan_id": scan_id, "last_seen_scan_id": scan_id, "first_seen_at": now,
-                     "last_seen_at": now, "reopened_count": 0, "created_at": now, "updated_at": now}
-                )  # fmt: skip
-            else:
-                values = {"id": finding_id, **details, "last_seen_scan_id": scan_id, "last_seen_at": now,
-                          "updated_at": now}  # fmt: skip
-                if status is FindingStatus.FIXED:
-                    values |= {"status": FindingStatus.OPEN.value, "fixed_in_scan_id": None, "fixed_at": None,
-                               "reopened_count": state[2] + 1}  # fmt: skip
-                    status = FindingStatus.OPEN
-                updates.append(values)
-        counted = not status.dismissed
-        if counted:
-            open_counts[severity] += 1
-            if is_new:
-                new_counts[severity] += 1
-        seen.append(
-            {"id": uuid.uuid4(), "scan_id": scan_id, "finding_id": finding_id, "fingerprint": item.fingerprint,
-             **details, "is_new": is_new and counted}
-        )  # fmt: skip
-    summary: dict[str, int] | None = None
-    if default_branch:
-        await repo.insert_findings(inserts)
-        await repo.update_findings(updates)
-        for severity in await repo.fix_unseen(scan.repository_id, scan_id, now):
-            fixed_counts[severity if severity in fixed_counts else "info"] += 1
-        current = await repo.open_counts(scan.repository_id)
-        summary = {severity: current.get(severity, 0) for severity in SUMMARY_SEVERITIES}
-    await repo.insert_scan_findings(seen)
-    await repo.set_outcome(
-        scan_id,
-        {
-            "commit_sha": result.commit_sha,
-            "files_total": result.files_total,
-            "files_done": result.files_total,
-            "bytes_total": result.bytes_scanned,
-            "bytes_done": result.bytes_scanned,
-            "files_scanned": result.files_scanned,
-            "skipped": dict(result.skipped),
-            "cache_hits": result.cache_hits,
-            "engine_calls": result.engine_calls,
-            "engine_versions": dict(result.engine_versions),
-            "pipeline_signature": pipeline_signature,
-            "new_counts": new_counts,
-            "open_counts": open_counts,
-            "fixed_counts": fixed_counts,
-            "duration_ms": _duration_ms(scan, now),
-        },
-    )
-    await repositories_service.update_scan_summary(
-        session,
-        scan.repository_id,
-        scan_id=scan_id,
-        status=ScanStatus.SUCCEEDED.value,
-        finished_at=now,
-        open_findings=summary,
-    )
-    log.info(
-        "scan.finished",
-        scan_id=str(scan_id),
-        findings=len(located),
-        new=sum(new_counts.values()),
-        fixed=sum(fixed_counts.values()),
-        cache_hits=result.cache_hits,
-        engine_calls=result.engine_calls,
-    )
-    return await repo.refresh_scan(scan_id)
-
-
-def located_findings(rows: Sequence[ScanFinding]) -> list[LocatedFinding]:
-    """What a scan saw, back in the pipeline's shape (for SARIF, and for reusing a scan's results)."""
-    from codepulse.scans.engine import RawFinding
-    from codepulse.scans.pipeline import LocatedFinding
-
-    return [
-        LocatedFinding(
-            path=row.path,
-            finding=RawFinding(
-                rule_id=row.rule_id,
-                engine=row.engine,
-                severity=row.severity,
-                title=row.title,
-                message=row.message,
-                start_line=row.start_line,
-                end_line=row.end_line,
-                start_column=row.start_column,
-                end_column=row.end_column,
-                snippet=row.snippet,
-                cwe=row.cwe,
-                fingerprint_basis="",  # only fingerprints are compared, and they are stored
-            ),
-            fingerprint=row.fingerprint,
-        )
-        for row in rows
-    ]
-
-
-async def reusable_result(
-    session: AsyncSession, scan: Scan, commit_sha: str, pipeline_signature: str
-) -> PipelineResult | None:
-    """What an earlier scan of the same commit with the same pipeline found, as a pipeline result
-    (no clone, no engine call), or None when there is no such scan."""
-    # Imported here: the API process does not need the pipeline.
-    from codepulse.scans import pipeline
-
-    repo = ScanRepository(session)
-    earlier = await repo.reusable_scan(scan.repository_id, scan.ref_key, commit_sha, pipeline_signature)
-    if earlier is None:
-        return None
-    findings = located_findings(await repo.scan_findings(earlier.id))
-    log.info("scan.reused", scan_id=str(scan.id), from_scan_id=str(earlier.id), commit_sha=commit_sha)
-    return pipeline.PipelineResult(
-        commit_sha=commit_sha,
-        findings=findings,
-        files_total=earlier.files_total,
-        files_scanned=earlier.files_scanned,
-        bytes_scanned=earlier.bytes_total,
-        skipped=dict(earlier.skipped or {}),
-        cache_hits=earlier.files_scanned,
-        engine_versions={str(k): str(v) for k, v in (earlier.engine_versions or {}).items()},
-        engine_calls=0,
-    )
-
-
-def _unique(findings: Sequence[Any]) -> list[Any]:
-    """One located finding per fingerprint (the first), in path and position order."""
-    ordered = sorted(findings, key=lambda item: (item.path, item.finding.start_line, item.finding.start_column))
-    unique: dict[str, Any] = {}
-    for item in ordered:
-        unique.setdefault(item.fingerprint, item)
-    return list(unique.values())

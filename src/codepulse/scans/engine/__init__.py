@@ -37,6 +37,8 @@ def available_engines() -> dict[str, Engine]:
 
     "secrets" always; "python" when bandit is installed (found without importing it).
     """
+    # Imported here, not at the top, to keep importing this package cheap (the API process):
+    # the engines load only where one is asked for (the compiled secrets matcher, bandit's driver).
     from codepulse.scans.engine.secrets import SecretsEngine
 
     engines: dict[str, Engine] = {"secrets": SecretsEngine()}

@@ -185,6 +185,7 @@ def _load_bandit() -> SimpleNamespace:
     emits DeprecationWarnings that are not ours to fix."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+        # Deferred: bandit is optional and slow to import; only a process that scans Python loads it.
         from bandit.core import (
             config,
             docs_utils,

@@ -1,0 +1,325 @@
+"""Cloning a repository for a scan, and asking a remote which commit a ref points at.
+
+`clone(url, ref, dest, ...)`: a shallow, single-branch, tag-less clone without a checkout (the
+files are read from git's object store with `git cat-file --batch`, so nothing in the tree, not
+a symlink, a case collision or a filter, ever touches the file system). Hardening:
+
+- protocol allow-list through config (`protocol.allow=never`, then https and ssh, and file only
+  when local repositories are allowed), hooks off (`core.hooksPath=/dev/null`), no submodules;
+- an environment of its own: no system or global config, an isolated HOME and XDG config, no
+  inherited `GIT_*` variables, `GIT_TERMINAL_PROMPT=0`, SSH in batch mode;
+- a time limit (SCAN_CLONE_TIMEOUT_SECONDS; the whole process group is killed) and a size limit
+  (SCAN_MAX_REPOSITORY_BYTES, watched while git downloads and checked again on the tree);
+- a GitHub token goes in as an `http.<origin>/.extraHeader` config entry passed through the
+  environment (GIT_CONFIG_COUNT/KEY/VALUE), scoped to the repository's origin: never in the URL,
+  argv or a log line;
+- with the addresses the URL's host was validated against, the connection is pinned to them
+  (`http.curloptResolve`), so DNS cannot change between the check and the clone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import structlog
+
+from codepulse.config import Settings
+from codepulse.scans.errors import ScanFailure
+from codepulse.scans.git import (
+    GitResult,
+    directory_size,
+    git_environment,
+    is_commit_sha,
+    redact,
+    rev_parse,
+    run_git,
+    too_large,
+)
+
+log = structlog.get_logger("codepulse.scans")
+
+_SCP_LIKE = re.compile(r"^(?:[^@/:\[\]]+@)?(?:\[[^\]/]*\]|[^:/\[\]@]+):")
+_REF_NOT_FOUND = (
+    "remote branch",
+    "not found in upstream",
+    "couldn't find remote ref",
+    "could not find remote ref",
+    "not our ref",
+    "unadvertised object",
+    "no such remote ref",
+    "invalid refspec",
+    "bad object",
+)
+
+
+def _check_ref(ref: str) -> None:
+    if (
+        not ref
+        or len(ref) > 255
+        or ref.startswith(("-", "/"))
+        or ref.endswith(("/", ".", ".lock"))
+        or ".." in ref
+        or "@{" in ref
+        or "//" in ref
+        or any(ch <= " " or ch in "~^:?*[\\\x7f" for ch in ref)
+    ):
+        raise ScanFailure("invalid_ref", f"{ref!r} is not a valid branch, tag or commit name.")
+
+
+def _scheme(url: str) -> str:
+    """The git transport a URL uses: https, ssh, file (also for a local path), or another."""
+    if "://" in url:
+        return url.split("://", 1)[0].lower()
+    if _SCP_LIKE.match(url) and not url.startswith(("/", ".")):
+        return "ssh"
+    return "file"
+
+
+def _check_url(url: str, allow_local: bool) -> str:
+    url = url.strip()
+    if not url or url.startswith("-") or any(ch < " " or ch == "\x7f" for ch in url) or "::" in url.split("/")[0]:
+        raise ScanFailure("clone_failed", "The clone URL is not acceptable.")
+    scheme = _scheme(url)
+    if scheme == "file":
+        if not allow_local:
+            raise ScanFailure("clone_failed", "Local repositories are not allowed (ALLOW_LOCAL_REPOSITORIES).")
+        if "://" not in url:
+            url = Path(url).resolve().as_uri()
+    elif scheme not in ("https", "ssh"):
+        raise ScanFailure("clone_failed", f"{scheme}:// URLs are not allowed: use https:// or SSH.")
+    return url
+
+
+def _origin(url: str) -> str | None:
+    """`https://host[:port]/` for an https URL (the scope of the token header), else None."""
+    if _scheme(url) != "https":
+        return None
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return None
+    return f"https://{parts.netloc.rpartition('@')[2]}/"
+
+
+def _resolve_entry(url: str, addresses: Sequence[str]) -> str | None:
+    """`host:port:addr[,addr]` for curl's resolve list, or None when it does not apply."""
+    if not addresses or _scheme(url) != "https":
+        return None
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host:
+        return None
+    formatted: list[str] = []
+    for address in addresses:
+        ip = ipaddress.ip_address(address)  # raises on junk: never let a value inject options
+        formatted.append(f"[{ip}]" if ip.version == 6 else str(ip))
+    host_part = f"[{host}]" if ":" in host else host
+    return f"{host_part}:{parts.port or 443}:{','.join(formatted)}"
+
+
+def _config_args(allow_file: bool) -> list[str]:
+    config = [
+        "core.hooksPath=/dev/null",
+        "core.fsmonitor=false",
+        "core.askPass=",
+        "credential.helper=",
+        "protocol.allow=never",
+        "protocol.https.allow=always",
+        "protocol.ssh.allow=always",
+        f"protocol.file.allow={'always' if allow_file else 'never'}",
+        "submodule.recurse=false",
+        "fetch.recurseSubmodules=false",
+        "advice.detachedHead=false",
+        "init.defaultBranch=main",
+        "gc.auto=0",
+        "maintenance.auto=false",
+    ]
+    args: list[str] = []
+    for item in config:
+        args += ["-c", item]
+    return args
+
+
+def _failure(result: GitResult, *, ref: str | None, secrets: Sequence[str]) -> ScanFailure:
+    stderr = redact(result.stderr, secrets)
+    lowered = stderr.lower()
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    detail = next((line for line in reversed(lines) if line.lower().startswith(("fatal:", "error:"))), "")
+    if not detail and lines:
+        detail = lines[-1]
+    if ref is not None and any(marker in lowered for marker in _REF_NOT_FOUND):
+        return ScanFailure("ref_not_found", f"The ref {ref!r} was not found in the repository.")
+    message = "git could not clone the repository"
+    return ScanFailure("clone_failed", f"{message}: {detail[:500]}" if detail else f"{message}.")
+
+
+def _clean_ref(ref: str | None) -> str | None:
+    if ref is not None:
+        ref = ref.strip() or None
+    if ref is not None:
+        _check_ref(ref)
+    return ref
+
+
+def _remote_config(url: str, token: str | None, resolve: Sequence[str]) -> dict[str, str]:
+    """Config entries for talking to the remote: the token as an origin-scoped header (never in
+    the URL or argv) and the pinned addresses."""
+    config: dict[str, str] = {}
+    origin = _origin(url)
+    if token and origin is not None:
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode("ascii")
+        config[f"http.{origin}.extraHeader"] = f"Authorization: Basic {basic}"
+    resolve_entry = _resolve_entry(url, resolve)
+    if resolve_entry is not None:
+        config["http.curloptResolve"] = resolve_entry
+    return config
+
+
+async def remote_commit(
+    url: str,
+    ref: str | None,
+    *,
+    settings: Settings,
+    token: str | None = None,
+    resolve: tuple[str, ...] = (),
+    allow_local: bool | None = None,
+) -> str | None:
+    """The commit `ref` (the default branch when None) points at on the remote, asked with one
+    `git ls-remote` (no objects are transferred): a re-scan can tell the repository has not
+    changed without cloning it. None when it cannot tell (unknown ref, unreachable remote, time
+    limit): the caller then clones, which reports the error properly."""
+    allow_file = settings.ALLOW_LOCAL_REPOSITORIES if allow_local is None else allow_local
+    try:
+        clean_url = _check_url(url, allow_file)
+        ref = _clean_ref(ref)
+    except ScanFailure:
+        return None
+    if ref is not None and is_commit_sha(ref):
+        return ref.lower()
+    patterns = ["HEAD"] if ref is None else [f"refs/heads/{ref}", f"refs/tags/{ref}", f"refs/tags/{ref}^{{}}"]
+    home = Path(tempfile.mkdtemp(prefix="codepulse-git-home-"))
+    try:
+        env = git_environment(home, config=_remote_config(clean_url, token, resolve))
+        async with asyncio.timeout(min(30.0, settings.SCAN_CLONE_TIMEOUT_SECONDS)):
+            result = await run_git([*_config_args(allow_file), "ls-remote", "--", clean_url, *patterns], env=env)
+    except TimeoutError:
+        return None
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    if result.returncode != 0:
+        return None
+    refs: dict[str, str] = {}
+    for line in result.stdout.decode("utf-8", "replace").splitlines():
+        sha, _, name = line.partition("\t")
+        if is_commit_sha(sha):
+            refs[name] = sha.lower()
+    if ref is None:
+        return refs.get("HEAD")
+    # A branch wins over a tag of the same name (as `git clone --branch`); an annotated tag's
+    # commit is its peeled `^{}` entry.
+    return refs.get(f"refs/heads/{ref}") or refs.get(f"refs/tags/{ref}^{{}}") or refs.get(f"refs/tags/{ref}")
+
+
+async def clone(
+    url: str,
+    ref: str | None,
+    dest: Path,
+    *,
+    settings: Settings,
+    token: str | None = None,
+    resolve: tuple[str, ...] = (),
+    allow_local: bool | None = None,
+    isolated: bool = True,
+) -> str:
+    """Clone `url` at `ref` (branch, tag or full commit SHA; the default branch when None) into
+    `dest` (created; must not exist or be empty) without a checkout; returns the commit SHA.
+
+    `resolve`: the addresses the host was validated against (pins https connections to them).
+    `allow_local`: file:// URLs and local paths (default ALLOW_LOCAL_REPOSITORIES).
+    `isolated`: no user or system git config (the server); the local CLI passes False so a
+    developer's SSH agent and credential helpers work.
+
+    Raises ScanFailure: clone_failed, clone_timeout, ref_not_found, invalid_ref,
+    repository_too_large.
+    """
+    allow_file = settings.ALLOW_LOCAL_REPOSITORIES if allow_local is None else allow_local
+    clean_url = _check_url(url, allow_file)
+    ref = _clean_ref(ref)
+    secrets = (token,) if token else ()
+    env_config = _remote_config(clean_url, token, resolve)
+    resolve_entry = env_config.get("http.curloptResolve")
+
+    limit = settings.SCAN_MAX_REPOSITORY_BYTES
+    home = Path(tempfile.mkdtemp(prefix="codepulse-git-home-")) if isolated else None
+    env = git_environment(home, config=env_config, inherit=not isolated)
+    config = _config_args(allow_file)
+    log.info("scan.clone_started", url=redact(clean_url, secrets), ref=ref, pinned=resolve_entry is not None)
+    try:
+        async with asyncio.timeout(settings.SCAN_CLONE_TIMEOUT_SECONDS):
+            await asyncio.to_thread(dest.mkdir, mode=0o700, parents=True, exist_ok=True)
+            if ref is not None and is_commit_sha(ref):
+                sha = await _fetch_commit(
+                    clean_url, ref.lower(), dest, env=env, config=config, limit=limit, secrets=secrets
+                )
+            else:
+                args = [*config, "clone", "--quiet", "--template=", "--no-checkout", "--depth", "1", "--single-branch"]
+                args += ["--no-tags", "--no-recurse-submodules"]
+                if ref is not None:
+                    args += ["--branch", ref]
+                args += ["--", clean_url, str(dest)]
+                result = await run_git(args, env=env, watch=(dest, limit))
+                if result.returncode != 0:
+                    raise _failure(result, ref=ref, secrets=secrets)
+                sha = await rev_parse(dest, "HEAD", env=env)
+            if sha is None:
+                raise ScanFailure("clone_failed", "The repository has no commits.")
+            if await asyncio.to_thread(directory_size, dest) > limit:
+                raise too_large(limit)
+    except TimeoutError:
+        log.info("scan.clone_timeout", seconds=settings.SCAN_CLONE_TIMEOUT_SECONDS)
+        raise ScanFailure(
+            "clone_timeout",
+            f"Cloning took longer than {settings.SCAN_CLONE_TIMEOUT_SECONDS:g} s (SCAN_CLONE_TIMEOUT_SECONDS).",
+        ) from None
+    except ScanFailure as failure:
+        log.info("scan.clone_failed", code=failure.code)
+        raise
+    finally:
+        if home is not None:
+            shutil.rmtree(home, ignore_errors=True)
+    log.info("scan.cloned", commit_sha=sha)
+    return sha
+
+
+async def _fetch_commit(
+    url: str,
+    sha: str,
+    dest: Path,
+    *,
+    env: Mapping[str, str],
+    config: Sequence[str],
+    limit: int,
+    secrets: Sequence[str],
+) -> str | None:
+    result = await run_git([*config, "init", "--quiet", "--template=", "--", str(dest)], env=env)
+    if result.returncode != 0:
+        raise _failure(result, ref=None, secrets=secrets)
+    fetch = [*config, "fetch", "--quiet", "--depth", "1", "--no-tags", "--no-recurse-submodules"]
+    fetch += ["--no-write-fetch-head", "--", url, f"{sha}:refs/codepulse/scan"]
+    result = await run_git(fetch, env=env, cwd=dest, watch=(dest, limit))
+    if result.returncode != 0:
+        raise _failure(result, ref=sha, secrets=secrets)
+    resolved = await rev_parse(dest, "refs/codepulse/scan^{commit}", env=env)
+    if resolved is None:
+        raise ScanFailure("ref_not_found", f"The ref {sha!r} is not a commit of the repository.")
+    result = await run_git(["update-ref", "--no-deref", "HEAD", resolved], env=env, cwd=dest)
+    if result.returncode != 0:
+        raise _failure(result, ref=None, secrets=secrets)
+    return resolved
