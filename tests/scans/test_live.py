@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ from fastapi import FastAPI
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from codepulse.db import Database
+from codepulse.scans import live
+from codepulse.scans.models import Scan
 from tests.auth.helpers import register
 from tests.scans.conftest import Flow
 from tests.scans.helpers import API, GitRepo, aws_key, config_file, request_scan
@@ -40,10 +44,21 @@ async def _scan_with_a_secret(flow: Flow, tmp_path: Path) -> dict[str, Any]:
     return await request_scan(flow.client, flow.owner, repository["id"])
 
 
-async def test_events_stream_progress_then_one_final_status(flow: Flow, tmp_path: Path) -> None:
+async def test_events_stream_progress_then_one_final_status(
+    flow: Flow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     scan = await _scan_with_a_secret(flow, tmp_path)
+    first_poll = asyncio.Event()
+    read_scan = live._read_scan
+
+    async def observed_read(database: Database, scan_id: uuid.UUID) -> Scan | None:
+        found = await read_scan(database, scan_id)
+        first_poll.set()
+        return found
+
+    monkeypatch.setattr(live, "_read_scan", observed_read)
     stream = asyncio.create_task(flow.client.get(f"{API}/scans/{scan['id']}/events", headers=flow.owner.headers))
-    await asyncio.sleep(0.2)  # the stream's first poll sees the scan queued
+    await asyncio.wait_for(first_poll.wait(), timeout=15)  # the stream has seen the scan queued
     assert await flow.run_worker() == 1
     response = await asyncio.wait_for(stream, timeout=15)
 
