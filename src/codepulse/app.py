@@ -16,8 +16,8 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from codepulse import __version__
 from codepulse.api import API_PREFIX, mount_api
+from codepulse.auth.accounts import ensure_first_superuser
 from codepulse.auth.cache import AuthCache
-from codepulse.auth.service import ensure_first_superuser
 from codepulse.clock import ClockFunc, utcnow
 from codepulse.config import Settings, SettingsError, load_settings
 from codepulse.db import Database
@@ -32,7 +32,10 @@ from codepulse.middleware import (
     UnhandledErrorMiddleware,
 )
 from codepulse.migrations import head_revision
+from codepulse.orgs.hooks import register_hooks as register_orgs_hooks
 from codepulse.ratelimit import RateLimiter
+from codepulse.repositories.hooks import register_hooks as register_repositories_hooks
+from codepulse.scans.hooks import register_hooks as register_scans_hooks
 from codepulse.scheduler import Scheduler, discover_jobs
 from codepulse.security import PasswordHasher, SecretBox
 from codepulse.tasks import TaskRegistry, Worker, discover_task_handlers
@@ -54,11 +57,19 @@ class CodepulseAPI(FastAPI):
         return super().openapi()
 
 
+def register_hooks() -> None:
+    """Each slice's reactions to the events of slices below it (see `codepulse.hooks`); idempotent."""
+    register_orgs_hooks()
+    register_repositories_hooks()
+    register_scans_hooks()
+
+
 def create_app(settings: Settings, *, database: Database | None = None, clock: ClockFunc = utcnow) -> FastAPI:
     """Build the app. Pass `database` to share one the caller owns (tests); otherwise the
     lifespan opens an engine from settings and disposes it on shutdown. `clock` is "now" for
     every rule that depends on time."""
     owns_database = database is None
+    register_hooks()
     db = database or Database.from_settings(settings)
     scheduler = Scheduler(db, settings, clock=clock)
     discover_jobs(scheduler)

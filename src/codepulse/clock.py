@@ -1,23 +1,15 @@
-"""Time, injected: rules that depend on "now" take a clock so tests control it instead of sleeping."""
+"""Time, injected: rules that depend on "now" take a clock so tests control it instead of sleeping.
+
+The app's clock is `app.state.clock` (`create_app(clock=...)`); services receive it as a `ClockFunc`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated
-
-from fastapi import Depends, Request
 
 ClockFunc = Callable[[], datetime]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _clock(request: Request) -> ClockFunc:
-    clock: ClockFunc = request.app.state.clock
-    return clock
-
-
-Clock = Annotated[ClockFunc, Depends(_clock)]

@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth.models import AuthSession, User
 from codepulse.auth.repository import AuthRepository
-from codepulse.auth.service import Authenticated, AuthService, Device, authenticate_from_cache
+from codepulse.auth.service import AuthService
+from codepulse.auth.sessions import Authenticated, Device, SessionService, authenticate_from_cache
 from codepulse.db import Database, DbSession
 from codepulse.db.session import RequestScope, RequestSessionScope
 from codepulse.errors import Forbidden, Unauthorized
@@ -36,13 +37,14 @@ _bearer = HTTPBearer(
 # threadpool, a hop that costs more than the work on hot paths like authentication.
 
 
-def _auth_service(request: Request, session: AsyncSession) -> AuthService:
+def _sessions(request: Request, session: AsyncSession) -> SessionService:
     state = request.app.state
-    return AuthService(session, state.settings, state.password_hasher, state.clock, state.auth_cache)
+    return SessionService(session, state.clock, state.auth_cache)
 
 
 async def _service(request: Request, session: DbSession) -> AuthService:
-    return _auth_service(request, session)
+    state = request.app.state
+    return AuthService(session, state.settings, state.password_hasher, state.clock, state.auth_cache)
 
 
 AuthServiceDep = Annotated[AuthService, Depends(_service)]
@@ -77,11 +79,11 @@ async def _authenticate(
         found = authenticate_from_cache(state.auth_cache, state.clock, token)
     if found is None:
         # The request's own session: a write then updates objects the endpoint will use.
-        found = await _auth_service(request, scope.session()).authenticate(token, use_cache=not scope.writing)
+        found = await _sessions(request, scope.session()).authenticate(token, use_cache=not scope.writing)
     authenticated, touch = found
     if touch is not None:
         if scope.writing:
-            await _auth_service(request, scope.session()).touch(authenticated.session.id, touch)
+            await _sessions(request, scope.session()).touch(authenticated.session.id, touch)
         else:
             # A read request's transaction must not turn into a writer (SQLite refuses the upgrade
             # when another writer went first), and must not wait for a second pooled connection
@@ -97,7 +99,7 @@ async def user_for_token(app: FastAPI, session: AsyncSession, raw_token: str) ->
     """The user behind a bearer token, for connections without FastAPI's HTTP dependencies
     (WebSockets). Raises Unauthorized like `CurrentUser`; due bookkeeping is written in the
     background, as for read requests."""
-    service = AuthService(session, app.state.settings, app.state.password_hasher, app.state.clock, app.state.auth_cache)
+    service = SessionService(session, app.state.clock, app.state.auth_cache)
     authenticated, touch = await service.authenticate(raw_token, use_cache=True)
     if touch is not None:
         task = asyncio.create_task(_touch_later(app.state.database, authenticated.session.id, touch))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import structlog
 
-from codepulse.auth.service import AuthService
+from codepulse.auth.sessions import SessionService
 from codepulse.scheduler import JobContext, Scheduler
-from codepulse.security import PasswordHasher
 
 log = structlog.get_logger("codepulse.auth")
 
@@ -14,10 +13,7 @@ log = structlog.get_logger("codepulse.auth")
 async def purge_expired(context: JobContext) -> None:
     """Delete expired and long-revoked sessions, and expired or used one-time tokens."""
     async with context.database.transaction() as session:
-        service = AuthService(
-            session, context.settings, PasswordHasher(context.settings), lambda: context.scheduled_for
-        )
-        sessions, tokens = await service.purge_expired()
+        sessions, tokens = await SessionService(session, lambda: context.scheduled_for).purge_expired()
     log.info("auth.purged", sessions=sessions, tokens=tokens)
 
 

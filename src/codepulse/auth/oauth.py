@@ -21,10 +21,10 @@ from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
 from codepulse.auth.dependencies import AuthServiceDep, CurrentUser, Limiter, OptionalUser, device_of
+from codepulse.auth.github_accounts import GITHUB
 from codepulse.auth.models import SessionKind
 from codepulse.auth.router import token_out
 from codepulse.auth.schemas import TokenIn, TokenOut
-from codepulse.auth.service import GITHUB
 from codepulse.config import Settings
 from codepulse.db import writes
 from codepulse.errors import BadRequest, Conflict, DomainError, NotFound, ServiceUnavailable, Unauthorized

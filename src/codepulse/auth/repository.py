@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import CursorResult, Select, delete, func, or_, select, update
+from sqlalchemy import CursorResult, Select, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth.models import AuthSession, OAuthAccount, OneTimeToken, User
@@ -152,9 +152,6 @@ class AuthRepository:
             delete(OneTimeToken).where(or_(OneTimeToken.expires_at < now, OneTimeToken.used_at < revoked_before))
         )
         return _rowcount(sessions), _rowcount(tokens)
-
-    async def count_users(self) -> int:
-        return int(await self.session.scalar(select(func.count()).select_from(User)) or 0)
 
 
 def _rowcount(result: object) -> int:

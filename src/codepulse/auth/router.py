@@ -31,7 +31,7 @@ from codepulse.auth.schemas import (
     UserOut,
     UserUpdate,
 )
-from codepulse.auth.service import IssuedSession
+from codepulse.auth.sessions import IssuedSession
 from codepulse.errors import Unauthorized
 from codepulse.integrations.mailer import MailMessage, deliver
 from codepulse.pagination import Page, PageParams

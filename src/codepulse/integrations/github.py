@@ -454,11 +454,6 @@ class GitHubOAuth:
         self._registry = registry
         self._app: Any = registry.create_client("github")
 
-    @property
-    def authlib_client(self) -> Any:
-        """Authlib's `StarletteOAuth2App`, for what this wrapper does not cover."""
-        return self._app
-
     async def authorize_redirect(self, request: Request, redirect_uri: str) -> RedirectResponse:
         """A 302 to GitHub's consent page; records state and PKCE verifier in `request.session`."""
         # No network here: the endpoints are configured, so no discovery document is fetched.

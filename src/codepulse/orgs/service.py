@@ -1,7 +1,13 @@
 """Organizations and the one answer to "may this user do this in this organization?".
 
-Other domains call `require_role(...)` / `get_membership(...)` / `audit(...)` here; routes use
-the `OrgMember(...)` dependency family in `codepulse.orgs.dependencies`.
+Other slices call `require_role(...)` / `get_membership(...)` / `OrgService.audit(...)` here,
+receive `Organization` and `Role` from here (never from `orgs.models`), and routes use the
+`OrgMember(...)` guard family in `codepulse.orgs.dependencies`.
+
+Hooks (see `codepulse.hooks`): deleting an organization runs the `on_org_delete` hooks in the
+deletion's transaction — upper slices register there what goes with it (repositories removes the
+organization's repositories, and with them their scans; scans forgets its cached scan results).
+Orgs itself registers `refuse_last_owner` with auth's `on_user_delete` (`codepulse.orgs.hooks`).
 """
 
 from __future__ import annotations
@@ -15,12 +21,15 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth import service as auth_service
-from codepulse.auth.models import User
+from codepulse.auth.service import User
 from codepulse.clock import ClockFunc
 from codepulse.config import Settings
 from codepulse.errors import BadRequest, Conflict, FieldError, Forbidden, NotFound, QuotaExceeded, ValidationFailed
+from codepulse.hooks import HookRegistry
 from codepulse.integrations.mailer import MailMessage
-from codepulse.orgs.models import AuditEvent, Invitation, Membership, Organization, Role
+from codepulse.orgs.models import AuditEvent, Invitation, Membership
+from codepulse.orgs.models import Organization as Organization
+from codepulse.orgs.models import Role as Role
 from codepulse.orgs.repository import OrgRepository
 from codepulse.orgs.schemas import OrgCreate, OrgUpdate
 from codepulse.pagination import PageRequest, SortKey, paginate, paginate_rows
@@ -29,6 +38,11 @@ from codepulse.security import hash_token, new_one_time_token
 log = structlog.get_logger("codepulse.orgs")
 
 INVITATION_LIFETIME = timedelta(days=7)
+
+org_delete_hooks: HookRegistry[Organization] = HookRegistry("org.delete")
+on_org_delete = org_delete_hooks.register
+"""Register `async (session, org) -> None`, run when an organization is deleted, in the deletion's
+transaction: what other slices keep of the organization goes there."""
 
 
 @dataclass(frozen=True)
@@ -68,10 +82,13 @@ class OrgService:
             return await self.repo.org_by_slug(ref)
         return await self.repo.org(org_id)
 
-    async def access(self, user: User, ref: str | uuid.UUID, min_role: Role = Role.VIEWER) -> OrgAccess:
-        """The caller's access, or 404 (not a member, or no such organization: no existence leak)
-        or 403 `insufficient_role`."""
-        org = await (self.repo.org(ref) if isinstance(ref, uuid.UUID) else self.resolve(ref))
+    async def access(self, user: User, ref: Organization | str | uuid.UUID, min_role: Role = Role.VIEWER) -> OrgAccess:
+        """The caller's access to an organization (given, or its id or slug), or 404 (not a
+        member, or no such organization: no existence leak) or 403 `insufficient_role`."""
+        if isinstance(ref, Organization):
+            org: Organization | None = ref
+        else:
+            org = await (self.repo.org(ref) if isinstance(ref, uuid.UUID) else self.resolve(ref))
         membership = await self.repo.membership(org.id, user.id) if org is not None else None
         if org is None or (membership is None and not user.is_superuser):
             raise NotFound("organization")
@@ -125,10 +142,9 @@ class OrgService:
             )
         await self.audit(org.id, access.user, "org.deleted", "organization", org.id, {"slug": org.slug}, ip)
         await self.repo.delete_invitations(org.id)
-        # Imported here: repositories builds on orgs, so orgs reaches it only at call time.
-        from codepulse.repositories import service as repositories_service
-
-        await repositories_service.delete_for_org(self.session, org.id)
+        # What upper slices keep of the organization (repositories, scans, cached results) goes
+        # with it, in this transaction.
+        await org_delete_hooks.run(self.session, org)
         # Soft delete: the row stays for the audit trail; its slug is freed for someone else.
         org.deleted_at = self.clock()
         org.slug = f"deleted-{org.id.hex}"
@@ -189,17 +205,6 @@ class OrgService:
             raise Conflict(
                 "An organization needs an owner: make someone else owner first, or delete the organization.",
                 code="last_owner",
-            )
-
-    async def ensure_user_can_be_deleted(self, user: User) -> None:
-        """Called before an account is deleted: the last owner of an organization cannot go."""
-        orgs = await self.repo.sole_owner_orgs(user.id)
-        if orgs:
-            slugs = ", ".join(sorted(org.slug for org in orgs))
-            raise Conflict(
-                f"You are the last owner of {slugs}: transfer ownership or delete it first.",
-                code="last_owner",
-                extra={"organizations": sorted(org.slug for org in orgs)},
             )
 
     # --- seats ---------------------------------------------------------------------------
@@ -368,6 +373,19 @@ async def require_role(
     """For services of other domains holding an org-owned object: the caller's access to its
     organization, 404 for outsiders, 403 below `min_role`."""
     return await OrgService(session, settings, clock).access(user, org_id, min_role)
+
+
+async def refuse_last_owner(session: AsyncSession, user: User) -> None:
+    """An `on_user_delete` hook of auth (registered by `codepulse.orgs.hooks`): the last owner of
+    an organization cannot delete their account (409 `last_owner`)."""
+    orgs = await OrgRepository(session).sole_owner_orgs(user.id)
+    if orgs:
+        slugs = sorted(org.slug for org in orgs)
+        raise Conflict(
+            f"You are the last owner of {', '.join(slugs)}: transfer ownership or delete it first.",
+            code="last_owner",
+            extra={"organizations": slugs},
+        )
 
 
 async def get_membership(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID) -> Membership | None:

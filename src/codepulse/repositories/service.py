@@ -1,9 +1,9 @@
 """Connected repositories: the rules, and the domain's interface to other domains.
 
-For other domains (the scans domain above all):
+For other slices (the scans slice above all; routes guard repositories with the
+`Repository...` aliases of `codepulse.repositories.dependencies`):
 
-- `require_repository(...)`: a repository and the caller's access to its organization (404 for
-  outsiders, 403 below the role), for routes like `/repositories/{id}/scans`.
+- `Repository`, `ScanSchedule`: the types other slices receive (never from `repositories.models`).
 - `get_repository(session, id)`: a repository without an access check (background work).
 - `validate_clone_url(url, settings)`: the same clone URL checks as on create and update; call it
   right before cloning, because DNS can change. It answers the addresses the host resolved to,
@@ -12,6 +12,9 @@ For other domains (the scans domain above all):
 - `github_token_for(...)`: the GitHub token a private GitHub import is cloned with (the token of
   the user who connected it), never to be put in a URL or a log.
 - `scheduled_repositories(session, schedules)`: the active repositories with a scan schedule.
+
+Deleting an organization removes its repositories through the `on_org_delete` hook registered by
+`codepulse.repositories.hooks` (see `codepulse.hooks`).
 """
 
 from __future__ import annotations
@@ -27,11 +30,11 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth import service as auth_service
-from codepulse.auth.models import User
+from codepulse.auth.service import User
 from codepulse.clock import ClockFunc
 from codepulse.config import Settings
 from codepulse.db import advisory_xact_lock
-from codepulse.errors import Conflict, FieldError, NotFound, QuotaExceeded, ServiceUnavailable, ValidationFailed
+from codepulse.errors import Conflict, FieldError, QuotaExceeded, ServiceUnavailable, ValidationFailed
 from codepulse.integrations.github import (
     GitHubClient,
     GitHubRepository,
@@ -39,10 +42,11 @@ from codepulse.integrations.github import (
     GitHubTokenInvalid,
     GitHubUnavailable,
 )
-from codepulse.orgs.models import Organization, Role
-from codepulse.orgs.service import OrgAccess, OrgService
+from codepulse.orgs.service import OrgAccess, Organization, OrgService, Role
 from codepulse.pagination import PageRequest, paginate
-from codepulse.repositories.models import NAME_MAX_LENGTH, Provider, Repository, ScanSchedule, Severity
+from codepulse.repositories.models import NAME_MAX_LENGTH, Provider, Severity
+from codepulse.repositories.models import Repository as Repository
+from codepulse.repositories.models import ScanSchedule as ScanSchedule
 from codepulse.repositories.repository import RepositoryRepository
 from codepulse.repositories.schemas import RepositoryCreate, RepositorySort, RepositoryUpdate
 from codepulse.repositories.urls import (
@@ -152,21 +156,6 @@ class RepositoryService:
         self.resolver = resolver
         self.repo = RepositoryRepository(session)
         self.orgs = OrgService(session, settings, clock)
-
-    # --- access --------------------------------------------------------------------------
-
-    async def access(self, user: User, repository_id: uuid.UUID, min_role: Role = Role.VIEWER) -> RepositoryAccess:
-        """404 `repository_not_found` for a missing repository and for outsiders alike; 403
-        `insufficient_role` for members below `min_role`."""
-        repository = await self.repo.get(repository_id)
-        if repository is None:
-            raise NotFound("repository")
-        try:
-            org = await self.orgs.access(user, repository.org_id, Role.VIEWER)
-        except NotFound:
-            raise NotFound("repository") from None
-        org.require(min_role)
-        return RepositoryAccess(repository, org)
 
     # --- quota ---------------------------------------------------------------------------
 
@@ -436,13 +425,6 @@ def _github_unavailable() -> ServiceUnavailable:
 # --- for other domains -----------------------------------------------------------------------
 
 
-async def require_repository(
-    session: AsyncSession, settings: Settings, clock: ClockFunc, user: User, repository_id: uuid.UUID, min_role: Role
-) -> RepositoryAccess:
-    """The repository and the caller's access to it: 404 for outsiders, 403 below `min_role`."""
-    return await RepositoryService(session, settings, clock).access(user, repository_id, min_role)
-
-
 async def get_repository(session: AsyncSession, repository_id: uuid.UUID) -> Repository | None:
     return await RepositoryRepository(session).get(repository_id)
 
@@ -490,8 +472,3 @@ async def update_scan_summary(
 async def scheduled_repositories(session: AsyncSession, schedules: Collection[ScanSchedule]) -> list[Repository]:
     """Active (not archived) repositories whose scan schedule is one of `schedules`."""
     return await RepositoryRepository(session).with_schedule([schedule.value for schedule in schedules])
-
-
-async def delete_for_org(session: AsyncSession, org_id: uuid.UUID) -> int:
-    """An organization is being deleted: its repositories (and, by cascade, their scans) go."""
-    return await RepositoryRepository(session).delete_for_org(org_id)

@@ -208,60 +208,12 @@ def provider_for_host(host: str, github_hosts: Collection[str] = ()) -> str:
 def parse_clone_url(raw: str, *, case_insensitive_hosts: Collection[str] = CASE_INSENSITIVE_HOSTS) -> CloneUrl:
     """A clone URL git may be given, with its canonical form; raises CloneUrlError otherwise."""
     url = raw.strip()
-    if not url:
-        raise _invalid("The clone URL is empty.")
-    if len(url) > MAX_URL_LENGTH:
-        raise _invalid(f"The clone URL is longer than {MAX_URL_LENGTH} characters.")
-    if url.startswith("-"):
-        raise _error("option_like_url", "A clone URL cannot start with '-' (it would read as a command option).")
     scheme_match = _SCHEME.match(url)
-    if _REMOTE_HELPER.match(url):
-        raise _error("unsupported_scheme", "Git remote helpers (transport::address) are not accepted.")
-    if scheme_match is not None and scheme_match.group(1).lower() not in ("https", "ssh"):
-        raise _error(
-            "unsupported_scheme",
-            f"{scheme_match.group(1).lower()}:// URLs are not accepted: use https:// or SSH (git@host:path).",
-        )
-    if not url.isascii() or any(ch <= " " or ch == "\x7f" for ch in url):
-        raise _invalid("The clone URL contains spaces, control or non-ASCII characters (percent-encode them).")
-    if "\\" in url:
-        raise _invalid("Backslashes are not accepted in a clone URL.")
-
-    scheme: Literal["https", "ssh"]
+    _check_characters(url, scheme_match)
     if scheme_match is not None:
-        scheme = "https" if scheme_match.group(1).lower() == "https" else "ssh"
-        try:
-            parts = urlsplit(url)
-        except ValueError:
-            raise _invalid("The clone URL is malformed.") from None
-        if parts.query or parts.fragment or "?" in url or "#" in url:
-            raise _invalid("A clone URL has no query string or fragment.")
-        userinfo, at, hostport = parts.netloc.rpartition("@")
-        if at:
-            if scheme == "https" or ":" in userinfo:
-                raise _credentials()
-            if not _USER.match(userinfo):
-                raise _error("option_like_url", f"{userinfo!r} is not a valid SSH user name.")
-        host_raw, port = _split_host_port(hostport)
-        raw_path = parts.path
-        if not raw_path.startswith("/"):
-            raise _invalid("The URL names no repository path.")
+        scheme, host_raw, port, raw_path = _split_url(url, scheme_match)
     else:
-        if _SCP_WITH_PASSWORD.match(url):
-            raise _credentials()
-        scp = _SCP.match(url)
-        if scp is None or "://" in url:
-            raise _error(
-                "unsupported_scheme",
-                "Use an https:// URL or an SSH address (git@host:owner/repo.git); local paths are not accepted.",
-            )
-        scheme, host_raw, port, raw_path = "ssh", scp.group("host"), None, scp.group("path")
-        user = scp.group("user")
-        if user is not None and not _USER.match(user):
-            raise _error("option_like_url", f"{user!r} is not a valid SSH user name.")
-        if "?" in raw_path or "#" in raw_path:
-            raise _invalid("A clone URL has no query string or fragment.")
-
+        scheme, host_raw, port, raw_path = _split_scp_like(url)
     host, ip = _parse_host(host_raw)
     path = _clean_path(raw_path)
     identity_host = canonical_host(host)
@@ -276,6 +228,71 @@ def parse_clone_url(raw: str, *, case_insensitive_hosts: Collection[str] = CASE_
     if len(canonical) > MAX_URL_LENGTH:  # an scp-like form grows by a few characters
         raise _invalid(f"The clone URL is longer than {MAX_URL_LENGTH} characters.")
     return CloneUrl(url=url, scheme=scheme, host=host, port=port, path=path, canonical=canonical, ip=ip)
+
+
+def _check_characters(url: str, scheme_match: re.Match[str] | None) -> None:
+    """The checks on the whole string: length, option-like, scheme, characters."""
+    if not url:
+        raise _invalid("The clone URL is empty.")
+    if len(url) > MAX_URL_LENGTH:
+        raise _invalid(f"The clone URL is longer than {MAX_URL_LENGTH} characters.")
+    if url.startswith("-"):
+        raise _error("option_like_url", "A clone URL cannot start with '-' (it would read as a command option).")
+    if _REMOTE_HELPER.match(url):
+        raise _error("unsupported_scheme", "Git remote helpers (transport::address) are not accepted.")
+    if scheme_match is not None and scheme_match.group(1).lower() not in ("https", "ssh"):
+        raise _error(
+            "unsupported_scheme",
+            f"{scheme_match.group(1).lower()}:// URLs are not accepted: use https:// or SSH (git@host:path).",
+        )
+    if not url.isascii() or any(ch <= " " or ch == "\x7f" for ch in url):
+        raise _invalid("The clone URL contains spaces, control or non-ASCII characters (percent-encode them).")
+    if "\\" in url:
+        raise _invalid("Backslashes are not accepted in a clone URL.")
+
+
+_Parts = tuple[Literal["https", "ssh"], str, int | None, str]
+"""scheme, raw host, port, raw path"""
+
+
+def _split_url(url: str, scheme_match: re.Match[str]) -> _Parts:
+    """An https:// or ssh:// URL."""
+    scheme: Literal["https", "ssh"] = "https" if scheme_match.group(1).lower() == "https" else "ssh"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise _invalid("The clone URL is malformed.") from None
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise _invalid("A clone URL has no query string or fragment.")
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if at:
+        if scheme == "https" or ":" in userinfo:
+            raise _credentials()
+        if not _USER.match(userinfo):
+            raise _error("option_like_url", f"{userinfo!r} is not a valid SSH user name.")
+    host_raw, port = _split_host_port(hostport)
+    if not parts.path.startswith("/"):
+        raise _invalid("The URL names no repository path.")
+    return scheme, host_raw, port, parts.path
+
+
+def _split_scp_like(url: str) -> _Parts:
+    """An SSH address in scp form: [user@]host:path."""
+    if _SCP_WITH_PASSWORD.match(url):
+        raise _credentials()
+    scp = _SCP.match(url)
+    if scp is None or "://" in url:
+        raise _error(
+            "unsupported_scheme",
+            "Use an https:// URL or an SSH address (git@host:owner/repo.git); local paths are not accepted.",
+        )
+    user = scp.group("user")
+    if user is not None and not _USER.match(user):
+        raise _error("option_like_url", f"{user!r} is not a valid SSH user name.")
+    raw_path = scp.group("path")
+    if "?" in raw_path or "#" in raw_path:
+        raise _invalid("A clone URL has no query string or fragment.")
+    return "ssh", scp.group("host"), None, raw_path
 
 
 # --- host safety ---------------------------------------------------------------------------------

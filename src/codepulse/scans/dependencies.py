@@ -4,20 +4,23 @@
     async def get_scan(target: ScanViewer) -> ...             # any member of its organization
     async def cancel_scan(target: ScanMemberAccess) -> ...    # member+
 
-An outsider (or a missing scan or finding) gets 404 `scan_not_found` / `finding_not_found`, a
-member below the role 403 `insufficient_role`; superusers pass.
+The guards come from `codepulse.orgs.dependencies.org_scoped_guard`: an outsider (or a missing
+scan or finding) gets 404 `scan_not_found` / `finding_not_found`, a member below the role 403
+`insufficient_role`; superusers pass.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from codepulse.auth.dependencies import CurrentUser
 from codepulse.db import DbSession
-from codepulse.orgs.models import Role
+from codepulse.orgs.dependencies import org_scoped_guard
+from codepulse.orgs.service import Role
+from codepulse.scans.models import Finding, Scan
+from codepulse.scans.repository import ScanRepository
 from codepulse.scans.service import FindingAccess, ScanAccess, ScanService
 
 ScanId = Annotated[uuid.UUID, Path(description="The scan's id.")]
@@ -32,21 +35,20 @@ async def scan_service(request: Request, session: DbSession) -> ScanService:
 ScanServiceDep = Annotated[ScanService, Depends(scan_service)]
 
 
-def ScanMember(min_role: Role = Role.VIEWER) -> Any:
-    async def dependency(scan_id: ScanId, user: CurrentUser, service: ScanServiceDep) -> ScanAccess:
-        return await service.scan_access(user, scan_id, min_role)
-
-    dependency.__name__ = f"scan_{min_role.value}"
-    return Depends(dependency)
+async def find_scan(scan_id: ScanId, session: DbSession) -> Scan | None:
+    return await ScanRepository(session).get_scan(scan_id)
 
 
-def FindingMember(min_role: Role = Role.VIEWER) -> Any:
-    async def dependency(finding_id: FindingId, user: CurrentUser, service: ScanServiceDep) -> FindingAccess:
-        return await service.finding_access(user, finding_id, min_role)
+async def find_finding(finding_id: FindingId, session: DbSession) -> Finding | None:
+    return await ScanRepository(session).get_finding(finding_id)
 
-    dependency.__name__ = f"finding_{min_role.value}"
-    return Depends(dependency)
 
+def _org_of(obj: Scan | Finding) -> uuid.UUID:
+    return obj.org_id
+
+
+ScanMember = org_scoped_guard("scan", find_scan, org_of=_org_of, grant=ScanAccess)
+FindingMember = org_scoped_guard("finding", find_finding, org_of=_org_of, grant=FindingAccess)
 
 ScanViewer = Annotated[ScanAccess, ScanMember(Role.VIEWER)]
 ScanMemberAccess = Annotated[ScanAccess, ScanMember(Role.MEMBER)]
