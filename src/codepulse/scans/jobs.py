@@ -13,7 +13,7 @@ import structlog
 
 from codepulse.errors import QuotaExceeded
 from codepulse.repositories import service as repositories_service
-from codepulse.repositories.models import ScanSchedule
+from codepulse.repositories.service import ScanSchedule
 from codepulse.scans import service
 from codepulse.scans.models import ScanTrigger
 from codepulse.scans.repository import ScanRepository

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Query, Request, Response, status
 
 from codepulse.auth.dependencies import CurrentSession, device_of
-from codepulse.auth.models import SessionKind
+from codepulse.auth.service import SessionKind
 from codepulse.orgs.dependencies import OrgViewer
 from codepulse.pagination import Page, PageParams
 from codepulse.repositories.dependencies import RepositoryMemberAccess, RepositoryViewer

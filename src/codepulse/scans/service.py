@@ -26,17 +26,15 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse import __version__, tasks
-from codepulse.auth.models import User
+from codepulse.auth.service import User
 from codepulse.clock import ClockFunc
 from codepulse.config import Settings
 from codepulse.db import advisory_xact_lock
 from codepulse.errors import Conflict, FieldError, NotFound, QuotaExceeded, ValidationFailed
-from codepulse.orgs.models import Role
-from codepulse.orgs.service import OrgAccess, OrgService
+from codepulse.orgs.service import OrgAccess, OrgService, Role
 from codepulse.pagination import PageRequest, paginate, paginate_rows
 from codepulse.repositories import service as repositories_service
-from codepulse.repositories.models import Repository
-from codepulse.repositories.service import RepositoryAccess
+from codepulse.repositories.service import Repository, RepositoryAccess
 from codepulse.scans.engine import RuleInfo, available_engines
 from codepulse.scans.models import (
     SUMMARY_SEVERITIES,
