@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, String, Table, cast, func, select
+from sqlalchemy import BigInteger, Column, ColumnElement, String, Table, cast, func, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -146,7 +146,7 @@ class GroupedSums:
         group = table.c[self.group_by]
         totals = []
         for columns in self.sums:
-            total = table.c[columns[0]]
+            total: ColumnElement[Any] = table.c[columns[0]]
             for name in columns[1:]:
                 total = total + table.c[name]
             # PostgreSQL's sum(bigint) is numeric; cast back so both dialects answer ints.
