@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -270,21 +271,59 @@ class SyncService:
     async def _apply(self, run: _Run, records: Sequence[CleanRecord], counts: dict[str, int]) -> None:
         """The general path: read what is stored of the batch's keys, insert the new records and
         raise the known ones whose counts grow."""
-        user_id, tz, now, machine_id = run.user_id, run.tz, run.now, run.machine_id
+        stored = await self._read_stored(run, records, counts)
+        if stored is None:
+            return
+        pending, book = await self._merge(run, records, stored, counts)
+        grown = [key for key, item in pending.items() if item.changed and item.stored is not None]
+        if grown:
+            await self._read_details(run.user_id, pending, grown, stored)
+        new_items = [item for item in pending.values() if item.stored is None]
+        # Raised in key order: writers of one user are serialised by the lock anyway, and a stable
+        # order keeps row locks deadlock-free even without it.
+        grown_items = sorted((pending[key] for key in grown), key=lambda item: item.record.key)
+        if not new_items and not grown_items:
+            return
+        if book is None:
+            book = await run.price_book()
+        raised = await self._write(run, book, new_items, grown_items)
+        deltas = _deltas(new_items + grown_items, raised)
+        await self.repo.add_to_daily(
+            [(run.user_id, day, source, model, *values) for (day, source, model), values in sorted(deltas.items())]
+        )
+
+    async def _read_stored(
+        self, run: _Run, records: Sequence[CleanRecord], counts: dict[str, int]
+    ) -> dict[tuple[str, str, str], Sequence[int]] | None:
+        """The stored counts of the batch's keys, read under the lock where they may change; None
+        when no record can change anything (a replay), counted as unchanged."""
         keys = list(dict.fromkeys(record.key for record in records))
-        stored = await self.repo.stored_counts(user_id, keys)
-        if not run.locked:
-            # Read before taking the lock: stored counts only grow, so a record no larger than
-            # what is stored stays unchanged whatever commits meanwhile (a replay stops here).
-            # The keys that may be written are read again under the lock.
-            moving = list(dict.fromkeys(record.key for record in records if _may_write(record, stored.get(record.key))))
-            if not moving:
-                counts["unchanged"] += len(records)
-                return
-            await run.lock()
-            for key in moving:
-                stored.pop(key, None)
-            stored.update(await self.repo.stored_counts(user_id, moving))
+        stored = await self.repo.stored_counts(run.user_id, keys)
+        if run.locked:
+            return stored
+        # Read before taking the lock: stored counts only grow, so a record no larger than what is
+        # stored stays unchanged whatever commits meanwhile (a replay stops here). The keys that
+        # may be written are read again under the lock.
+        moving = list(dict.fromkeys(record.key for record in records if _may_write(record, stored.get(record.key))))
+        if not moving:
+            counts["unchanged"] += len(records)
+            return None
+        await run.lock()
+        for key in moving:
+            stored.pop(key, None)
+        stored.update(await self.repo.stored_counts(run.user_id, moving))
+        return stored
+
+    async def _merge(
+        self,
+        run: _Run,
+        records: Sequence[CleanRecord],
+        stored: dict[tuple[str, str, str], Sequence[int]],
+        counts: dict[str, int],
+    ) -> tuple[dict[tuple[str, str, str], _Pending], PriceBook | None]:
+        """The batch's records merged per key against what is stored, and counted; the price book
+        when a new record needed it."""
+        tz = run.tz
         pending: dict[tuple[str, str, str], _Pending] = {}
         model_keys: dict[str, str] = {}
         inserted = updated = unchanged = 0
@@ -311,15 +350,7 @@ class SyncService:
                     )
                     inserted += 1
                     continue
-                incoming = record.tokens
-                if (
-                    incoming[0] <= stored_tokens[0]
-                    and incoming[1] <= stored_tokens[1]
-                    and incoming[2] <= stored_tokens[2]
-                    and incoming[3] <= stored_tokens[3]
-                    and incoming[4] <= stored_tokens[4]
-                    and incoming[5] <= stored_tokens[5]
-                ):
+                if not _may_write(record, stored_tokens):
                     # Seen before with these counts or larger (a replay): nothing to keep track of.
                     unchanged += 1
                     continue
@@ -334,27 +365,34 @@ class SyncService:
         counts["inserted"] += inserted
         counts["updated"] += updated
         counts["unchanged"] += unchanged
-        grown = [key for key, item in pending.items() if item.changed and item.stored is not None]
-        if grown:
-            details = await self.repo.stored_details(user_id, grown)
-            for key in grown:
-                item = pending[key]
-                model_key, day, speed, cost, priced, client_cost = details[key]
-                item.model_key, item.day, item.fast = model_key, day, speed == "fast"
-                item.stored = (*(int(value) for value in stored[key]), int(cost))
-                item.stored_priced = bool(priced)
-                if client_cost is not None and (item.client_cost is None or client_cost > item.client_cost):
-                    item.client_cost = client_cost
+        return pending, book
 
-        new_items = [item for item in pending.values() if item.stored is None]
-        # Raised in key order: writers of one user are serialised by the lock anyway, and a stable
-        # order keeps row locks deadlock-free even without it.
-        grown_items = sorted((pending[key] for key in grown), key=lambda item: item.record.key)
+    async def _read_details(
+        self,
+        user_id: uuid.UUID,
+        pending: dict[tuple[str, str, str], _Pending],
+        grown: list[tuple[str, str, str]],
+        stored: dict[tuple[str, str, str], Sequence[int]],
+    ) -> None:
+        """The rest of what is stored of the known records that grow."""
+        details = await self.repo.stored_details(user_id, grown)
+        for key in grown:
+            item = pending[key]
+            model_key, day, speed, cost, priced, client_cost = details[key]
+            item.model_key, item.day, item.fast = model_key, day, speed == "fast"
+            item.stored = (*(int(value) for value in stored[key]), int(cost))
+            item.stored_priced = bool(priced)
+            if client_cost is not None and (item.client_cost is None or client_cost > item.client_cost):
+                item.client_cost = client_cost
+
+    async def _write(
+        self, run: _Run, book: PriceBook, new_items: list[_Pending], grown_items: list[_Pending]
+    ) -> set[tuple[Any, ...]]:
+        """Price and write the records: the new ones are inserted as a whole (a key that appeared
+        meanwhile would fail the statement, not be counted twice); known ones are raised only where
+        a count grows, and the database says which rows it changed (their keys are returned)."""
+        user_id, now, machine_id = run.user_id, run.now, run.machine_id
         writes = new_items + grown_items
-        if not writes:
-            return
-        if book is None:
-            book = await run.price_book()
         prices = {key: book.price(key) for key in {item.model_key for item in writes}}
         version = book.table.version
         rows = []
@@ -387,9 +425,6 @@ class SyncService:
                     now,
                 )
             )
-        # New records are inserted as a whole (a key that appeared meanwhile would fail the
-        # statement, not be counted twice); known ones are raised only where a count grows, and the
-        # database says which rows it changed.
         new_rows, grown_rows = rows[: len(new_items)], rows[len(new_items) :]
         inserted_count = await self.repo.insert_records(new_rows)
         raised = {tuple(row) for row in await self.repo.raise_records(grown_rows)}
@@ -397,34 +432,35 @@ class SyncService:
             log.warning(  # impossible while the user lock is held
                 "usage.write_mismatch", inserted=inserted_count, new=len(new_rows), raised=len(raised)
             )
+        return raised
 
-        # Aggregate differences: what the database wrote (the values sent, for the rows it
-        # inserted or raised) minus what was stored before (read under the lock).
-        deltas: dict[tuple[date, str, str], list[int]] = {}
-        for item in writes:
-            before = item.stored
-            if before is not None and item.record.key not in raised:  # pragma: no cover - see above
-                continue
-            group = (item.day, item.record.source, item.model_key)
-            delta = deltas.get(group)
-            if delta is None:
-                delta = deltas[group] = [0] * 9
-            t = item.tokens
-            if before is None:
-                delta[0] += t[0]
-                delta[1] += t[1]
-                delta[2] += t[2]
-                delta[3] += t[3]
-                delta[4] += t[4]
-                delta[5] += t[5]
-                delta[6] += item.cost
-                delta[7] += 1
-                delta[8] += 0 if item.priced else 1
-            else:
-                for i in range(6):
-                    delta[i] += t[i] - before[i]
-                delta[6] += item.cost - before[6]
-                delta[8] += (0 if item.priced else 1) - (0 if item.stored_priced else 1)
-        await self.repo.add_to_daily(
-            [(user_id, day, source, model, *values) for (day, source, model), values in sorted(deltas.items())]
-        )
+
+def _deltas(writes: Sequence[_Pending], raised: set[tuple[Any, ...]]) -> dict[tuple[date, str, str], list[int]]:
+    """Aggregate differences per (day, source, model): what the database wrote (the values sent,
+    for the rows it inserted or raised) minus what was stored before (read under the lock)."""
+    deltas: dict[tuple[date, str, str], list[int]] = {}
+    for item in writes:
+        before: tuple[int, ...] | None = item.stored
+        if before is not None and item.record.key not in raised:  # pragma: no cover - see `_write`
+            continue
+        group = (item.day, item.record.source, item.model_key)
+        delta = deltas.get(group)
+        if delta is None:
+            delta = deltas[group] = [0] * 9
+        t = item.tokens
+        if before is None:
+            delta[0] += t[0]
+            delta[1] += t[1]
+            delta[2] += t[2]
+            delta[3] += t[3]
+            delta[4] += t[4]
+            delta[5] += t[5]
+            delta[6] += item.cost
+            delta[7] += 1
+            delta[8] += 0 if item.priced else 1
+        else:
+            for i in range(6):
+                delta[i] += t[i] - before[i]
+            delta[6] += item.cost - before[6]
+            delta[8] += (0 if item.priced else 1) - (0 if item.stored_priced else 1)
+    return deltas
