@@ -15,7 +15,7 @@ from codepulse.orgs.dependencies import OrgAdmin, OrgServiceDep
 from codepulse.ratelimit import Rule
 from codepulse.routing import DomainRouter
 from codepulse.usage.dependencies import DashboardServiceDep, PriceServiceDep, SharingServiceDep, SyncServiceDep
-from codepulse.usage.ingest import SyncLimits, parse_batch, read_body
+from codepulse.usage.ingest import SyncLimits, parse_batch
 from codepulse.usage.pricing import PriceSpec, nanousd_to_usd
 from codepulse.usage.schemas import (
     COUNTING_RULES,
@@ -39,6 +39,7 @@ from codepulse.usage.schemas import (
     UsageSettingsUpdate,
 )
 from codepulse.usage.sync import SyncResult
+from codepulse.usage.upload import read_body
 
 router = DomainRouter(tags=["usage"])
 pricing_router = DomainRouter(prefix="/admin/pricing", tags=["pricing"])
