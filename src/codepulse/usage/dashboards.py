@@ -98,7 +98,12 @@ class DashboardService:
             buckets[bucket] = buckets.get(bucket, Sums()) + per_day.get(day, Sums())
             day += timedelta(days=1)
         points = [
-            TrendPoint(date=bucket, tokens=_tokens(sums), cost_usd=_usd(sums.cost_nanousd), records=sums.records)
+            TrendPoint(
+                date=bucket,
+                tokens=TokenCounts.model_validate(sums),
+                cost_usd=_usd(sums.cost_nanousd),
+                records=sums.records,
+            )
             for bucket, sums in buckets.items()
         ]
         return Trends(range=range_, granularity=granularity, start=start, end=end, points=points)
@@ -115,7 +120,7 @@ class DashboardService:
         items = [
             SourceUsage(
                 source=str(group[0]),
-                tokens=_tokens(sums),
+                tokens=TokenCounts.model_validate(sums),
                 cost_usd=_usd(sums.cost_nanousd),
                 records=sums.records,
                 active_days=days,
@@ -140,7 +145,7 @@ class DashboardService:
                     model=model,
                     display_name=book.display_name(model),
                     priced=book.price(model) is not None,
-                    tokens=_tokens(sums),
+                    tokens=TokenCounts.model_validate(sums),
                     cost_usd=_usd(sums.cost_nanousd),
                     records=sums.records,
                     unpriced_records=sums.unpriced_records,
@@ -186,7 +191,7 @@ class DashboardService:
             members_out.append(
                 MemberUsage(
                     user=MemberRef.model_validate(users[user_id]),
-                    tokens=_tokens(sums),
+                    tokens=TokenCounts.model_validate(sums),
                     cost_usd=_usd(sums.cost_nanousd),
                     records=sums.records,
                     active_days=days,
@@ -200,7 +205,7 @@ class DashboardService:
             start=start,
             end=end,
             totals=OrgTotals(
-                tokens=_tokens(total),
+                tokens=TokenCounts.model_validate(total),
                 cost_usd=_usd(total.cost_nanousd),
                 records=total.records,
                 active_members=sum(1 for m in members_out if m.records),
@@ -236,23 +241,11 @@ class DashboardService:
 def _period(sums: Sums, active_days: int) -> PeriodStats:
     read_base = sums.input + sums.cache_read
     return PeriodStats(
-        tokens=_tokens(sums),
+        tokens=TokenCounts.model_validate(sums),
         cost_usd=_usd(sums.cost_nanousd),
         records=sums.records,
         active_days=active_days,
         cache_efficiency=round(sums.cache_read / read_base, 4) if read_base else None,
-    )
-
-
-def _tokens(sums: Sums) -> TokenCounts:
-    return TokenCounts(
-        input=sums.input,
-        output=sums.output,
-        cache_creation_5m=sums.cache_creation_5m,
-        cache_creation_1h=sums.cache_creation_1h,
-        cache_read=sums.cache_read,
-        reasoning=sums.reasoning,
-        total=sums.total_tokens,
     )
 
 

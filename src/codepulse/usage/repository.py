@@ -135,6 +135,10 @@ class Sums:
     def total_tokens(self) -> int:
         return self.input + self.output + self.cache_creation_5m + self.cache_creation_1h + self.cache_read
 
+    @property
+    def total(self) -> int:  # as TokenCounts names it
+        return self.total_tokens
+
     def __add__(self, other: Sums) -> Sums:
         return Sums(*(a + b for a, b in zip(self.values, other.values, strict=True)))
 
