@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, timedelta
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -101,7 +100,7 @@ class DashboardService:
             TrendPoint(
                 date=bucket,
                 tokens=TokenCounts.model_validate(sums),
-                cost_usd=_usd(sums.cost_nanousd),
+                cost_usd=nanousd_to_usd(sums.cost_nanousd),
                 records=sums.records,
             )
             for bucket, sums in buckets.items()
@@ -121,7 +120,7 @@ class DashboardService:
             SourceUsage(
                 source=str(group[0]),
                 tokens=TokenCounts.model_validate(sums),
-                cost_usd=_usd(sums.cost_nanousd),
+                cost_usd=nanousd_to_usd(sums.cost_nanousd),
                 records=sums.records,
                 active_days=days,
                 token_share=_share(sums.total_tokens, total_tokens),
@@ -146,7 +145,7 @@ class DashboardService:
                     display_name=book.display_name(model),
                     priced=book.price(model) is not None,
                     tokens=TokenCounts.model_validate(sums),
-                    cost_usd=_usd(sums.cost_nanousd),
+                    cost_usd=nanousd_to_usd(sums.cost_nanousd),
                     records=sums.records,
                     unpriced_records=sums.unpriced_records,
                     token_share=_share(sums.total_tokens, total_tokens),
@@ -192,7 +191,7 @@ class DashboardService:
                 MemberUsage(
                     user=MemberRef.model_validate(users[user_id]),
                     tokens=TokenCounts.model_validate(sums),
-                    cost_usd=_usd(sums.cost_nanousd),
+                    cost_usd=nanousd_to_usd(sums.cost_nanousd),
                     records=sums.records,
                     active_days=days,
                     last_active=last,
@@ -206,7 +205,7 @@ class DashboardService:
             end=end,
             totals=OrgTotals(
                 tokens=TokenCounts.model_validate(total),
-                cost_usd=_usd(total.cost_nanousd),
+                cost_usd=nanousd_to_usd(total.cost_nanousd),
                 records=total.records,
                 active_members=sum(1 for m in members_out if m.records),
             ),
@@ -227,7 +226,7 @@ class DashboardService:
         return PublicStats(
             username=user.username,
             total_tokens=total_tokens,
-            total_cost_usd=_usd(sum(cost for _, _, cost in days)),
+            total_cost_usd=nanousd_to_usd(sum(cost for _, _, cost in days)),
             active_days=len(days),
             current_streak=run.current,
             longest_streak=run.longest,
@@ -242,15 +241,11 @@ def _period(sums: Sums, active_days: int) -> PeriodStats:
     read_base = sums.input + sums.cache_read
     return PeriodStats(
         tokens=TokenCounts.model_validate(sums),
-        cost_usd=_usd(sums.cost_nanousd),
+        cost_usd=nanousd_to_usd(sums.cost_nanousd),
         records=sums.records,
         active_days=active_days,
         cache_efficiency=round(sums.cache_read / read_base, 4) if read_base else None,
     )
-
-
-def _usd(nanousd: int) -> Decimal:
-    return nanousd_to_usd(nanousd)
 
 
 def _share(part: int, whole: int) -> float:
