@@ -116,3 +116,32 @@ async def test_the_sync_lock_is_taken_unless_a_sampled_key_is_stored(session: As
         assert parse_overrides(overrides) == await repo.price_overrides()
     else:
         assert overrides is None
+
+
+async def test_a_batch_is_claimed_once(session: AsyncSession, user_id: uuid.UUID) -> None:
+    repo = UsageRepository(session)
+    assert await repo.claim_batch(user_id, "d1", NOW)
+    assert not await repo.claim_batch(user_id, "d1", NOW)
+    assert await repo.claim_batch(user_id, "d2", NOW)
+    with pytest.raises((ValueError, StatementError), match="naive datetime"):
+        await repo.claim_batch(user_id, "d3", NOW.replace(tzinfo=None))
+
+
+async def test_differences_add_up_in_the_daily_aggregates(session: AsyncSession, user_id: uuid.UUID) -> None:
+    repo = UsageRepository(session)
+    day, next_day = date(2026, 11, 23), date(2026, 11, 24)
+    # input, output, 5m, 1h, cache read, reasoning, cost, records, unpriced
+    await repo.add_to_daily(
+        [
+            (user_id, day, "claude-code", "claude-haiku-4-5", 1, 2, 3, 4, 5, 6, 700, 1, 0),
+            (user_id, next_day, "codex", "gpt-5", 10, 0, 0, 0, 0, 0, 0, 1, 1),
+        ]
+    )
+    await repo.add_to_daily([(user_id, day, "claude-code", "claude-haiku-4-5", 1, 1, 1, 1, 1, 100, 50, 1, 0)])
+    await repo.add_to_daily([])
+    # Totals count every token but reasoning (part of the output).
+    assert await repo.day_totals(user_id) == [(day, 20, 750), (next_day, 10, 0)]
+    groups = await repo.sums_by([user_id], ["model"])
+    by_model = {group[0]: sums for group, sums, _, _ in groups}
+    assert by_model["claude-haiku-4-5"].values == (2, 3, 4, 5, 6, 106, 750, 2, 0)
+    assert await repo.day_totals(uuid.uuid4()) == []

@@ -21,7 +21,7 @@ from codepulse.auth.models import User
 from codepulse.cli import app as cli
 from codepulse.config import Settings
 from codepulse.db import Database
-from codepulse.usage import service as usage_service
+from codepulse.usage import price_overrides as usage_service
 from codepulse.usage.models import UsageDaily, UsageRecord
 from codepulse.usage.pricing import price_table
 from codepulse.usage.service import reprice

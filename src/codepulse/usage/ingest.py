@@ -1,4 +1,5 @@
-"""From HTTP bytes to clean records: body limits, gzip, the two wire shapes, per-record checks.
+"""From a sync body to clean records: the two wire shapes, their limits, per-record checks (the
+body itself is read by `upload`).
 
 Only a body that is not JSON, or whose envelope is wrong, fails the whole request (422). Each
 record is then checked on its own: a bad one is reported with its index and a reason code and
@@ -9,8 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import typing
-import zlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
@@ -21,7 +21,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, StringCons
 from typing_extensions import TypedDict
 
 from codepulse.config import Settings
-from codepulse.errors import DomainError, FieldError, PayloadTooLarge, ValidationFailed
+from codepulse.errors import FieldError, PayloadTooLarge, ValidationFailed
 from codepulse.usage.pricing import usd_to_nanousd
 from codepulse.usage.schemas import (
     BurntopSyncIn,
@@ -34,15 +34,10 @@ from codepulse.usage.schemas import (
     Source,
     Tokens,
 )
+from codepulse.usage.upload import too_large
 
 MAX_TOKENS_PER_RECORD = 50_000_000
 MAX_AGE = timedelta(days=400)
-
-
-class UnsupportedMediaType(DomainError):
-    status = 415
-    code = "unsupported_media_type"
-    title = "Unsupported media type"
 
 
 @dataclass(frozen=True)
@@ -104,72 +99,24 @@ def batch_digest(body: bytes, rejected: Sequence[Rejection]) -> str:
     return digest.hexdigest()
 
 
-# --- body --------------------------------------------------------------------------------------
-
-
-def _too_large(limit: int, what: str) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"The request is larger than {limit:,} bytes {what}; split the upload into smaller batches.",
-        extra={"limit_bytes": limit},
-    )
-
-
-async def read_body(chunks: AsyncIterator[bytes], content_encoding: str | None, limit: int) -> bytes:
-    """The request body, gunzipped when `Content-Encoding: gzip`; 413 past `limit` bytes, compressed
-    or not (a small gzip body that inflates past the limit is refused while inflating)."""
-    encoding = (content_encoding or "identity").strip().lower()
-    if encoding not in ("identity", "gzip", "x-gzip"):
-        raise UnsupportedMediaType(
-            f"Content-Encoding {encoding!r} is not supported; send gzip or no encoding.",
-            code="unsupported_content_encoding",
-        )
-    body = bytearray()
-    async for chunk in chunks:
-        body += chunk
-        if len(body) > limit:
-            raise _too_large(limit, "(as sent)")
-    if encoding == "identity":
-        return bytes(body)
-    return gunzip(bytes(body), limit)
-
-
-def gunzip(data: bytes, limit: int) -> bytes:
-    """Inflate gzip `data` (several members allowed), refusing more than `limit` bytes of output."""
-    out = bytearray()
-    remaining = data
-    while remaining:
-        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        try:
-            out += inflater.decompress(remaining, limit + 1 - len(out))
-        except zlib.error:
-            raise _bad_gzip() from None
-        if len(out) > limit or inflater.unconsumed_tail:
-            raise _too_large(limit, "once decompressed")
-        if not inflater.eof:
-            raise _bad_gzip()
-        remaining = inflater.unused_data
-    return bytes(out)
-
-
-def _bad_gzip() -> ValidationFailed:
-    return ValidationFailed(
-        [FieldError(field="body", code="invalid_gzip", message="The body is not complete, valid gzip data.")],
-        detail="The body says it is gzip but cannot be decompressed.",
-    )
-
-
 # --- envelopes -----------------------------------------------------------------------------
 
 
-class _RecordDict(TypedDict):
-    """UsageRecordIn (the documented schema) as a TypedDict: a batch validates into plain dicts,
-    several times faster than into thousands of model instances. A test keeps the two in step."""
+# UsageRecordIn and BurntopMessageIn (the documented schemas) as TypedDicts: a batch validates into
+# plain dicts, several times faster than into thousands of model instances. A test keeps the two in
+# step. Each is put together from parts so that its fields keep the documented order (a rejection
+# reports the first field in error); the `_Wire*` ones are the same with the timestamp as a batch
+# validates it (`_WireTimestamp`).
 
+
+class _RecordKey(TypedDict):
     source: Source
     message_id: MessageId
     request_id: NotRequired[RequestId]
     model: ModelName
-    timestamp: AwareDatetime
+
+
+class _RecordCounts(TypedDict):
     input_tokens: Tokens
     output_tokens: Tokens
     cache_creation_5m_tokens: NotRequired[Tokens]
@@ -181,11 +128,11 @@ class _RecordDict(TypedDict):
     cost_usd: NotRequired[Annotated[Decimal | None, Field(ge=0, le=1_000_000)]]
 
 
-class _MessageDict(TypedDict):
-    """BurntopMessageIn as a TypedDict (see _RecordDict)."""
-
+class _MessageKey(TypedDict):
     id: MessageId
-    timestamp: AwareDatetime
+
+
+class _MessageCounts(TypedDict):
     model: ModelName
     inputTokens: Tokens
     outputTokens: Tokens
@@ -205,36 +152,28 @@ _WireTimestamp = Annotated[
 ]
 
 
-class _WireRecordDict(TypedDict):
-    """_RecordDict as batches are validated: the same fields and rules, the timestamp as `_WireTimestamp`."""
+class _Timestamp(TypedDict):
+    timestamp: AwareDatetime
 
-    source: Source
-    message_id: MessageId
-    request_id: NotRequired[RequestId]
-    model: ModelName
+
+class _WireTimestamped(TypedDict):
     timestamp: _WireTimestamp
-    input_tokens: Tokens
-    output_tokens: Tokens
-    cache_creation_5m_tokens: NotRequired[Tokens]
-    cache_creation_1h_tokens: NotRequired[Tokens]
-    cache_read_tokens: NotRequired[Tokens]
-    reasoning_tokens: NotRequired[Tokens]
-    speed: NotRequired[Literal["standard", "fast"] | None]
-    session_id: NotRequired[SessionId]
-    cost_usd: NotRequired[Annotated[Decimal | None, Field(ge=0, le=1_000_000)]]
 
 
-class _WireMessageDict(TypedDict):
-    """_MessageDict as batches are validated (see _WireRecordDict)."""
+class _RecordDict(_RecordKey, _Timestamp, _RecordCounts):
+    """UsageRecordIn."""
 
-    id: MessageId
-    timestamp: _WireTimestamp
-    model: ModelName
-    inputTokens: Tokens
-    outputTokens: Tokens
-    cacheCreationTokens: NotRequired[Tokens]
-    cacheReadTokens: NotRequired[Tokens]
-    reasoningTokens: NotRequired[Tokens]
+
+class _MessageDict(_MessageKey, _Timestamp, _MessageCounts):
+    """BurntopMessageIn."""
+
+
+class _WireRecordDict(_RecordKey, _WireTimestamped, _RecordCounts):
+    """_RecordDict as batches are validated."""
+
+
+class _WireMessageDict(_MessageKey, _WireTimestamped, _MessageCounts):
+    """_MessageDict as batches are validated."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +250,7 @@ def parse_batch(body: bytes, limits: SyncLimits, now: datetime) -> Batch:
         raise _envelope_error(body) from None
     if isinstance(envelope, _BurntopEnvelope):
         if len(body) > limits.burntop_max_body_bytes:
-            raise _too_large(limits.burntop_max_body_bytes, "(decompressed)")
+            raise too_large(limits.burntop_max_body_bytes, "(decompressed)")
         _check_count(len(envelope.messages), limits.burntop_max_messages)
         clean, rejected = _check_burntop(envelope.messages, envelope.source, now)
         return Batch(
@@ -324,7 +263,7 @@ def parse_batch(body: bytes, limits: SyncLimits, now: datetime) -> Batch:
             batch_digest(body, rejected),
         )
     if len(body) > limits.max_body_bytes:
-        raise _too_large(limits.max_body_bytes, "(decompressed)")
+        raise too_large(limits.max_body_bytes, "(decompressed)")
     _check_count(len(envelope.records), limits.max_records)
     clean, rejected = _check_native(envelope.records, now)
     return Batch(

@@ -33,7 +33,30 @@ ID_MAX_LENGTH = 200
 MODEL_MAX_LENGTH = 200
 
 
-class UsageRecord(Base):
+# The token counts of a record, in this order: as the provider bills them (`input` excludes cache
+# writes and reads; `reasoning` is the part of `output` spent on reasoning).
+TOKEN_COLUMNS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_5m_tokens",
+    "cache_creation_1h_tokens",
+    "cache_read_tokens",
+    "reasoning_tokens",
+)
+
+
+class TokenColumns:
+    """The token counts (TOKEN_COLUMNS) of a record, or their sums."""
+
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_creation_5m_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_creation_1h_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_read_tokens: Mapped[int] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger)
+
+
+class UsageRecord(TokenColumns, Base):
     """One billed model response, as the provider billed it, deduplicated on its natural key.
 
     The key (user, message id, source, request id or "") is the primary key: a record seen again
@@ -57,12 +80,6 @@ class UsageRecord(Base):
     model_key: Mapped[str] = mapped_column(String(MODEL_MAX_LENGTH))
     occurred_at: Mapped[datetime]
     day: Mapped[date] = mapped_column(Date)
-    input_tokens: Mapped[int] = mapped_column(BigInteger)
-    output_tokens: Mapped[int] = mapped_column(BigInteger)
-    cache_creation_5m_tokens: Mapped[int] = mapped_column(BigInteger)
-    cache_creation_1h_tokens: Mapped[int] = mapped_column(BigInteger)
-    cache_read_tokens: Mapped[int] = mapped_column(BigInteger)
-    reasoning_tokens: Mapped[int] = mapped_column(BigInteger)
     speed: Mapped[str] = mapped_column(String(10))
     session_id: Mapped[str | None] = mapped_column(String(ID_MAX_LENGTH))
     machine_id: Mapped[str | None] = mapped_column(String(ID_MAX_LENGTH))
@@ -75,7 +92,7 @@ class UsageRecord(Base):
     updated_at: Mapped[datetime]
 
 
-class UsageDaily(Base):
+class UsageDaily(TokenColumns, Base):
     """Sums of usage records per (user, local day, source, normalised model).
 
     Maintained in the same transaction as the records, by the differences each sync applies.
@@ -88,12 +105,6 @@ class UsageDaily(Base):
     day: Mapped[date] = mapped_column(Date)
     source: Mapped[str] = mapped_column(String(SOURCE_MAX_LENGTH))
     model: Mapped[str] = mapped_column(String(MODEL_MAX_LENGTH))
-    input_tokens: Mapped[int] = mapped_column(BigInteger)
-    output_tokens: Mapped[int] = mapped_column(BigInteger)
-    cache_creation_5m_tokens: Mapped[int] = mapped_column(BigInteger)
-    cache_creation_1h_tokens: Mapped[int] = mapped_column(BigInteger)
-    cache_read_tokens: Mapped[int] = mapped_column(BigInteger)
-    reasoning_tokens: Mapped[int] = mapped_column(BigInteger)
     cost_nanousd: Mapped[int] = mapped_column(BigInteger)
     records: Mapped[int] = mapped_column(Integer)
     unpriced_records: Mapped[int] = mapped_column(Integer)

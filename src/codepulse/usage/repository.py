@@ -1,9 +1,9 @@
 """Queries on the usage domain's tables, and nothing else.
 
 The sync path uses Core statements on the tables (bulk upserts with RETURNING) rather than ORM
-objects: a first sync carries 10^4-10^5 records. On PostgreSQL the few statements that nearly
-every sync runs are SQL text sent straight to asyncpg (see `_LOCK_UNLESS_STORED` and below), with
-their Core forms kept for SQLite.
+objects: a first sync carries 10^4-10^5 records. The few statements that nearly every sync runs
+are built once, below, with the helpers of `codepulse.db.direct` (SQL text sent straight to the
+driver on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -31,20 +31,12 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse.db import (
-    Base,
-    advisory_lock_key,
-    advisory_xact_lock,
-    bulk_insert,
-    bulk_upsert,
-    driver_connection,
-    rows_by_keys,
-    upsert,
-)
+from codepulse.db import Base, advisory_xact_lock, bulk_insert, bulk_upsert, rows_by_keys, upsert
+from codepulse.db.direct import AddToRows, GroupedSums, InsertIfAbsent, LockUnlessFound, insert_all_or_nothing
 from codepulse.usage.models import (
+    TOKEN_COLUMNS,
     PriceOverride,
     UsageDaily,
     UsageEvent,
@@ -65,14 +57,6 @@ OVERRIDES = _table(PriceOverride)
 EVENTS = _table(UsageEvent)
 BATCHES = _table(UsageSyncBatch)
 
-TOKEN_COLUMNS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_5m_tokens",
-    "cache_creation_1h_tokens",
-    "cache_read_tokens",
-    "reasoning_tokens",
-)
 # Summed in aggregates, in this order: the token columns, cost, record counts.
 DAILY_SUMS = (*TOKEN_COLUMNS, "cost_nanousd", "records", "unpriced_records")
 # What a sync reads of the stored records it receives again: their counts, then, for the few
@@ -100,65 +84,25 @@ RECORD_COLUMNS = (
     "updated_at",
 )
 DAILY_COLUMNS = ("user_id", "day", "source", "model", *DAILY_SUMS)
+# A record's key, after its user.
+KEY_COLUMNS = ("message_id", "source", "request_id")
+# The tokens totals count: all but reasoning, which is part of the output.
+TOTAL_TOKEN_COLUMNS = TOKEN_COLUMNS[:5]
 
-# A batch taken for new records, in one round trip on PostgreSQL: unless one of a sample of its
-# keys is stored, take the user's sync lock and read the price overrides in force (the JSON text
-# doubles as their fingerprint, so the caller can reuse prices it compiled before). A sampled key
-# that is stored gives no row and takes no lock, as a replay must not wait for it. The keys are
-# probed one by one through the primary key (LATERAL ... LIMIT 1, as in `rows_by_keys`).
-_LOCK_UNLESS_STORED = """
-SELECT pg_advisory_xact_lock($1),
-       (SELECT coalesce(json_agg(json_build_array(o.model, o.price, o.updated_at AT TIME ZONE 'UTC')
-                                 ORDER BY o.model), '[]')::text
-          FROM usage_price_overrides AS o)
- WHERE NOT EXISTS (
-       SELECT 1
-         FROM unnest($3::text[], $4::text[], $5::text[]) AS k(message_id, source, request_id),
-              LATERAL (SELECT 1 FROM usage_records AS r
-                        WHERE r.user_id = $2 AND r.message_id = k.message_id AND r.source = k.source
-                          AND r.request_id = k.request_id
-                        LIMIT 1) AS found)
-"""
-_COPY_SAVEPOINT = "usage_copy"
-# The other statements of a sync, sent to asyncpg as they are on PostgreSQL: building and compiling
-# their SQLAlchemy forms (see `bulk_upsert` and the generic `day_totals`) costs more than the
-# database takes to run them. Same statements, same results.
-_ADD_TO_DAILY = """
-INSERT INTO usage_daily AS d (user_id, day, source, model, input_tokens, output_tokens, cache_creation_5m_tokens,
-                              cache_creation_1h_tokens, cache_read_tokens, reasoning_tokens, cost_nanousd, records,
-                              unpriced_records)
-SELECT * FROM unnest($1::uuid[], $2::date[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[],
-                     $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::integer[], $13::integer[])
-ON CONFLICT (user_id, day, source, model) DO UPDATE SET
-    input_tokens = d.input_tokens + excluded.input_tokens,
-    output_tokens = d.output_tokens + excluded.output_tokens,
-    cache_creation_5m_tokens = d.cache_creation_5m_tokens + excluded.cache_creation_5m_tokens,
-    cache_creation_1h_tokens = d.cache_creation_1h_tokens + excluded.cache_creation_1h_tokens,
-    cache_read_tokens = d.cache_read_tokens + excluded.cache_read_tokens,
-    reasoning_tokens = d.reasoning_tokens + excluded.reasoning_tokens,
-    cost_nanousd = d.cost_nanousd + excluded.cost_nanousd,
-    records = d.records + excluded.records,
-    unpriced_records = d.unpriced_records + excluded.unpriced_records
-"""
-_CLAIM_BATCH = """
-INSERT INTO usage_sync_batches (user_id, digest, created_at) VALUES ($1, $2, $3)
-ON CONFLICT (user_id, digest) DO NOTHING
-RETURNING digest
-"""
-_DAY_TOTALS = """
-SELECT day,
-       coalesce(sum(input_tokens + output_tokens + cache_creation_5m_tokens + cache_creation_1h_tokens
-                    + cache_read_tokens), 0)::bigint,
-       coalesce(sum(cost_nanousd), 0)::bigint
-  FROM usage_daily
- WHERE user_id = $1
- GROUP BY day
- ORDER BY day
-"""
+# The statements nearly every sync runs (see codepulse.db.direct).
+_LOCK_UNLESS_STORED = LockUnlessFound(
+    RECORDS,
+    fixed=("user_id",),
+    key_columns=KEY_COLUMNS,
+    also=(OVERRIDES, ("model", "price", "updated_at"), ("model",)),
+)
+_CLAIM_BATCH = InsertIfAbsent(BATCHES, ("user_id", "digest", "created_at"), conflict=("user_id", "digest"))
+_ADD_TO_DAILY = AddToRows(DAILY, DAILY_COLUMNS, key=("user_id", "day", "source", "model"), sums=DAILY_SUMS)
+_DAY_TOTALS = GroupedSums(DAILY, where=("user_id",), group_by="day", sums=(TOTAL_TOKEN_COLUMNS, ("cost_nanousd",)))
 
 
-def _is_postgresql(session: AsyncSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
+def _lock_name(user_id: uuid.UUID) -> str:
+    return f"usage:user:{user_id}"
 
 
 def parse_overrides(text: str) -> list[tuple[str, dict[str, Any], datetime]]:
@@ -190,6 +134,10 @@ class Sums:
     @property
     def total_tokens(self) -> int:
         return self.input + self.output + self.cache_creation_5m + self.cache_creation_1h + self.cache_read
+
+    @property
+    def total(self) -> int:  # as TokenCounts names it
+        return self.total_tokens
 
     def __add__(self, other: Sums) -> Sums:
         return Sums(*(a + b for a, b in zip(self.values, other.values, strict=True)))
@@ -226,7 +174,7 @@ class UsageRepository:
 
     async def lock_user(self, user_id: uuid.UUID) -> None:
         """Serialise every change to one user's records and aggregates until the transaction ends."""
-        await advisory_xact_lock(self.session, f"usage:user:{user_id}")
+        await advisory_xact_lock(self.session, _lock_name(user_id))
 
     async def lock_unless_stored(
         self, user_id: uuid.UUID, keys: Sequence[tuple[str, str, str]]
@@ -234,54 +182,18 @@ class UsageRepository:
         """Take the user's sync lock unless one of `keys` is stored: (whether it was taken, the
         price overrides as JSON text for `parse_overrides` when they were read with it, which
         PostgreSQL does in the same statement)."""
-        if not _is_postgresql(self.session):
-            if await self.stored_counts(user_id, keys):
-                return False, None
-            await self.lock_user(user_id)
-            return True, None
-        driver = await driver_connection(self.session)
-        columns = list(zip(*keys, strict=True)) if keys else [(), (), ()]
-        row = await driver.fetchrow(
-            _LOCK_UNLESS_STORED,
-            advisory_lock_key(f"usage:user:{user_id}"),
-            user_id,
-            *(list(values) for values in columns),
-        )
-        return (False, None) if row is None else (True, row[1])
+        return await _LOCK_UNLESS_STORED(self.session, _lock_name(user_id), (user_id,), keys)
 
     async def insert_new_records(self, rows: Sequence[Sequence[Any]]) -> bool:
         """Insert records read as new (rows of RECORD_COLUMNS; the caller holds the user lock).
         All or nothing: False, having written nothing and with the transaction still usable, when
         a key is stored after all."""
-        if not _is_postgresql(self.session):
-            try:
-                async with self.session.begin_nested():
-                    await self.insert_records(rows)
-            except IntegrityError:
-                return False
-            return True
-        # A savepoint through the driver, not released: the commit releases it, and SQLAlchemy's
-        # begin_nested would cost a round trip more (RELEASE) and its own bookkeeping.
-        driver = await driver_connection(self.session)
-        await driver.execute(f"SAVEPOINT {_COPY_SAVEPOINT}")
-        try:
-            await self.insert_records(rows)
-        except IntegrityError:
-            await driver.execute(f"ROLLBACK TO SAVEPOINT {_COPY_SAVEPOINT}")
-            return False
-        return True
+        return await insert_all_or_nothing(self.session, RECORDS, RECORD_COLUMNS, rows)
 
     async def claim_batch(self, user_id: uuid.UUID, digest: str, now: datetime) -> bool:
         """Note that this transaction applies the batch `digest`; False when it was applied before
         (by a committed transaction: a concurrent one applying it is waited for)."""
-        if _is_postgresql(self.session):
-            if now.tzinfo is None:
-                raise ValueError("naive datetime given; codepulse stores timezone-aware UTC only")
-            driver = await driver_connection(self.session)
-            return await driver.fetchrow(_CLAIM_BATCH, user_id, digest, now) is not None
-        statement = upsert(self.session, BATCHES, conflict=["user_id", "digest"]).returning(BATCHES.c.digest)
-        params = {"user_id": user_id, "digest": digest, "created_at": now}
-        return (await self.session.execute(statement, params)).first() is not None
+        return await _CLAIM_BATCH(self.session, user_id, digest, now)
 
     async def stored_counts(
         self, user_id: uuid.UUID, keys: Sequence[tuple[str, str, str]]
@@ -293,7 +205,7 @@ class UsageRepository:
             RECORDS,
             TOKEN_COLUMNS,
             fixed={"user_id": user_id},
-            key_columns=("message_id", "source", "request_id"),
+            key_columns=KEY_COLUMNS,
             keys=keys,
         )
         return {keys[position]: counts for position, counts in found}
@@ -307,7 +219,7 @@ class UsageRepository:
             RECORDS,
             STORED_DETAILS,
             fixed={"user_id": user_id},
-            key_columns=("message_id", "source", "request_id"),
+            key_columns=KEY_COLUMNS,
             keys=keys,
         )
         return {keys[position]: details for position, details in found}
@@ -341,43 +253,13 @@ class UsageRepository:
 
     async def add_to_daily(self, rows: Sequence[Sequence[Any]]) -> None:
         """Add differences (rows of DAILY_COLUMNS) to the daily aggregates, creating missing days."""
-        if not rows:
-            return
-        if _is_postgresql(self.session):
-            driver = await driver_connection(self.session)
-            await driver.execute(_ADD_TO_DAILY, *(list(values) for values in zip(*rows, strict=True)))
-            return
-        table = DAILY
-        await bulk_upsert(
-            self.session,
-            table,
-            DAILY_COLUMNS,
-            rows,
-            conflict=["user_id", "day", "source", "model"],
-            update=lambda excluded: {name: table.c[name] + excluded[name] for name in DAILY_SUMS},
-        )
+        await _ADD_TO_DAILY(self.session, rows)
 
     # --- aggregates ------------------------------------------------------------------------
 
     async def day_totals(self, user_id: uuid.UUID) -> list[tuple[date, int, int]]:
         """(day, total tokens, cost) for every active day of a user."""
-        if _is_postgresql(self.session):
-            driver = await driver_connection(self.session)
-            return [(row[0], row[1], row[2]) for row in await driver.fetch(_DAY_TOTALS, user_id)]
-        tokens = (
-            DAILY.c.input_tokens
-            + DAILY.c.output_tokens
-            + DAILY.c.cache_creation_5m_tokens
-            + DAILY.c.cache_creation_1h_tokens
-            + DAILY.c.cache_read_tokens
-        )
-        result = await self.session.execute(
-            select(DAILY.c.day, _sum(tokens, "tokens"), _sum(DAILY.c.cost_nanousd, "cost"))
-            .where(DAILY.c.user_id == user_id)
-            .group_by(DAILY.c.day)
-            .order_by(DAILY.c.day)
-        )
-        return [(row.day, int(row.tokens), int(row.cost)) for row in result]
+        return [(day, tokens, cost) for day, tokens, cost in await _DAY_TOTALS(self.session, user_id)]
 
     async def sums_by(
         self,

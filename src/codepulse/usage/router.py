@@ -14,8 +14,8 @@ from codepulse.config import SYNC_BODY_BYTES_CEILING, Settings
 from codepulse.orgs.dependencies import OrgAdmin, OrgServiceDep
 from codepulse.ratelimit import Rule
 from codepulse.routing import DomainRouter
-from codepulse.usage.dependencies import UsageServiceDep
-from codepulse.usage.ingest import SyncLimits, parse_batch, read_body
+from codepulse.usage.dependencies import DashboardServiceDep, PriceServiceDep, SharingServiceDep, SyncServiceDep
+from codepulse.usage.ingest import SyncLimits, parse_batch
 from codepulse.usage.pricing import PriceSpec, nanousd_to_usd
 from codepulse.usage.schemas import (
     COUNTING_RULES,
@@ -38,7 +38,8 @@ from codepulse.usage.schemas import (
     UsageSettingsOut,
     UsageSettingsUpdate,
 )
-from codepulse.usage.service import SyncResult
+from codepulse.usage.sync import SyncResult
+from codepulse.usage.upload import read_body
 
 router = DomainRouter(tags=["usage"])
 pricing_router = DomainRouter(prefix="/admin/pricing", tags=["pricing"])
@@ -140,7 +141,7 @@ def _burntop_out(result: SyncResult) -> BurntopSyncOut:
 async def sync(
     request: Request,
     user: CurrentUser,
-    service: UsageServiceDep,
+    service: SyncServiceDep,
     limiter: Limiter,
     content_encoding: Annotated[
         str | None, Header(description="`gzip` to send a compressed body; omit otherwise.")
@@ -163,7 +164,7 @@ async def sync(
 
 
 @router.get("/dashboard/overview", summary="My usage today, over 7 and 30 days and all time, with streaks")
-async def dashboard_overview(user: CurrentUser, service: UsageServiceDep) -> Overview:
+async def dashboard_overview(user: CurrentUser, service: DashboardServiceDep) -> Overview:
     """Days are the local dates of the time zone you had when each record was first synced;
     changing your time zone later does not move past usage."""
     return await service.overview(user)
@@ -172,7 +173,7 @@ async def dashboard_overview(user: CurrentUser, service: UsageServiceDep) -> Ove
 @router.get("/dashboard/trends", summary="My usage per day or week, zero-filled")
 async def dashboard_trends(
     user: CurrentUser,
-    service: UsageServiceDep,
+    service: DashboardServiceDep,
     range_: Annotated[Range, Query(alias="range", description="`7d`, `30d`, `90d` or `365d`.")] = Range.D30,
     granularity: Granularity = Granularity.DAY,
 ) -> Trends:
@@ -181,14 +182,14 @@ async def dashboard_trends(
 
 @router.get("/dashboard/sources", summary="My usage per tool (Claude Code, Codex, ...)")
 async def dashboard_sources(
-    user: CurrentUser, service: UsageServiceDep, range_: RangeParam = Range.D30
+    user: CurrentUser, service: DashboardServiceDep, range_: RangeParam = Range.D30
 ) -> SourceBreakdown:
     return await service.sources(user, range_)
 
 
 @router.get("/dashboard/models", summary="My usage per model, with shares and unpriced counts")
 async def dashboard_models(
-    user: CurrentUser, service: UsageServiceDep, range_: RangeParam = Range.D30
+    user: CurrentUser, service: DashboardServiceDep, range_: RangeParam = Range.D30
 ) -> ModelBreakdown:
     return await service.models(user, range_)
 
@@ -198,7 +199,7 @@ async def dashboard_models(
 
 @router.get("/orgs/{org}/usage", summary="Usage of the organization's members who share it (admin+)")
 async def org_usage(
-    access: OrgAdmin, orgs: OrgServiceDep, service: UsageServiceDep, range_: RangeParam = Range.D30
+    access: OrgAdmin, orgs: OrgServiceDep, service: DashboardServiceDep, range_: RangeParam = Range.D30
 ) -> OrgUsage:
     """Members who turned `share_usage_with_orgs` off are left out (and counted in
     `members_not_sharing`)."""
@@ -207,19 +208,19 @@ async def org_usage(
 
 @router.get("/users/{username}/stats", summary="A user's public usage stats")
 async def public_stats(
-    username: Annotated[str, Path(min_length=1, max_length=30)], viewer: OptionalUser, service: UsageServiceDep
+    username: Annotated[str, Path(min_length=1, max_length=30)], viewer: OptionalUser, service: DashboardServiceDep
 ) -> PublicStats:
     """404 unless the profile is public (or it is yours)."""
     return await service.public_stats(username, viewer)
 
 
 @router.get("/usage/settings", summary="My usage settings")
-async def get_settings(user: CurrentUser, service: UsageServiceDep) -> UsageSettingsOut:
+async def get_settings(user: CurrentUser, service: SharingServiceDep) -> UsageSettingsOut:
     return UsageSettingsOut(share_usage_with_orgs=await service.share_setting(user))
 
 
 @router.patch("/usage/settings", summary="Change my usage settings")
-async def update_settings(body: UsageSettingsUpdate, user: CurrentUser, service: UsageServiceDep) -> UsageSettingsOut:
+async def update_settings(body: UsageSettingsUpdate, user: CurrentUser, service: SharingServiceDep) -> UsageSettingsOut:
     share = body.share_usage_with_orgs
     if share is None:
         return UsageSettingsOut(share_usage_with_orgs=await service.share_setting(user))
@@ -230,17 +231,17 @@ async def update_settings(body: UsageSettingsUpdate, user: CurrentUser, service:
 
 
 @pricing_router.get("", summary="Every model price in force (superuser)")
-async def list_prices(_admin: Superuser, service: UsageServiceDep) -> PriceList:
+async def list_prices(_admin: Superuser, service: PriceServiceDep) -> PriceList:
     return await service.price_list()
 
 
 @pricing_router.get("/{model:path}", summary="A model's price in force (superuser)")
-async def get_price(model: ModelParam, _admin: Superuser, service: UsageServiceDep) -> PriceOut:
+async def get_price(model: ModelParam, _admin: Superuser, service: PriceServiceDep) -> PriceOut:
     return await service.price(model)
 
 
 @pricing_router.put("/{model:path}", summary="Set or replace a model's price (superuser)")
-async def set_price(model: ModelParam, body: PriceSpec, admin: Superuser, service: UsageServiceDep) -> PriceOut:
+async def set_price(model: ModelParam, body: PriceSpec, admin: Superuser, service: PriceServiceDep) -> PriceOut:
     """Overrides the shipped price list for this (normalised) model name. New syncs use it at once;
     run `codepulse usage reprice [--since DATE]` to recompute records already stored."""
     return await service.set_price(model, body, admin)
@@ -249,6 +250,6 @@ async def set_price(model: ModelParam, body: PriceSpec, admin: Superuser, servic
 @pricing_router.delete(
     "/{model:path}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove a price override (superuser)"
 )
-async def delete_price(model: ModelParam, admin: Superuser, service: UsageServiceDep) -> Response:
+async def delete_price(model: ModelParam, admin: Superuser, service: PriceServiceDep) -> Response:
     await service.delete_price(model, admin)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

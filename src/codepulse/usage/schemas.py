@@ -211,6 +211,9 @@ class Granularity(StrEnum):
 
 
 class TokenCounts(BaseModel):
+    # Read from the summed aggregates (`repository.Sums`); no docstring, which would change the schema.
+    model_config = ConfigDict(from_attributes=True)
+
     input: int = 0
     output: int = 0
     cache_creation_5m: int = 0

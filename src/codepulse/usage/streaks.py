@@ -1,12 +1,22 @@
-"""Streaks from the set of active local dates."""
+"""A user's days: their time zone, and streaks from the set of active local dates."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 ONE_DAY = timedelta(days=1)
+UTC_ZONE = ZoneInfo("UTC")
+
+
+def zone(name: str) -> ZoneInfo:
+    """The time zone named `name` (a user's setting), or UTC when it is unknown."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC_ZONE
 
 
 @dataclass(frozen=True)
