@@ -36,7 +36,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from codepulse.clock import utcnow
 from codepulse.config import Settings
-from codepulse.db import Base, Database, UUIDPrimaryKey, process_lock, try_advisory_xact_lock
+from codepulse.db import Base, Database, UUIDPrimaryKey, process_lock, rowcount, try_advisory_xact_lock
 
 log = structlog.get_logger("codepulse.scheduler")
 
@@ -279,4 +279,4 @@ async def prune_job_runs(context: JobContext) -> None:
         result = await session.execute(
             delete(JobRun).where(JobRun.started_at < cutoff, JobRun.status != JobRunStatus.RUNNING.value)
         )
-    log.info("job_runs.pruned", deleted=getattr(result, "rowcount", None))
+    log.info("job_runs.pruned", deleted=rowcount(result))

@@ -6,10 +6,11 @@ import uuid
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import CursorResult, Select, delete, or_, select, update
+from sqlalchemy import Select, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth.models import AuthSession, OAuthAccount, OneTimeToken, User
+from codepulse.db import rowcount
 
 
 class AuthRepository:
@@ -85,13 +86,13 @@ class AuthRepository:
             .where(AuthSession.id == session_id, AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
             .values(revoked_at=now)
         )
-        return _rowcount(result) == 1
+        return rowcount(result) == 1
 
     async def revoke_sessions(self, user_id: uuid.UUID, now: datetime, *, keep: uuid.UUID | None = None) -> int:
         statement = update(AuthSession).where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
         if keep is not None:
             statement = statement.where(AuthSession.id != keep)
-        return _rowcount(await self.session.execute(statement.values(revoked_at=now)))
+        return rowcount(await self.session.execute(statement.values(revoked_at=now)))
 
     # --- one-time tokens -----------------------------------------------------------------
 
@@ -105,7 +106,7 @@ class AuthRepository:
         result = await self.session.execute(
             update(OneTimeToken).where(OneTimeToken.id == token_id, OneTimeToken.used_at.is_(None)).values(used_at=now)
         )
-        return _rowcount(result) == 1
+        return rowcount(result) == 1
 
     async def void_tokens(self, user_id: uuid.UUID, purpose: str, now: datetime) -> None:
         await self.session.execute(
@@ -151,8 +152,4 @@ class AuthRepository:
         tokens = await self.session.execute(
             delete(OneTimeToken).where(or_(OneTimeToken.expires_at < now, OneTimeToken.used_at < revoked_before))
         )
-        return _rowcount(sessions), _rowcount(tokens)
-
-
-def _rowcount(result: object) -> int:
-    return result.rowcount if isinstance(result, CursorResult) else 0
+        return rowcount(sessions), rowcount(tokens)

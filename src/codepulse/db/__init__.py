@@ -8,6 +8,7 @@ helper, so slices stay portable).
     dialect   advisory locks, upsert, the work queue's claim, is_postgresql
     bulk      COPY / unnest bulk writes and keyed reads
     notify    LISTEN/NOTIFY
+    direct    hot statements prepared once and sent straight to asyncpg (portable SQL on SQLite)
 """
 
 from codepulse.db.base import NAMING_CONVENTION, Base, Timestamps, UTCDateTime, UUIDPrimaryKey

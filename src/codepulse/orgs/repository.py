@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, Select, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from codepulse.db import rowcount
 from codepulse.orgs.models import AuditEvent, Invitation, Membership, Organization, Role
 
 
@@ -124,7 +125,7 @@ class OrgRepository:
             .where(Invitation.id == invitation_id, Invitation.accepted_at.is_(None))
             .values(accepted_at=now, accepted_by=user_id)
         )
-        return getattr(result, "rowcount", 0) == 1
+        return rowcount(result) == 1
 
     async def delete_invitations(self, org_id: uuid.UUID) -> None:
         await self.session.execute(delete(Invitation).where(Invitation.org_id == org_id))

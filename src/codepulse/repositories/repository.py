@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, delete, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse.db import UTCDateTime
+from codepulse.db import UTCDateTime, rowcount
 from codepulse.pagination import SortKey
 from codepulse.repositories.models import Provider, Repository
 from codepulse.repositories.schemas import RepositorySort
@@ -113,7 +113,7 @@ class RepositoryRepository:
             .values(**values)
         )
         result = await self.session.execute(stmt)
-        return getattr(result, "rowcount", 0) == 1
+        return rowcount(result) == 1
 
     async def with_schedule(self, schedules: Collection[str]) -> list[Repository]:
         rows = await self.session.scalars(
@@ -125,4 +125,4 @@ class RepositoryRepository:
 
     async def delete_for_org(self, org_id: uuid.UUID) -> int:
         result = await self.session.execute(delete(Repository).where(Repository.org_id == org_id))
-        return int(getattr(result, "rowcount", 0) or 0)
+        return rowcount(result)

@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, Select, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse.db import rows_by_keys, upsert
+from codepulse.db import rowcount, rows_by_keys, upsert
 from codepulse.pagination import SortKey
 from codepulse.scans.cache import CacheKey
 from codepulse.scans.models import (
@@ -100,7 +100,7 @@ class ScanRepository:
             .values(**values)
             .execution_options(synchronize_session=False)
         )
-        return int(getattr(result, "rowcount", 0) or 0) == 1
+        return rowcount(result) == 1
 
     async def cancel_if_queued(self, scan_id: uuid.UUID, now: datetime) -> bool:
         return await self._update_scan(

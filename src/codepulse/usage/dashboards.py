@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth import service as auth_service
-from codepulse.auth.dependencies import CurrentUser as User  # auth's User type (auth.models is auth's own)
+from codepulse.auth.service import User
 from codepulse.clock import ClockFunc
 from codepulse.errors import FieldError, NotFound, ValidationFailed
 from codepulse.orgs.service import OrgAccess, OrgService

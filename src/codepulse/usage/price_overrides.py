@@ -10,7 +10,7 @@ from __future__ import annotations
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse.auth.dependencies import CurrentUser as User  # auth's User type (auth.models is auth's own)
+from codepulse.auth.service import User
 from codepulse.clock import ClockFunc
 from codepulse.errors import NotFound
 from codepulse.usage.pricing import PriceBook, PriceSpec, PriceTable, price_table

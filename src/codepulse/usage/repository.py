@@ -33,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse.db import Base, advisory_xact_lock, bulk_insert, bulk_upsert, rows_by_keys, upsert
+from codepulse.db import Base, advisory_xact_lock, bulk_insert, bulk_upsert, rowcount, rows_by_keys, upsert
 from codepulse.db.direct import AddToRows, GroupedSums, InsertIfAbsent, LockUnlessFound, insert_all_or_nothing
 from codepulse.usage.models import (
     TOKEN_COLUMNS,
@@ -346,7 +346,7 @@ class UsageRepository:
 
     async def delete_price_override(self, model: str) -> bool:
         result = await self.session.execute(delete(PriceOverride).where(PriceOverride.model == model))
-        return bool(getattr(result, "rowcount", 0))
+        return rowcount(result) > 0
 
     # --- repricing -------------------------------------------------------------------------
 

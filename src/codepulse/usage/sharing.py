@@ -7,7 +7,7 @@ import uuid
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse.auth.dependencies import CurrentUser as User  # auth's User type (auth.models is auth's own)
+from codepulse.auth.service import User
 from codepulse.clock import ClockFunc
 from codepulse.usage.repository import UsageRepository
 

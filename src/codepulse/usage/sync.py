@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse.auth.dependencies import CurrentUser as User  # auth's User type (auth.models is auth's own)
+from codepulse.auth.service import User
 from codepulse.clock import ClockFunc
 from codepulse.usage.ingest import Batch, CleanRecord
 from codepulse.usage.price_overrides import compiled_book, load_price_book
