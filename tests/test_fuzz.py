@@ -15,11 +15,12 @@ import socket
 import threading
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
+import requests
 import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, settings
@@ -35,7 +36,7 @@ from codepulse.repositories.dependencies import host_resolver
 from tests.auth.helpers import PASSWORD
 from tests.databases import DatabaseServer, build_settings
 
-FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "8"))
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "6"))
 
 # Operations that would end the fuzzing user's session or delete what the other cases need; each
 # has tests of its own.
@@ -60,6 +61,8 @@ class FuzzTarget:
     headers: dict[str, str]
     org_id: str
     username: str
+    # One keep-alive connection for every case.
+    session: requests.Session = field(default_factory=requests.Session)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +101,9 @@ def fuzz_target(fuzz_database_url: str) -> Iterator[FuzzTarget]:
             headers = {"Authorization": f"Bearer {registered.json()['token']}"}
             org = client.post("/api/v1/orgs", json={"name": "Fuzz", "slug": "fuzz-org"}, headers=headers)
             assert org.status_code == 201, org.text
-            yield FuzzTarget(base_url, headers, org.json()["id"], "fuzzer")
+            target = FuzzTarget(base_url, headers, org.json()["id"], "fuzzer")
+            with target.session:
+                yield target
     finally:
         server.should_exit = True
         thread.join(timeout=30)
@@ -138,4 +143,21 @@ def test_api_fuzz(case: schemathesis.Case[Any], fuzz_target: FuzzTarget) -> None
     # change its slug), the rest whatever was generated.
     if "org" in path_parameters and zlib.crc32(repr(case.body).encode()) % 2 == 0:
         path_parameters["org"] = fuzz_target.org_id
-    case.call_and_validate(base_url=fuzz_target.base_url, headers=fuzz_target.headers, checks=CHECKS)
+    response = case.call_and_validate(
+        base_url=fuzz_target.base_url, session=fuzz_target.session, headers=fuzz_target.headers, checks=CHECKS
+    )
+    REACHED.append((case.operation.method.upper(), case.operation.path, response.status_code))
+
+
+REACHED: list[tuple[str, str, int]] = []
+
+
+def test_the_fuzz_reached_the_operations() -> None:
+    """The fuzz is worth its time only if it gets past authentication and the guards: most
+    operations answered at least one case with a success, and the token was never lost."""
+    assert REACHED, "run with the fuzz above"
+    succeeded = {(method, path) for method, path, status in REACHED if status < 400}
+    operations = {(method, path) for method, path, _ in REACHED}
+    print(f"fuzz: {len(REACHED)} requests, {len(succeeded)} of {len(operations)} operations answered 2xx/3xx")
+    assert len(succeeded) >= len(operations) // 3
+    assert ("GET", "/api/v1/auth/me") in succeeded
