@@ -281,8 +281,8 @@ class JobRunFactory(ModelFactory[JobRun]):
 
 @dataclass
 class Account(SignedIn):
-    """A user the factories made, signed in: what `register()` gives (`token`, `headers`, the
-    `user` as the API renders it), plus the model."""
+    """A user the factories made, signed in: what signing up through the API gives (`token`,
+    `headers`, the `user` as the API renders it), plus the model."""
 
     model: User
 
