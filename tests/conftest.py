@@ -3,6 +3,8 @@
 - `db`: a Database bound to a connection whose transaction is rolled back after the test;
   sessions opened from it (the app's per-request sessions too) commit into savepoints.
 - `session`: an AsyncSession on that connection; factories add to it.
+- `make_user` / `make_org` / `make_member`: signed-in users, organizations and members built
+  directly in that session (tests/factories.py), for tests about a rule rather than a sign-up.
 - `app` / `client`: the real app (lifespan run) over `db`, and an httpx client on it.
 - `database_server.clone()`: a fresh database with real commits, for workers and concurrency.
 
@@ -148,6 +150,24 @@ async def session(db: Database) -> AsyncIterator[AsyncSession]:
             yield session
         finally:
             factories.bind_session(None)
+
+
+@pytest.fixture
+def make_user(session: AsyncSession) -> factories.MakeUser:
+    """`await make_user("ada", is_superuser=True)`: a user with a bearer token (`.headers`)."""
+    return factories.signed_in_user
+
+
+@pytest.fixture
+def make_org(session: AsyncSession) -> factories.MakeOrg:
+    """`await make_org(owner, slug="engines")`: an organization, `owner` its owner."""
+    return factories.organization
+
+
+@pytest.fixture
+def make_member(session: AsyncSession) -> factories.MakeMember:
+    """`await make_member(org, "viewer", "vic")`: a new signed-in user with that role in `org`."""
+    return factories.member
 
 
 @pytest.fixture

@@ -4,11 +4,12 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.config import Settings
@@ -59,13 +60,32 @@ async def test_sqlite_concurrent_writers_wait_instead_of_failing(tmp_path: Path)
             await session.execute(text("CREATE TABLE counter (n INTEGER NOT NULL)"))
             await session.execute(text("INSERT INTO counter VALUES (0)"))
 
+        writers = 10
+        begun = 0
+        all_begun = asyncio.Event()
+
+        @event.listens_for(database.engine.sync_engine, "before_cursor_execute")
+        def _count_begins(*args: Any) -> None:
+            nonlocal begun
+            if args[2].startswith("BEGIN"):
+                begun += 1
+                if begun == writers:
+                    all_begun.set()
+
+        holding = False
+
         async def increment() -> None:
+            nonlocal holding
             async with database.transaction(write=True) as session:
                 current = (await session.execute(text("SELECT n FROM counter"))).scalar_one()
-                await asyncio.sleep(0.01)  # hold the transaction open across the other writer
+                if not holding:
+                    # The first reader holds its transaction until every other writer has asked for
+                    # one: with a deferred BEGIN they would all read 0 now and then collide.
+                    holding = True
+                    await asyncio.wait_for(all_begun.wait(), 30)
                 await session.execute(text("UPDATE counter SET n = :n"), {"n": current + 1})
 
-        await asyncio.gather(*(increment() for _ in range(10)))
+        await asyncio.gather(*(increment() for _ in range(writers)))
         async with database.transaction(write=False) as session:
             assert (await session.execute(text("SELECT n FROM counter"))).scalar_one() == 10
     finally:

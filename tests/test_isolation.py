@@ -11,7 +11,6 @@ a new route cannot skip the check. For org-scoped routes:
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,11 +18,9 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from codepulse.orgs.models import Organization
 from codepulse.repositories.models import Repository
-from tests.auth.helpers import SignedIn, register
-from tests.factories import FindingFactory
-from tests.orgs.helpers import add_member, create_org
-from tests.stubs.smtp import SmtpServer
+from tests.factories import FindingFactory, MakeMember, MakeOrg, MakeUser, RepositoryFactory, ScanFactory
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -69,39 +66,30 @@ NOT_ORG_SCOPED = {
 Context = dict[str, Any]
 
 
+async def _repository(context: Context) -> Repository:
+    if "repository" not in context:
+        context["repository"] = RepositoryFactory.create(org=context["org"])
+        await context["session"].flush()
+    repository: Repository = context["repository"]
+    return repository
+
+
 async def _repository_id(context: Context) -> str:
-    if "repository_id" not in context:
-        client: httpx.AsyncClient = context["client"]
-        # A public IP literal: the clone URL check needs no DNS.
-        response = await client.post(
-            "/api/v1/orgs/engines/repositories",
-            headers=context["owner"].headers,
-            json={"clone_url": "https://140.82.112.3/octo/engine.git"},
-        )
-        assert response.status_code == 201, response.text
-        context["repository_id"] = str(response.json()["id"])
-    return str(context["repository_id"])
+    return str((await _repository(context)).id)
 
 
 async def _scan_id(context: Context) -> str:
     if "scan_id" not in context:
-        client: httpx.AsyncClient = context["client"]
-        repository_id = await _repository_id(context)
-        response = await client.post(
-            f"/api/v1/repositories/{repository_id}/scans", headers=context["owner"].headers, json={}
-        )
-        assert response.status_code == 202, response.text
-        context["scan_id"] = str(response.json()["id"])
+        scan = ScanFactory.create(repository=await _repository(context))
+        await context["session"].flush()
+        context["scan_id"] = str(scan.id)
     return str(context["scan_id"])
 
 
 async def _finding_id(context: Context) -> str:
     if "finding_id" not in context:
-        session: AsyncSession = context["session"]
-        repository = await session.get(Repository, uuid.UUID(await _repository_id(context)))
-        assert repository is not None
-        finding = FindingFactory.create(org_id=repository.org_id, repository_id=repository.id)
-        await session.flush()
+        finding = FindingFactory.create(repository=await _repository(context))
+        await context["session"].flush()
         context["finding_id"] = str(finding.id)
     return str(context["finding_id"])
 
@@ -181,13 +169,18 @@ async def _fill(path: str, context: Context) -> str:
 
 
 async def test_outsiders_get_404_and_viewers_403_on_writes(
-    app: FastAPI, client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    make_user: MakeUser,
+    make_org: MakeOrg,
+    make_member: MakeMember,
 ) -> None:
-    owner = await register(client, "owner")
-    await create_org(client, owner, "engines")
-    viewer = await add_member(client, session, mailbox, owner, "engines", "viewer", "viewer")
-    outsider: SignedIn = await register(client, "outsider")
-    context: Context = {"client": client, "owner": owner, "session": session}
+    owner = await make_user("owner")
+    org: Organization = await make_org(owner, slug="engines")
+    viewer = await make_member(org, "viewer", "viewer")
+    outsider = await make_user("outsider")
+    context: Context = {"client": client, "owner": owner, "org": org, "session": session}
     checked = 0
     for path, method in _api_routes(app):
         if _classify(path) not in ("org", "org_object"):

@@ -36,7 +36,8 @@ async def add_member(
     username: str,
     role: str = "member",
 ) -> SignedIn:
-    """Register `username`, verify the email, invite and accept: a real member with `role`."""
+    """Register `username`, verify the email, invite and accept: a real member with `role`, for
+    tests about that flow. A test about a rule needs only the membership: `make_member`."""
     member = await register(client, username)
     await verify_email(session, username)
     invited = await client.post(

@@ -1,20 +1,22 @@
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse.auth.models import User
+from codepulse.orgs.models import Organization
 from codepulse.repositories.models import Repository
-from tests.auth.helpers import register
+from tests.factories import MakeMember, MakeOrg, MakeUser, RepositoryFactory
 from tests.helpers import FakeClock
 from tests.orgs.helpers import add_member, create_org, verify_email
 from tests.stubs.smtp import SmtpServer
 
 
-async def test_create_and_read_by_id_or_slug(client: httpx.AsyncClient) -> None:
-    ada = await register(client, "ada")
+async def test_create_and_read_by_id_or_slug(client: httpx.AsyncClient, make_user: MakeUser) -> None:
+    ada = await make_user("ada")
     org = await create_org(client, ada, "Engines-Ltd", "Engines")
     assert (org["slug"], org["name"], org["role"]) == ("engines-ltd", "Engines", "owner")
     by_slug = await client.get("/api/v1/orgs/engines-ltd", headers=ada.headers)
@@ -24,58 +26,56 @@ async def test_create_and_read_by_id_or_slug(client: httpx.AsyncClient) -> None:
     assert [(o["slug"], o["role"]) for o in mine.json()["items"]] == [("engines-ltd", "owner")]
 
 
-async def test_new_users_have_no_organization(client: httpx.AsyncClient) -> None:
-    ada = await register(client, "ada")
+async def test_new_users_have_no_organization(client: httpx.AsyncClient, make_user: MakeUser) -> None:
+    ada = await make_user("ada")
     assert (await client.get("/api/v1/orgs", headers=ada.headers)).json() == {"items": [], "next_cursor": None}
 
 
 @pytest.mark.parametrize("slug", ["ab", "x" * 41, "-engines", "engines-", "en--gines", "en gines", "settings", "API"])
-async def test_slug_rules(client: httpx.AsyncClient, slug: str) -> None:
-    ada = await register(client, "ada")
+async def test_slug_rules(client: httpx.AsyncClient, make_user: MakeUser, slug: str) -> None:
+    ada = await make_user("ada")
     response = await client.post("/api/v1/orgs", headers=ada.headers, json={"name": "X", "slug": slug})
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "body.slug"
 
 
-async def test_slug_is_unique(client: httpx.AsyncClient) -> None:
-    ada = await register(client, "ada")
-    await create_org(client, ada, "engines")
+async def test_slug_is_unique(client: httpx.AsyncClient, make_user: MakeUser, make_org: MakeOrg) -> None:
+    ada = await make_user("ada")
+    await make_org(ada, slug="engines")
     taken = await client.post("/api/v1/orgs", headers=ada.headers, json={"name": "Y", "slug": "ENGINES"})
     assert taken.status_code == 409
     assert taken.json()["code"] == "slug_taken"
 
 
 async def test_outsider_gets_404_and_viewer_403(
-    client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer
+    client: httpx.AsyncClient, make_user: MakeUser, make_org: MakeOrg, make_member: MakeMember
 ) -> None:
-    ada = await register(client, "ada")
-    await create_org(client, ada, "engines")
-    grace = await register(client, "grace")
+    engines = await make_org(await make_user("ada"), slug="engines")
+    grace = await make_user("grace")
     for path in ("/api/v1/orgs/engines", "/api/v1/orgs/nonexistent"):
         response = await client.get(path, headers=grace.headers)
         assert response.status_code == 404
         assert response.json()["code"] == "organization_not_found"
-    viewer = await add_member(client, session, mailbox, ada, "engines", "vic", "viewer")
+    viewer = await make_member(engines, "viewer", "vic")
     assert (await client.get("/api/v1/orgs/engines", headers=viewer.headers)).json()["role"] == "viewer"
     refused = await client.patch("/api/v1/orgs/engines", headers=viewer.headers, json={"name": "Mine now"})
     assert refused.status_code == 403
     assert refused.json()["code"] == "insufficient_role"
 
 
-async def test_superuser_sees_every_organization(client: httpx.AsyncClient, session: AsyncSession) -> None:
-    ada = await register(client, "ada")
-    await create_org(client, ada, "engines")
-    root = await register(client, "rooted")
-    await session.execute(update(User).where(User.username == "rooted").values(is_superuser=True))
-    await session.flush()
+async def test_superuser_sees_every_organization(
+    client: httpx.AsyncClient, make_user: MakeUser, make_org: MakeOrg
+) -> None:
+    await make_org(await make_user("ada"), slug="engines")
+    root = await make_user("rooted", is_superuser=True)
     response = await client.get("/api/v1/orgs/engines", headers=root.headers)
     assert response.status_code == 200
     assert response.json()["role"] is None
 
 
-async def test_update_and_slug_change(client: httpx.AsyncClient) -> None:
-    ada = await register(client, "ada")
-    await create_org(client, ada, "engines")
+async def test_update_and_slug_change(client: httpx.AsyncClient, make_user: MakeUser, make_org: MakeOrg) -> None:
+    ada = await make_user("ada")
+    await make_org(ada, slug="engines")
     updated = await client.patch(
         "/api/v1/orgs/engines", headers=ada.headers, json={"name": "Engines Ltd", "slug": "engines-ltd"}
     )
@@ -86,48 +86,52 @@ async def test_update_and_slug_change(client: httpx.AsyncClient) -> None:
     await create_org(client, ada, "engines", "Another")
 
 
-async def test_delete_needs_the_slug_and_frees_it(client: httpx.AsyncClient) -> None:
-    ada = await register(client, "ada")
-    org = await create_org(client, ada, "engines")
+async def test_delete_needs_the_slug_and_frees_it(
+    client: httpx.AsyncClient, make_user: MakeUser, make_org: MakeOrg
+) -> None:
+    ada = await make_user("ada")
+    org = await make_org(ada, slug="engines")
     wrong = await client.request("DELETE", "/api/v1/orgs/engines", headers=ada.headers, json={"confirm_slug": "nope"})
     assert wrong.status_code == 422
     assert wrong.json()["errors"][0]["code"] == "slug_mismatch"
     done = await client.request("DELETE", "/api/v1/orgs/engines", headers=ada.headers, json={"confirm_slug": "engines"})
     assert done.status_code == 204
-    assert (await client.get(f"/api/v1/orgs/{org['id']}", headers=ada.headers)).status_code == 404
+    assert (await client.get(f"/api/v1/orgs/{org.id}", headers=ada.headers)).status_code == 404
     assert (await client.get("/api/v1/orgs", headers=ada.headers)).json()["items"] == []
     await create_org(client, ada, "engines")
 
 
-async def test_delete_removes_repositories(client: httpx.AsyncClient, session: AsyncSession) -> None:
-    ada = await register(client, "ada")
-    await create_org(client, ada, "engines")
-    created = await client.post(
-        "/api/v1/orgs/engines/repositories",
-        headers=ada.headers,
-        json={"clone_url": "https://140.82.112.3/octo/engine.git"},
-    )
-    assert created.status_code == 201
+async def test_delete_removes_repositories(
+    client: httpx.AsyncClient, session: AsyncSession, make_user: MakeUser, make_org: MakeOrg
+) -> None:
+    ada = await make_user("ada")
+    engines = await make_org(ada, slug="engines")
+    RepositoryFactory.create(org=engines)
+    await session.flush()
+    assert await session.scalar(select(func.count()).select_from(Repository)) == 1
     await client.request("DELETE", "/api/v1/orgs/engines", headers=ada.headers, json={"confirm_slug": "engines"})
     remaining = await session.scalar(select(func.count()).select_from(Repository))
     assert remaining == 0
 
 
-async def test_only_owners_delete(client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer) -> None:
-    ada = await register(client, "ada")
-    await create_org(client, ada, "engines")
-    admin = await add_member(client, session, mailbox, ada, "engines", "adam", "admin")
+async def test_only_owners_delete(
+    client: httpx.AsyncClient, make_user: MakeUser, make_org: MakeOrg, make_member: MakeMember
+) -> None:
+    engines = await make_org(await make_user("ada"), slug="engines")
+    admin = await make_member(engines, "admin", "adam")
     refused = await client.request(
         "DELETE", "/api/v1/orgs/engines", headers=admin.headers, json={"confirm_slug": "engines"}
     )
     assert refused.status_code == 403
 
 
-async def test_members_and_roles(client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer) -> None:
-    ada = await register(client, "ada")
-    await create_org(client, ada, "engines")
-    admin = await add_member(client, session, mailbox, ada, "engines", "adam", "admin")
-    member = await add_member(client, session, mailbox, ada, "engines", "mia", "member")
+async def test_members_and_roles(
+    client: httpx.AsyncClient, make_user: MakeUser, make_org: MakeOrg, make_member: MakeMember
+) -> None:
+    ada = await make_user("ada")
+    engines = await make_org(ada, slug="engines")
+    admin = await make_member(engines, "admin", "adam")
+    member = await make_member(engines, "member", "mia")
     listed = await client.get("/api/v1/orgs/engines/members", headers=member.headers)
     assert [(m["user"]["username"], m["role"]) for m in listed.json()["items"]] == [
         ("ada", "owner"),
@@ -156,9 +160,11 @@ async def test_members_and_roles(client: httpx.AsyncClient, session: AsyncSessio
     assert unknown.status_code == 404
 
 
-async def test_last_owner_rules(client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer) -> None:
-    ada = await register(client, "ada")
-    await create_org(client, ada, "engines")
+async def test_last_owner_rules(
+    client: httpx.AsyncClient, make_user: MakeUser, make_org: MakeOrg, make_member: MakeMember
+) -> None:
+    ada = await make_user("ada")
+    engines = await make_org(ada, slug="engines")
     ada_id = ada.user["id"]
     for response in (
         await client.delete(f"/api/v1/orgs/engines/members/{ada_id}", headers=ada.headers),
@@ -167,25 +173,28 @@ async def test_last_owner_rules(client: httpx.AsyncClient, session: AsyncSession
     ):
         assert response.status_code == 409
         assert response.json()["code"] == "last_owner"
-    grace = await add_member(client, session, mailbox, ada, "engines", "grace", "owner")
+    grace = await make_member(engines, "owner", "grace")
     assert (await client.delete(f"/api/v1/orgs/engines/members/{ada_id}", headers=ada.headers)).status_code == 204
     assert (await client.get("/api/v1/orgs/engines", headers=ada.headers)).status_code == 404
     assert (await client.get("/api/v1/orgs/engines", headers=grace.headers)).json()["role"] == "owner"
     assert (await client.delete("/api/v1/users/me", headers=ada.headers)).status_code == 204
 
 
-async def test_members_can_leave(client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer) -> None:
-    ada = await register(client, "ada")
-    await create_org(client, ada, "engines")
-    viewer = await add_member(client, session, mailbox, ada, "engines", "vic", "viewer")
+async def test_members_can_leave(
+    client: httpx.AsyncClient, make_user: MakeUser, make_org: MakeOrg, make_member: MakeMember
+) -> None:
+    engines = await make_org(await make_user("ada"), slug="engines")
+    viewer = await make_member(engines, "viewer", "vic")
     left = await client.delete(f"/api/v1/orgs/engines/members/{viewer.user['id']}", headers=viewer.headers)
     assert left.status_code == 204
     assert (await client.get("/api/v1/orgs/engines", headers=viewer.headers)).status_code == 404
 
 
-async def test_invitation_flow(client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer) -> None:
-    ada = await register(client, "ada")
-    await create_org(client, ada, "engines", "Engines")
+async def test_invitation_flow(
+    client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer, make_user: MakeUser, make_org: MakeOrg
+) -> None:
+    ada = await make_user("ada")
+    await make_org(ada, slug="engines", name="Engines")
     invited = await client.post(
         "/api/v1/orgs/engines/invitations", headers=ada.headers, json={"email": "Grace@Example.com", "role": "admin"}
     )
@@ -201,7 +210,7 @@ async def test_invitation_flow(client: httpx.AsyncClient, session: AsyncSession,
     )
     assert again.json()["code"] == "already_invited"
 
-    grace = await register(client, "grace")
+    grace = await make_user("grace", email_verified_at=None)
     assert (await client.get("/api/v1/invitations", headers=grace.headers)).json()["items"] == []
     unverified = await client.post("/api/v1/invitations/accept", headers=grace.headers, json={"token": token})
     assert unverified.status_code == 403
@@ -210,8 +219,7 @@ async def test_invitation_flow(client: httpx.AsyncClient, session: AsyncSession,
     mine = await client.get("/api/v1/invitations", headers=grace.headers)
     assert [(i["org"]["slug"], i["role"]) for i in mine.json()["items"]] == [("engines", "admin")]
 
-    other = await register(client, "mallory")
-    await verify_email(session, "mallory")
+    other = await make_user("mallory")
     stolen = await client.post("/api/v1/invitations/accept", headers=other.headers, json={"token": token})
     assert stolen.status_code == 403
     assert stolen.json()["code"] == "invitation_email_mismatch"
@@ -226,11 +234,16 @@ async def test_invitation_flow(client: httpx.AsyncClient, session: AsyncSession,
 
 
 async def test_invitation_rules(
-    client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer, clock: FakeClock
+    client: httpx.AsyncClient,
+    mailbox: SmtpServer,
+    clock: FakeClock,
+    make_user: MakeUser,
+    make_org: MakeOrg,
+    make_member: MakeMember,
 ) -> None:
-    ada = await register(client, "ada")
-    await create_org(client, ada, "engines")
-    admin = await add_member(client, session, mailbox, ada, "engines", "adam", "admin")
+    ada = await make_user("ada")
+    engines = await make_org(ada, slug="engines")
+    admin = await make_member(engines, "admin", "adam")
     above = await client.post(
         "/api/v1/orgs/engines/invitations", headers=admin.headers, json={"email": "x@example.com", "role": "owner"}
     )
@@ -243,8 +256,7 @@ async def test_invitation_rules(
         "/api/v1/orgs/engines/invitations", headers=admin.headers, json={"email": "late@example.com"}
     )
     token = mailbox.link_token_in_path(mailbox.messages_to("late@example.com")[-1], "/invitations/")
-    late = await register(client, "late")
-    await verify_email(session, "late")
+    late = await make_user("late")
     clock.advance(days=7, seconds=1)
     expired = await client.post("/api/v1/invitations/accept", headers=late.headers, json={"token": token})
     assert expired.status_code == 400
@@ -255,10 +267,10 @@ async def test_invitation_rules(
 
 
 async def test_revoked_invitation_cannot_be_accepted(
-    client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer
+    client: httpx.AsyncClient, mailbox: SmtpServer, make_user: MakeUser, make_org: MakeOrg
 ) -> None:
-    ada = await register(client, "ada")
-    await create_org(client, ada, "engines")
+    ada = await make_user("ada")
+    await make_org(ada, slug="engines")
     invited = await client.post(
         "/api/v1/orgs/engines/invitations", headers=ada.headers, json={"email": "grace@example.com"}
     )
@@ -266,17 +278,16 @@ async def test_revoked_invitation_cannot_be_accepted(
     assert (
         await client.delete(f"/api/v1/orgs/engines/invitations/{invited.json()['id']}", headers=ada.headers)
     ).status_code == 204
-    grace = await register(client, "grace")
-    await verify_email(session, "grace")
+    grace = await make_user("grace")
     response = await client.post("/api/v1/invitations/accept", headers=grace.headers, json={"token": token})
     assert response.status_code == 400
 
 
 async def test_seat_limit_counts_pending_invitations(
-    client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer, settings: object
+    client: httpx.AsyncClient, mailbox: SmtpServer, make_user: MakeUser, make_org: MakeOrg
 ) -> None:
-    ada = await register(client, "ada")
-    await create_org(client, ada, "engines")
+    ada = await make_user("ada")
+    await make_org(ada, slug="engines")
     limit = 5  # DEFAULT_PLAN_LIMIT_MEMBERS
     for n in range(limit - 1):
         response = await client.post(
@@ -290,10 +301,15 @@ async def test_seat_limit_counts_pending_invitations(
 
 
 async def test_audit_log(
-    client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer, clock: FakeClock
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    mailbox: SmtpServer,
+    clock: FakeClock,
+    make_user: MakeUser,
+    make_member: MakeMember,
 ) -> None:
-    ada = await register(client, "ada")
-    await create_org(client, ada, "engines")
+    ada = await make_user("ada")
+    engines = await create_org(client, ada, "engines")  # through the API: "org.created" is logged
     clock.advance(seconds=1)
     mia = await add_member(client, session, mailbox, ada, "engines", "mia")  # invites, then accepts
     clock.advance(seconds=1)
@@ -315,5 +331,5 @@ async def test_audit_log(
     assert (await client.get("/api/v1/orgs/engines/audit-log", headers=ada.headers, params={"action": "x%"})).json()[
         "items"
     ] == []
-    viewer = await add_member(client, session, mailbox, ada, "engines", "vic", "viewer")
+    viewer = await make_member(await session.get_one(Organization, uuid.UUID(engines["id"])), "viewer", "vic")
     assert (await client.get("/api/v1/orgs/engines/audit-log", headers=viewer.headers)).status_code == 403

@@ -9,12 +9,11 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth.models import OAuthAccount
-from tests.auth.helpers import SignedIn, register
-from tests.orgs.helpers import add_member, create_org
+from tests.auth.helpers import SignedIn
+from tests.factories import MakeMember, MakeOrg, MakeUser
 from tests.repositories.conftest import MakeClient
 from tests.repositories.helpers import create_repository, github_sign_in
 from tests.stubs.github import ApiFault, GitHubStub, StubUser
-from tests.stubs.smtp import SmtpServer
 
 API = "/api/v1"
 LIST = f"{API}/orgs/engines/github/repositories"
@@ -46,9 +45,11 @@ async def list_all(client: httpx.AsyncClient, user: SignedIn, per_page: int) -> 
     return items, pages
 
 
-async def test_list_several_pages_marking_connected(client: httpx.AsyncClient, github_stub: GitHubStub) -> None:
+async def test_list_several_pages_marking_connected(
+    client: httpx.AsyncClient, github_stub: GitHubStub, make_org: MakeOrg
+) -> None:
     ada, gh_ada, token = await github_sign_in(client, github_stub, "ada-gh")
-    await create_org(client, ada, "engines")
+    await make_org(ada, slug="engines")
     add_repos(github_stub, gh_ada)
     connected = await create_repository(client, ada, "git@github.com:Ada-GH/Alpha.git")
 
@@ -75,10 +76,10 @@ async def test_list_several_pages_marking_connected(client: httpx.AsyncClient, g
 
 
 async def test_import_is_all_or_nothing(
-    client: httpx.AsyncClient, github_stub: GitHubStub, session: AsyncSession, mailbox: SmtpServer
+    client: httpx.AsyncClient, github_stub: GitHubStub, make_org: MakeOrg, make_member: MakeMember
 ) -> None:
     ada, gh_ada, _ = await github_sign_in(client, github_stub, "ada-gh")
-    await create_org(client, ada, "engines")
+    engines = await make_org(ada, slug="engines")
     add_repos(github_stub, gh_ada)
 
     refused = await client.post(
@@ -132,15 +133,17 @@ async def test_import_is_all_or_nothing(
     ]  # fmt: skip
 
     # Importing is an admin's job; members cannot, nor list.
-    member = await add_member(client, session, mailbox, ada, "engines", "mel", "member")
+    member = await make_member(engines, "member", "mel")
     assert (await client.get(LIST, headers=member.headers)).status_code == 403
     assert (await client.post(IMPORT, headers=member.headers, json={"full_names": ["a/b"]})).status_code == 403
 
 
-async def test_import_is_one_quota_operation(make_client: MakeClient, github_stub: GitHubStub) -> None:
+async def test_import_is_one_quota_operation(
+    make_client: MakeClient, github_stub: GitHubStub, make_org: MakeOrg
+) -> None:
     client = await make_client(DEFAULT_PLAN_LIMIT_REPOSITORIES=2)
     ada, gh_ada, _ = await github_sign_in(client, github_stub, "ada-gh")
-    await create_org(client, ada, "engines")
+    await make_org(ada, slug="engines")
     add_repos(github_stub, gh_ada)
     await create_repository(client, ada, "https://gitlab.com/octo/other")
     refused = await client.post(IMPORT, headers=ada.headers, json={"full_names": ["ada-gh/alpha", "ada-gh/echo"]})
@@ -153,9 +156,11 @@ async def test_import_is_one_quota_operation(make_client: MakeClient, github_stu
     assert fits.status_code == 200
 
 
-async def test_linked_through_the_web_flow(client: httpx.AsyncClient, github_stub: GitHubStub) -> None:
-    grace = await register(client, "grace")
-    await create_org(client, grace, "engines")
+async def test_linked_through_the_web_flow(
+    client: httpx.AsyncClient, github_stub: GitHubStub, make_user: MakeUser, make_org: MakeOrg
+) -> None:
+    grace = await make_user("grace")
+    await make_org(grace, slug="engines")
     gh_grace = github_stub.state.add_user("grace-gh", sign_in=True)
     github_stub.state.add_repo(gh_grace, "compiler")
     started = await client.get(f"{API}/auth/oauth/github", params={"link": "1"}, headers=grace.headers)
@@ -174,9 +179,11 @@ async def test_linked_through_the_web_flow(client: httpx.AsyncClient, github_stu
     assert [r["name"] for r in imported.json()["imported"]] == ["grace-gh/compiler"]
 
 
-async def test_without_a_linked_github_account(client: httpx.AsyncClient) -> None:
-    ada = await register(client, "ada")
-    await create_org(client, ada, "engines")
+async def test_without_a_linked_github_account(
+    client: httpx.AsyncClient, make_user: MakeUser, make_org: MakeOrg
+) -> None:
+    ada = await make_user("ada")
+    await make_org(ada, slug="engines")
     for response in (
         await client.get(LIST, headers=ada.headers),
         await client.post(IMPORT, headers=ada.headers, json={"full_names": ["octo/engine"]}),
@@ -191,10 +198,10 @@ async def test_without_a_linked_github_account(client: httpx.AsyncClient) -> Non
 
 
 async def test_github_down_revoked_or_unreadable_token(
-    client: httpx.AsyncClient, github_stub: GitHubStub, session: AsyncSession
+    client: httpx.AsyncClient, github_stub: GitHubStub, session: AsyncSession, make_org: MakeOrg
 ) -> None:
     ada, _, token = await github_sign_in(client, github_stub, "ada-gh")
-    await create_org(client, ada, "engines")
+    await make_org(ada, slug="engines")
     for fault in (ApiFault.SERVER_ERROR, ApiFault.MALFORMED_JSON, ApiFault.RATE_LIMITED):
         github_stub.state.api_fault = fault
         response = await client.get(LIST, headers=ada.headers)

@@ -7,31 +7,34 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse.auth.models import User
 from codepulse.orgs.models import Organization
-from codepulse.repositories.models import Repository
 from codepulse.repositories.schemas import RepositoryOut
 from codepulse.repositories.service import get_repository, update_scan_summary
-from tests.auth.helpers import SignedIn, register
-from tests.orgs.helpers import add_member, create_org
+from tests.auth.helpers import SignedIn
+from tests.factories import Account, MakeMember, MakeOrg, MakeUser, RepositoryFactory
 from tests.repositories.conftest import FakeResolver, MakeClient
 from tests.repositories.helpers import create_repository
-from tests.stubs.smtp import SmtpServer
 
 API = "/api/v1"
 
 
 @pytest.fixture
-async def owner(client: httpx.AsyncClient) -> SignedIn:
-    owner = await register(client, "ada")
-    await create_org(client, owner, "engines")
-    return owner
+async def owner(make_user: MakeUser, make_org: MakeOrg) -> Account:
+    """ada, owner of the organization `engines`."""
+    ada = await make_user("ada")
+    await make_org(ada, slug="engines")
+    return ada
 
 
-async def test_create_read_update_delete(client: httpx.AsyncClient, owner: SignedIn) -> None:
+@pytest.fixture
+async def engines(owner: Account, session: AsyncSession) -> Organization:
+    return (await session.execute(select(Organization).where(Organization.slug == "engines"))).scalar_one()
+
+
+async def test_create_read_update_delete(client: httpx.AsyncClient, owner: Account) -> None:
     created = await create_repository(client, owner, "https://github.com/Octo/Engine.git", scan_schedule="daily")
     assert created["name"] == "Octo/Engine"
     assert created["provider"] == "github"
@@ -80,7 +83,7 @@ async def test_create_read_update_delete(client: httpx.AsyncClient, owner: Signe
     ]
 
 
-async def test_defaults_overrides_and_branch_names(client: httpx.AsyncClient, owner: SignedIn) -> None:
+async def test_defaults_overrides_and_branch_names(client: httpx.AsyncClient, owner: Account) -> None:
     plain = await create_repository(client, owner, "ssh://git@git.example.org:2222/srv/Team/App.git")
     assert (plain["provider"], plain["name"]) == ("git", "srv/Team/App")
     hosted = await create_repository(
@@ -105,7 +108,9 @@ async def test_defaults_overrides_and_branch_names(client: httpx.AsyncClient, ow
     assert unknown.status_code == 422
 
 
-async def test_canonical_url_is_unique_per_organization(client: httpx.AsyncClient, owner: SignedIn) -> None:
+async def test_canonical_url_is_unique_per_organization(
+    client: httpx.AsyncClient, owner: Account, make_org: MakeOrg
+) -> None:
     first = await create_repository(client, owner, "https://github.com/A/B.git")
     for same in ("git@github.com:a/b", "https://github.com/a/b/", "ssh://git@ssh.github.com:443/a/B"):
         response = await client.post(
@@ -114,7 +119,7 @@ async def test_canonical_url_is_unique_per_organization(client: httpx.AsyncClien
         assert response.status_code == 409, same
         assert (response.json()["code"], response.json()["repository_id"]) == ("repository_exists", first["id"])
     # Another organization may connect the same repository.
-    await create_org(client, owner, "looms")
+    await make_org(owner, slug="looms")
     await create_repository(client, owner, "git@github.com:a/b", org="looms")
     # An update cannot take another repository's identity either.
     other = await create_repository(client, owner, "https://github.com/a/c")
@@ -154,7 +159,7 @@ REFUSED = [
 ]
 
 
-async def test_refused_clone_urls(client: httpx.AsyncClient, owner: SignedIn, resolver: FakeResolver) -> None:
+async def test_refused_clone_urls(client: httpx.AsyncClient, owner: Account, resolver: FakeResolver) -> None:
     resolver.names["internal.example.org"] = ["140.82.121.4", "192.168.10.2"]
     for clone_url, code in REFUSED:
         response = await client.post(
@@ -181,11 +186,9 @@ async def test_refused_clone_urls(client: httpx.AsyncClient, owner: SignedIn, re
     assert unchanged.json()["clone_url"] == "https://github.com/octo/engine"
 
 
-async def test_real_dns_and_local_hosts(make_client: MakeClient, resolver: FakeResolver) -> None:
+async def test_real_dns_and_local_hosts(make_client: MakeClient, resolver: FakeResolver, owner: Account) -> None:
     # The production resolver (getaddrinfo): localhost is 127.0.0.1.
     strict = await make_client(real_dns=True)
-    owner = await register(strict, "ada")
-    await create_org(strict, owner, "engines")
     for clone_url in ("https://localhost/octo/engine.git", "git@localhost:octo/engine.git"):
         response = await strict.post(
             f"{API}/orgs/engines/repositories", headers=owner.headers, json={"clone_url": clone_url}
@@ -219,10 +222,8 @@ async def test_real_dns_and_local_hosts(make_client: MakeClient, resolver: FakeR
         assert (refused.status_code, refused.json()["errors"][0]["code"]) == (422, "invalid_clone_url"), bad
 
 
-async def test_repository_quota(make_client: MakeClient) -> None:
+async def test_repository_quota(make_client: MakeClient, owner: Account) -> None:
     client = await make_client(DEFAULT_PLAN_LIMIT_REPOSITORIES=2)
-    owner = await register(client, "ada")
-    await create_org(client, owner, "engines")
     first = await create_repository(client, owner, "https://github.com/octo/one")
     await create_repository(client, owner, "https://github.com/octo/two")
     refused = await client.post(
@@ -248,7 +249,7 @@ async def _names(client: httpx.AsyncClient, user: SignedIn, **params: str | int)
     return [item["name"] for item in response.json()["items"]]
 
 
-async def test_filters(client: httpx.AsyncClient, owner: SignedIn) -> None:
+async def test_filters(client: httpx.AsyncClient, owner: Account) -> None:
     await create_repository(client, owner, "https://github.com/octo/engine", name="Engine")
     await create_repository(client, owner, "https://gitlab.com/octo/loom", name="Loom")
     old = await create_repository(client, owner, "https://git.example.org/octo/difference_engine", name="Difference")
@@ -263,10 +264,13 @@ async def test_filters(client: httpx.AsyncClient, owner: SignedIn) -> None:
     assert bad.status_code == 422
 
 
-async def test_sorting_and_pagination(client: httpx.AsyncClient, owner: SignedIn, session: AsyncSession) -> None:
+async def test_sorting_and_pagination(
+    client: httpx.AsyncClient, owner: Account, engines: Organization, session: AsyncSession
+) -> None:
     ids = {}
     for name in ("delta", "Alpha", "charlie", "Bravo", "echo"):
-        ids[name] = (await create_repository(client, owner, f"https://github.com/octo/{name}", name=name))["id"]
+        ids[name] = str(RepositoryFactory.create(org=engines, name=name).id)
+    await session.flush()
     assert await _names(client, owner) == ["Alpha", "Bravo", "charlie", "delta", "echo"]
 
     seen: list[str] = []
@@ -317,16 +321,8 @@ async def test_sorting_and_pagination(client: httpx.AsyncClient, owner: SignedIn
     assert alpha["last_scan"]["open_findings"] == {"critical": 1, "high": 0, "medium": 0, "low": 9}
 
 
-async def test_scan_summary_keeps_the_latest_scan(session: AsyncSession) -> None:
-    user = User(email="ada@example.com", username="ada", name="Ada")
-    org = Organization(name="Engines", slug="engines")
-    session.add_all([user, org])
-    await session.flush()
-    repository = Repository(
-        org_id=org.id, name="engine", provider="github", clone_url="https://github.com/octo/engine",
-        canonical_url="https://github.com/octo/engine", created_by=user.id,
-    )  # fmt: skip
-    session.add(repository)
+async def test_scan_summary_keeps_the_latest_scan(session: AsyncSession, engines: Organization) -> None:
+    repository = RepositoryFactory.create(org=engines)
     await session.flush()
     now = datetime.now(UTC)
     newer, older = uuid.uuid4(), uuid.uuid4()
@@ -356,14 +352,20 @@ async def test_scan_summary_keeps_the_latest_scan(session: AsyncSession) -> None
 
 
 async def test_roles_and_outsiders(
-    client: httpx.AsyncClient, owner: SignedIn, session: AsyncSession, mailbox: SmtpServer
+    client: httpx.AsyncClient,
+    owner: Account,
+    engines: Organization,
+    session: AsyncSession,
+    make_user: MakeUser,
+    make_member: MakeMember,
 ) -> None:
-    repo = await create_repository(client, owner, "https://github.com/octo/engine")
-    url = f"{API}/repositories/{repo['id']}"
-    viewer = await add_member(client, session, mailbox, owner, "engines", "vic", "viewer")
-    member = await add_member(client, session, mailbox, owner, "engines", "mel", "member")
-    admin = await add_member(client, session, mailbox, owner, "engines", "adam", "admin")
-    outsider = await register(client, "eve")
+    repo = RepositoryFactory.create(org=engines)
+    await session.flush()
+    url = f"{API}/repositories/{repo.id}"
+    viewer = await make_member(engines, "viewer", "vic")
+    member = await make_member(engines, "member", "mel")
+    admin = await make_member(engines, "admin", "adam")
+    outsider = await make_user("eve")
 
     assert (await client.get(url, headers=viewer.headers)).status_code == 200
     assert len((await client.get(f"{API}/orgs/engines/repositories", headers=viewer.headers)).json()["items"]) == 1
@@ -386,7 +388,7 @@ async def test_roles_and_outsiders(
     assert listed.status_code == 404
     assert (await client.get(url)).status_code == 401
 
-    await session.execute(update(User).where(User.username == "eve").values(is_superuser=True))
+    outsider.model.is_superuser = True
     await session.flush()
     assert (await client.get(url, headers=outsider.headers)).status_code == 200
 

@@ -209,7 +209,7 @@ async def test_unresolvable_and_slow_names() -> None:
     assert refused.value.code == "unresolvable_host"
 
     async def hanging(host: str) -> list[str]:
-        await asyncio.sleep(10)
+        await asyncio.Event().wait()  # never answers: only the check's own timeout ends it
         return []
 
     with pytest.raises(CloneUrlError) as slow:
