@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth.models import AuthSession, SessionKind, User
 from codepulse.auth.schemas import UserOut
-from codepulse.auth.service import WEB_ABSOLUTE_LIFETIME, WEB_IDLE_LIFETIME
+from codepulse.auth.sessions import WEB_ABSOLUTE_LIFETIME, WEB_IDLE_LIFETIME
 from codepulse.clock import utcnow
 from codepulse.db import Base
 from codepulse.orgs.models import Membership, Organization, Role
