@@ -35,7 +35,11 @@ def configure_logging(settings: Settings, *, stream: IO[str] | None = None) -> N
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if settings.LOG_JSON
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        # Plain tracebacks: with rich installed (a dev tool pulls it in) structlog would render
+        # every frame's locals, seconds per exception, and print secrets held in locals.
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     structlog.configure(
         processors=[
