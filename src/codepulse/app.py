@@ -153,7 +153,7 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
         same_site="lax",
         https_only=settings.is_production,
     )
-    app.add_middleware(RequestLayer, hsts=settings.is_production, scoped=[(OAUTH_PATH, oauth_session)])
+    app.add_middleware(RequestLayer, hsts=settings.is_production, scoped=(OAUTH_PATH, oauth_session))
 
 
 def create_app_from_env() -> FastAPI:

@@ -17,7 +17,9 @@ import json
 import re
 import time
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from random import getrandbits
+from typing import Any
 
 import structlog
 from starlette.middleware.gzip import GZipResponder, IdentityResponder
@@ -64,9 +66,10 @@ def security_headers(csp: str, *, hsts: bool) -> Headers:
 
 def _with_headers(raw: Sequence[tuple[bytes, bytes]], extra: Headers, names: frozenset[bytes]) -> Headers:
     """The response's headers, then each of `extra` the response did not set itself."""
-    if any(key.lower() in names for key, _ in raw):
-        present = {key.lower() for key, _ in raw}
-        return [*raw, *(item for item in extra if item[0] not in present)]
+    for key, _ in raw:
+        if key.lower() in names:
+            present = {key.lower() for key, _ in raw}
+            return [*raw, *(item for item in extra if item[0] not in present)]
     return [*raw, *extra]
 
 
@@ -82,12 +85,23 @@ def _request_id(scope: Scope) -> str:
     return f"{getrandbits(128):032x}"
 
 
+def _structlog_var(key: str) -> ContextVar[Any]:
+    """The context variable behind structlog's `bind_contextvars(key=...)`, to set it directly."""
+    tokens = structlog.contextvars.bind_contextvars(**{key: None})
+    structlog.contextvars.reset_contextvars(**tokens)
+    return tokens[key].var
+
+
+_REQUEST_ID_VAR = _structlog_var("request_id")
+
+
 class RequestLayer:
     """Outermost: assigns or accepts X-Request-ID (answered on every response, bound to every log
     line of the request), writes one access line, adds the security headers a response lacks.
 
-    `scoped` wraps the rest of the stack in more middleware for the paths under a prefix only:
-    the OAuth routes' cookie session costs nothing on every other request.
+    `scoped` = (prefix, middleware): the rest of the stack runs wrapped in that middleware for
+    the paths under the prefix only, e.g. the OAuth routes' cookie session, which then costs
+    nothing on every other request.
     """
 
     def __init__(
@@ -95,19 +109,16 @@ class RequestLayer:
         app: ASGIApp,
         *,
         hsts: bool,
-        scoped: Sequence[tuple[str, Callable[[ASGIApp], ASGIApp]]] = (),
+        scoped: tuple[str, Callable[[ASGIApp], ASGIApp]] | None = None,
     ) -> None:
         self.app = app
         self.api_headers = security_headers(API_CSP, hsts=hsts)
         self.docs_headers = security_headers(DOCS_CSP, hsts=hsts)
         self.names = frozenset(name for name, _ in self.api_headers)
-        self.scoped = tuple((prefix.rstrip("/"), wrap(app)) for prefix, wrap in scoped)
-
-    def _app_for(self, path: str) -> ASGIApp:
-        for prefix, app in self.scoped:
-            if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
-                return app
-        return self.app
+        prefix, wrap = scoped if scoped is not None else ("/", None)
+        self.prefix = prefix.rstrip("/")
+        self.prefix_slash = self.prefix + "/"
+        self.scoped_app = wrap(app) if wrap is not None else app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -115,7 +126,7 @@ class RequestLayer:
             return
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
-        path = scope["path"]
+        path: str = scope["path"]
         extra = [
             *(self.docs_headers if path in DOCS_PATHS else self.api_headers),
             (_REQUEST_ID, request_id.encode()),
@@ -131,10 +142,11 @@ class RequestLayer:
                 message = {**message, "headers": _with_headers(message.get("headers", ()), extra, names)}
             await send(message)
 
+        scoped = path.startswith(self.prefix_slash) or path == self.prefix
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        _REQUEST_ID_VAR.set(request_id)
         try:
-            await (self._app_for(path) if self.scoped else self.app)(scope, receive, send_with_headers)
+            await (self.scoped_app if scoped else self.app)(scope, receive, send_with_headers)
         finally:
             log_access(scope, status, started)
             structlog.contextvars.clear_contextvars()
@@ -179,8 +191,6 @@ class ResponseLayer:
         self.minimum_size = gzip_minimum_size
 
     def _encoder(self, scope: Scope, send: Send) -> Send:
-        accept = _header(scope["headers"], _ACCEPT_ENCODING)
-        gzip = accept is not None and b"gzip" in accept
         minimum_size = self.minimum_size
         responder: IdentityResponder | None = None
         untouched = False
@@ -195,7 +205,8 @@ class ResponseLayer:
                     untouched = True
                     await send(message)
                     return
-                responder = (GZipResponder if gzip else IdentityResponder)(self.app, minimum_size)
+                accept = _header(scope["headers"], _ACCEPT_ENCODING) or b""
+                responder = (GZipResponder if b"gzip" in accept else IdentityResponder)(self.app, minimum_size)
                 responder.send = send
             await responder.send_with_compression(message)
 
