@@ -47,7 +47,13 @@ def build_api_router(settings: Settings) -> APIRouter:
 
 def mount_api(app: FastAPI, settings: Settings) -> None:
     """Every domain's routes on the app, under /api/v1 with the API's defaults (the same prefix,
-    problem responses and body limit as `build_api_router`), each built once."""
+    problem responses and body limit as `build_api_router`), each built once.
+
+    A request is matched against the routes in order: FastAPI's own (/openapi.json, /docs,
+    /redoc), registered when the app is made, go behind the API's, which take nearly every request.
+    """
+    framework_routes = list(app.router.routes)
+    del app.router.routes[:]
     for router in DOMAIN_ROUTERS:
         router.build_into(
             app.router,
@@ -57,3 +63,4 @@ def mount_api(app: FastAPI, settings: Settings) -> None:
         )
     # WebSockets live outside /api/v1 (no JSON bodies, no problem responses).
     app.include_router(scan_socket_router)
+    app.router.routes.extend(framework_routes)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import structlog
 from fastapi import FastAPI
-from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -18,6 +18,7 @@ from codepulse import __version__
 from codepulse.api import API_PREFIX, mount_api
 from codepulse.auth.accounts import ensure_first_superuser
 from codepulse.auth.cache import AuthCache
+from codepulse.auth.oauth import router as oauth_router
 from codepulse.clock import ClockFunc, utcnow
 from codepulse.config import Settings, SettingsError, load_settings
 from codepulse.db import Database
@@ -25,12 +26,8 @@ from codepulse.errors import document_problem_responses, install_error_handlers
 from codepulse.health.service import ReadinessProbe
 from codepulse.integrations.github import GitHubClient, build_oauth
 from codepulse.integrations.mailer import build_mailer
-from codepulse.logging import REQUEST_ID_HEADER, RequestContextMiddleware, configure_logging
-from codepulse.middleware import (
-    PlainTextErrorToProblemMiddleware,
-    SecurityHeadersMiddleware,
-    UnhandledErrorMiddleware,
-)
+from codepulse.logging import REQUEST_ID_HEADER, configure_logging
+from codepulse.middleware import RequestLayer, ResponseLayer
 from codepulse.migrations import head_revision
 from codepulse.orgs.hooks import register_hooks as register_orgs_hooks
 from codepulse.ratelimit import RateLimiter
@@ -41,6 +38,9 @@ from codepulse.security import PasswordHasher, SecretBox
 from codepulse.tasks import TaskRegistry, Worker, discover_task_handlers
 
 log = structlog.get_logger("codepulse.app")
+
+OAUTH_COOKIE = "codepulse_oauth"
+OAUTH_PATH = API_PREFIX + oauth_router.prefix  # the routes that read and answer the cookie
 
 
 def operation_id(route: APIRoute) -> str:
@@ -133,35 +133,38 @@ def create_app(settings: Settings, *, database: Database | None = None, clock: C
     install_error_handlers(app)
     mount_api(app, settings)
 
-    # add_middleware wraps: the last added is the outermost. Request order, outside in:
-    # request context -> security headers -> CORS -> gzip -> plain-text errors to problems
-    # -> unhandled errors -> (FastAPI's body limit) -> app.
-    app.add_middleware(UnhandledErrorMiddleware)
-    app.add_middleware(PlainTextErrorToProblemMiddleware)
-    app.add_middleware(GZipMiddleware, minimum_size=settings.GZIP_MINIMUM_SIZE)
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.CORS_ORIGINS,
-        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"],
-        allow_headers=["Authorization", "Content-Type", "Content-Encoding", REQUEST_ID_HEADER],
-        expose_headers=[REQUEST_ID_HEADER, "Retry-After", "Location"],
-        max_age=600,
-    )
+    install_middleware(app, settings)
+    return app
+
+
+def install_middleware(app: FastAPI, settings: Settings) -> None:
+    """Request order, outside in: request id, access line and security headers (the OAuth routes
+    also through their cookie session) -> CORS, when CORS_ORIGINS is set -> unhandled errors,
+    plain-text errors to problems, gzip -> (FastAPI's body limit) -> the route."""
+    # add_middleware wraps: the last added is the outermost.
+    app.add_middleware(ResponseLayer, gzip_minimum_size=settings.GZIP_MINIMUM_SIZE)
+    if settings.CORS_ORIGINS:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.CORS_ORIGINS,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"],
+            allow_headers=["Authorization", "Content-Type", "Content-Encoding", REQUEST_ID_HEADER],
+            expose_headers=[REQUEST_ID_HEADER, "Retry-After", "Location"],
+            max_age=600,
+        )
     # Only the OAuth flow uses a cookie: its state and PKCE verifier, signed with SECRET_KEY,
     # scoped to the OAuth paths, gone after 10 minutes. SameSite=lax: GitHub's redirect back is a
-    # cross-site navigation that must carry it.
-    app.add_middleware(
+    # cross-site navigation that must carry it. No other request reads or answers it.
+    oauth_session = partial(
         SessionMiddleware,
         secret_key=settings.secret_key,
-        session_cookie="codepulse_oauth",
+        session_cookie=OAUTH_COOKIE,
         max_age=600,
-        path=f"{API_PREFIX}/auth/oauth",
+        path=OAUTH_PATH,
         same_site="lax",
         https_only=settings.is_production,
     )
-    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.is_production)
-    app.add_middleware(RequestContextMiddleware)
-    return app
+    app.add_middleware(RequestLayer, hsts=settings.is_production, scoped=(OAUTH_PATH, oauth_session))
 
 
 def create_app_from_env() -> FastAPI:

@@ -1,4 +1,4 @@
-"""structlog set-up (stdlib and uvicorn loggers included) and the request-id / access-log middleware."""
+"""structlog set-up (stdlib and uvicorn loggers included) and the HTTP access line."""
 
 from __future__ import annotations
 
@@ -6,16 +6,14 @@ import logging
 import re
 import sys
 import time
-import uuid
-from typing import IO, Any
+from typing import IO
 
 import structlog
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from codepulse.config import Settings
 
 REQUEST_ID_HEADER = "x-request-id"
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 log = structlog.get_logger("codepulse.http")
 
@@ -43,6 +41,8 @@ def configure_logging(settings: Settings, *, stream: IO[str] | None = None) -> N
     )
     structlog.configure(
         processors=[
+            # First: an event below its logger's level is dropped before any processor runs.
+            structlog.stdlib.filter_by_level,
             *shared,
             structlog.processors.StackInfoRenderer(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
@@ -83,13 +83,6 @@ def configure_logging(settings: Settings, *, stream: IO[str] | None = None) -> N
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
 _PARAM = re.compile(r"{(\w+)(?::\w+)?}")
 
 
@@ -109,47 +102,19 @@ def path_template(scope: Scope, status: int) -> str:
     return path[: len(path) - len(rendered)] + route_path if path.endswith(rendered) else route_path
 
 
-class RequestContextMiddleware:
-    """Assigns or accepts X-Request-ID, binds it to every log line, writes one access line."""
+_ACCESS = logging.getLogger("codepulse.http")
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        incoming = _header(scope, REQUEST_ID_HEADER.encode())
-        request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-        status = 500
-        started = time.perf_counter()
-
-        async def send_with_request_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-        try:
-            await self.app(scope, receive, send_with_request_id)
-        finally:
-            self._access_line(scope, status, started)
-            structlog.contextvars.clear_contextvars()
-
-    @staticmethod
-    def _access_line(scope: Scope, status: int, started: float) -> None:
-        fields: dict[str, Any] = {
-            "method": scope.get("method"),
-            # The template, not the raw path: raw paths can carry tokens and explode cardinality.
-            "path": path_template(scope, status),
-            "status": status,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            "client_ip": (scope.get("client") or (None,))[0],
-        }
-        log.info("http.request", **fields)
+def log_access(scope: Scope, status: int, started: float) -> None:
+    """The request's access line, `http.request` at INFO; nothing is built when INFO is off."""
+    if not _ACCESS.isEnabledFor(logging.INFO):
+        return
+    log.info(
+        "http.request",
+        method=scope.get("method"),
+        # The template, not the raw path: raw paths can carry tokens and explode cardinality.
+        path=path_template(scope, status),
+        status=status,
+        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        client_ip=(scope.get("client") or (None,))[0],
+    )

@@ -1,16 +1,32 @@
-"""HTTP hygiene middleware: security headers and the last-resort 500 problem.
+"""The HTTP middleware, as two pure-ASGI layers (no BaseHTTPMiddleware: no task hops, streaming
+bodies work) around the routes, plus Starlette's CORS between them when CORS_ORIGINS is set:
 
-Pure ASGI classes (not BaseHTTPMiddleware) so they add no task hops and work on streaming bodies.
+    RequestLayer   request id, log context, access line, security headers; runs the OAuth
+                   routes through their cookie session (Starlette's SessionMiddleware) only
+    CORSMiddleware only with CORS_ORIGINS
+    ResponseLayer  unexpected exception -> 500 problem; framework plain-text error -> problem;
+                   gzip (Starlette's responders, skipped outright for small declared bodies)
+
+Everything constant (header lists, the CSP bytes) is built once, and nothing of the access line
+is computed when INFO is off.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+from random import getrandbits
+from typing import Any
 
 import structlog
+from starlette.middleware.gzip import GZipResponder, IdentityResponder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from codepulse.errors import PROBLEM_CONTENT_TYPE, problem_body
+from codepulse.logging import REQUEST_ID_HEADER, log_access
 
 log = structlog.get_logger("codepulse.http")
 
@@ -29,106 +45,210 @@ DOCS_CSP = (
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
 HSTS = "max-age=63072000; includeSubDomains"
 
+Headers = list[tuple[bytes, bytes]]
 
-class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
-        self.app = app
-        self.hsts = hsts
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        csp = DOCS_CSP if scope["path"] in DOCS_PATHS else API_CSP
-        extra: list[tuple[bytes, bytes]] = [
-            (b"x-content-type-options", b"nosniff"),
-            (b"x-frame-options", b"DENY"),
-            (b"referrer-policy", b"no-referrer"),
-            (b"cross-origin-opener-policy", b"same-origin"),
-            (b"content-security-policy", csp.encode()),
-        ]
-        if self.hsts:
-            extra.append((b"strict-transport-security", HSTS.encode()))
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                present = {key.lower() for key, _ in message.get("headers", [])}
-                headers = list(message.get("headers", []))
-                headers.extend(item for item in extra if item[0] not in present)
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+_REQUEST_ID = REQUEST_ID_HEADER.encode()
+_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 
 
-class PlainTextErrorToProblemMiddleware:
-    """Renders error responses that a framework layer writes as text/plain as problem+json.
+def security_headers(csp: str, *, hsts: bool) -> Headers:
+    headers = [
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+        (b"content-security-policy", csp.encode()),
+    ]
+    if hsts:
+        headers.append((b"strict-transport-security", HSTS.encode()))
+    return headers
 
-    Starlette's body limiter answers a declared oversize Content-Length with a plain-text 413 of
-    its own; clients must see one error shape, whatever layer produced it.
+
+def _with_headers(raw: Sequence[tuple[bytes, bytes]], extra: Headers, names: frozenset[bytes]) -> Headers:
+    """The response's headers, then each of `extra` the response did not set itself."""
+    for key, _ in raw:
+        if key.lower() in names:
+            present = {key.lower() for key, _ in raw}
+            return [*raw, *(item for item in extra if item[0] not in present)]
+    return [*raw, *extra]
+
+
+def _request_id(scope: Scope) -> str:
+    """The client's X-Request-ID when it is a safe token, else a new random one (32 hex digits)."""
+    for key, value in scope["headers"]:
+        if key == _REQUEST_ID:
+            if _VALID_REQUEST_ID.fullmatch(value):
+                return str(value.decode("ascii"))
+            break
+    # Unique, not secret: the seeded Mersenne Twister (reseeded in forked workers) is a fraction of
+    # the cost of the os.urandom system call behind uuid4.
+    return f"{getrandbits(128):032x}"
+
+
+def _structlog_var(key: str) -> ContextVar[Any]:
+    """The context variable behind structlog's `bind_contextvars(key=...)`, to set it directly."""
+    tokens = structlog.contextvars.bind_contextvars(**{key: None})
+    structlog.contextvars.reset_contextvars(**tokens)
+    return tokens[key].var
+
+
+_REQUEST_ID_VAR = _structlog_var("request_id")
+
+
+class RequestLayer:
+    """Outermost: assigns or accepts X-Request-ID (answered on every response, bound to every log
+    line of the request), writes one access line, adds the security headers a response lacks.
+
+    `scoped` = (prefix, middleware): the rest of the stack runs wrapped in that middleware for
+    the paths under the prefix only, e.g. the OAuth routes' cookie session, which then costs
+    nothing on every other request.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        hsts: bool,
+        scoped: tuple[str, Callable[[ASGIApp], ASGIApp]] | None = None,
+    ) -> None:
         self.app = app
+        self.api_headers = security_headers(API_CSP, hsts=hsts)
+        self.docs_headers = security_headers(DOCS_CSP, hsts=hsts)
+        self.names = frozenset(name for name, _ in self.api_headers)
+        prefix, wrap = scoped if scoped is not None else ("/", None)
+        self.prefix = prefix.rstrip("/")
+        self.prefix_slash = self.prefix + "/"
+        self.scoped_app = wrap(app) if wrap is not None else app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        path: str = scope["path"]
+        extra = [
+            *(self.docs_headers if path in DOCS_PATHS else self.api_headers),
+            (_REQUEST_ID, request_id.encode()),
+        ]
+        names = self.names
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": _with_headers(message.get("headers", ()), extra, names)}
+            await send(message)
+
+        scoped = path.startswith(self.prefix_slash) or path == self.prefix
+        structlog.contextvars.clear_contextvars()
+        _REQUEST_ID_VAR.set(request_id)
+        try:
+            await (self.scoped_app if scoped else self.app)(scope, receive, send_with_headers)
+        finally:
+            log_access(scope, status, started)
+            structlog.contextvars.clear_contextvars()
+
+
+_PLAIN_CODES = {413: "payload_too_large", 400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+_CONTENT_TYPE = b"content-type"
+_CONTENT_LENGTH = b"content-length"
+_ACCEPT_ENCODING = b"accept-encoding"
+_NO_LENGTH = 1 << 62
+
+
+def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def _declared_length(message: Message) -> int:
+    value = _header(message.get("headers", ()), _CONTENT_LENGTH)
+    return int(value) if value is not None and value.isdigit() else _NO_LENGTH
+
+
+class ResponseLayer:
+    """Innermost of ours: what leaves the routes is a problem when it is an error, compressed when
+    it is large and the client accepts gzip.
+
+    - An unexpected exception becomes a 500 problem, logged with its traceback. Sitting inside
+      the other layers, the 500 still gets the request id, security and CORS headers and its
+      access line, which Starlette's outermost ServerErrorMiddleware cannot give.
+    - An error a framework layer writes as text/plain (Starlette's body limiter answers a
+      declared oversize Content-Length with a plain-text 413) is rewritten as a problem: clients
+      see one error shape, whatever layer produced it.
+    - Gzip: Starlette's own GZip/Identity responders for the responses they may change (so
+      `Vary: Accept-Encoding` and compression are exactly Starlette's); a response declaring a
+      Content-Length under `gzip_minimum_size`, which they would pass on untouched, skips them.
+    """
+
+    def __init__(self, app: ASGIApp, *, gzip_minimum_size: int) -> None:
+        self.app = app
+        self.minimum_size = gzip_minimum_size
+
+    def _encoder(self, scope: Scope, send: Send) -> Send:
+        minimum_size = self.minimum_size
+        responder: IdentityResponder | None = None
+        untouched = False
+
+        async def encoding_send(message: Message) -> None:
+            nonlocal responder, untouched
+            if untouched:
+                await send(message)
+                return
+            if responder is None:
+                if message["type"] == "http.response.start" and _declared_length(message) < minimum_size:
+                    untouched = True
+                    await send(message)
+                    return
+                accept = _header(scope["headers"], _ACCEPT_ENCODING) or b""
+                responder = (GZipResponder if b"gzip" in accept else IdentityResponder)(self.app, minimum_size)
+                responder.send = send
+            await responder.send_with_compression(message)
+
+        return encoding_send
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        encoding_send = self._encoder(scope, send)
+        started = False
         held: Message | None = None
 
-        async def rewriting_send(message: Message) -> None:
-            nonlocal held
-            if message["type"] == "http.response.start" and message["status"] >= 400:
-                content_type = dict(message.get("headers", [])).get(b"content-type", b"")
-                if content_type.startswith(b"text/plain"):
-                    held = message
-                    return
-            if held is not None and message["type"] == "http.response.body":
+        async def guarded_send(message: Message) -> None:
+            nonlocal started, held
+            if message["type"] == "http.response.start":
+                started = True
+                if message["status"] >= 400:
+                    content_type = _header(message.get("headers", ()), _CONTENT_TYPE) or b""
+                    if content_type.startswith(b"text/plain"):
+                        held = message
+                        return
+            elif held is not None and message["type"] == "http.response.body":
                 if message.get("more_body"):
                     return
                 status = held["status"]
                 held = None
-                await _send_problem(scope, send, status, _PLAIN_CODES.get(status, "http_error"), None)
+                await _send_problem(scope, encoding_send, status, _PLAIN_CODES.get(status, "http_error"), None)
                 return
-            await send(message)
-
-        await self.app(scope, receive, rewriting_send)
-
-
-_PLAIN_CODES = {413: "payload_too_large", 400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
-
-
-class UnhandledErrorMiddleware:
-    """Innermost: turns any unexpected exception into a 500 problem, logged with its traceback.
-
-    Sitting inside the other middleware, the 500 still gets the request id, security and CORS
-    headers and its access line, which Starlette's outermost ServerErrorMiddleware cannot give.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+            await encoding_send(message)
 
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, guarded_send)
         except Exception:
             log.exception("http.unhandled_error", method=scope.get("method"), path=scope.get("path"))
             if started:
                 raise
             detail = "An unexpected error occurred; quote the request id to support."
-            await _send_problem(scope, send, 500, "internal_error", detail)
+            await _send_problem(scope, encoding_send, 500, "internal_error", detail)
+
+
+_PROBLEM_CONTENT_TYPE = PROBLEM_CONTENT_TYPE.encode()
 
 
 async def _send_problem(scope: Scope, send: Send, status: int, code: str, detail: str | None) -> None:
@@ -138,10 +258,7 @@ async def _send_problem(scope: Scope, send: Send, status: int, code: str, detail
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [
-                (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-                (b"content-length", str(len(body)).encode()),
-            ],
+            "headers": [(_CONTENT_TYPE, _PROBLEM_CONTENT_TYPE), (_CONTENT_LENGTH, str(len(body)).encode())],
         }
     )
     await send({"type": "http.response.body", "body": body})

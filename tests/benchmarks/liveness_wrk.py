@@ -1,16 +1,22 @@
 #!/usr/bin/env python
-"""Throughput and latency of `GET /api/v1/health` (liveness, no I/O) under wrk.
+"""Throughput and latency of `GET /api/v1/health` (liveness, no I/O) under wrk, against a bare
+FastAPI app doing the same work, in the same run.
 
-For each log level (default: WARNING, then INFO, since production writes an access line per
-request) it starts `codepulse serve` with one worker on a fresh SQLite database in a temporary
-directory, waits for readiness, warms up, runs
+It starts the bare app (`bare_app.py`: the same route and response, no middleware) and, for each
+log level (default: WARNING, then INFO, since production writes an access line per request),
+`codepulse serve` with one worker on a fresh SQLite database in a temporary directory; all are
+served by uvicorn with the same options and one worker. After readiness and an untimed warm-up
+of each, it runs, for a few rounds with the order of the servers rotating (so that a burst of
+load from elsewhere on the machine does not land on one server only),
 
     wrk -t<threads> -c<connections> -d<duration>s --latency http://127.0.0.1:<port>/api/v1/health
 
-and prints requests/s, p50/p90/p99 latency, errors, the server's CPU use, and what it logged.
-wrk and the server share the machine: on 2 cores the figures are a floor, not a capacity.
+and prints each run, then per server the median requests/s, latency and server CPU per
+request, and the ratio of codepulse's requests/s to the bare app's (target: >= 0.85 at WARNING).
+wrk and the servers share the machine: on 2 cores the figures are a floor, not a capacity.
 
     uv run python tests/benchmarks/liveness_wrk.py
+    uv run python tests/benchmarks/liveness_wrk.py --levels WARNING --rounds 5
     uv run python tests/benchmarks/liveness_wrk.py --duration 30 --connections 100 --levels INFO --log-json
 
 Needs wrk on PATH (Debian/Ubuntu: `apt-get install -y wrk`; macOS: `brew install wrk`).
@@ -21,12 +27,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
-from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +43,7 @@ if TYPE_CHECKING:  # mypy sees this folder as the package tests.benchmarks
         WRK_MISSING,
         BenchmarkError,
         WrkResult,
+        clean_exit,
         cpu_seconds,
         describe_exit,
         free_port,
@@ -51,6 +59,7 @@ else:  # run as a script, this folder is sys.path[0]
         WRK_MISSING,
         BenchmarkError,
         WrkResult,
+        clean_exit,
         cpu_seconds,
         describe_exit,
         free_port,
@@ -61,24 +70,62 @@ else:  # run as a script, this folder is sys.path[0]
         wait_ready,
     )
 
+TARGET_RATIO = 0.85  # codepulse's liveness requests/s at WARNING over the bare app's
+BARE_APP = Path(__file__).with_name("bare_app.py")
+
 
 @dataclass
-class RunResult:
-    level: str
-    log_json: bool
+class Run:
     wrk: WrkResult
     server_cpu_seconds: float | None
-    exit_code: int | None
-    shutdown_seconds: float
-    log_levels: Counter[str]
-    log_lines: int
-    notable_lines: list[str]
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        if self.server_cpu_seconds is None:
+            return None
+        return self.server_cpu_seconds / max(self.wrk.requests, 1) * 1_000_000
 
 
-def bench_level(level: str, args: argparse.Namespace, scratch: Path) -> RunResult:
-    directory = Path(tempfile.mkdtemp(prefix=f"codepulse-wrk-{level.lower()}-", dir=scratch))
+@dataclass
+class Server:
+    name: str
+    level: str | None  # None: the bare app
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+    runs: list[Run] = field(default_factory=list)
+
+    def median(self, value: str) -> float:
+        values = [getattr(run.wrk, value) for run in self.runs]
+        return statistics.median(values) if values else float("nan")
+
+    def median_p(self, percentile: int) -> float:
+        return statistics.median(run.wrk.p(percentile) for run in self.runs) if self.runs else float("nan")
+
+    def median_cpu_us(self) -> float | None:
+        values = [v for v in (run.cpu_us_per_request for run in self.runs) if v is not None]
+        return statistics.median(values) if values else None
+
+
+@contextmanager
+def started(name: str, level: str | None, command: list[str], env: dict[str, str], directory: Path) -> Iterator[Server]:
     port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
+    log_path = directory / "server.log"
+    with log_path.open("w") as log:
+        # Logs go to a file, as a container runtime would take them from a pipe: not a terminal.
+        process = subprocess.Popen(
+            [*command, "--port", str(port)], cwd=directory, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        yield Server(name, level, process, f"http://127.0.0.1:{port}", log_path)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def start_codepulse(stack: ExitStack, level: str, args: argparse.Namespace, scratch: Path) -> Server:
+    directory = Path(tempfile.mkdtemp(prefix=f"codepulse-{level.lower()}-", dir=scratch))
     env = dict(os.environ)
     env.update(
         DATABASE_URL=f"sqlite+aiosqlite:///{directory / 'codepulse.db'}",
@@ -87,105 +134,142 @@ def bench_level(level: str, args: argparse.Namespace, scratch: Path) -> RunResul
         LOG_JSON="true" if args.log_json else "false",
         WEB_CONCURRENCY="1",
     )
-    log_path = directory / "server.log"
-    command = [sys.executable, "-m", "codepulse", "serve", "--port", str(port), "--workers", "1"]
-    with log_path.open("w") as log:
-        # Logs go to a file, as a container runtime would take them from a pipe: not a terminal.
-        process = subprocess.Popen(command, cwd=directory, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_ready(process, base_url, args.timeout)
-            if args.warmup > 0:
-                run_wrk(base_url + LIVENESS_PATH, args.threads, args.connections, args.warmup)
-            cpu_before = cpu_seconds(process.pid)
-            wrk = run_wrk(base_url + LIVENESS_PATH, args.threads, args.connections, args.duration)
-            cpu_after = cpu_seconds(process.pid)
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
-        exit_code, shutdown = stop_server(process)
-    summary = summarise_log(log_path)
-    return RunResult(
-        level=level,
-        log_json=args.log_json,
-        wrk=wrk,
-        server_cpu_seconds=None if cpu_before is None or cpu_after is None else cpu_after - cpu_before,
-        exit_code=exit_code,
-        shutdown_seconds=shutdown,
-        log_levels=summary.levels,
-        log_lines=summary.lines,
-        notable_lines=summary.notable,
-    )
+    fmt = ", LOG_JSON=true" if args.log_json else ""
+    command = [sys.executable, "-m", "codepulse", "serve", "--workers", "1"]
+    return stack.enter_context(started(f"codepulse (LOG_LEVEL={level}{fmt})", level, command, env, directory))
 
 
-def report(result: RunResult, args: argparse.Namespace) -> None:
-    wrk = result.wrk
-    pct = wrk.percentiles_ms
-    fmt = " (LOG_JSON=true)" if result.log_json else ""
-    print()
-    print(f"== LOG_LEVEL={result.level}{fmt}: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s")
-    print(f"  requests/s: {wrk.requests_per_second:,.0f}  ({wrk.requests:,} requests in {wrk.seconds:.2f} s)")
+def start_bare(stack: ExitStack, scratch: Path) -> Server:
+    directory = Path(tempfile.mkdtemp(prefix="bare-", dir=scratch))
+    command = [sys.executable, str(BARE_APP)]
+    return stack.enter_context(started("bare FastAPI", None, command, dict(os.environ), directory))
+
+
+def measure(server: Server, args: argparse.Namespace) -> Run:
+    cpu_before = cpu_seconds(server.process.pid)
+    wrk = run_wrk(server.base_url + LIVENESS_PATH, args.threads, args.connections, args.duration)
+    cpu_after = cpu_seconds(server.process.pid)
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    return Run(wrk, cpu)
+
+
+def print_run(number: int, server: Server, run: Run) -> None:
+    wrk = run.wrk
+    errors = wrk.non_2xx + wrk.socket_error_count
+    cpu = run.cpu_us_per_request
     print(
-        f"  latency: p50 {pct.get(50, float('nan')):.2f} ms  p90 {pct.get(90, float('nan')):.2f} ms  "
-        f"p99 {pct.get(99, float('nan')):.2f} ms  (avg {wrk.latency_avg_ms:.2f} ms, max {wrk.latency_max_ms:.2f} ms)"
+        f"  round {number} {server.name:<32} {wrk.requests_per_second:>8,.0f} req/s  "
+        f"p50 {wrk.p(50):6.2f} ms  p99 {wrk.p(99):6.2f} ms"
+        + (f"  CPU {cpu:5.0f} µs/req" if cpu is not None else "")
+        + (f"  ERRORS {errors}" if errors else "")
     )
-    errors = sum(wrk.socket_errors.values())
-    detail = ", ".join(f"{k} {v}" for k, v in wrk.socket_errors.items() if v)
-    print(f"  errors: non-2xx {wrk.non_2xx}, socket errors {errors}{f' ({detail})' if detail else ''}")
-    if result.server_cpu_seconds is not None:
-        busy = result.server_cpu_seconds / wrk.seconds * 100
-        per_request = result.server_cpu_seconds / max(wrk.requests, 1) * 1_000_000
-        print(f"  server CPU: {busy:.0f}% of one core, {per_request:.0f} µs CPU per request")
-    levels = ", ".join(f"{name} {count:,}" for name, count in sorted(result.log_levels.items())) or "none"
-    print(f"  server log: {result.log_lines:,} line(s) ({levels})")
-    for line in result.notable_lines:
-        print(f"    {line}")
-    print(f"  SIGTERM: {describe_exit(result.exit_code)} in {result.shutdown_seconds:.2f} s")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def report(servers: list[Server], args: argparse.Namespace) -> bool:
+    """The medians and ratios; whether every run was clean (no errors, no non-2xx)."""
+    print()
+    print(f"== medians of {args.rounds} round(s), wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s")
+    ok = True
+    for server in servers:
+        cpu = server.median_cpu_us()
+        print(
+            f"  {server.name:<32} {server.median('requests_per_second'):>8,.0f} req/s  "
+            f"p50 {server.median_p(50):6.2f} ms  p90 {server.median_p(90):6.2f} ms  p99 {server.median_p(99):6.2f} ms"
+            + (f"  server CPU {cpu:.0f} µs/req" if cpu is not None else "")
+        )
+        errors = sum(run.wrk.non_2xx + run.wrk.socket_error_count for run in server.runs)
+        if errors:
+            print(f"    {errors} non-2xx responses or socket errors")
+            ok = False
+    bare, ours = servers[0], servers[1:]
+    print()
+    for server in ours:
+        ratio = server.median("requests_per_second") / bare.median("requests_per_second")
+        rounds = ", ".join(
+            f"{mine.wrk.requests_per_second / theirs.wrk.requests_per_second:.2f}"
+            for mine, theirs in zip(server.runs, bare.runs, strict=True)
+        )
+        verdict = ""
+        if server.level == "WARNING":
+            verdict = f" (target >= {TARGET_RATIO:g}: {'PASS' if ratio >= TARGET_RATIO else 'BELOW TARGET'})"
+        print(f"{server.name} / bare FastAPI: {ratio:.2f} of the requests/s{verdict}; per round: {rounds}")
+    for other in ours[1:]:
+        ratio = other.median("requests_per_second") / ours[0].median("requests_per_second")
+        print(
+            f"{other.name} vs {ours[0].name}: {ratio:.2f}x the requests/s, "
+            f"p99 {other.median_p(99):.2f} ms vs {ours[0].median_p(99):.2f} ms"
+        )
+    return ok
+
+
+def stop_and_summarise(server: Server) -> bool:
+    exit_code, shutdown = stop_server(server.process)
+    summary = summarise_log(server.log_path)
+    levels = ", ".join(f"{name} {count:,}" for name, count in sorted(summary.levels.items())) or "none"
+    print(
+        f"  {server.name}: SIGTERM: {describe_exit(exit_code)} in {shutdown:.2f} s; "
+        f"log: {summary.lines:,} line(s) ({levels})"
+    )
+    if server.level is not None:
+        for line in summary.notable:
+            print(f"    {line}")
+    return clean_exit(exit_code)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", "-d", type=float, default=10.0, help="seconds per wrk run (default 10)")
-    parser.add_argument("--connections", "-c", type=int, default=50, help="open connections (default 50)")
-    parser.add_argument("--threads", "-t", type=int, default=2, help="wrk threads (default 2)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="untimed wrk seconds first (default 2; 0: none)")
+    parser.add_argument("--connections", "-c", type=int, default=32, help="open connections (default 32)")
+    parser.add_argument("--threads", "-t", type=int, default=1, help="wrk threads (default 1)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per server, order rotating (default 3)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="untimed wrk seconds per server (default 2; 0: none)")
     parser.add_argument("--levels", default="WARNING,INFO", help="comma-separated LOG_LEVELs (default WARNING,INFO)")
     parser.add_argument("--log-json", action="store_true", help="LOG_JSON=true (production-style JSON lines)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for readiness")
     args = parser.parse_args(argv)
     if args.threads > args.connections:
         parser.error("--threads must not exceed --connections (wrk needs a connection per thread)")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    args.levels = [level.strip().upper() for level in args.levels.split(",") if level.strip()]
+    if not args.levels:
+        parser.error("--levels needs at least one level")
+    return args
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     if shutil.which("wrk") is None:
         print(WRK_MISSING, file=sys.stderr)
         return 2
-
-    levels = [level.strip().upper() for level in args.levels.split(",") if level.strip()]
-    print(f"codepulse liveness benchmark: GET {LIVENESS_PATH}, one worker, SQLite")
+    print(f"codepulse liveness benchmark: GET {LIVENESS_PATH}, codepulse vs a bare FastAPI app, one worker each")
     print(machine_line())
-    results: list[RunResult] = []
-    failed = False
-    with tempfile.TemporaryDirectory(prefix="codepulse-wrk-") as scratch:
-        for level in levels:
-            try:
-                result = bench_level(level, args, Path(scratch))
-            except BenchmarkError as error:
-                print(f"\n== LOG_LEVEL={level}: FAILED: {error}")
-                failed = True
-                continue
-            report(result, args)
-            results.append(result)
-    if len(results) > 1:
+    with tempfile.TemporaryDirectory(prefix="codepulse-wrk-") as raw, ExitStack() as stack:
+        scratch = Path(raw)
+        try:
+            servers = [start_bare(stack, scratch)]
+            servers += [start_codepulse(stack, level, args, scratch) for level in args.levels]
+            for server in servers:
+                wait_ready(server.process, server.base_url, args.timeout)
+                if args.warmup > 0:
+                    run_wrk(server.base_url + LIVENESS_PATH, args.threads, args.connections, args.warmup)
+            print()
+            print(f"== wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s --latency, order rotating")
+            for number in range(1, args.rounds + 1):
+                shift = (number - 1) % len(servers)
+                for server in servers[shift:] + servers[:shift]:
+                    run = measure(server, args)
+                    server.runs.append(run)
+                    print_run(number, server, run)
+        except BenchmarkError as error:
+            print(f"\nFAILED: {error}")
+            return 1
+        ok = report(servers, args)
         print()
-        base = results[0]
-        for other in results[1:]:
-            ratio = other.wrk.requests_per_second / base.wrk.requests_per_second
-            print(
-                f"LOG_LEVEL={other.level} vs {base.level}: {ratio:.2f}x the requests/s, "
-                f"p99 {other.wrk.percentiles_ms.get(99, float('nan')):.2f} ms "
-                f"vs {base.wrk.percentiles_ms.get(99, float('nan')):.2f} ms"
-            )
-    return 1 if failed else 0
+        stopped = [stop_and_summarise(server) for server in servers]  # every one, even after a failure
+        ok = all(stopped) and ok
+    print(f"load average at the end: {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
