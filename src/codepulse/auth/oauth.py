@@ -126,7 +126,7 @@ async def github_authorize(
     settings: Settings = request.app.state.settings
     request.session[NEXT_KEY] = safe_next(settings, next_path)
     if link_code is not None:
-        linking = await service.consume_oauth_link_code(link_code)
+        linking = await service.github.consume_oauth_link_code(link_code)
         request.session[LINK_USER_KEY] = str(linking.id)
     elif link:
         if user is None:
@@ -142,7 +142,7 @@ async def github_link_start(request: Request, user: CurrentUser, service: AuthSe
     """Browsers cannot send a bearer token on a navigation: this returns a URL with a
     single-use 5-minute code that stands for it."""
     _github(request)
-    code = await service.issue_oauth_link_code(user)
+    code = await service.github.issue_oauth_link_code(user)
     url = request.url_for("github_authorize").include_query_params(link_code=code)
     return LinkStart(authorize_url=str(url))
 
@@ -175,13 +175,13 @@ async def github_callback(request: Request, service: AuthServiceDep) -> Redirect
     try:
         profile = await _profile(request, token)
         if link_user_id is not None:
-            user = await service.user(uuid.UUID(link_user_id))
+            user = await service.accounts.user(uuid.UUID(link_user_id))
             if user is None:
                 raise Unauthorized("Sign in again before linking GitHub.", code="not_authenticated")
-            await service.link_github(user, profile, token, _secret_box(request))
+            await service.github.link_github(user, profile, token, _secret_box(request))
             return _to_dashboard(settings, linked=GITHUB, next=next_path)
-        user = await service.sign_in_with_github(profile, token, _secret_box(request))
-        code = await service.issue_oauth_exchange_code(user, device_of(request))
+        user = await service.github.sign_in_with_github(profile, token, _secret_box(request))
+        code = await service.github.issue_oauth_exchange_code(user, device_of(request))
     except DomainError as refused:
         # Refusals happen before any write, so the committed transaction holds nothing of them.
         return _to_dashboard(settings, error=refused.instance_code, error_description=refused.detail)
@@ -191,7 +191,7 @@ async def github_callback(request: Request, service: AuthServiceDep) -> Redirect
 @router.post("/exchange", summary="Trade the callback's one-time code for a session")
 async def exchange_code(body: TokenIn, request: Request, service: AuthServiceDep, limiter: Limiter) -> TokenOut:
     await limiter.hit([Rule("oauth-exchange:ip", request.client.host if request.client else "?", EXCHANGE_PER_IP)])
-    return token_out(await service.exchange_oauth_code(body.token))
+    return token_out(await service.github.exchange_oauth_code(body.token))
 
 
 @router.post(
@@ -209,8 +209,8 @@ async def github_device(
         await limiter.hit([Rule("oauth-device:ip", request.client.host if request.client else "?", DEVICE_PER_IP)])
         token = GitHubToken(access_token=body.access_token, scopes=frozenset())
         profile = await _profile(request, token)
-        user = await service.sign_in_with_github(profile, token, _secret_box(request))
-        issued = await service.create_session(
+        user = await service.github.sign_in_with_github(profile, token, _secret_box(request))
+        issued = await service.sessions.create_session(
             user, SessionKind.CLI, device_of(request), name="GitHub device sign-in", lifetime=DEVICE_SESSION_LIFETIME
         )
     except DomainError as error:
@@ -228,7 +228,7 @@ async def github_device(
 
 @router.delete("/github", status_code=status.HTTP_204_NO_CONTENT, summary="Unlink GitHub from my account")
 async def github_unlink(user: CurrentUser, service: AuthServiceDep) -> Response:
-    await service.unlink_oauth(user, GITHUB)
+    await service.github.unlink_oauth(user, GITHUB)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -73,7 +73,7 @@ def _send_after_commit(background: BackgroundTasks, request: Request, message: M
 @router.post("/register", status_code=status.HTTP_201_CREATED, summary="Create an account and sign in")
 async def register(body: RegisterIn, request: Request, service: AuthServiceDep, limiter: Limiter) -> TokenOut:
     await limiter.hit([Rule("register:ip", _ip(request), REGISTER_PER_IP)])
-    return token_out(await service.register(body, device_of(request)))
+    return token_out(await service.accounts.register(body, device_of(request)))
 
 
 @router.post("/login", summary="Sign in with email or username and password")
@@ -84,7 +84,7 @@ async def login(body: LoginIn, request: Request, service: AuthServiceDep, limite
     ]
     await limiter.check(rules)
     try:
-        issued = await service.login(body.login, body.password, device_of(request))
+        issued = await service.accounts.login(body.login, body.password, device_of(request))
     except Unauthorized:
         await limiter.hit(rules)
         raise
@@ -99,13 +99,13 @@ async def me(user: CurrentUser) -> User:
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, summary="Sign out this session")
 async def logout(user: CurrentUser, current: CurrentSession, service: AuthServiceDep) -> Response:
-    await service.revoke_session(user, current.id)
+    await service.sessions.revoke_session(user, current.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT, summary="Sign out every session")
 async def logout_all(user: CurrentUser, service: AuthServiceDep) -> Response:
-    await service.revoke_all_sessions(user)
+    await service.sessions.revoke_all_sessions(user)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -113,14 +113,14 @@ async def logout_all(user: CurrentUser, service: AuthServiceDep) -> Response:
 async def list_sessions(
     user: CurrentUser, current: CurrentSession, service: AuthServiceDep, page: PageParams
 ) -> Page[SessionOut]:
-    sessions, next_cursor = await service.list_sessions(user, page)
+    sessions, next_cursor = await service.sessions.list_sessions(user, page)
     items = [SessionOut.model_validate(s).model_copy(update={"current": s.id == current.id}) for s in sessions]
     return Page(items=items, next_cursor=next_cursor)
 
 
 @router.delete("/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Revoke one session")
 async def revoke_session(session_id: uuid.UUID, user: CurrentUser, service: AuthServiceDep) -> Response:
-    await service.revoke_session(user, session_id)
+    await service.sessions.revoke_session(user, session_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -128,7 +128,7 @@ async def revoke_session(session_id: uuid.UUID, user: CurrentUser, service: Auth
 async def create_cli_token(
     body: CliTokenIn, request: Request, user: CurrentUser, service: AuthServiceDep
 ) -> CliTokenOut:
-    issued = await service.create_cli_token(user, body.name, body.expires_in_days, device_of(request))
+    issued = await service.sessions.create_cli_token(user, body.name, body.expires_in_days, device_of(request))
     return CliTokenOut(
         id=issued.session.id,
         name=issued.session.name,
@@ -143,7 +143,7 @@ async def change_password(
     body: PasswordChangeIn, user: CurrentUser, current: CurrentSession, service: AuthServiceDep
 ) -> Response:
     """Every other session is signed out; this one stays."""
-    await service.change_password(user, body.current_password, body.new_password, keep=current)
+    await service.accounts.change_password(user, body.current_password, body.new_password, keep=current)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -152,7 +152,7 @@ async def request_email_verification(
     request: Request, background: BackgroundTasks, user: CurrentUser, service: AuthServiceDep, limiter: Limiter
 ) -> Accepted:
     await limiter.hit([Rule("verify-mail:user", str(user.id), VERIFY_MAIL_PER_USER)])
-    message = await service.request_email_verification(user)
+    message = await service.accounts.request_email_verification(user)
     _send_after_commit(background, request, message)
     detail = "A verification link is on its way." if message else "Your email is already verified."
     return Accepted(detail=detail)
@@ -161,7 +161,7 @@ async def request_email_verification(
 @router.post("/verify-email", summary="Verify my email with the mailed token")
 async def verify_email(body: TokenIn, request: Request, service: AuthServiceDep, limiter: Limiter) -> UserOut:
     await limiter.hit([Rule("token-submit:ip", _ip(request), TOKEN_SUBMIT_PER_IP)])
-    return UserOut.model_validate(await service.verify_email(body.token))
+    return UserOut.model_validate(await service.accounts.verify_email(body.token))
 
 
 @router.post(
@@ -175,7 +175,7 @@ async def request_password_reset(
     await limiter.hit(
         [Rule("reset:ip", _ip(request), RESET_PER_IP), Rule("reset:account", body.email, RESET_PER_ACCOUNT)]
     )
-    _send_after_commit(background, request, await service.request_password_reset(body.email))
+    _send_after_commit(background, request, await service.accounts.request_password_reset(body.email))
     return Accepted(detail="If an account uses this email, a reset link is on its way.")
 
 
@@ -187,21 +187,21 @@ async def reset_password(
 ) -> Response:
     """Signs out every session of the account."""
     await limiter.hit([Rule("token-submit:ip", _ip(request), TOKEN_SUBMIT_PER_IP)])
-    await service.reset_password(body.token, body.new_password)
+    await service.accounts.reset_password(body.token, body.new_password)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @users_router.patch("/me", summary="Update my profile")
 async def update_me(body: UserUpdate, user: CurrentUser, service: AuthServiceDep) -> UserOut:
-    return UserOut.model_validate(await service.update_profile(user, body))
+    return UserOut.model_validate(await service.accounts.update_profile(user, body))
 
 
 @users_router.delete("/me", status_code=status.HTTP_204_NO_CONTENT, summary="Delete my account and personal data")
 async def delete_me(user: CurrentUser, service: AuthServiceDep) -> Response:
-    await service.delete_account(user)
+    await service.accounts.delete_account(user)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @users_router.get("/{username}", summary="A public profile (404 when private, unless it is mine)")
 async def public_profile(username: str, viewer: OptionalUser, service: AuthServiceDep) -> PublicProfile:
-    return PublicProfile.model_validate(await service.public_profile(username, viewer))
+    return PublicProfile.model_validate(await service.accounts.public_profile(username, viewer))

@@ -28,15 +28,14 @@ from codepulse.auth.github_accounts import github_link as github_link
 from codepulse.auth.models import SessionKind as SessionKind
 from codepulse.auth.models import User as User
 from codepulse.auth.repository import AuthRepository
-from codepulse.auth.sessions import SessionService
 from codepulse.clock import ClockFunc
 from codepulse.config import Settings
 from codepulse.security import PasswordHasher
 
 
 class AuthService:
-    """The auth routers' one dependency (`AuthServiceDep`): the three services over one request
-    session, their operations under one name each."""
+    """The auth routers' one dependency (`AuthServiceDep`): the slice's three services over one
+    request session — `service.sessions`, `service.accounts`, `service.github`."""
 
     def __init__(
         self,
@@ -46,35 +45,9 @@ class AuthService:
         clock: ClockFunc,
         cache: AuthCache | None = None,
     ) -> None:
-        self.sessions = sessions = SessionService(session, clock, cache)
-        self.accounts = accounts = AccountService(session, settings, hasher, clock, cache)
-        self.github = github = GitHubAccountService(session, clock, cache)
-        # sessions
-        self.create_session = sessions.create_session
-        self.create_cli_token = sessions.create_cli_token
-        self.list_sessions = sessions.list_sessions
-        self.revoke_session = sessions.revoke_session
-        self.revoke_all_sessions = sessions.revoke_all_sessions
-        # accounts
-        self.register = accounts.register
-        self.login = accounts.login
-        self.user = accounts.user
-        self.update_profile = accounts.update_profile
-        self.change_password = accounts.change_password
-        self.delete_account = accounts.delete_account
-        self.public_profile = accounts.public_profile
-        self.request_email_verification = accounts.request_email_verification
-        self.verify_email = accounts.verify_email
-        self.request_password_reset = accounts.request_password_reset
-        self.reset_password = accounts.reset_password
-        # GitHub
-        self.sign_in_with_github = github.sign_in_with_github
-        self.link_github = github.link_github
-        self.unlink_oauth = github.unlink_oauth
-        self.issue_oauth_link_code = github.issue_oauth_link_code
-        self.consume_oauth_link_code = github.consume_oauth_link_code
-        self.issue_oauth_exchange_code = github.issue_oauth_exchange_code
-        self.exchange_oauth_code = github.exchange_oauth_code
+        self.accounts = AccountService(session, settings, hasher, clock, cache)
+        self.sessions = self.accounts.sessions
+        self.github = GitHubAccountService(session, clock, cache)
 
 
 # --- for other slices: reads that need no settings ------------------------------------------
