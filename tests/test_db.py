@@ -13,7 +13,7 @@ from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.config import Settings
-from codepulse.db import Database, DbSession, create_engine
+from codepulse.db import Database, DbSession, SessionRoute, create_engine
 from codepulse.errors import Conflict
 from codepulse.scheduler import JobRun
 from tests.databases import build_settings
@@ -93,7 +93,7 @@ async def test_sqlite_concurrent_writers_wait_instead_of_failing(tmp_path: Path)
 
 
 def _uow_router() -> APIRouter:
-    router = APIRouter(prefix="/_test", tags=["test"])
+    router = APIRouter(prefix="/_test", tags=["test"], route_class=SessionRoute)
 
     @router.post("/runs/{job_id}")
     async def create_run(job_id: str, session: DbSession, fail: bool = False) -> dict[str, str]:

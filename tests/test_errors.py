@@ -10,6 +10,7 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, Field
 
 from codepulse.config import Settings
+from codepulse.db import SessionRoute
 from codepulse.errors import (
     Conflict,
     FieldError,
@@ -32,7 +33,7 @@ class Echo(BaseModel):
 
 
 def _error_router() -> APIRouter:
-    router = APIRouter(prefix="/_test", tags=["test"])
+    router = APIRouter(prefix="/_test", tags=["test"], route_class=SessionRoute)
 
     @router.post("/echo")
     async def echo(body: Echo) -> Echo:

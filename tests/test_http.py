@@ -9,6 +9,7 @@ import pytest
 from fastapi import APIRouter, FastAPI
 
 from codepulse.config import Settings
+from codepulse.db import SessionRoute
 from tests.helpers import with_api_prefix
 
 
@@ -22,7 +23,7 @@ def build_client(
 ) -> Callable[..., AsyncIterator[httpx.AsyncClient]]:
     async def build(**overrides: object) -> AsyncIterator[httpx.AsyncClient]:
         app = app_factory(make_settings(**overrides))
-        big = APIRouter(prefix="/_test", tags=["test"])
+        big = APIRouter(prefix="/_test", tags=["test"], route_class=SessionRoute)
 
         @big.get("/big")
         async def big_payload() -> dict[str, str]:

@@ -9,12 +9,15 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
+import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
 
 from codepulse import logging as codepulse_logging
 from codepulse.app import OAUTH_PATH
 from codepulse.config import Settings
+from codepulse.db import SessionRoute
+from tests.factories import MakeUser
 from tests.helpers import with_api_prefix
 
 BIG = b"codepulse " * 500
@@ -25,7 +28,7 @@ async def has_session(request: Request) -> dict[str, bool]:
 
 
 def _test_router(prefix: str = "/_test") -> APIRouter:
-    router = APIRouter(prefix=prefix, tags=["test"])
+    router = APIRouter(prefix=prefix, tags=["test"], route_class=SessionRoute)
     router.add_api_route("/session", has_session)
 
     @router.get("/big")
@@ -162,3 +165,16 @@ async def test_no_access_line_is_built_when_info_is_off(
         response = await client.get("/api/v1/health")
         assert response.status_code == 200
     assert logs("http.request") == []
+
+
+async def test_a_request_leaves_no_log_context_behind(
+    build_client: Callable[..., AsyncIterator[httpx.AsyncClient]], make_user: MakeUser
+) -> None:
+    # The in-process client runs each request in this test's own task and context.
+    async for client in build_client():
+        user = await make_user()
+        response = await client.get("/api/v1/auth/me", headers=user.headers)
+        assert response.status_code == 200
+        assert structlog.contextvars.get_contextvars() == {}
+        assert (await client.get("/api/v1/_test/crash")).status_code == 500
+        assert structlog.contextvars.get_contextvars() == {}

@@ -20,7 +20,7 @@ from sqlalchemy import Select, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.config import Settings
-from codepulse.db import DbSession
+from codepulse.db import DbSession, SessionRoute
 from codepulse.errors import BadRequest
 from codepulse.pagination import (
     DEFAULT_LIMIT,
@@ -373,7 +373,7 @@ HTTP_SORTS = {"recent": sort_keys([("started_at", True)]), "job": sort_keys(ORDE
 
 
 def _pagination_router() -> APIRouter:
-    router = APIRouter(prefix="/api/v1/_test/pagination", tags=["test"])
+    router = APIRouter(prefix="/api/v1/_test/pagination", tags=["test"], route_class=SessionRoute)
 
     @router.get("/runs")
     async def list_runs(

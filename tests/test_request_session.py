@@ -21,7 +21,7 @@ from sqlalchemy import event, text
 
 from codepulse.app import create_app
 from codepulse.auth.dependencies import CurrentUser
-from codepulse.db import Database, DbSession
+from codepulse.db import Database, DbSession, SessionRoute
 from tests.auth.helpers import PASSWORD, SignedIn, login, register
 from tests.databases import DatabaseServer, build_settings
 
@@ -58,7 +58,7 @@ class Harness:
 
 
 def _test_routes(hang_started: asyncio.Event) -> APIRouter:
-    router = APIRouter(prefix="/api/v1/test", tags=["test"])
+    router = APIRouter(prefix="/api/v1/test", tags=["test"], route_class=SessionRoute)
 
     @router.post("/boom")
     async def boom(user: CurrentUser, session: DbSession) -> dict[str, Any]:

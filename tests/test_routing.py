@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from fastapi import Depends, FastAPI
+from fastapi.routing import APIRoute
+from starlette.routing import Match
 
 from codepulse.app import create_app
-from codepulse.routing import DomainRouter
+from codepulse.routing import ApiRoute, DomainRouter
 from tests.databases import build_settings
 
 
@@ -68,3 +71,39 @@ async def test_a_copied_route_keeps_the_body_limit_it_was_built_with() -> None:
 def test_apps_built_from_the_cache_describe_the_same_api() -> None:
     settings = build_settings("sqlite+aiosqlite:///:memory:")
     assert create_app(settings).openapi() == create_app(settings).openapi()
+
+
+def test_only_routes_that_take_a_body_carry_the_body_limiter() -> None:
+    app = _app(_router(), 1000)
+    routes = {route.path: route for route in app.router.routes if isinstance(route, ApiRoute)}
+    assert routes["/api/things/echo"].max_body_size == 1000
+    assert routes["/api/things/greeting"].max_body_size is None
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "expected"),
+    [
+        ("/api/orgs/acme/repos/7", "GET", Match.FULL),
+        ("/api/orgs/acme/repos/7", "POST", Match.PARTIAL),
+        ("/api/orgs/acme/repos/", "GET", Match.NONE),
+        ("/api/orgs/acme/repos/7/x", "GET", Match.NONE),
+        ("/api/orgsx/acme/repos/7", "GET", Match.NONE),
+        ("/api/other", "GET", Match.NONE),
+        ("/api/health", "GET", Match.FULL),
+        ("/api/health/", "GET", Match.NONE),
+        ("/api/healthz", "GET", Match.NONE),
+    ],
+)
+def test_an_api_route_matches_exactly_as_its_regular_expression(path: str, method: str, expected: Match) -> None:
+    async def endpoint() -> None:
+        return None
+
+    for template in ("/api/orgs/{org}/repos/{repo_id}", "/api/health"):
+        route = ApiRoute(template, endpoint, methods=["GET"])
+        plain = APIRoute(template, endpoint, methods=["GET"])
+        scope = {"type": "http", "path": path, "root_path": "", "method": method}
+        assert route.matches(dict(scope))[0] == plain.matches(dict(scope))[0]
+        mounted = {**scope, "root_path": "/base", "path": "/base" + path}
+        assert route.matches(dict(mounted))[0] == plain.matches(dict(mounted))[0]
+    route = ApiRoute("/api/orgs/{org}/repos/{repo_id}" if "orgs" in path else "/api/health", endpoint, methods=["GET"])
+    assert route.matches({"type": "http", "path": path, "root_path": "", "method": method})[0] == expected

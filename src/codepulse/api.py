@@ -13,7 +13,7 @@ from codepulse.health.router import router as health_router
 from codepulse.orgs.router import invitations_router
 from codepulse.orgs.router import router as orgs_router
 from codepulse.repositories.router import router as repositories_router
-from codepulse.routing import DomainRouter
+from codepulse.routing import ApiRoute, DomainRouter
 from codepulse.scans.live import router as scan_events_router
 from codepulse.scans.live import ws_router as scan_socket_router
 from codepulse.scans.router import router as scans_router
@@ -42,7 +42,12 @@ def build_api_router(settings: Settings) -> APIRouter:
     """An empty router with the API's prefix and defaults, for routes mounted by inclusion."""
     # The body limit sits on this router, not the app: FastAPI's app-level limiter answers from
     # outside our middleware. A route that accepts more (usage sync) sets its own max_body_size.
-    return APIRouter(prefix=API_PREFIX, responses=PROBLEM_RESPONSES, max_body_size=settings.MAX_REQUEST_BODY_BYTES)
+    return APIRouter(
+        prefix=API_PREFIX,
+        responses=PROBLEM_RESPONSES,
+        max_body_size=settings.MAX_REQUEST_BODY_BYTES,
+        route_class=ApiRoute,
+    )
 
 
 def mount_api(app: FastAPI, settings: Settings) -> None:

@@ -27,11 +27,12 @@ from codepulse.health.service import ReadinessProbe
 from codepulse.integrations.github import GitHubClient, build_oauth
 from codepulse.integrations.mailer import build_mailer
 from codepulse.logging import REQUEST_ID_HEADER, configure_logging
-from codepulse.middleware import RequestLayer, ResponseLayer
+from codepulse.middleware import HttpLayer
 from codepulse.migrations import head_revision
 from codepulse.orgs.hooks import register_hooks as register_orgs_hooks
 from codepulse.ratelimit import RateLimiter
 from codepulse.repositories.hooks import register_hooks as register_repositories_hooks
+from codepulse.routing import ApiRoute
 from codepulse.scans.hooks import register_hooks as register_scans_hooks
 from codepulse.scheduler import Scheduler, discover_jobs
 from codepulse.security import PasswordHasher, SecretBox
@@ -109,6 +110,9 @@ def create_app(settings: Settings, *, database: Database | None = None, clock: C
         docs_url="/docs",
         redoc_url="/redoc",
     )
+    # Every API route owns its request's session (codepulse.db.session); routes added with
+    # app.get(...) too.
+    app.router.route_class = ApiRoute
     app.state.settings = settings
     app.state.database = db
     app.state.worker = worker
@@ -139,19 +143,9 @@ def create_app(settings: Settings, *, database: Database | None = None, clock: C
 
 def install_middleware(app: FastAPI, settings: Settings) -> None:
     """Request order, outside in: request id, access line and security headers (the OAuth routes
-    also through their cookie session) -> CORS, when CORS_ORIGINS is set -> unhandled errors,
-    plain-text errors to problems, gzip -> (FastAPI's body limit) -> the route."""
-    # add_middleware wraps: the last added is the outermost.
-    app.add_middleware(ResponseLayer, gzip_minimum_size=settings.GZIP_MINIMUM_SIZE)
-    if settings.CORS_ORIGINS:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.CORS_ORIGINS,
-            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"],
-            allow_headers=["Authorization", "Content-Type", "Content-Encoding", REQUEST_ID_HEADER],
-            expose_headers=[REQUEST_ID_HEADER, "Retry-After", "Location"],
-            max_age=600,
-        )
+    also through their cookie session) -> [CORS, when CORS_ORIGINS is set] -> unhandled errors,
+    plain-text errors to problems, gzip -> (FastAPI's body limit, on routes with a body) -> the
+    route. Without CORS the two halves of our layer run as one."""
     # Only the OAuth flow uses a cookie: its state and PKCE verifier, signed with SECRET_KEY,
     # scoped to the OAuth paths, gone after 10 minutes. SameSite=lax: GitHub's redirect back is a
     # cross-site navigation that must carry it. No other request reads or answers it.
@@ -164,7 +158,21 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
         same_site="lax",
         https_only=settings.is_production,
     )
-    app.add_middleware(RequestLayer, hsts=settings.is_production, scoped=(OAUTH_PATH, oauth_session))
+    hsts, scoped, gzip_minimum_size = settings.is_production, (OAUTH_PATH, oauth_session), settings.GZIP_MINIMUM_SIZE
+    if not settings.CORS_ORIGINS:
+        app.add_middleware(HttpLayer, hsts=hsts, scoped=scoped, gzip_minimum_size=gzip_minimum_size)
+        return
+    # add_middleware wraps: the last added is the outermost.
+    app.add_middleware(HttpLayer, outer=False, gzip_minimum_size=gzip_minimum_size)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.CORS_ORIGINS,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"],
+        allow_headers=["Authorization", "Content-Type", "Content-Encoding", REQUEST_ID_HEADER],
+        expose_headers=[REQUEST_ID_HEADER, "Retry-After", "Location"],
+        max_age=600,
+    )
+    app.add_middleware(HttpLayer, inner=False, hsts=hsts, scoped=scoped)
 
 
 def create_app_from_env() -> FastAPI:

@@ -1,11 +1,12 @@
-"""The HTTP middleware, as two pure-ASGI layers (no BaseHTTPMiddleware: no task hops, streaming
-bodies work) around the routes, plus Starlette's CORS between them when CORS_ORIGINS is set:
+"""The HTTP middleware: one pure-ASGI layer (no BaseHTTPMiddleware: no task hops, streaming
+bodies work) around the routes, in two halves, split around Starlette's CORS when CORS_ORIGINS
+is set:
 
-    RequestLayer   request id, log context, access line, security headers; runs the OAuth
-                   routes through their cookie session (Starlette's SessionMiddleware) only
-    CORSMiddleware only with CORS_ORIGINS
-    ResponseLayer  unexpected exception -> 500 problem; framework plain-text error -> problem;
-                   gzip (Starlette's responders, skipped outright for small declared bodies)
+    HttpLayer outer  request id, log context, access line, security headers; runs the OAuth
+                     routes through their cookie session (Starlette's SessionMiddleware) only
+    CORSMiddleware   only with CORS_ORIGINS
+    HttpLayer inner  unexpected exception -> 500 problem; framework plain-text error -> problem;
+                     gzip (Starlette's responders, skipped outright for small declared bodies)
 
 Everything constant (header lists, the CSP bytes) is built once, and nothing of the access line
 is computed when INFO is off.
@@ -17,16 +18,14 @@ import json
 import re
 import time
 from collections.abc import Callable, Sequence
-from contextvars import ContextVar
 from random import getrandbits
-from typing import Any
 
 import structlog
 from starlette.middleware.gzip import GZipResponder, IdentityResponder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from codepulse.errors import PROBLEM_CONTENT_TYPE, problem_body
-from codepulse.logging import REQUEST_ID_HEADER, log_access
+from codepulse.logging import REQUEST_ID_HEADER, REQUEST_ID_VAR, USER_ID_VAR, log_access
 
 log = structlog.get_logger("codepulse.http")
 
@@ -85,73 +84,6 @@ def _request_id(scope: Scope) -> str:
     return f"{getrandbits(128):032x}"
 
 
-def _structlog_var(key: str) -> ContextVar[Any]:
-    """The context variable behind structlog's `bind_contextvars(key=...)`, to set it directly."""
-    tokens = structlog.contextvars.bind_contextvars(**{key: None})
-    structlog.contextvars.reset_contextvars(**tokens)
-    return tokens[key].var
-
-
-_REQUEST_ID_VAR = _structlog_var("request_id")
-
-
-class RequestLayer:
-    """Outermost: assigns or accepts X-Request-ID (answered on every response, bound to every log
-    line of the request), writes one access line, adds the security headers a response lacks.
-
-    `scoped` = (prefix, middleware): the rest of the stack runs wrapped in that middleware for
-    the paths under the prefix only, e.g. the OAuth routes' cookie session, which then costs
-    nothing on every other request.
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        hsts: bool,
-        scoped: tuple[str, Callable[[ASGIApp], ASGIApp]] | None = None,
-    ) -> None:
-        self.app = app
-        self.api_headers = security_headers(API_CSP, hsts=hsts)
-        self.docs_headers = security_headers(DOCS_CSP, hsts=hsts)
-        self.names = frozenset(name for name, _ in self.api_headers)
-        prefix, wrap = scoped if scoped is not None else ("/", None)
-        self.prefix = prefix.rstrip("/")
-        self.prefix_slash = self.prefix + "/"
-        self.scoped_app = wrap(app) if wrap is not None else app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = _request_id(scope)
-        scope.setdefault("state", {})["request_id"] = request_id
-        path: str = scope["path"]
-        extra = [
-            *(self.docs_headers if path in DOCS_PATHS else self.api_headers),
-            (_REQUEST_ID, request_id.encode()),
-        ]
-        names = self.names
-        status = 500
-        started = time.perf_counter()
-
-        async def send_with_headers(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message = {**message, "headers": _with_headers(message.get("headers", ()), extra, names)}
-            await send(message)
-
-        scoped = path.startswith(self.prefix_slash) or path == self.prefix
-        structlog.contextvars.clear_contextvars()
-        _REQUEST_ID_VAR.set(request_id)
-        try:
-            await (self.scoped_app if scoped else self.app)(scope, receive, send_with_headers)
-        finally:
-            log_access(scope, status, started)
-            structlog.contextvars.clear_contextvars()
-
-
 _PLAIN_CODES = {413: "payload_too_large", 400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
 _CONTENT_TYPE = b"content-type"
 _CONTENT_LENGTH = b"content-length"
@@ -166,86 +98,145 @@ def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None
     return None
 
 
-def _declared_length(message: Message) -> int:
-    value = _header(message.get("headers", ()), _CONTENT_LENGTH)
+def _declared_length(headers: Sequence[tuple[bytes, bytes]]) -> int:
+    value = _header(headers, _CONTENT_LENGTH)
     return int(value) if value is not None and value.isdigit() else _NO_LENGTH
 
 
-class ResponseLayer:
-    """Innermost of ours: what leaves the routes is a problem when it is an error, compressed when
-    it is large and the client accepts gzip.
+class HttpLayer:
+    """Our HTTP layer, pure ASGI, in two halves that run fused in one layer unless something must
+    sit between them (CORS, when CORS_ORIGINS is set: then `outer` and `inner` are two layers
+    around it, so a 500 or a rewritten error still gets its CORS headers).
 
-    - An unexpected exception becomes a 500 problem, logged with its traceback. Sitting inside
-      the other layers, the 500 still gets the request id, security and CORS headers and its
-      access line, which Starlette's outermost ServerErrorMiddleware cannot give.
-    - An error a framework layer writes as text/plain (Starlette's body limiter answers a
-      declared oversize Content-Length with a plain-text 413) is rewritten as a problem: clients
-      see one error shape, whatever layer produced it.
-    - Gzip: Starlette's own GZip/Identity responders for the responses they may change (so
+    Outer half (outermost of the stack):
+    - assigns or accepts X-Request-ID (answered on every response, bound to every log line of
+      the request) and writes one access line;
+    - adds the security headers a response lacks;
+    - `scoped` = (prefix, middleware): the rest of the stack runs wrapped in that middleware for
+      the paths under the prefix only (the OAuth routes' cookie session, which then costs
+      nothing on every other request).
+
+    Inner half (innermost of ours), what leaves the routes:
+    - an unexpected exception becomes a 500 problem, logged with its traceback. Sitting inside
+      the outer half (and CORS), the 500 still gets the request id, security and CORS headers
+      and its access line, which Starlette's outermost ServerErrorMiddleware cannot give;
+    - an error a framework layer writes as text/plain (Starlette's body limiter answers a
+      declared oversize Content-Length with a plain-text 413) is rewritten as a problem:
+      clients see one error shape, whatever layer produced it;
+    - gzip: Starlette's own GZip/Identity responders for the responses they may change (so
       `Vary: Accept-Encoding` and compression are exactly Starlette's); a response declaring a
       Content-Length under `gzip_minimum_size`, which they would pass on untouched, skips them.
     """
 
-    def __init__(self, app: ASGIApp, *, gzip_minimum_size: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        outer: bool = True,
+        inner: bool = True,
+        hsts: bool = False,
+        scoped: tuple[str, Callable[[ASGIApp], ASGIApp]] | None = None,
+        gzip_minimum_size: int = 500,
+    ) -> None:
         self.app = app
+        self.outer = outer
+        self.inner = inner
+        self.api_headers = security_headers(API_CSP, hsts=hsts)
+        self.docs_headers = security_headers(DOCS_CSP, hsts=hsts)
+        self.names = frozenset(name for name, _ in self.api_headers)
+        prefix, wrap = scoped if scoped is not None and outer else ("/", None)
+        self.prefix = prefix.rstrip("/")
+        self.prefix_slash = self.prefix + "/"
+        self.scoped_app = wrap(app) if wrap is not None else app
         self.minimum_size = gzip_minimum_size
-
-    def _encoder(self, scope: Scope, send: Send) -> Send:
-        minimum_size = self.minimum_size
-        responder: IdentityResponder | None = None
-        untouched = False
-
-        async def encoding_send(message: Message) -> None:
-            nonlocal responder, untouched
-            if untouched:
-                await send(message)
-                return
-            if responder is None:
-                if message["type"] == "http.response.start" and _declared_length(message) < minimum_size:
-                    untouched = True
-                    await send(message)
-                    return
-                accept = _header(scope["headers"], _ACCEPT_ENCODING) or b""
-                responder = (GZipResponder if b"gzip" in accept else IdentityResponder)(self.app, minimum_size)
-                responder.send = send
-            await responder.send_with_compression(message)
-
-        return encoding_send
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
-        encoding_send = self._encoder(scope, send)
-        started = False
-        held: Message | None = None
+        elif not self.outer:
+            await self._inner(self.app, scope, receive, send)
+        else:
+            await self._outer(scope, receive, send)
 
-        async def guarded_send(message: Message) -> None:
-            nonlocal started, held
+    async def _outer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        path: str = scope["path"]
+        own_headers = self.docs_headers if path in DOCS_PATHS else self.api_headers
+        names = self.names
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                extra = [*own_headers, (_REQUEST_ID, request_id.encode())]
+                message = {**message, "headers": _with_headers(message.get("headers", ()), extra, names)}
+            await send(message)
+
+        app = self.scoped_app if path.startswith(self.prefix_slash) or path == self.prefix else self.app
+        # The request's log context (the user is set by authentication), restored at the end for
+        # callers that run several requests in one task (an in-process test client).
+        request_token = REQUEST_ID_VAR.set(request_id)
+        user_token = USER_ID_VAR.set(...)  # structlog's "not bound"
+        try:
+            if self.inner:
+                await self._inner(app, scope, receive, send_with_headers)
+            else:
+                await app(scope, receive, send_with_headers)
+        finally:
+            log_access(scope, status, started)
+            USER_ID_VAR.reset(user_token)
+            REQUEST_ID_VAR.reset(request_token)
+
+    async def _inner(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        minimum_size = self.minimum_size
+        started = False
+        held: Message | None = None  # a plain-text error's start, until its body is complete
+        encoder: Send | None = None  # the gzip/identity responder's send, when it may change the body
+
+        async def send_from_route(message: Message) -> None:
+            nonlocal started, held, encoder
+            if encoder is not None:
+                await encoder(message)
+                return
             if message["type"] == "http.response.start":
                 started = True
-                if message["status"] >= 400:
-                    content_type = _header(message.get("headers", ()), _CONTENT_TYPE) or b""
-                    if content_type.startswith(b"text/plain"):
-                        held = message
-                        return
+                headers = message.get("headers", ())
+                if message["status"] >= 400 and (_header(headers, _CONTENT_TYPE) or b"").startswith(b"text/plain"):
+                    held = message
+                    return
+                if _declared_length(headers) >= minimum_size:
+                    encoder = _encoder(app, scope, send, minimum_size)
+                    await encoder(message)
+                    return
             elif held is not None and message["type"] == "http.response.body":
                 if message.get("more_body"):
                     return
                 status = held["status"]
                 held = None
-                await _send_problem(scope, encoding_send, status, _PLAIN_CODES.get(status, "http_error"), None)
+                await _send_problem(scope, send, status, _PLAIN_CODES.get(status, "http_error"), None)
                 return
-            await encoding_send(message)
+            await send(message)
 
         try:
-            await self.app(scope, receive, guarded_send)
+            await app(scope, receive, send_from_route)
         except Exception:
             log.exception("http.unhandled_error", method=scope.get("method"), path=scope.get("path"))
             if started:
                 raise
             detail = "An unexpected error occurred; quote the request id to support."
-            await _send_problem(scope, encoding_send, 500, "internal_error", detail)
+            await _send_problem(scope, send, 500, "internal_error", detail)
+
+
+def _encoder(app: ASGIApp, scope: Scope, send: Send, minimum_size: int) -> Send:
+    """Starlette's gzip responder (identity when the client does not accept gzip) for `app`'s
+    response, sending to `send`; driven message by message, as its middleware would."""
+    accept = _header(scope["headers"], _ACCEPT_ENCODING) or b""
+    responder = (GZipResponder if b"gzip" in accept else IdentityResponder)(app, minimum_size)
+    responder.send = send
+    return responder.send_with_compression
 
 
 _PROBLEM_CONTENT_TYPE = PROBLEM_CONTENT_TYPE.encode()

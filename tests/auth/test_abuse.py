@@ -14,7 +14,7 @@ from codepulse.auth.dependencies import Superuser
 from codepulse.auth.jobs import purge_expired
 from codepulse.auth.models import AuthSession, OneTimeToken, User
 from codepulse.config import Settings
-from codepulse.db import Database
+from codepulse.db import Database, SessionRoute
 from codepulse.scheduler import JobContext
 from tests.auth.helpers import PASSWORD, register
 from tests.helpers import FakeClock, with_api_prefix
@@ -87,7 +87,7 @@ async def test_first_superuser_is_created_once(
 async def test_superuser_dependency(
     settings: Settings, app_factory: Callable[[Settings], FastAPI], session: AsyncSession
 ) -> None:
-    router = APIRouter(prefix="/_test", tags=["test"])
+    router = APIRouter(prefix="/_test", tags=["test"], route_class=SessionRoute)
 
     @router.get("/admin")
     async def admin_only(user: Superuser) -> dict[str, str]:

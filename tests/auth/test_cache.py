@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from codepulse.auth.dependencies import CurrentUser
 from codepulse.auth.models import User
 from codepulse.config import Settings
-from codepulse.db import DbSession
+from codepulse.db import DbSession, SessionRoute
 from tests.auth.helpers import login, register
 from tests.helpers import FakeClock, with_api_prefix
 from tests.stubs.smtp import SmtpServer
@@ -118,7 +118,7 @@ async def test_a_cached_read_touches_no_database(client: httpx.AsyncClient, engi
 
 
 def _session_probe_router() -> APIRouter:
-    router = APIRouter(prefix="/probe", tags=["probe"])
+    router = APIRouter(prefix="/probe", tags=["probe"], route_class=SessionRoute)
 
     @router.post("/user-first")
     async def user_first(user: CurrentUser, session: DbSession) -> dict[str, bool]:

@@ -13,8 +13,10 @@ from datetime import datetime
 from typing import Annotated
 
 import structlog
-from fastapi import BackgroundTasks, Depends, FastAPI, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, FastAPI, Request
+from fastapi.security import HTTPBearer
+from fastapi.security.base import SecurityBase
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth.models import AuthSession, User
@@ -22,8 +24,9 @@ from codepulse.auth.repository import AuthRepository
 from codepulse.auth.service import AuthService
 from codepulse.auth.sessions import Authenticated, Device, SessionService, authenticate_from_cache
 from codepulse.db import Database, DbSession
-from codepulse.db.session import RequestScope, RequestSessionScope
+from codepulse.db.session import RequestSessionScope, request_session_scope
 from codepulse.errors import Forbidden, Unauthorized
+from codepulse.logging import USER_ID_VAR
 from codepulse.ratelimit import RateLimiter
 
 _bearer = HTTPBearer(
@@ -62,17 +65,12 @@ def device_of(request: Request) -> Device:
     return Device(ip=request.client.host if request.client else None, user_agent=request.headers.get("user-agent"))
 
 
-Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-
-
 async def _authenticate(
     request: Request,
-    background: BackgroundTasks,
-    credentials: HTTPAuthorizationCredentials,
+    token: str,
     scope: RequestSessionScope,
 ) -> Authenticated:
     state = request.app.state
-    token = credentials.credentials
     found = None
     if not scope.writing and not scope.opened:
         # A read answered from the cache needs no database session at all (the hot path).
@@ -89,9 +87,9 @@ async def _authenticate(
             # when another writer went first), and must not wait for a second pooled connection
             # while holding one (a burst of requests would exhaust the pool): the bookkeeping runs
             # after the response, once this request's connection is back in the pool.
-            background.add_task(_touch_later, state.database, authenticated.session.id, touch)
+            scope.after_response(_touch_later, state.database, authenticated.session.id, touch)
     request.state.authenticated = authenticated
-    structlog.contextvars.bind_contextvars(user_id=str(authenticated.user.id))
+    USER_ID_VAR.set(str(authenticated.user.id))
     return authenticated
 
 
@@ -118,33 +116,47 @@ async def _touch_later(database: Database, session_id: uuid.UUID, values: dict[s
         await AuthRepository(session).touch_session(session_id, **values)
 
 
-# One flat dependency (rather than a chain): each level of FastAPI's dependency solving costs
-# measurable time on every authenticated request.
-async def _current_user(
-    request: Request, background: BackgroundTasks, credentials: Bearer, scope: RequestScope
-) -> User:
-    if credentials is None:
-        raise Unauthorized("Sign in: send `Authorization: Bearer <token>`.", code="not_authenticated")
-    return (await _authenticate(request, background, credentials, scope)).user
+class BearerAuthentication(SecurityBase):
+    """The signed-in user, as one dependency that is also the OpenAPI `BearerToken` scheme.
+
+    Authentication is on nearly every request, so it is one flat dependency: it reads the
+    `Authorization` header and the request's session scope itself, where sub-dependencies (the
+    `HTTPBearer` scheme, the session scope) would each cost a level of FastAPI's dependency
+    solving. Being a `SecurityBase`, it still documents the bearer scheme on every operation
+    that uses it, exactly as an `HTTPBearer` dependency does.
+    """
+
+    def __init__(self, *, required: bool, superuser: bool = False) -> None:
+        self.model = _bearer.model
+        self.scheme_name = _bearer.scheme_name
+        self.required = required
+        self.superuser = superuser
+
+    async def __call__(self, request: Request) -> User | None:
+        # One authentication per request, whichever of these dependencies asks first.
+        authenticated: Authenticated | None = getattr(request.state, "authenticated", None)
+        if authenticated is None:
+            # HTTPBearer's reading of the header, without its pydantic credentials model.
+            scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
+            if not token or scheme.lower() != "bearer":
+                if self.required:
+                    raise Unauthorized("Sign in: send `Authorization: Bearer <token>`.", code="not_authenticated")
+                return None
+            authenticated = await _authenticate(request, token, request_session_scope(request))
+        user = authenticated.user
+        if self.superuser and not user.is_superuser:
+            raise Forbidden("Only administrators may do this.", code="superuser_required")
+        return user
+
+
+_current_user = BearerAuthentication(required=True)
+_optional_user = BearerAuthentication(required=False)
+_superuser = BearerAuthentication(required=True, superuser=True)
 
 
 async def _current_session(request: Request, _user: Annotated[User, Depends(_current_user)]) -> AuthSession:
     authenticated: Authenticated = request.state.authenticated
     return authenticated.session
-
-
-async def _optional_user(
-    request: Request, background: BackgroundTasks, credentials: Bearer, scope: RequestScope
-) -> User | None:
-    if credentials is None:
-        return None
-    return (await _authenticate(request, background, credentials, scope)).user
-
-
-async def _superuser(user: Annotated[User, Depends(_current_user)]) -> User:
-    if not user.is_superuser:
-        raise Forbidden("Only administrators may do this.", code="superuser_required")
-    return user
 
 
 CurrentUser = Annotated[User, Depends(_current_user)]

@@ -4,7 +4,7 @@ helper, so slices stay portable).
 
     base      Base, UTCDateTime, UUIDPrimaryKey, Timestamps, the constraint naming convention
     engine    create_engine, Database (read and write session factories), unit_of_work
-    session   the request session dependency (DbSession) and write-request detection
+    session   the request session: SessionRoute (its owner), DbSession, write-request detection
     dialect   advisory locks, upsert, the work queue's claim, is_postgresql
     bulk      COPY / unnest bulk writes and keyed reads
     notify    LISTEN/NOTIFY
@@ -25,7 +25,7 @@ from codepulse.db.dialect import (
 )
 from codepulse.db.engine import SQLITE_BEGIN_OPTION, Database, create_engine, rowcount, unit_of_work
 from codepulse.db.notify import Listener, listen, notify
-from codepulse.db.session import DbSession, is_write_request, writes
+from codepulse.db.session import DbSession, SessionRoute, is_write_request, writes
 
 __all__ = [
     "NAMING_CONVENTION",
@@ -35,6 +35,7 @@ __all__ = [
     "DbSession",
     "ExcludedColumns",
     "Listener",
+    "SessionRoute",
     "Timestamps",
     "UTCDateTime",
     "UUIDPrimaryKey",
