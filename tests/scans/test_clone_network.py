@@ -143,7 +143,7 @@ async def test_errors_do_not_say_whether_a_host_answered(other_host: _HttpsServe
     """A refused connection and a server answering 404 read the same to the caller."""
     answering = f"https://{PINNED_HOST}:{other_host.port}/acme/app.git"
     refused = f"https://{PINNED_HOST}:{_free_port()}/acme/app.git"
-    messages = []
+    messages: list[tuple[str, str]] = []
     for url in (answering, refused):
         with pytest.raises(ScanFailure) as raised:
             await clone(url, None, tmp_path / f"clone-{len(messages)}", settings=_settings(), resolve=("127.0.0.1",))
