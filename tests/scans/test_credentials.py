@@ -16,11 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from codepulse.app import create_app
+from codepulse.auth.models import OAuthAccount
 from codepulse.db import Database
 from codepulse.orgs.models import Membership, Organization
+from codepulse.repositories.models import Repository
 from codepulse.scans.pipeline import scan_repository
 from codepulse.scans.results import PipelineResult
 from codepulse.scans.runner import ScanRunner
@@ -182,3 +184,46 @@ async def test_public_repositories_are_cloned_anonymously(world: World) -> None:
     scan = await world.scan()
     assert scan["status"] == "succeeded", scan
     assert world.handed == [None]
+
+
+@pytest.mark.parametrize(
+    "tampered",
+    [
+        {"clone_url": "https://git.example.org/vic-gh/secret.git"},  # the URL moved, the binding did not
+        {"external_id": "1"},  # another GitHub repository
+        {  # moved consistently, binding included, but off GitHub: a token is for GitHub only
+            "clone_url": "https://git.example.org/vic-gh/secret.git",
+            "canonical_url": "https://git.example.org/vic-gh/secret",
+            "credential_canonical_url": "https://git.example.org/vic-gh/secret",
+        },
+    ],
+)
+async def test_the_binding_must_still_describe_the_repository(world: World, tampered: dict[str, str]) -> None:
+    """Whatever changes a repository's row outside `PATCH` (which drops the credential), the
+    worker compares the binding with the row before using it."""
+    async with world.database.transaction() as session:
+        await session.execute(
+            update(Repository).where(Repository.id == uuid.UUID(world.repository["id"])).values(**tampered)
+        )
+    scan = await world.scan()
+    assert (scan["status"], scan["error"]["code"]) == ("failed", "repository_credentials_missing")
+    assert world.handed == []
+
+
+async def test_a_connector_without_a_github_token_lends_none(world: World) -> None:
+    async with world.database.transaction() as session:
+        await session.execute(
+            update(OAuthAccount)
+            .where(OAuthAccount.user_id == uuid.UUID(world.vic.user["id"]))
+            .values(access_token_encrypted=None)
+        )
+    scan = await world.scan()
+    assert (scan["status"], scan["error"]["code"]) == ("failed", "repository_credentials_missing")
+    assert world.handed == []
+
+
+async def test_github_must_show_the_repository_at_the_same_url(world: World) -> None:
+    world.github.state.repo_host = "github.example"
+    scan = await world.scan()
+    assert (scan["status"], scan["error"]["code"]) == ("failed", "repository_credentials_missing")
+    assert world.handed == []
