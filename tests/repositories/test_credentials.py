@@ -7,8 +7,10 @@ import uuid
 from typing import Any
 
 import httpx
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from codepulse.auth.models import OAuthAccount
 from codepulse.orgs.models import Organization
 from tests.auth.helpers import SignedIn
 from tests.factories import MakeOrg, MembershipFactory
@@ -112,3 +114,17 @@ async def test_import_again_grants_a_credential_only_when_there_is_no_usable_one
     assert dropped.json()["credential_user_id"] is None
     restored = await _import(client, ada, "vic-gh/secret")
     assert [r["credential_user_id"] for r in restored["already_connected"]] == [ada.user["id"]]
+
+
+async def test_import_again_replaces_a_grantor_without_a_github_token(
+    client: httpx.AsyncClient, github_stub: GitHubStub, session: AsyncSession, make_org: MakeOrg
+) -> None:
+    ada, vic, gh_ada, _ = await _setup(client, github_stub, session, make_org)
+    next(r for r in github_stub.state.repos.values() if r.name == "secret").members.add(gh_ada.id)
+    secret = (await _import(client, vic, "vic-gh/secret"))["imported"][0]
+    unlinked = update(OAuthAccount).where(OAuthAccount.user_id == uuid.UUID(vic.user["id"]))
+    await session.execute(unlinked.values(access_token_encrypted=None))  # vic's token became unusable
+    regranted = await _import(client, ada, "vic-gh/secret")
+    assert [(r["id"], r["credential_user_id"]) for r in regranted["already_connected"]] == [
+        (secret["id"], ada.user["id"])
+    ]

@@ -371,7 +371,7 @@ class RepositoryService:
         for repo, url in wanted:
             match = _match(repo, url.canonical, existing)
             if match is not None:
-                await self._regrant(access, match, repo, url, ip)
+                await self._regrant(access, match, repo, url, box, ip)
                 result.already_connected.append(match)
             else:
                 new.append((repo, url))
@@ -402,16 +402,24 @@ class RepositoryService:
         return result
 
     async def _regrant(
-        self, access: OrgAccess, repository: Repository, repo: GitHubRepository, url: CloneUrl, ip: str | None
+        self,
+        access: OrgAccess,
+        repository: Repository,
+        repo: GitHubRepository,
+        url: CloneUrl,
+        box: SecretBox,
+        ip: str | None,
     ) -> None:
         """Importing a connected repository again grants the importer's credential when it has
-        no usable one (dropped by a URL change, or its grantor left), GitHub having just shown
-        the importer that very repository at that very URL."""
+        no usable one (dropped by a URL change, its grantor left or unlinked GitHub), GitHub having
+        just shown the importer that very repository at that very URL."""
         if repository.provider != Provider.GITHUB.value or repository.canonical_url != url.canonical:
             return
         holder = repository.credential_user_id
         if holder is not None and await get_membership(self.session, repository.org_id, holder) is not None:
-            return
+            link = await auth_service.github_link(self.session, holder, box)
+            if link is not None and link.access_token is not None:
+                return
         repository.external_id = str(repo.id)
         credentials.bind(repository, access.user.id, repo.id, url.canonical)
         await self.session.flush()
