@@ -61,8 +61,15 @@ class Repository(UUIDPrimaryKey, Timestamps, Base):
     external_id: Mapped[str | None] = mapped_column(String(64))
     private: Mapped[bool] = mapped_column(Boolean, default=False)
     scan_schedule: Mapped[str] = mapped_column(String(10), default=ScanSchedule.NONE.value)
-    # Whoever connected it; for a private GitHub import, whose linked GitHub token clones it.
+    # Whoever connected it (never a reason to use their GitHub token: see credential_user_id).
     created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # The clone credential: whose linked GitHub token clones it, granted by a GitHub import for
+    # exactly this repository (GitHub's id and the canonical URL at the time). Changing the URL or
+    # the provider drops all three; a scan uses the token only while they still describe the
+    # repository, the user is still a member and GitHub still shows it to their account.
+    credential_user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    credential_external_id: Mapped[str | None] = mapped_column(String(64))
+    credential_canonical_url: Mapped[str | None] = mapped_column(String(URL_MAX_LENGTH))
     archived: Mapped[bool] = mapped_column(Boolean, default=False)
 
     # Last scan summary, written by the scans domain (service.update_scan_summary).

@@ -110,6 +110,10 @@ class RepositoryOut(BaseModel):
     scan_schedule: ScanSchedule
     archived: bool
     created_by: uuid.UUID | None
+    credential_user_id: uuid.UUID | None = Field(
+        description="Whose linked GitHub account clones it (granted by a GitHub import for this repository only; "
+        "dropped when its URL or provider changes). null: cloned anonymously."
+    )
     created_at: datetime
     updated_at: datetime
     last_scan: LastScan | None = Field(description="null until the repository is first scanned.")
@@ -142,6 +146,7 @@ class RepositoryOut(BaseModel):
             scan_schedule=ScanSchedule(repository.scan_schedule),
             archived=repository.archived,
             created_by=repository.created_by,
+            credential_user_id=repository.credential_user_id,
             created_at=repository.created_at,
             updated_at=repository.updated_at,
             last_scan=last_scan,

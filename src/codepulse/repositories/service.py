@@ -9,8 +9,10 @@ For other slices (the scans slice above all; routes guard repositories with the
   right before cloning, because DNS can change. It answers the addresses the host resolved to,
   so a clone can be pinned to them (`git -c http.curloptResolve=<host>:443:<address>`).
 - `update_scan_summary(...)`: keep the last-scan summary current, inside the scan's unit of work.
-- `github_token_for(...)`: the GitHub token a private GitHub import is cloned with (the token of
-  the user who connected it), never to be put in a URL or a log.
+- `clone_credential(...)` then `verify_clone_credential(...)`: the GitHub token a private GitHub
+  repository is cloned with, checked against the database and then GitHub (see
+  `codepulse.repositories.credentials`); `CredentialRefused` when there is none to use. Never to
+  be put in a URL or a log.
 - `scheduled_repositories(session, schedules)`: the active repositories with a scan schedule.
 
 Deleting an organization removes its repositories through the `on_org_delete` hook registered by
@@ -42,20 +44,24 @@ from codepulse.integrations.github import (
     GitHubTokenInvalid,
     GitHubUnavailable,
 )
-from codepulse.orgs.service import OrgAccess, Organization, OrgService, Role
+from codepulse.orgs.service import OrgAccess, Organization, OrgService, Role, get_membership
 from codepulse.pagination import PageRequest, paginate
+from codepulse.repositories import credentials
+from codepulse.repositories.credentials import CloneCredential as CloneCredential
+from codepulse.repositories.credentials import CredentialRefused as CredentialRefused
+from codepulse.repositories.credentials import clone_credential as clone_credential
+from codepulse.repositories.credentials import github_hosts, parse
+from codepulse.repositories.credentials import verify_clone_credential as verify_clone_credential
 from codepulse.repositories.models import NAME_MAX_LENGTH, Provider, Severity
 from codepulse.repositories.models import Repository as Repository
 from codepulse.repositories.models import ScanSchedule as ScanSchedule
 from codepulse.repositories.repository import RepositoryRepository
 from codepulse.repositories.schemas import RepositoryCreate, RepositorySort, RepositoryUpdate
 from codepulse.repositories.urls import (
-    CASE_INSENSITIVE_HOSTS,
     CloneUrl,
     CloneUrlError,
     Resolver,
     check_host,
-    parse_clone_url,
     provider_for_host,
     system_resolver,
 )
@@ -99,16 +105,6 @@ class GitHubListing:
 class ImportResult:
     imported: list[Repository] = field(default_factory=list)
     already_connected: list[Repository] = field(default_factory=list)
-
-
-def github_hosts(settings: Settings) -> frozenset[str]:
-    """Hosts whose repositories are GitHub's: github.com, and GITHUB_URL's (GitHub Enterprise)."""
-    host = urlsplit(settings.GITHUB_URL).hostname
-    return frozenset({"github.com", host} if host else {"github.com"})
-
-
-def parse(raw: str, settings: Settings) -> CloneUrl:
-    return parse_clone_url(raw, case_insensitive_hosts=CASE_INSENSITIVE_HOSTS | github_hosts(settings))
 
 
 async def validate_clone_url(
@@ -253,6 +249,10 @@ class RepositoryService:
         }
         for name, value in values.items():
             setattr(repository, name, value)
+        # A credential was granted for one repository: a new URL or provider is another one (the
+        # token would go wherever the URL now points), so it must be granted again by an import.
+        if {"clone_url", "provider"} & changes.keys() and credentials.drop(repository):
+            changes["credential"] = {"from": "granted", "to": None}
         await self.session.flush()
         if changes:
             await self.orgs.audit(repository.org_id, target.org.user, "repository.updated", "repository",
@@ -371,6 +371,7 @@ class RepositoryService:
         for repo, url in wanted:
             match = _match(repo, url.canonical, existing)
             if match is not None:
+                await self._regrant(access, match, repo, url, box, ip)
                 result.already_connected.append(match)
             else:
                 new.append((repo, url))
@@ -391,6 +392,7 @@ class RepositoryService:
                 created_by=access.user.id,
                 archived=False,
             )
+            credentials.bind(repository, access.user.id, repo.id, url.canonical)
             await self.repo.add(repository)
             details = {"full_name": repo.full_name, "github_id": repo.id, "private": repo.private}
             await self.orgs.audit(access.org.id, access.user, "repository.imported", "repository", repository.id,
@@ -398,6 +400,31 @@ class RepositoryService:
             result.imported.append(repository)
         log.info("repository.imported", org_id=str(access.org.id), count=len(result.imported))
         return result
+
+    async def _regrant(
+        self,
+        access: OrgAccess,
+        repository: Repository,
+        repo: GitHubRepository,
+        url: CloneUrl,
+        box: SecretBox,
+        ip: str | None,
+    ) -> None:
+        """Importing a connected repository again grants the importer's credential when it has
+        no usable one (dropped by a URL change, its grantor left or unlinked GitHub), GitHub having
+        just shown the importer that very repository at that very URL."""
+        if repository.provider != Provider.GITHUB.value or repository.canonical_url != url.canonical:
+            return
+        holder = repository.credential_user_id
+        if holder is not None and await get_membership(self.session, repository.org_id, holder) is not None:
+            link = await auth_service.github_link(self.session, holder, box)
+            if link is not None and link.access_token is not None:
+                return
+        repository.external_id = str(repo.id)
+        credentials.bind(repository, access.user.id, repo.id, url.canonical)
+        await self.session.flush()
+        await self.orgs.audit(access.org.id, access.user, "repository.credential_granted", "repository",
+                              repository.id, {"full_name": repo.full_name, "github_id": repo.id}, ip)  # fmt: skip
 
 
 def _match(repo: GitHubRepository, canonical: str | None, existing: Sequence[Repository]) -> Repository | None:
@@ -427,15 +454,6 @@ def _github_unavailable() -> ServiceUnavailable:
 
 async def get_repository(session: AsyncSession, repository_id: uuid.UUID) -> Repository | None:
     return await RepositoryRepository(session).get(repository_id)
-
-
-async def github_token_for(session: AsyncSession, repository: Repository, box: SecretBox) -> str | None:
-    """The token to clone a GitHub repository with: its connector's linked GitHub token, or None
-    (public repositories need none; a private one then cannot be cloned until someone re-links)."""
-    if repository.provider != Provider.GITHUB.value or repository.created_by is None:
-        return None
-    link = await auth_service.github_link(session, repository.created_by, box)
-    return link.access_token if link is not None else None
 
 
 async def update_scan_summary(

@@ -13,8 +13,14 @@ a symlink, a case collision or a filter, ever touches the file system). Hardenin
 - a GitHub token goes in as an `http.<origin>/.extraHeader` config entry passed through the
   environment (GIT_CONFIG_COUNT/KEY/VALUE), scoped to the repository's origin: never in the URL,
   argv or a log line;
-- with the addresses the URL's host was validated against, the connection is pinned to them
-  (`http.curloptResolve`), so DNS cannot change between the check and the clone.
+- with the addresses the URL's host was validated against, the connection is pinned to them, so
+  DNS cannot change between the check and the clone: https through `http.curloptResolve`, SSH by
+  telling ssh to connect to the first checked address (`-o HostName=<address>`) while it checks
+  the host key under the URL's host name (`HostKeyAlias`, `CheckHostIP=no`);
+- no HTTP redirects (`http.followRedirects=false`): a redirect would leave the checked, pinned
+  host for one nobody checked (and curl would resolve it itself);
+- errors say what failed, never what the remote answered (git's own message goes to the log
+  only): a clone URL must not become a probe telling which hosts and ports answer.
 """
 
 from __future__ import annotations
@@ -124,8 +130,34 @@ def _resolve_entry(url: str, addresses: Sequence[str]) -> str | None:
     return f"{host_part}:{parts.port or 443}:{','.join(formatted)}"
 
 
+def _ssh_host(url: str) -> str | None:
+    """The host an SSH URL (ssh:// or scp-like) connects to, or None."""
+    if _scheme(url) != "ssh":
+        return None
+    if "://" in url:
+        return urlsplit(url).hostname
+    match = _SCP_LIKE.match(url)
+    if match is None:  # pragma: no cover - _scheme said scp-like
+        return None
+    host = match.group(0)[:-1].rpartition("@")[2]
+    return host[1:-1] if host.startswith("[") else host.lower()
+
+
+def _ssh_pin(url: str, addresses: Sequence[str]) -> list[str]:
+    """ssh options that connect to the first checked address instead of resolving the host again,
+    keeping the host name for the host key (known_hosts entries stay per name, not per address)."""
+    host = _ssh_host(url)
+    if not addresses or not host:
+        return []
+    address = str(ipaddress.ip_address(addresses[0]))  # raises on junk: never an injected option
+    if not re.fullmatch(r"[A-Za-z0-9.:_-]+", host) or host.startswith("-"):
+        raise ScanFailure("clone_failed", "The clone URL is not acceptable.")
+    return ["-o", f"HostName={address}", "-o", f"HostKeyAlias={host}", "-o", "CheckHostIP=no"]
+
+
 def _config_args(allow_file: bool) -> list[str]:
     config = [
+        "http.followRedirects=false",
         "core.hooksPath=/dev/null",
         "core.fsmonitor=false",
         "core.askPass=",
@@ -156,8 +188,13 @@ def _failure(result: GitResult, *, ref: str | None, secrets: Sequence[str]) -> S
         detail = lines[-1]
     if ref is not None and any(marker in lowered for marker in _REF_NOT_FOUND):
         return ScanFailure("ref_not_found", f"The ref {ref!r} was not found in the repository.")
-    message = "git could not clone the repository"
-    return ScanFailure("clone_failed", f"{message}: {detail[:500]}" if detail else f"{message}.")
+    # What the remote said (refused, unknown host, TLS, HTTP status, redirect) is for operators:
+    # in the scan's error it would tell the caller whether something answers at that address.
+    log.info("scan.git_failed", detail=detail[:500])
+    return ScanFailure(
+        "clone_failed",
+        "git could not clone the repository: check the URL, that the repository exists and that codepulse may read it.",
+    )
 
 
 def _clean_ref(ref: str | None) -> str | None:
@@ -166,6 +203,14 @@ def _clean_ref(ref: str | None) -> str | None:
     if ref is not None:
         _check_ref(ref)
     return ref
+
+
+def _environment(
+    url: str, home: Path | None, token: str | None, resolve: Sequence[str], *, inherit: bool = False
+) -> dict[str, str]:
+    return git_environment(
+        home, config=_remote_config(url, token, resolve), ssh_options=_ssh_pin(url, resolve), inherit=inherit
+    )
 
 
 def _remote_config(url: str, token: str | None, resolve: Sequence[str]) -> dict[str, str]:
@@ -206,10 +251,10 @@ async def remote_commit(
     patterns = ["HEAD"] if ref is None else [f"refs/heads/{ref}", f"refs/tags/{ref}", f"refs/tags/{ref}^{{}}"]
     home = Path(tempfile.mkdtemp(prefix="codepulse-git-home-"))
     try:
-        env = git_environment(home, config=_remote_config(clean_url, token, resolve))
+        env = _environment(clean_url, home, token, resolve)
         async with asyncio.timeout(min(30.0, settings.SCAN_CLONE_TIMEOUT_SECONDS)):
             result = await run_git([*_config_args(allow_file), "ls-remote", "--", clean_url, *patterns], env=env)
-    except TimeoutError:
+    except (TimeoutError, ScanFailure):
         return None
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -241,7 +286,8 @@ async def clone(
     """Clone `url` at `ref` (branch, tag or full commit SHA; the default branch when None) into
     `dest` (created; must not exist or be empty) without a checkout; returns the commit SHA.
 
-    `resolve`: the addresses the host was validated against (pins https connections to them).
+    `resolve`: the addresses the host was validated against (pins https and SSH connections to
+    them).
     `allow_local`: file:// URLs and local paths (default ALLOW_LOCAL_REPOSITORIES).
     `isolated`: no user or system git config (the server); the local CLI passes False so a
     developer's SSH agent and credential helpers work.
@@ -253,14 +299,13 @@ async def clone(
     clean_url = _check_url(url, allow_file)
     ref = _clean_ref(ref)
     secrets = (token,) if token else ()
-    env_config = _remote_config(clean_url, token, resolve)
-    resolve_entry = env_config.get("http.curloptResolve")
+    pinned = bool(_resolve_entry(clean_url, resolve) or _ssh_pin(clean_url, resolve))
 
     limit = settings.SCAN_MAX_REPOSITORY_BYTES
     home = Path(tempfile.mkdtemp(prefix="codepulse-git-home-")) if isolated else None
-    env = git_environment(home, config=env_config, inherit=not isolated)
+    env = _environment(clean_url, home, token, resolve, inherit=not isolated)
     config = _config_args(allow_file)
-    log.info("scan.clone_started", url=redact(clean_url, secrets), ref=ref, pinned=resolve_entry is not None)
+    log.info("scan.clone_started", url=redact(clean_url, secrets), ref=ref, pinned=pinned)
     try:
         async with asyncio.timeout(settings.SCAN_CLONE_TIMEOUT_SECONDS):
             await asyncio.to_thread(dest.mkdir, mode=0o700, parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shlex
 import signal
 from collections import Counter
 from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -61,6 +62,7 @@ def git_environment(
     home: Path | None = None,
     *,
     config: Mapping[str, str] | None = None,
+    ssh_options: Sequence[str] = (),
     inherit: bool = False,
 ) -> dict[str, str]:
     """The environment git runs in.
@@ -69,7 +71,8 @@ def git_environment(
     HOME and XDG_CONFIG_HOME point there and SSH runs without user config, in batch mode.
     `inherit`: the caller's environment (the local CLI: a developer's SSH agent and credential
     helpers), minus every GIT_* variable. Never a prompt. `config` entries are passed as
-    GIT_CONFIG_KEY_n/VALUE_n, so they never appear in argv.
+    GIT_CONFIG_KEY_n/VALUE_n, so they never appear in argv. `ssh_options` are appended to the ssh
+    command git runs (shell-quoted: git runs GIT_SSH_COMMAND through a shell).
     """
     env: dict[str, str]
     if inherit:
@@ -92,6 +95,9 @@ def git_environment(
                     ),
                 }
             )
+    if ssh_options:
+        base = env.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+        env["GIT_SSH_COMMAND"] = " ".join([base, *(shlex.quote(option) for option in ssh_options)])
     env.update({"LC_ALL": "C", "LANG": "C", "GIT_TERMINAL_PROMPT": "0", "GCM_INTERACTIVE": "never"})
     env.pop("SSH_ASKPASS", None)
     if config:

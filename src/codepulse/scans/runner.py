@@ -3,7 +3,10 @@
 `ScanRunner.run(scan_id)`:
 1. marks the scan running (nothing to do when it is gone, finished or canceled);
 2. re-validates the repository's clone URL with the repositories domain's rules (DNS can change
-   since the URL was accepted) and, for a private GitHub repository, takes its connector's token;
+   since the URL was accepted) and, for a private GitHub repository, takes the token of the
+   credential bound to it, once the database (still a member, binding intact) and then GitHub
+   (the account still reaches that repository) agree: else it fails with
+   `repository_credentials_missing` and git never sees a token;
 3. runs the pipeline (`scan_repository`: clone, index, cached results, engine pool), writing
    progress at most every 250 ms and watching the scan row for a cancel (every 0.5 s);
 4. saves everything in ONE transaction (`lifecycle.complete_scan`: what the scan saw, the findings'
@@ -32,6 +35,7 @@ from codepulse.clock import ClockFunc, utcnow
 from codepulse.config import Settings
 from codepulse.db import Database
 from codepulse.errors import ValidationFailed
+from codepulse.integrations.github import GitHubClient
 from codepulse.repositories import service as repositories_service
 from codepulse.repositories.urls import Resolver, system_resolver
 from codepulse.scans import lifecycle
@@ -115,6 +119,7 @@ class ScanRunner:
         pool: EnginePool | None = None,
         scan: ScanFunction | None = None,
         resolver: Resolver = system_resolver,
+        github: GitHubClient | None = None,
     ) -> None:
         self.database = database
         self.settings = settings
@@ -123,6 +128,7 @@ class ScanRunner:
         self._scan = scan
         self.resolver = resolver
         self.box = SecretBox(settings.secret_key)
+        self.github = github if github is not None else GitHubClient(settings)
 
     @property
     def pool(self) -> EnginePool:
@@ -154,19 +160,28 @@ class ScanRunner:
                 log.info("scan.skipped", scan_id=str(scan_id))
                 return "skipped"
             repository = await repositories_service.get_repository(session, scan.repository_id)
-            token = None
-            if repository is not None and repository.private:
-                token = await repositories_service.github_token_for(session, repository, self.box)
-        if repository is None:  # pragma: no cover - deleting a repository deletes its scans
-            return "skipped"
+            if repository is None:  # pragma: no cover - deleting a repository deletes its scans
+                return "skipped"
+            credential: repositories_service.CloneCredential | repositories_service.CredentialRefused | None
+            try:
+                credential = await repositories_service.clone_credential(session, repository, self.settings, self.box)
+            except repositories_service.CredentialRefused as refused:
+                credential = refused  # failed below, after this transaction marked it running
+        if isinstance(credential, repositories_service.CredentialRefused):
+            return await self._fail(scan_id, credential.code, credential.message)
         log.info("scan.started", scan_id=str(scan_id), repository_id=str(repository.id), ref=scan.ref)
         try:
             checked = await repositories_service.validate_clone_url(
                 repository.clone_url, self.settings, resolver=self.resolver
             )
+            if credential is not None:
+                await repositories_service.verify_clone_credential(credential, repository, self.settings, self.github)
         except ValidationFailed as refused:
             code = refused.errors[0].code if refused.errors else "invalid_clone_url"
             return await self._fail(scan_id, code, refused.detail or "The clone URL was refused.")
+        except repositories_service.CredentialRefused as refused:
+            return await self._fail(scan_id, refused.code, refused.message)
+        token = credential.token if credential is not None else None
 
         cancelled = asyncio.Event()
         watcher = asyncio.create_task(self._watch_cancel(scan_id, cancelled), name=f"scan-cancel:{scan_id}")
