@@ -185,7 +185,26 @@ async def test_exchange_code_is_single_use_and_short_lived(
     assert expired.status_code == 400
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/steal", "//evil.example/x", "/\\evil.example"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.example/steal",
+        "//evil.example/x",
+        "/\\evil.example",
+        # Browsers drop tab and newline inside URLs and strip control characters at the edges.
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/\r\n/evil.example",
+        "\x00//evil.example",
+        " //evil.example",
+        "/%09/evil.example",
+        "/%2F/evil.example",
+        "/%5Cevil.example",
+        "/\u200b/evil.example",
+        f"{FRONTEND}//evil.example/x",
+        f"{FRONTEND}/\t/evil.example",
+    ],
+)
 async def test_next_must_stay_on_the_dashboard(client: httpx.AsyncClient, target: str) -> None:
     response = await client.get("/api/v1/auth/oauth/github", params={"next": target})
     assert response.status_code == 400

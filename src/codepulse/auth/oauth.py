@@ -10,10 +10,11 @@ session token never appears in a URL: the dashboard trades the 60-second code at
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from datetime import timedelta
 from typing import Annotated
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 import structlog
 from fastapi import Query, Request, Response, status
@@ -68,17 +69,36 @@ def _secret_box(request: Request) -> SecretBox:
     return box
 
 
+def _unsafe_character(text: str) -> bool:
+    # Control and format characters: browsers drop tab and newline inside URLs and strip other
+    # C0 characters at their edges, so `/\t/evil.example` would become `//evil.example`.
+    return any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in text)
+
+
+def _relative_path(candidate: str) -> bool:
+    return candidate.startswith("/") and not candidate.startswith("//") and "\\" not in candidate
+
+
 def safe_next(settings: Settings, candidate: str | None) -> str | None:
     """A path on the dashboard to return to, or None. Only same-origin targets: a relative path,
-    or an absolute URL on FRONTEND_URL (no open redirect)."""
+    or an absolute URL on FRONTEND_URL (no open redirect). Control characters are refused, also
+    percent-encoded, and so is a path that reads as another host once decoded."""
     if not candidate:
         return None
-    if candidate.startswith("/") and not candidate.startswith("//") and "\\" not in candidate:
-        return candidate
-    target, frontend = urlsplit(candidate), urlsplit(settings.FRONTEND_URL)
-    if (target.scheme, target.netloc) == (frontend.scheme, frontend.netloc):
-        return (target.path or "/") + (f"?{target.query}" if target.query else "")
-    raise BadRequest("`next` must be a path on the dashboard.", code="invalid_next")
+    refused = BadRequest("`next` must be a path on the dashboard.", code="invalid_next")
+    decoded = unquote(candidate)
+    if _unsafe_character(candidate) or _unsafe_character(decoded) or candidate != candidate.strip():
+        raise refused
+    if candidate.startswith("/"):
+        path = candidate
+    else:
+        target, frontend = urlsplit(candidate), urlsplit(settings.FRONTEND_URL)
+        if (target.scheme, target.netloc) != (frontend.scheme, frontend.netloc):
+            raise refused
+        path = (target.path or "/") + (f"?{target.query}" if target.query else "")
+    if not _relative_path(path) or not _relative_path(unquote(path)):
+        raise refused
+    return path
 
 
 def _to_dashboard(settings: Settings, **params: str | None) -> RedirectResponse:
