@@ -25,6 +25,7 @@ from codepulse.db import Database
 from codepulse.errors import document_problem_responses, install_error_handlers
 from codepulse.health.service import ReadinessProbe
 from codepulse.integrations.github import GitHubClient, build_oauth
+from codepulse.integrations.github_app import build_github_app
 from codepulse.integrations.mailer import build_mailer
 from codepulse.logging import REQUEST_ID_HEADER, configure_logging
 from codepulse.middleware import RequestLayer, ResponseLayer
@@ -119,6 +120,7 @@ def create_app(settings: Settings, *, database: Database | None = None, clock: C
     app.state.rate_limiter = RateLimiter(settings.RATE_LIMIT_STORAGE_URL, enabled=settings.RATE_LIMIT_ENABLED)
     app.state.github_oauth = build_oauth(settings)
     app.state.github_client = GitHubClient(settings)
+    app.state.github_app = build_github_app(settings)
     app.state.secret_box = SecretBox(settings.secret_key)
     app.state.scheduler = scheduler
     app.state.readiness = ReadinessProbe(

@@ -16,7 +16,7 @@ from codepulse.config import Settings
 from codepulse.security import SecretBox
 from tests.auth.helpers import SignedIn, register
 from tests.helpers import FakeClock
-from tests.stubs.github import GitHubStub, StubEmail
+from tests.stubs.github import ApiFault, GitHubStub, StubEmail
 
 FRONTEND = "http://localhost:3000"
 
@@ -290,6 +290,70 @@ async def test_device_flow_token_gives_a_cli_session(client: httpx.AsyncClient, 
     _, browser = await sign_in(client)
     assert browser is not None
     assert browser.user["id"] == body["user_id"]
+
+
+async def test_device_flow_accepts_only_tokens_of_our_app(
+    client: httpx.AsyncClient, github_stub: GitHubStub, session: AsyncSession
+) -> None:
+    """Regression: any token that reads /user (a personal access token, another OAuth app's)
+    gave a 90-day CLI session. GitHub's token check with our app's credentials decides."""
+    octocat = github_stub.state.add_user("octocat")
+    foreign = {
+        "personal": github_stub.state.issue_personal_token(octocat),
+        "other app": github_stub.state.issue_token(octocat, client_id="someone-elses-app"),
+    }
+    for kind, token in foreign.items():
+        response = await client.post("/api/v1/auth/oauth/github/device", json={"access_token": token})
+        assert response.status_code == 401, kind
+        assert (response.json()["code"], response.json()["error"]) == ("github_token_invalid", "invalid_token")
+    assert (await session.scalars(select(User))).first() is None
+    checks = [r for r in github_stub.state.api_requests if r.path.endswith("/token")]
+    assert [r.path for r in checks] == ["/api/v3/applications/cp-test-github-client/token"] * 2
+    assert all(r.method == "POST" and r.headers["authorization"].startswith("Basic ") for r in checks)
+    ours = github_stub.state.issue_token(octocat)
+    accepted = await client.post("/api/v1/auth/oauth/github/device", json={"access_token": ours})
+    assert accepted.status_code == 201
+
+
+async def test_device_token_never_replaces_the_browser_granted_token(
+    client: httpx.AsyncClient, github_stub: GitHubStub, session: AsyncSession, github_settings: Settings
+) -> None:
+    octocat = github_stub.state.add_user("octocat", sign_in=True)
+    _, browser = await sign_in(client)
+    assert browser is not None
+    account = (await session.scalars(select(OAuthAccount))).one()
+    box = SecretBox(github_settings.secret_key)
+    granted = box.decrypt(account.access_token_encrypted or "")
+    device = github_stub.state.issue_token(octocat, ["read:user", "user:email", "repo"])
+    response = await client.post("/api/v1/auth/oauth/github/device", json={"access_token": device})
+    assert response.status_code == 201
+    assert response.json()["user_id"] == browser.user["id"]
+    await session.refresh(account)
+    assert box.decrypt(account.access_token_encrypted or "") == granted
+    assert account.scopes == "read:user,user:email"
+
+
+async def test_device_sign_in_of_a_new_account_stores_its_token(
+    client: httpx.AsyncClient, github_stub: GitHubStub, session: AsyncSession, github_settings: Settings
+) -> None:
+    octocat = github_stub.state.add_user("octocat")
+    token = github_stub.state.issue_token(octocat)
+    response = await client.post("/api/v1/auth/oauth/github/device", json={"access_token": token})
+    assert response.status_code == 201
+    account = (await session.scalars(select(OAuthAccount))).one()
+    assert account.login == "octocat"
+    assert SecretBox(github_settings.secret_key).decrypt(account.access_token_encrypted or "") == token
+
+
+async def test_device_flow_when_github_cannot_check_the_token(
+    client: httpx.AsyncClient, github_stub: GitHubStub
+) -> None:
+    octocat = github_stub.state.add_user("octocat")
+    token = github_stub.state.issue_token(octocat)
+    github_stub.state.api_fault = ApiFault.SERVER_ERROR
+    response = await client.post("/api/v1/auth/oauth/github/device", json={"access_token": token})
+    assert response.status_code == 503
+    assert response.json()["code"] == "github_unavailable"
 
 
 async def test_device_flow_errors_carry_oauth_members(client: httpx.AsyncClient, github_stub: GitHubStub) -> None:

@@ -42,6 +42,7 @@ from codepulse.integrations.github import (
     GitHubTokenInvalid,
     GitHubUnavailable,
 )
+from codepulse.integrations.github_app import GitHubApp, GitHubAppToken
 from codepulse.ratelimit import Rule
 from codepulse.routing import DomainRouter
 from codepulse.security import SecretBox
@@ -222,14 +223,20 @@ async def exchange_code(body: TokenIn, request: Request, service: AuthServiceDep
 async def github_device(
     body: DeviceTokenIn, request: Request, service: AuthServiceDep, limiter: Limiter
 ) -> DeviceSessionOut:
-    """Resolves the GitHub account exactly as the browser flow does and answers a new CLI
-    session. Errors carry OAuth-style `error` and `error_description` beside the problem fields."""
+    """Only a token GitHub issued to this server's OAuth app is accepted (GitHub's token check
+    with the app's credentials): a personal access token or another app's token is a 401. Then
+    the GitHub account is resolved exactly as the browser flow does, and a new CLI session is
+    answered. The device token is stored only when no GitHub token is: a browser-granted one
+    stays. Errors carry OAuth-style `error` and `error_description` beside the problem fields."""
     try:
         _github(request)
         await limiter.hit([Rule("oauth-device:ip", request.client.host if request.client else "?", DEVICE_PER_IP)])
-        token = GitHubToken(access_token=body.access_token, scopes=frozenset())
+        checked = await _check_app_token(request, body.access_token)
+        token = GitHubToken(access_token=body.access_token, scopes=checked.scopes)
         profile = await _profile(request, token)
-        user = await service.github.sign_in_with_github(profile, token, _secret_box(request))
+        if profile.id != checked.user_id:  # pragma: no cover - GitHub answers both for one token
+            raise Unauthorized("GitHub did not accept this token.", code="github_token_invalid")
+        user = await service.github.sign_in_with_github(profile, token, _secret_box(request), replace_token=False)
         issued = await service.sessions.create_session(
             user, SessionKind.CLI, device_of(request), name="GitHub device sign-in", lifetime=DEVICE_SESSION_LIFETIME
         )
@@ -253,6 +260,22 @@ async def github_unlink(user: CurrentUser, service: AuthServiceDep) -> Response:
 
 
 _OAUTH_ERRORS = {401: "invalid_token", 403: "access_denied", 404: "invalid_request", 409: "access_denied"}
+
+
+async def _check_app_token(request: Request, access_token: str) -> GitHubAppToken:
+    app: GitHubApp | None = request.app.state.github_app
+    if app is None:
+        raise NotFound("oauth", "GitHub sign-in is not configured on this server.", code="oauth_not_configured")
+    try:
+        return await app.check_token(access_token)
+    except GitHubTokenInvalid:
+        raise Unauthorized(
+            "GitHub did not confirm this token as one issued to this server's GitHub app: sign in with "
+            "this server's GitHub client id (GITHUB_CLIENT_ID).",
+            code="github_token_invalid",
+        ) from None
+    except GitHubUnavailable:
+        raise ServiceUnavailable("GitHub did not answer; try again shortly.", code="github_unavailable") from None
 
 
 async def _profile(request: Request, token: GitHubToken) -> GitHubProfile:
