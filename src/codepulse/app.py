@@ -149,6 +149,8 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.CORS_ORIGINS,
+            # The dashboard keeps the GitHub link cookie of `POST /auth/oauth/github/link`.
+            allow_credentials=True,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"],
             allow_headers=["Authorization", "Content-Type", "Content-Encoding", REQUEST_ID_HEADER],
             expose_headers=[REQUEST_ID_HEADER, "Retry-After", "Location"],

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth.models import OAuthAccount, User
+from codepulse.auth.oauth import LINK_COOKIE
 from codepulse.config import Settings
 from codepulse.security import SecretBox
 from tests.auth.helpers import SignedIn, register
@@ -226,7 +227,7 @@ async def test_link_and_unlink_for_a_signed_in_user(
     assert anonymous.status_code == 401
     url = await start(client, {"link": "1"}, headers=ada.headers)
     params = await callback(client, await consent(url))
-    assert params == {"linked": ["github"]}
+    assert params == {"linked": ["github"], "account": ["ada"], "login": ["ada-gh"]}
     account = (await session.scalars(select(OAuthAccount))).one()
     assert str(account.user_id) == ada.user["id"]
     # Signing in with GitHub now reaches ada, even though the emails differ.
@@ -245,9 +246,53 @@ async def test_browser_link_uses_a_single_use_code(client: httpx.AsyncClient, gi
     assert authorize_url.params["link_code"]
     response = await client.get(authorize_url.path, params=authorize_url.params)
     assert response.status_code == 302
-    assert await callback(client, await consent(httpx.URL(response.headers["location"]))) == {"linked": ["github"]}
+    linked = await callback(client, await consent(httpx.URL(response.headers["location"])))
+    assert linked == {"linked": ["github"], "account": ["ada"], "login": ["ada-gh"]}
+    assert LINK_COOKIE not in client.cookies  # spent
     replay = await client.get(authorize_url.path, params=authorize_url.params)
     assert replay.status_code == 400
+
+
+async def test_a_link_url_works_only_in_the_browser_that_asked_for_it(
+    client: httpx.AsyncClient, github_stub: GitHubStub, session: AsyncSession
+) -> None:
+    """Regression: the link URL was a bearer capability: the attacker's URL, opened by a victim
+    signed in to GitHub, linked the victim's GitHub account to the attacker's codepulse account."""
+    mallory = await register(client, "mallory")
+    started = await client.post("/api/v1/auth/oauth/github/link", headers=mallory.headers)
+    assert started.status_code == 200
+    assert started.headers["set-cookie"].startswith(f"{LINK_COOKIE}=")
+    assert "httponly" in started.headers["set-cookie"].lower()
+    trap = httpx.URL(started.json()["authorize_url"])
+    github_stub.state.add_user("victim-gh", sign_in=True)  # the victim's browser is signed in to GitHub
+    victim = httpx.AsyncClient(transport=client._transport, base_url="http://testserver")
+    async with victim:
+        opened = await victim.get(trap.path, params=trap.params)
+        assert opened.status_code == 400
+        assert opened.json()["code"] == "oauth_link_not_bound"
+        # The victim's own link cookie (for their own code) does not open someone else's URL.
+        grace = await register(victim, "grace")
+        assert (await victim.post("/api/v1/auth/oauth/github/link", headers=grace.headers)).status_code == 200
+        again = await victim.get(trap.path, params=trap.params)
+        assert again.status_code == 400
+        assert again.json()["code"] == "oauth_link_not_bound"
+    assert (await session.scalars(select(OAuthAccount))).first() is None
+
+
+async def test_a_link_flow_must_end_in_the_browser_holding_the_link_cookie(
+    client: httpx.AsyncClient, github_stub: GitHubStub, session: AsyncSession
+) -> None:
+    ada = await register(client, "ada")
+    github_stub.state.add_user("ada-gh", sign_in=True)
+    started = await client.post("/api/v1/auth/oauth/github/link", headers=ada.headers)
+    authorize_url = httpx.URL(started.json()["authorize_url"])
+    response = await client.get(authorize_url.path, params=authorize_url.params)
+    assert response.status_code == 302
+    back = await consent(httpx.URL(response.headers["location"]))
+    client.cookies.delete(LINK_COOKIE)  # the session cookie travels, the link cookie does not
+    params = await callback(client, back)
+    assert params["error"] == ["oauth_link_not_bound"]
+    assert (await session.scalars(select(OAuthAccount))).first() is None
 
 
 async def test_github_linked_elsewhere_cannot_be_linked_again(
