@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -13,7 +16,7 @@ from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from codepulse import migrations
-from codepulse.db import create_engine
+from codepulse.db import UTCDateTime, create_engine
 from codepulse.migrations import alembic_config, head_revision, import_all_models
 from tests.databases import DatabaseServer, build_settings
 
@@ -90,3 +93,57 @@ def test_start_at_head_does_not_load_alembic(tmp_path: Path) -> None:
 
     assert run() == "True"  # a new database: migrated with Alembic
     assert run() == "False"  # at head: one SELECT
+
+
+async def test_0012_keeps_the_newest_open_invitation_per_email(database_server: DatabaseServer) -> None:
+    """Duplicate open invitations left by the old race are revoked, all but the newest, before
+    the unique index is built."""
+    engine: AsyncEngine = create_engine(build_settings(await database_server.create_empty()))
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    org_id = uuid.uuid4()
+    organizations = sa.table(
+        "organizations",
+        sa.column("id", sa.Uuid()),
+        sa.column("name", sa.String()),
+        sa.column("slug", sa.String()),
+        sa.column("created_at", UTCDateTime()),
+        sa.column("updated_at", UTCDateTime()),
+    )
+    invitations = sa.table(
+        "invitations",
+        *(sa.column(name, sa.Uuid()) for name in ("id", "org_id")),
+        *(sa.column(name, sa.String()) for name in ("email", "role", "token_hash")),
+        *(sa.column(name, UTCDateTime()) for name in ("created_at", "expires_at", "accepted_at", "revoked_at")),
+    )
+    rows = {  # name: (email, created, accepted)
+        "old": ("grace@example.com", at, None),
+        "newest": ("grace@example.com", at + timedelta(hours=1), None),
+        "used": ("grace@example.com", at - timedelta(days=1), at),
+        "alone": ("ada@example.com", at, None),
+    }
+    ids = {name: uuid.uuid4() for name in rows}
+    try:
+        async with engine.begin() as connection:
+            await migrations.upgrade(connection, "0009")
+            await connection.execute(
+                organizations.insert().values(id=org_id, name="E", slug="e", created_at=at, updated_at=at)
+            )
+            for name, (email, created, accepted) in rows.items():
+                await connection.execute(
+                    invitations.insert().values(
+                        id=ids[name],
+                        org_id=org_id,
+                        email=email,
+                        role="member",
+                        token_hash=name,
+                        created_at=created,
+                        expires_at=created + timedelta(days=7),
+                        accepted_at=accepted,
+                    )
+                )
+            await migrations.upgrade(connection, "0012")
+            revoked = await connection.execute(sa.select(invitations.c.id, invitations.c.revoked_at))
+            closed = {row.id for row in revoked if row.revoked_at is not None}
+        assert closed == {ids["old"]}
+    finally:
+        await engine.dispose()

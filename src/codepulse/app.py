@@ -25,6 +25,7 @@ from codepulse.db import Database
 from codepulse.errors import document_problem_responses, install_error_handlers
 from codepulse.health.service import ReadinessProbe
 from codepulse.integrations.github import GitHubClient, build_oauth
+from codepulse.integrations.github_app import build_github_app
 from codepulse.integrations.mailer import build_mailer
 from codepulse.logging import REQUEST_ID_HEADER, configure_logging
 from codepulse.middleware import HttpLayer
@@ -123,6 +124,7 @@ def create_app(settings: Settings, *, database: Database | None = None, clock: C
     app.state.rate_limiter = RateLimiter(settings.RATE_LIMIT_STORAGE_URL, enabled=settings.RATE_LIMIT_ENABLED)
     app.state.github_oauth = build_oauth(settings)
     app.state.github_client = GitHubClient(settings)
+    app.state.github_app = build_github_app(settings)
     app.state.secret_box = SecretBox(settings.secret_key)
     app.state.scheduler = scheduler
     app.state.readiness = ReadinessProbe(
@@ -167,6 +169,8 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.CORS_ORIGINS,
+        # The dashboard keeps the GitHub link cookie of `POST /auth/oauth/github/link`.
+        allow_credentials=True,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"],
         allow_headers=["Authorization", "Content-Type", "Content-Encoding", REQUEST_ID_HEADER],
         expose_headers=[REQUEST_ID_HEADER, "Retry-After", "Location"],

@@ -35,6 +35,18 @@ async def test_login_is_rate_limited_per_account(client: httpx.AsyncClient) -> N
     assert ok.status_code == 200
 
 
+async def test_login_limit_is_one_bucket_per_account_whatever_login_is_typed(client: httpx.AsyncClient) -> None:
+    """Regression: the limit was keyed by the login string, so the username and the email of one
+    account were two buckets (twice the guesses)."""
+    await register(client, "ada", email="ada@example.com")
+    for login in ("ada", "ada@example.com", "ADA", " Ada@Example.com ", "ada"):
+        failed = await client.post("/api/v1/auth/login", json={"login": login, "password": "wrong-password-00"})
+        assert failed.status_code == 401
+    for login in ("ada@example.com", "ada"):
+        limited = await client.post("/api/v1/auth/login", json={"login": login, "password": PASSWORD})
+        assert limited.status_code == 429, login
+
+
 async def test_successful_logins_do_not_count(client: httpx.AsyncClient) -> None:
     await register(client, "ada")
     for _ in range(8):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -12,11 +14,14 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy import event, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from codepulse.app import create_app
+from codepulse.auth.cache import AuthCache, CachedAuth
 from codepulse.auth.dependencies import CurrentUser
-from codepulse.auth.models import User
+from codepulse.auth.models import AuthSession, User
 from codepulse.config import Settings
-from codepulse.db import DbSession, SessionRoute
+from codepulse.db import Database, DbSession, SessionRoute
 from tests.auth.helpers import login, register
+from tests.databases import DatabaseServer
 from tests.helpers import FakeClock, with_api_prefix
 from tests.stubs.smtp import SmtpServer
 
@@ -159,3 +164,101 @@ async def test_writes_authenticate_in_the_session_they_write_with(
         # and the session made for it is ended: the next write goes through.
         assert (await client.post("/api/v1/probe/no-session", headers=ada.headers)).json() == {"username": "ada"}
         assert (await client.post("/api/v1/probe/rename", headers=ada.headers)).status_code == 200
+
+
+@pytest.fixture
+async def committing_app(
+    database_server: DatabaseServer, make_settings: Callable[..., Settings], clock: FakeClock
+) -> AsyncIterator[FastAPI]:
+    """An app on a database of its own, with real commits: concurrent requests on their own
+    connections, each seeing only what others committed."""
+    settings = make_settings(DATABASE_URL=await database_server.clone("auth_cache_race"), AUTH_CACHE_SECONDS=5)
+    app = create_app(settings, clock=clock)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+class CommitGate:
+    """Holds the next write session's commit until released: the point between a request's
+    changes (and its cache invalidation) and its commit."""
+
+    def __init__(self, database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+        self.armed = True
+        make_session = database.session
+
+        def session(*, write: bool = True) -> AsyncSession:
+            made = make_session(write=write)
+            if write and self.armed:
+                self.armed = False
+                commit = made.commit
+
+                async def held_commit() -> None:
+                    self.reached.set()
+                    await self.release.wait()
+                    await commit()
+
+                made.commit = held_commit  # type: ignore[method-assign]
+            return made
+
+        monkeypatch.setattr(database, "session", session)
+
+
+async def test_a_read_racing_logout_all_does_not_cache_the_revoked_session(
+    committing_app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: logout-all cleared the cache before its commit; a read in between loaded the
+    still-valid session and cached it, and the token kept working for AUTH_CACHE_SECONDS."""
+    transport = httpx.ASGITransport(app=committing_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        ada = await register(client, "ada")
+        assert (await client.get("/api/v1/auth/me", headers=ada.headers)).status_code == 200  # cached
+        gate = CommitGate(committing_app.state.database, monkeypatch)
+        logout = asyncio.create_task(client.post("/api/v1/auth/logout-all", headers=ada.headers))
+        await asyncio.wait_for(gate.reached.wait(), 10)
+        # Between the invalidation and the commit: the database still says "signed in".
+        assert (await client.get("/api/v1/auth/me", headers=ada.headers)).status_code == 200
+        gate.release.set()
+        assert (await asyncio.wait_for(logout, 10)).status_code == 204
+        after = await client.get("/api/v1/auth/me", headers=ada.headers)
+        assert after.status_code == 401
+        assert after.json()["code"] == "session_revoked"
+
+
+def test_an_entry_read_before_an_invalidation_is_never_served(clock: FakeClock) -> None:
+    """A read that loaded the rows before a change committed, and stores them after the
+    post-commit invalidation, must not be served (nor one stored before it)."""
+    cache = AuthCache(5, 100, clock)
+    user = User(id=uuid.uuid4())
+    auth_session = AuthSession(id=uuid.uuid4(), user_id=user.id)
+    now = clock()
+    early = CachedAuth(auth_session, user, now, now, cache.stamp())
+    cache.put("early", early)
+    late_stamp = cache.stamp()  # a read starts...
+    cache.invalidate_user(user.id)  # ...the change commits...
+    cache.put("late", CachedAuth(auth_session, user, now, now, late_stamp))  # ...the read stores
+    assert cache.get("early") is None
+    assert cache.get("late") is None
+    fresh = CachedAuth(auth_session, user, now, now, cache.stamp())
+    cache.put("fresh", fresh)
+    assert cache.get("fresh") is fresh
+    # Another user's entries are untouched by it.
+    other = User(id=uuid.uuid4())
+    mine = CachedAuth(AuthSession(id=uuid.uuid4(), user_id=other.id), other, now, now, late_stamp)
+    cache.put("other", mine)
+    assert cache.get("other") is mine
+
+
+def test_the_invalidation_record_is_bounded(clock: FakeClock) -> None:
+    cache = AuthCache(5, 3, clock)
+    users = [User(id=uuid.uuid4()) for _ in range(5)]
+    now = clock()
+    stamp = cache.stamp()
+    entry = CachedAuth(AuthSession(id=uuid.uuid4(), user_id=users[4].id), users[4], now, now, stamp)
+    cache.put("kept", entry)
+    for user in users[:4]:
+        cache.invalidate_user(user.id)
+    assert len(cache._invalidated) <= 3
+    # Forgotten invalidations make older entries stale rather than valid again.
+    assert cache.get("kept") is None

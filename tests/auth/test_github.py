@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -26,6 +27,7 @@ from codepulse.integrations.github import (
     GitHubUnavailable,
     build_oauth,
 )
+from codepulse.integrations.github_app import GitHubApp, GitHubAppToken, build_github_app
 from codepulse.security import SecretBox, SecretBoxError
 from tests.stubs.github import ApiFault, GitHubStub, GitHubStubState, StubEmail
 from tests.stubs.tcp import BlackholeServer
@@ -195,6 +197,49 @@ async def test_fetch_profile_hanging_github_times_out(make_settings: Callable[..
         settings = make_settings(GITHUB_API_URL=f"http://127.0.0.1:{blackhole.port}", GITHUB_TIMEOUT_SECONDS=0.2)
         with pytest.raises(GitHubUnavailable, match="timed out"):
             await GitHubClient(settings).fetch_profile("gho_anything")
+
+
+# -- GitHubApp: the token check ----------------------------------------------------------------
+
+
+async def test_app_token_check_confirms_only_our_live_tokens(
+    github_stub: GitHubStub, github_settings: Settings
+) -> None:
+    user = github_stub.state.add_user("octocat")
+    app = GitHubApp(github_settings)
+    ours = github_stub.state.issue_token(user, ["read:user", "user:email", "repo"])
+    assert await app.check_token(ours) == GitHubAppToken(
+        user_id=user.id, scopes=frozenset({"read:user", "user:email", "repo"})
+    )
+    revoked = github_stub.state.issue_token(user)
+    github_stub.state.revoke(revoked)
+    refused = (
+        github_stub.state.issue_personal_token(user),
+        github_stub.state.issue_token(user, client_id="another-app"),
+        revoked,
+        "gho_unknownunknownunknownunknownunknown",
+        "not a token\n",
+    )
+    for token in refused:
+        with pytest.raises(GitHubTokenInvalid) as raised:
+            await app.check_token(token)
+        assert token not in str(raised.value)
+    # With wrong app credentials GitHub confirms nothing either.
+    wrong = GitHubApp(github_settings.model_copy(update={"GITHUB_CLIENT_SECRET": SecretStr("not-the-secret")}))
+    with pytest.raises(GitHubTokenInvalid):
+        await wrong.check_token(ours)
+
+
+async def test_app_token_check_github_down(make_settings: Callable[..., Settings]) -> None:
+    async with GitHubStub() as stub:
+        token = stub.state.issue_token(stub.state.add_user("octocat"))
+        settings = make_settings(**stub.settings_overrides())
+        stub.state.api_fault = ApiFault.SERVER_ERROR
+        with pytest.raises(GitHubUnavailable):
+            await GitHubApp(settings).check_token(token)
+    with pytest.raises(GitHubUnavailable):  # connection refused
+        await GitHubApp(settings).check_token(token)
+    assert build_github_app(make_settings()) is None
 
 
 async def test_fetch_profile_through_injected_transport(github_stub: GitHubStub, github_settings: Settings) -> None:

@@ -12,11 +12,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth.models import OAuthAccount, User
+from codepulse.auth.oauth import LINK_COOKIE
 from codepulse.config import Settings
 from codepulse.security import SecretBox
 from tests.auth.helpers import SignedIn, register
 from tests.helpers import FakeClock
-from tests.stubs.github import GitHubStub, StubEmail
+from tests.stubs.github import ApiFault, GitHubStub, StubEmail
 
 FRONTEND = "http://localhost:3000"
 
@@ -185,7 +186,26 @@ async def test_exchange_code_is_single_use_and_short_lived(
     assert expired.status_code == 400
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/steal", "//evil.example/x", "/\\evil.example"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.example/steal",
+        "//evil.example/x",
+        "/\\evil.example",
+        # Browsers drop tab and newline inside URLs and strip control characters at the edges.
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/\r\n/evil.example",
+        "\x00//evil.example",
+        " //evil.example",
+        "/%09/evil.example",
+        "/%2F/evil.example",
+        "/%5Cevil.example",
+        "/\u200b/evil.example",
+        f"{FRONTEND}//evil.example/x",
+        f"{FRONTEND}/\t/evil.example",
+    ],
+)
 async def test_next_must_stay_on_the_dashboard(client: httpx.AsyncClient, target: str) -> None:
     response = await client.get("/api/v1/auth/oauth/github", params={"next": target})
     assert response.status_code == 400
@@ -207,7 +227,7 @@ async def test_link_and_unlink_for_a_signed_in_user(
     assert anonymous.status_code == 401
     url = await start(client, {"link": "1"}, headers=ada.headers)
     params = await callback(client, await consent(url))
-    assert params == {"linked": ["github"]}
+    assert params == {"linked": ["github"], "account": ["ada"], "login": ["ada-gh"]}
     account = (await session.scalars(select(OAuthAccount))).one()
     assert str(account.user_id) == ada.user["id"]
     # Signing in with GitHub now reaches ada, even though the emails differ.
@@ -226,9 +246,53 @@ async def test_browser_link_uses_a_single_use_code(client: httpx.AsyncClient, gi
     assert authorize_url.params["link_code"]
     response = await client.get(authorize_url.path, params=authorize_url.params)
     assert response.status_code == 302
-    assert await callback(client, await consent(httpx.URL(response.headers["location"]))) == {"linked": ["github"]}
+    linked = await callback(client, await consent(httpx.URL(response.headers["location"])))
+    assert linked == {"linked": ["github"], "account": ["ada"], "login": ["ada-gh"]}
+    assert LINK_COOKIE not in client.cookies  # spent
     replay = await client.get(authorize_url.path, params=authorize_url.params)
     assert replay.status_code == 400
+
+
+async def test_a_link_url_works_only_in_the_browser_that_asked_for_it(
+    client: httpx.AsyncClient, github_stub: GitHubStub, session: AsyncSession
+) -> None:
+    """Regression: the link URL was a bearer capability: the attacker's URL, opened by a victim
+    signed in to GitHub, linked the victim's GitHub account to the attacker's codepulse account."""
+    mallory = await register(client, "mallory")
+    started = await client.post("/api/v1/auth/oauth/github/link", headers=mallory.headers)
+    assert started.status_code == 200
+    assert started.headers["set-cookie"].startswith(f"{LINK_COOKIE}=")
+    assert "httponly" in started.headers["set-cookie"].lower()
+    trap = httpx.URL(started.json()["authorize_url"])
+    github_stub.state.add_user("victim-gh", sign_in=True)  # the victim's browser is signed in to GitHub
+    victim = httpx.AsyncClient(transport=client._transport, base_url="http://testserver")
+    async with victim:
+        opened = await victim.get(trap.path, params=trap.params)
+        assert opened.status_code == 400
+        assert opened.json()["code"] == "oauth_link_not_bound"
+        # The victim's own link cookie (for their own code) does not open someone else's URL.
+        grace = await register(victim, "grace")
+        assert (await victim.post("/api/v1/auth/oauth/github/link", headers=grace.headers)).status_code == 200
+        again = await victim.get(trap.path, params=trap.params)
+        assert again.status_code == 400
+        assert again.json()["code"] == "oauth_link_not_bound"
+    assert (await session.scalars(select(OAuthAccount))).first() is None
+
+
+async def test_a_link_flow_must_end_in_the_browser_holding_the_link_cookie(
+    client: httpx.AsyncClient, github_stub: GitHubStub, session: AsyncSession
+) -> None:
+    ada = await register(client, "ada")
+    github_stub.state.add_user("ada-gh", sign_in=True)
+    started = await client.post("/api/v1/auth/oauth/github/link", headers=ada.headers)
+    authorize_url = httpx.URL(started.json()["authorize_url"])
+    response = await client.get(authorize_url.path, params=authorize_url.params)
+    assert response.status_code == 302
+    back = await consent(httpx.URL(response.headers["location"]))
+    client.cookies.delete(LINK_COOKIE)  # the session cookie travels, the link cookie does not
+    params = await callback(client, back)
+    assert params["error"] == ["oauth_link_not_bound"]
+    assert (await session.scalars(select(OAuthAccount))).first() is None
 
 
 async def test_github_linked_elsewhere_cannot_be_linked_again(
@@ -271,6 +335,70 @@ async def test_device_flow_token_gives_a_cli_session(client: httpx.AsyncClient, 
     _, browser = await sign_in(client)
     assert browser is not None
     assert browser.user["id"] == body["user_id"]
+
+
+async def test_device_flow_accepts_only_tokens_of_our_app(
+    client: httpx.AsyncClient, github_stub: GitHubStub, session: AsyncSession
+) -> None:
+    """Regression: any token that reads /user (a personal access token, another OAuth app's)
+    gave a 90-day CLI session. GitHub's token check with our app's credentials decides."""
+    octocat = github_stub.state.add_user("octocat")
+    foreign = {
+        "personal": github_stub.state.issue_personal_token(octocat),
+        "other app": github_stub.state.issue_token(octocat, client_id="someone-elses-app"),
+    }
+    for kind, token in foreign.items():
+        response = await client.post("/api/v1/auth/oauth/github/device", json={"access_token": token})
+        assert response.status_code == 401, kind
+        assert (response.json()["code"], response.json()["error"]) == ("github_token_invalid", "invalid_token")
+    assert (await session.scalars(select(User))).first() is None
+    checks = [r for r in github_stub.state.api_requests if r.path.endswith("/token")]
+    assert [r.path for r in checks] == ["/api/v3/applications/cp-test-github-client/token"] * 2
+    assert all(r.method == "POST" and r.headers["authorization"].startswith("Basic ") for r in checks)
+    ours = github_stub.state.issue_token(octocat)
+    accepted = await client.post("/api/v1/auth/oauth/github/device", json={"access_token": ours})
+    assert accepted.status_code == 201
+
+
+async def test_device_token_never_replaces_the_browser_granted_token(
+    client: httpx.AsyncClient, github_stub: GitHubStub, session: AsyncSession, github_settings: Settings
+) -> None:
+    octocat = github_stub.state.add_user("octocat", sign_in=True)
+    _, browser = await sign_in(client)
+    assert browser is not None
+    account = (await session.scalars(select(OAuthAccount))).one()
+    box = SecretBox(github_settings.secret_key)
+    granted = box.decrypt(account.access_token_encrypted or "")
+    device = github_stub.state.issue_token(octocat, ["read:user", "user:email", "repo"])
+    response = await client.post("/api/v1/auth/oauth/github/device", json={"access_token": device})
+    assert response.status_code == 201
+    assert response.json()["user_id"] == browser.user["id"]
+    await session.refresh(account)
+    assert box.decrypt(account.access_token_encrypted or "") == granted
+    assert account.scopes == "read:user,user:email"
+
+
+async def test_device_sign_in_of_a_new_account_stores_its_token(
+    client: httpx.AsyncClient, github_stub: GitHubStub, session: AsyncSession, github_settings: Settings
+) -> None:
+    octocat = github_stub.state.add_user("octocat")
+    token = github_stub.state.issue_token(octocat)
+    response = await client.post("/api/v1/auth/oauth/github/device", json={"access_token": token})
+    assert response.status_code == 201
+    account = (await session.scalars(select(OAuthAccount))).one()
+    assert account.login == "octocat"
+    assert SecretBox(github_settings.secret_key).decrypt(account.access_token_encrypted or "") == token
+
+
+async def test_device_flow_when_github_cannot_check_the_token(
+    client: httpx.AsyncClient, github_stub: GitHubStub
+) -> None:
+    octocat = github_stub.state.add_user("octocat")
+    token = github_stub.state.issue_token(octocat)
+    github_stub.state.api_fault = ApiFault.SERVER_ERROR
+    response = await client.post("/api/v1/auth/oauth/github/device", json={"access_token": token})
+    assert response.status_code == 503
+    assert response.json()["code"] == "github_unavailable"
 
 
 async def test_device_flow_errors_carry_oauth_members(client: httpx.AsyncClient, github_stub: GitHubStub) -> None:

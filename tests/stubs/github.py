@@ -20,6 +20,10 @@ Protocol details mirrored from GitHub:
 - REST: `Authorization: Bearer <t>` or `token <t>`; 401 `Bad credentials` for unknown or revoked
   tokens, 401 `Requires authentication` without one; `/user/emails` is 404 without the
   `user:email` (or `user`) scope, as GitHub hides resources a token cannot see.
+- Token check (`POST /applications/{client_id}/token`, HTTP Basic with the app's client id and
+  secret, JSON `{"access_token"}`): 200 with the token's `app` and `user` when the token is live
+  and was issued to that app; 404 for wrong app credentials and for unknown, revoked, personal or
+  other apps' tokens; 422 without `access_token`.
 - Repositories: `/user/repos` lists what the token's owner reaches (owned, or as a member of
   the repository), sorted by full name, `per_page` (default 30, at most 100) and `page`, with
   GitHub's `Link` header (`rel="next"`, `"last"`, `"first"`, `"prev"`); private repositories
@@ -35,6 +39,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import json
 import re
 import secrets
 import string
@@ -108,6 +113,8 @@ class IssuedCode:
 class IssuedToken:
     user_id: int
     scopes: frozenset[str]
+    # The OAuth app the token was issued to; None for a personal access token.
+    client_id: str | None = None
 
 
 class ApiFault(StrEnum):
@@ -210,10 +217,22 @@ class GitHubStubState:
     def sign_in(self, user: StubUser | None) -> None:
         self.signed_in_user_id = None if user is None else user.id
 
-    def issue_token(self, user: StubUser, scopes: Sequence[str] = DEFAULT_SCOPES) -> str:
-        """Mint an access token directly, as GitHub's device flow would hand one to the CLI."""
+    def issue_token(
+        self, user: StubUser, scopes: Sequence[str] = DEFAULT_SCOPES, *, client_id: str | None = None
+    ) -> str:
+        """Mint an access token directly, as GitHub's device flow would hand one to the CLI:
+        issued to this stub's OAuth app, or to the app `client_id` names (another one)."""
         token = "gho_" + "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(36))
-        self.tokens[token] = IssuedToken(user_id=user.id, scopes=frozenset(scopes))
+        self.tokens[token] = IssuedToken(
+            user_id=user.id, scopes=frozenset(scopes), client_id=client_id or self.client_id
+        )
+        return token
+
+    def issue_personal_token(self, user: StubUser, scopes: Sequence[str] = DEFAULT_SCOPES) -> str:
+        """A personal access token (classic): it reads the API like an OAuth token, but belongs
+        to no OAuth app."""
+        token = "ghp_" + "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(36))
+        self.tokens[token] = IssuedToken(user_id=user.id, scopes=frozenset(scopes), client_id=None)
         return token
 
     def revoke(self, token: str) -> None:
@@ -463,6 +482,54 @@ class _Handlers:
         response.headers["x-accepted-oauth-scopes"] = accepted
         return response
 
+    async def check_token(self, request: Request) -> Response:
+        state = self.stub.state
+        state.api_requests.append(
+            RecordedRequest(request.method, request.url.path, {k.lower(): v for k, v in request.headers.items()})
+        )
+        doc = f"{_DOCS}/rest/apps/oauth-applications#check-a-token"
+        client_id = request.path_params["client_id"]
+        credentials = _basic_credentials(request)
+        if (
+            credentials is None
+            or credentials[0] != client_id
+            or client_id != state.client_id
+            or not secrets.compare_digest(credentials[1], state.client_secret)
+        ):
+            return _api_error(404, "Not Found", doc)
+        if state.api_fault is ApiFault.SERVER_ERROR:
+            return Response("<html><body>Unicorn! 502</body></html>", status_code=502, media_type="text/html")
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return _api_error(400, "Problems parsing JSON", doc)
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            return _api_error(422, "Validation Failed", doc)
+        owner = state.token_owner(token)
+        if owner is None or owner[1].client_id != client_id:
+            return _api_error(404, "Not Found", doc)
+        account, issued = owner
+        return JSONResponse(
+            {
+                "id": 1,
+                "url": f"https://api.github.example/authorizations/{account.id}",
+                "scopes": sorted(issued.scopes),
+                "token": token,
+                "token_last_eight": token[-8:],
+                "hashed_token": hashlib.sha256(token.encode()).hexdigest(),
+                "app": {"url": "https://codepulse.example", "name": "codepulse", "client_id": client_id},
+                "note": None,
+                "note_url": None,
+                "updated_at": "2024-01-22T12:00:00Z",
+                "created_at": "2024-01-22T12:00:00Z",
+                "fingerprint": None,
+                "expires_at": None,
+                "user": _user_json(account),
+                "installation": None,
+            }
+        )
+
     async def user(self, request: Request) -> Response:
         owner = self.authenticate(request)
         if isinstance(owner, Response):
@@ -533,6 +600,7 @@ def build_app(stub: GitHubStub) -> Starlette:
         routes=[
             Route("/login/oauth/authorize", handlers.authorize, methods=["GET"]),
             Route("/login/oauth/access_token", handlers.access_token, methods=["POST"]),
+            Route(f"{API_PREFIX}/applications/{{client_id}}/token", handlers.check_token, methods=["POST"]),
             Route(f"{API_PREFIX}/user", handlers.user, methods=["GET"]),
             Route(f"{API_PREFIX}/user/emails", handlers.user_emails, methods=["GET"]),
             Route(f"{API_PREFIX}/user/repos", handlers.user_repos, methods=["GET"]),

@@ -92,8 +92,15 @@ class AccountService:
         log.info("user.registered", user_id=str(user.id))
         return await self.sessions.create_session(user, SessionKind.WEB, device)
 
+    async def find_login(self, login: str) -> User | None:
+        """The account a login string (email or username) names, or None."""
+        return await self.repo.user_by_login(login)
+
     async def login(self, login: str, password: str, device: Device) -> IssuedSession:
-        user = await self.repo.user_by_login(login)
+        return await self.login_as(await self.find_login(login), password, device)
+
+    async def login_as(self, user: User | None, password: str, device: Device) -> IssuedSession:
+        """Sign in to `user` (from `find_login`; None for an unknown login) with a password."""
         if user is None or user.password_hash is None:
             await self.hasher.verify_nothing(password)
             raise Unauthorized(INVALID_CREDENTIALS, code="invalid_credentials")

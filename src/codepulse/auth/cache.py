@@ -4,8 +4,14 @@ Authentication is one database round trip per request, which dominates cheap rea
 A read request whose token was seen in the last AUTH_CACHE_SECONDS reuses the (detached,
 read-only) session and user loaded then. Write requests never use it: they load fresh objects
 into their own transaction. Everything that changes a user or a session in this process
-invalidates that user's entries at once; another replica sees a revocation within
-AUTH_CACHE_SECONDS. AUTH_CACHE_SECONDS=0 turns it off.
+invalidates that user's entries, once more after its transaction commits (`SessionService.forget`);
+another replica sees a revocation within AUTH_CACHE_SECONDS. AUTH_CACHE_SECONDS=0 turns it off.
+
+Stale refills: a read that loaded a user's session from the database before a change committed
+could store it after the invalidation. So every entry carries the cache's epoch taken before its
+database read (`stamp()`), every invalidation records a newer epoch for its user, and a hit is
+refused when its user was invalidated after the entry's read began: one dictionary lookup, no
+database round trip.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ class CachedAuth:
     user: User
     last_used_at: datetime
     expires_at: datetime
+    stamp: int
+    """The cache's epoch before the database read that loaded it."""
 
 
 class AuthCache:
@@ -38,12 +46,26 @@ class AuthCache:
             maxsize=max_entries, ttl=max(seconds, 0.001), timer=lambda: clock().timestamp()
         )
         self._by_user: dict[uuid.UUID, set[str]] = {}
+        self._epoch = 0
+        # The epoch of each user's last invalidation; forgotten ones count as `_floor`.
+        self._invalidated: dict[uuid.UUID, int] = {}
+        self._floor = 0
+
+    def stamp(self) -> int:
+        """The epoch to give an entry whose database read starts now."""
+        return self._epoch
 
     def get(self, token_hash: str) -> CachedAuth | None:
-        return self._entries.get(token_hash) if self.enabled else None
+        if not self.enabled:
+            return None
+        entry = self._entries.get(token_hash)
+        if entry is not None and self._invalidated.get(entry.user.id, self._floor) > entry.stamp:
+            self._entries.pop(token_hash, None)  # read before its user changed: stale
+            return None
+        return entry
 
     def put(self, token_hash: str, entry: CachedAuth) -> None:
-        if not self.enabled:
+        if not self.enabled or self._invalidated.get(entry.user.id, self._floor) > entry.stamp:
             return
         self._entries[token_hash] = entry
         self._by_user.setdefault(entry.user.id, set()).add(token_hash)
@@ -55,6 +77,12 @@ class AuthCache:
                 self._by_user.setdefault(user_id, set()).add(key)
 
     def invalidate_user(self, user_id: uuid.UUID) -> None:
+        self._epoch += 1
+        if len(self._invalidated) >= self._entries.maxsize:
+            # Bounded memory: forget them all, and treat every older entry as stale (a cold cache).
+            self._invalidated.clear()
+            self._floor = self._epoch
+        self._invalidated[user_id] = self._epoch
         for token_hash in self._by_user.pop(user_id, set()):
             self._entries.pop(token_hash, None)
 

@@ -37,15 +37,22 @@ class GitHubAccountService:
         self.sessions = SessionService(session, clock, cache)
         self.clock = clock
 
-    async def sign_in_with_github(self, profile: GitHubProfile, token: GitHubToken, box: SecretBox) -> User:
+    async def sign_in_with_github(
+        self, profile: GitHubProfile, token: GitHubToken, box: SecretBox, *, replace_token: bool = True
+    ) -> User:
         """The account for a GitHub identity: its existing link; else the account whose verified
-        email is GitHub's primary verified email (linked now); else a new account."""
+        email is GitHub's primary verified email (linked now); else a new account.
+
+        `token` is stored for the account's GitHub features. `replace_token=False` (a CLI's
+        device-flow token) stores it only where none is stored yet: a device token never replaces
+        what the user granted in the browser."""
         account = await self.repo.oauth_account(GITHUB, str(profile.id))
         if account is not None:
             user = await self.repo.user(account.user_id)
             if user is None:  # pragma: no cover - the FK cascades; kept for type narrowing
                 raise NotFound("user")
-            _refresh_account(account, profile, token, box)
+            keep = not replace_token and account.access_token_encrypted is not None
+            _refresh_account(account, profile, None if keep else token, box)
             return user
         if profile.email is None:
             raise Conflict(
@@ -123,11 +130,12 @@ class GitHubAccountService:
         return await self.sessions.create_session(user, SessionKind.WEB, Device(token.ip, token.user_agent))
 
 
-def _refresh_account(account: OAuthAccount, profile: GitHubProfile, token: GitHubToken, box: SecretBox) -> None:
+def _refresh_account(account: OAuthAccount, profile: GitHubProfile, token: GitHubToken | None, box: SecretBox) -> None:
     account.login = profile.login[:100]
     account.email = profile.email
-    account.access_token_encrypted = box.encrypt(token.access_token)
-    account.scopes = ",".join(sorted(token.scopes))[:500] or None
+    if token is not None:
+        account.access_token_encrypted = box.encrypt(token.access_token)
+        account.scopes = ",".join(sorted(token.scopes))[:500] or None
 
 
 @dataclass(frozen=True, repr=False)

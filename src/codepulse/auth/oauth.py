@@ -10,10 +10,13 @@ session token never appears in a URL: the dashboard trades the 60-second code at
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import unicodedata
 import uuid
 from datetime import timedelta
 from typing import Annotated
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 import structlog
 from fastapi import Query, Request, Response, status
@@ -21,10 +24,11 @@ from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
 from codepulse.auth.dependencies import AuthServiceDep, CurrentUser, Limiter, OptionalUser, device_of
-from codepulse.auth.github_accounts import GITHUB
+from codepulse.auth.github_accounts import GITHUB, OAUTH_LINK_LIFETIME
 from codepulse.auth.models import SessionKind
 from codepulse.auth.router import token_out
 from codepulse.auth.schemas import TokenIn, TokenOut
+from codepulse.auth.service import AuthService
 from codepulse.config import Settings
 from codepulse.db import writes
 from codepulse.errors import BadRequest, Conflict, DomainError, NotFound, ServiceUnavailable, Unauthorized
@@ -41,6 +45,7 @@ from codepulse.integrations.github import (
     GitHubTokenInvalid,
     GitHubUnavailable,
 )
+from codepulse.integrations.github_app import GitHubApp, GitHubAppToken
 from codepulse.ratelimit import Rule
 from codepulse.routing import DomainRouter
 from codepulse.security import SecretBox
@@ -51,6 +56,9 @@ router = DomainRouter(prefix="/auth/oauth", tags=["auth"])
 
 NEXT_KEY = "codepulse.next"
 LINK_USER_KEY = "codepulse.link_user"
+LINK_BINDING_KEY = "codepulse.link_binding"
+# Set by `POST /github/link` in the browser that asked; its link URL works only there.
+LINK_COOKIE = "codepulse_link"
 EXCHANGE_PER_IP = "10/minute;100/hour"
 DEVICE_PER_IP = "10/minute;100/hour"
 DEVICE_SESSION_LIFETIME = timedelta(days=90)
@@ -68,17 +76,36 @@ def _secret_box(request: Request) -> SecretBox:
     return box
 
 
+def _unsafe_character(text: str) -> bool:
+    # Control and format characters: browsers drop tab and newline inside URLs and strip other
+    # C0 characters at their edges, so `/\t/evil.example` would become `//evil.example`.
+    return any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in text)
+
+
+def _relative_path(candidate: str) -> bool:
+    return candidate.startswith("/") and not candidate.startswith("//") and "\\" not in candidate
+
+
 def safe_next(settings: Settings, candidate: str | None) -> str | None:
     """A path on the dashboard to return to, or None. Only same-origin targets: a relative path,
-    or an absolute URL on FRONTEND_URL (no open redirect)."""
+    or an absolute URL on FRONTEND_URL (no open redirect). Control characters are refused, also
+    percent-encoded, and so is a path that reads as another host once decoded."""
     if not candidate:
         return None
-    if candidate.startswith("/") and not candidate.startswith("//") and "\\" not in candidate:
-        return candidate
-    target, frontend = urlsplit(candidate), urlsplit(settings.FRONTEND_URL)
-    if (target.scheme, target.netloc) == (frontend.scheme, frontend.netloc):
-        return (target.path or "/") + (f"?{target.query}" if target.query else "")
-    raise BadRequest("`next` must be a path on the dashboard.", code="invalid_next")
+    refused = BadRequest("`next` must be a path on the dashboard.", code="invalid_next")
+    decoded = unquote(candidate)
+    if _unsafe_character(candidate) or _unsafe_character(decoded) or candidate != candidate.strip():
+        raise refused
+    if candidate.startswith("/"):
+        path = candidate
+    else:
+        target, frontend = urlsplit(candidate), urlsplit(settings.FRONTEND_URL)
+        if (target.scheme, target.netloc) != (frontend.scheme, frontend.netloc):
+            raise refused
+        path = (target.path or "/") + (f"?{target.query}" if target.query else "")
+    if not _relative_path(path) or not _relative_path(unquote(path)):
+        raise refused
+    return path
 
 
 def _to_dashboard(settings: Settings, **params: str | None) -> RedirectResponse:
@@ -125,9 +152,15 @@ async def github_authorize(
     github = _github(request)
     settings: Settings = request.app.state.settings
     request.session[NEXT_KEY] = safe_next(settings, next_path)
+    request.session.pop(LINK_BINDING_KEY, None)
     if link_code is not None:
         linking = await service.github.consume_oauth_link_code(link_code)
+        binding = _link_binding(settings, linking.id, link_code)
+        if not hmac.compare_digest(request.cookies.get(LINK_COOKIE, ""), binding):
+            # Another browser's link URL (sent to this one): refused, and the code stays unused.
+            raise _link_not_bound()
         request.session[LINK_USER_KEY] = str(linking.id)
+        request.session[LINK_BINDING_KEY] = binding
     elif link:
         if user is None:
             raise Unauthorized("Sign in before linking GitHub.", code="not_authenticated")
@@ -137,14 +170,43 @@ async def github_authorize(
     return await github.authorize_redirect(request, str(request.url_for("github_callback")))
 
 
+def _link_binding(settings: Settings, user_id: uuid.UUID, link_code: str) -> str:
+    """The link cookie's value for a link code: it names the account and the code, and only this
+    server can compute it (SECRET_KEY)."""
+    message = f"oauth-link\0{user_id}\0{link_code}".encode()
+    return hmac.new(settings.secret_key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def _link_not_bound() -> BadRequest:
+    return BadRequest(
+        "This link to connect GitHub was made for another browser or has expired: start linking again "
+        "from your account settings.",
+        code="oauth_link_not_bound",
+    )
+
+
 @router.post("/github/link", summary="Start linking GitHub to my account (for browsers)")
-async def github_link_start(request: Request, user: CurrentUser, service: AuthServiceDep) -> LinkStart:
+async def github_link_start(
+    request: Request, response: Response, user: CurrentUser, service: AuthServiceDep
+) -> LinkStart:
     """Browsers cannot send a bearer token on a navigation: this returns a URL with a
-    single-use 5-minute code that stands for it."""
+    single-use 5-minute code that stands for it, and sets a cookie (`codepulse_link`) that binds
+    the URL to this browser: opened anywhere else, it is refused (400 `oauth_link_not_bound`).
+    Call it with credentials (`fetch(..., {credentials: "include"})`) so the cookie is kept."""
     _github(request)
+    settings: Settings = request.app.state.settings
     code = await service.github.issue_oauth_link_code(user)
-    url = request.url_for("github_authorize").include_query_params(link_code=code)
-    return LinkStart(authorize_url=str(url))
+    authorize = request.url_for("github_authorize")
+    response.set_cookie(
+        LINK_COOKIE,
+        _link_binding(settings, user.id, code),
+        max_age=int(OAUTH_LINK_LIFETIME.total_seconds()),
+        path=authorize.path,  # the start and the callback below it
+        secure=settings.is_production,
+        httponly=True,
+        samesite="lax",
+    )
+    return LinkStart(authorize_url=str(authorize.include_query_params(link_code=code)))
 
 
 @router.get(
@@ -160,6 +222,7 @@ async def github_callback(request: Request, service: AuthServiceDep) -> Redirect
     settings: Settings = request.app.state.settings
     next_path = request.session.pop(NEXT_KEY, None)
     link_user_id = request.session.pop(LINK_USER_KEY, None)
+    link_binding = request.session.pop(LINK_BINDING_KEY, None)
     try:
         token = await github.authorize_access_token(request)
     except GitHubOAuthStateError:
@@ -173,19 +236,40 @@ async def github_callback(request: Request, service: AuthServiceDep) -> Redirect
     except GitHubUnavailable:
         return _to_dashboard(settings, error="github_unavailable", error_description="GitHub did not answer")
     try:
-        profile = await _profile(request, token)
         if link_user_id is not None:
-            user = await service.accounts.user(uuid.UUID(link_user_id))
-            if user is None:
-                raise Unauthorized("Sign in again before linking GitHub.", code="not_authenticated")
-            await service.github.link_github(user, profile, token, _secret_box(request))
-            return _to_dashboard(settings, linked=GITHUB, next=next_path)
+            return await _link_callback(request, service, link_user_id, link_binding, token, next_path)
+        profile = await _profile(request, token)
         user = await service.github.sign_in_with_github(profile, token, _secret_box(request))
         code = await service.github.issue_oauth_exchange_code(user, device_of(request))
     except DomainError as refused:
         # Refusals happen before any write, so the committed transaction holds nothing of them.
         return _to_dashboard(settings, error=refused.instance_code, error_description=refused.detail)
     return _to_dashboard(settings, code=code, next=next_path)
+
+
+async def _link_callback(
+    request: Request,
+    service: AuthService,
+    link_user_id: str,
+    binding: str | None,
+    token: GitHubToken,
+    next_path: str | None,
+) -> RedirectResponse:
+    """Link the GitHub account to the account this flow was started for. A flow started from a
+    link URL must end in the browser holding that URL's cookie, which names the same account;
+    the dashboard is told which account and GitHub login were linked, to show them."""
+    settings: Settings = request.app.state.settings
+    if binding is not None and not hmac.compare_digest(request.cookies.get(LINK_COOKIE, ""), binding):
+        raise _link_not_bound()
+    user = await service.accounts.user(uuid.UUID(link_user_id))
+    if user is None:
+        raise Unauthorized("Sign in again before linking GitHub.", code="not_authenticated")
+    profile = await _profile(request, token)
+    await service.github.link_github(user, profile, token, _secret_box(request))
+    response = _to_dashboard(settings, linked=GITHUB, account=user.username, login=profile.login, next=next_path)
+    if binding is not None:
+        response.delete_cookie(LINK_COOKIE, path=request.url_for("github_authorize").path)
+    return response
 
 
 @router.post("/exchange", summary="Trade the callback's one-time code for a session")
@@ -202,14 +286,20 @@ async def exchange_code(body: TokenIn, request: Request, service: AuthServiceDep
 async def github_device(
     body: DeviceTokenIn, request: Request, service: AuthServiceDep, limiter: Limiter
 ) -> DeviceSessionOut:
-    """Resolves the GitHub account exactly as the browser flow does and answers a new CLI
-    session. Errors carry OAuth-style `error` and `error_description` beside the problem fields."""
+    """Only a token GitHub issued to this server's OAuth app is accepted (GitHub's token check
+    with the app's credentials): a personal access token or another app's token is a 401. Then
+    the GitHub account is resolved exactly as the browser flow does, and a new CLI session is
+    answered. The device token is stored only when no GitHub token is: a browser-granted one
+    stays. Errors carry OAuth-style `error` and `error_description` beside the problem fields."""
     try:
         _github(request)
         await limiter.hit([Rule("oauth-device:ip", request.client.host if request.client else "?", DEVICE_PER_IP)])
-        token = GitHubToken(access_token=body.access_token, scopes=frozenset())
+        checked = await _check_app_token(request, body.access_token)
+        token = GitHubToken(access_token=body.access_token, scopes=checked.scopes)
         profile = await _profile(request, token)
-        user = await service.github.sign_in_with_github(profile, token, _secret_box(request))
+        if profile.id != checked.user_id:  # pragma: no cover - GitHub answers both for one token
+            raise Unauthorized("GitHub did not accept this token.", code="github_token_invalid")
+        user = await service.github.sign_in_with_github(profile, token, _secret_box(request), replace_token=False)
         issued = await service.sessions.create_session(
             user, SessionKind.CLI, device_of(request), name="GitHub device sign-in", lifetime=DEVICE_SESSION_LIFETIME
         )
@@ -233,6 +323,22 @@ async def github_unlink(user: CurrentUser, service: AuthServiceDep) -> Response:
 
 
 _OAUTH_ERRORS = {401: "invalid_token", 403: "access_denied", 404: "invalid_request", 409: "access_denied"}
+
+
+async def _check_app_token(request: Request, access_token: str) -> GitHubAppToken:
+    app: GitHubApp | None = request.app.state.github_app
+    if app is None:
+        raise NotFound("oauth", "GitHub sign-in is not configured on this server.", code="oauth_not_configured")
+    try:
+        return await app.check_token(access_token)
+    except GitHubTokenInvalid:
+        raise Unauthorized(
+            "GitHub did not confirm this token as one issued to this server's GitHub app: sign in with "
+            "this server's GitHub client id (GITHUB_CLIENT_ID).",
+            code="github_token_invalid",
+        ) from None
+    except GitHubUnavailable:
+        raise ServiceUnavailable("GitHub did not answer; try again shortly.", code="github_unavailable") from None
 
 
 async def _profile(request: Request, token: GitHubToken) -> GitHubProfile:

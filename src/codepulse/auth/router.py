@@ -78,13 +78,16 @@ async def register(body: RegisterIn, request: Request, service: AuthServiceDep, 
 
 @router.post("/login", summary="Sign in with email or username and password")
 async def login(body: LoginIn, request: Request, service: AuthServiceDep, limiter: Limiter) -> TokenOut:
-    rules = [
-        Rule("login:ip", _ip(request), LOGIN_PER_IP),
-        Rule("login:account", body.login.strip().lower(), LOGIN_PER_ACCOUNT),
-    ]
+    per_ip = Rule("login:ip", _ip(request), LOGIN_PER_IP)
+    await limiter.check([per_ip])  # before any query
+    # One bucket per account, whichever of its email or username is typed; per string for
+    # logins that name no account.
+    user = await service.accounts.find_login(body.login)
+    account = f"user:{user.id}" if user is not None else f"login:{body.login.strip().lower()}"
+    rules = [per_ip, Rule("login:account", account, LOGIN_PER_ACCOUNT)]
     await limiter.check(rules)
     try:
-        issued = await service.accounts.login(body.login, body.password, device_of(request))
+        issued = await service.accounts.login_as(user, body.password, device_of(request))
     except Unauthorized:
         await limiter.hit(rules)
         raise

@@ -17,6 +17,7 @@ from codepulse.auth.cache import AuthCache, CachedAuth
 from codepulse.auth.models import AuthSession, OneTimeToken, SessionKind, TokenPurpose, User
 from codepulse.auth.repository import AuthRepository
 from codepulse.clock import ClockFunc
+from codepulse.db import after_commit
 from codepulse.errors import BadRequest, NotFound, Unauthorized
 from codepulse.pagination import PageRequest, SortKey, paginate
 from codepulse.security import SESSION_TOKEN_PREFIX, hash_token, new_one_time_token, new_session_token
@@ -98,9 +99,15 @@ class SessionService:
         self.cache = cache
 
     def forget(self, user: User | uuid.UUID) -> None:
-        """Drop cached authentications of a user whose account or sessions just changed."""
-        if self.cache is not None:
-            self.cache.invalidate_user(user if isinstance(user, uuid.UUID) else user.id)
+        """Drop cached authentications of a user whose account or sessions just changed: now, and
+        again once the change has committed (a concurrent read may have cached the old rows in
+        between; the cache refuses entries read before an invalidation)."""
+        cache = self.cache
+        if cache is None:
+            return
+        user_id = user if isinstance(user, uuid.UUID) else user.id
+        cache.invalidate_user(user_id)
+        after_commit(self.repo.session, lambda: cache.invalidate_user(user_id))
 
     # --- sessions ------------------------------------------------------------------------
 
@@ -149,11 +156,12 @@ class SessionService:
         cached = self.cache.get(token_hash) if use_cache and self.cache is not None else None
         if cached is not None:
             return _admit(cached, self.clock())
+        stamp = self.cache.stamp() if self.cache is not None else 0
         found = await self.repo.session_with_user(token_hash)
         if found is None:
             raise Unauthorized("The bearer token is not valid.", code="invalid_token")
         auth_session, user = found
-        entry = CachedAuth(auth_session, user, auth_session.last_used_at, auth_session.expires_at)
+        entry = CachedAuth(auth_session, user, auth_session.last_used_at, auth_session.expires_at, stamp)
         admitted = _admit(entry, self.clock())
         if use_cache and self.cache is not None:
             self.cache.put(token_hash, entry)

@@ -23,7 +23,7 @@ from codepulse.db.dialect import (
     try_advisory_xact_lock,
     upsert,
 )
-from codepulse.db.engine import SQLITE_BEGIN_OPTION, Database, create_engine, rowcount, unit_of_work
+from codepulse.db.engine import SQLITE_BEGIN_OPTION, Database, after_commit, create_engine, rowcount, unit_of_work
 from codepulse.db.notify import Listener, listen, notify
 from codepulse.db.session import DbSession, SessionRoute, is_write_request, writes
 
@@ -41,6 +41,7 @@ __all__ = [
     "UUIDPrimaryKey",
     "advisory_lock_key",
     "advisory_xact_lock",
+    "after_commit",
     "bulk_insert",
     "bulk_upsert",
     "claim_rows",

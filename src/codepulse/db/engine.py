@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from codepulse.config import Settings
@@ -146,3 +147,14 @@ def _used(session: AsyncSession) -> bool:
 def rowcount(result: object) -> int:
     """Rows an UPDATE or DELETE matched (0 for results that carry no count)."""
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run `callback` (synchronous, no I/O) when `session` next commits, after the commit: for
+    in-memory state that must not change before the database does (a request session commits
+    once, so a rollback means never)."""
+
+    def run(_session: Session) -> None:
+        callback()
+
+    event.listen(session.sync_session, "after_commit", run, once=True)

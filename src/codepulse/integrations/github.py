@@ -35,7 +35,7 @@ OAUTH_SCOPES = "read:user user:email"
 _USER_AGENT = "codepulse"
 # Printable ASCII without spaces: anything else cannot be a GitHub token, and httpx would refuse
 # it as a header value (a transport error that would otherwise read as "GitHub is down").
-_TOKEN_SHAPE = re.compile(r"[\x21-\x7e]{1,512}")
+TOKEN_SHAPE = re.compile(r"[\x21-\x7e]{1,512}")
 _T = TypeVar("_T")
 
 
@@ -254,7 +254,7 @@ class GitHubClient:
     async def fetch_profile(self, access_token: str) -> GitHubProfile:
         """The token owner's profile. Raises GitHubTokenInvalid, GitHubInsufficientScope or
         GitHubUnavailable."""
-        if not _TOKEN_SHAPE.fullmatch(access_token):
+        if not TOKEN_SHAPE.fullmatch(access_token):
             raise GitHubTokenInvalid("not a GitHub access token")
         async with self._client(access_token) as client:
             user = self._validate(_USER, await self._get_json(client, "/user"), "/user")
@@ -274,7 +274,7 @@ class GitHubClient:
         """One page of `GET /user/repos`: repositories the token's owner owns, collaborates on or
         reaches through an organization (private ones only with the `repo` scope). Raises
         GitHubTokenInvalid or GitHubUnavailable."""
-        if not _TOKEN_SHAPE.fullmatch(access_token):
+        if not TOKEN_SHAPE.fullmatch(access_token):
             raise GitHubTokenInvalid("not a GitHub access token")
         if page < 1 or not 1 <= per_page <= 100:
             raise ValueError("page must be >= 1 and per_page within 1..100")
@@ -297,7 +297,7 @@ class GitHubClient:
         exist or that the token cannot see (GitHub answers 404, or 403 e.g. for an organization
         enforcing SAML), or that was renamed (301 to its new id: callers use current names).
         Raises GitHubTokenInvalid or GitHubUnavailable."""
-        if not _TOKEN_SHAPE.fullmatch(access_token):
+        if not TOKEN_SHAPE.fullmatch(access_token):
             raise GitHubTokenInvalid("not a GitHub access token")
         found: dict[str, GitHubRepository | None] = {}
         async with self._client(access_token) as client:

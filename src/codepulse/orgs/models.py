@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from codepulse.db import Base, Timestamps, UUIDPrimaryKey
@@ -50,9 +50,25 @@ class Membership(UUIDPrimaryKey, Timestamps, Base):
     role: Mapped[str] = mapped_column(String(10))
 
 
+# An invitation neither accepted nor revoked holds a seat until it is (expired ones are revoked
+# when the email is invited again): one per organization and email.
+_OPEN_INVITATION = text("accepted_at IS NULL AND revoked_at IS NULL")
+
+
 class Invitation(UUIDPrimaryKey, Base):
     __tablename__ = "invitations"
-    __table_args__ = (Index("ix_invitations_org_id", "org_id"), Index("ix_invitations_email", "email"))
+    __table_args__ = (
+        Index("ix_invitations_org_id", "org_id"),
+        Index("ix_invitations_email", "email"),
+        Index(
+            "uq_invitations_org_id_email_open",
+            "org_id",
+            "email",
+            unique=True,
+            sqlite_where=_OPEN_INVITATION,
+            postgresql_where=_OPEN_INVITATION,
+        ),
+    )
 
     org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     email: Mapped[str] = mapped_column(String(320))

@@ -103,6 +103,21 @@ class OrgRepository:
             select(Invitation).where(Invitation.org_id == org_id, Invitation.email == email, *self._pending(now))
         )
 
+    async def revoke_expired_invitations(self, org_id: uuid.UUID, email: str, now: datetime) -> None:
+        """Close expired, never used invitations of `email`, so that a new one may be opened."""
+        await self.session.execute(
+            update(Invitation)
+            .where(
+                Invitation.org_id == org_id,
+                Invitation.email == email,
+                Invitation.accepted_at.is_(None),
+                Invitation.revoked_at.is_(None),
+                Invitation.expires_at <= now,
+            )
+            .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
     async def invitation(self, org_id: uuid.UUID, invitation_id: uuid.UUID) -> Invitation | None:
         return await self.session.scalar(
             select(Invitation).where(Invitation.id == invitation_id, Invitation.org_id == org_id)

@@ -24,6 +24,7 @@ from codepulse.auth import service as auth_service
 from codepulse.auth.service import User
 from codepulse.clock import ClockFunc
 from codepulse.config import Settings
+from codepulse.db import advisory_xact_lock
 from codepulse.errors import BadRequest, Conflict, FieldError, Forbidden, NotFound, QuotaExceeded, ValidationFailed
 from codepulse.hooks import HookRegistry
 from codepulse.integrations.mailer import MailMessage
@@ -231,6 +232,10 @@ class OrgService:
         access.require(Role.ADMIN)
         if not access.role.at_least(role):
             raise Forbidden("You cannot invite someone above your own role.", code="insufficient_role")
+        # One invitation at a time per organization (every replica): the duplicate check and the
+        # seat count below must not both pass for two concurrent requests. On SQLite the write
+        # transaction already serialises them.
+        await advisory_xact_lock(self.session, f"orgs.seats:{access.org.id}")
         now = self.clock()
         existing_user = await auth_service.user_by_email(self.session, email)
         if existing_user is not None and await self.repo.membership(access.org.id, existing_user.id) is not None:
@@ -238,6 +243,7 @@ class OrgService:
         if await self.repo.pending_invitation_for(access.org.id, email, now) is not None:
             raise Conflict("This email already has a pending invitation.", code="already_invited")
         await self._ensure_seat(access.org)
+        await self.repo.revoke_expired_invitations(access.org.id, email, now)
         token = new_one_time_token()
         invitation = Invitation(
             org_id=access.org.id,
