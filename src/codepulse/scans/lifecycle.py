@@ -22,7 +22,9 @@ from codepulse.db import advisory_xact_lock
 from codepulse.repositories import service as repositories_service
 from codepulse.scans.models import (
     ERROR_CODE_MAX_LENGTH,
+    MAX_WARNINGS,
     SUMMARY_SEVERITIES,
+    WARNING_MAX_LENGTH,
     FindingDetails,
     FindingStatus,
     Scan,
@@ -189,6 +191,7 @@ async def complete_scan(
             "engine_calls": result.engine_calls,
             "engine_versions": dict(result.engine_versions),
             "pipeline_signature": pipeline_signature,
+            "warnings": [warning[:WARNING_MAX_LENGTH] for warning in result.warnings[:MAX_WARNINGS]],
             "new_counts": new_counts,
             "open_counts": open_counts,
             "fixed_counts": fixed_counts,
@@ -263,4 +266,5 @@ async def reusable_result(
         cache_hits=earlier.files_scanned,
         engine_versions={str(k): str(v) for k, v in (earlier.engine_versions or {}).items()},
         engine_calls=0,
+        warnings=list(earlier.warnings or []),
     )

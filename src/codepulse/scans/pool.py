@@ -22,7 +22,7 @@ import signal
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
 import structlog
 
@@ -40,6 +40,7 @@ ChunkResult: TypeAlias = "dict[str, list[RawFinding]] | str"
 """The findings per engine, or the error an engine raised on that file."""
 
 KILL_JOIN_SECONDS: Final = 1.0
+T = TypeVar("T")
 
 
 def _init_worker() -> None:
@@ -132,6 +133,15 @@ class EnginePool:
             # A worker died (killed, out of memory): start over with fresh processes, once.
             self.kill()
             return self._ensure().submit(scan_chunk, self.scan_function, list(items))
+
+    def call(self, function: Callable[..., T], *args: Any) -> Future[T]:
+        """Run a picklable module-level function in a worker (work on untrusted input that must
+        not run on the event loop, such as a repository's `.codepulse.yml`)."""
+        try:
+            return self._ensure().submit(function, *args)
+        except BrokenProcessPool:
+            self.kill()
+            return self._ensure().submit(function, *args)
 
     def kill(self) -> None:
         """Terminate the workers now (running chunks are lost); the next submit starts new ones."""
