@@ -24,7 +24,6 @@ import base64
 import ipaddress
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -43,6 +42,7 @@ from codepulse.scans.git import (
     run_git,
     too_large,
 )
+from codepulse.scans.scratch import scratch
 
 log = structlog.get_logger("codepulse.scans")
 
@@ -204,7 +204,7 @@ async def remote_commit(
     if ref is not None and is_commit_sha(ref):
         return ref.lower()
     patterns = ["HEAD"] if ref is None else [f"refs/heads/{ref}", f"refs/tags/{ref}", f"refs/tags/{ref}^{{}}"]
-    home = Path(tempfile.mkdtemp(prefix="codepulse-git-home-"))
+    home = await asyncio.to_thread(scratch(settings.SCAN_WORK_DIR).mkdtemp, "git-home-")
     try:
         env = git_environment(home, config=_remote_config(clean_url, token, resolve))
         async with asyncio.timeout(min(30.0, settings.SCAN_CLONE_TIMEOUT_SECONDS)):
@@ -257,7 +257,7 @@ async def clone(
     resolve_entry = env_config.get("http.curloptResolve")
 
     limit = settings.SCAN_MAX_REPOSITORY_BYTES
-    home = Path(tempfile.mkdtemp(prefix="codepulse-git-home-")) if isolated else None
+    home = await asyncio.to_thread(scratch(settings.SCAN_WORK_DIR).mkdtemp, "git-home-") if isolated else None
     env = git_environment(home, config=env_config, inherit=not isolated)
     config = _config_args(allow_file)
     log.info("scan.clone_started", url=redact(clean_url, secrets), ref=ref, pinned=resolve_entry is not None)

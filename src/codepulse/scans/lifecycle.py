@@ -94,24 +94,37 @@ async def fail_scan(session: AsyncSession, scan_id: uuid.UUID, code: str, messag
     return await _finish_unsuccessfully(session, scan_id, now, ScanStatus.FAILED, error)
 
 
+async def abandon_scan(session: AsyncSession, scan_id: uuid.UUID, code: str, message: str, now: datetime) -> bool:
+    """A queued or running scan whose task ended without settling it (its worker kept dying, or
+    could not record the outcome): failed, so it never stays active. False when already settled."""
+    error = {"error_code": code[:ERROR_CODE_MAX_LENGTH], "error_message": message[:ERROR_MESSAGE_MAX_LENGTH]}
+    return await _finish_unsuccessfully(session, scan_id, now, ScanStatus.FAILED, error, queued_too=True)
+
+
 async def _finish_unsuccessfully(
-    session: AsyncSession, scan_id: uuid.UUID, now: datetime, status: ScanStatus, values: dict[str, Any]
+    session: AsyncSession,
+    scan_id: uuid.UUID,
+    now: datetime,
+    status: ScanStatus,
+    values: dict[str, Any],
+    *,
+    queued_too: bool = False,
 ) -> bool:
     repo = ScanRepository(session)
     scan = await repo.refresh_scan(scan_id)
     if scan is None:
         return False
-    done = await repo.finish_running(
-        scan_id,
-        {
-            "status": status.value,
-            **values,
-            "finished_at": now,
-            "updated_at": now,
-            "duration_ms": _duration_ms(scan, now),
-        },
-        unless_canceled=False,
-    )
+    outcome = {
+        "status": status.value,
+        **values,
+        "finished_at": now,
+        "updated_at": now,
+        "duration_ms": _duration_ms(scan, now),
+    }
+    if queued_too:
+        done = await repo.finish_active(scan_id, outcome)
+    else:
+        done = await repo.finish_running(scan_id, outcome, unless_canceled=False)
     if done:
         await repositories_service.update_scan_summary(
             session, scan.repository_id, scan_id=scan_id, status=status.value, finished_at=now

@@ -19,14 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final
 
 import structlog
@@ -41,6 +39,7 @@ from codepulse.scans.files import FileSource, IndexEntry, SkipRules
 from codepulse.scans.git import GitTreeSource
 from codepulse.scans.pool import ChunkItem, ChunkResult, EnginePool
 from codepulse.scans.results import LocatedFinding, PipelineResult
+from codepulse.scans.scratch import scratch
 from codepulse.scans.supervisor import CancelSignal, ProgressCallback, Supervisor
 
 log = structlog.get_logger("codepulse.scans")
@@ -355,12 +354,13 @@ async def scan_repository(
     isolated: bool = True,
 ) -> PipelineResult:
     """Clone `url` at `ref` into a private temporary directory and scan it; the directory is
-    removed whatever happens. The URL must have been validated by the caller (the repositories
-    domain's `validate_clone_url`, whose addresses go in `resolve`). Raises ScanFailure or
-    ScanCancelled."""
+    removed whatever happens (or swept at the next start after a crash, see `scratch`). The URL
+    must have been validated by the caller (the repositories domain's `validate_clone_url`, whose
+    addresses go in `resolve`). Raises ScanFailure or ScanCancelled."""
     supervisor = Supervisor(progress, cancelled)
     supervisor.update(phase="cloning")
-    workdir = Path(tempfile.mkdtemp(prefix="codepulse-scan-"))  # mode 0700
+    # Mode 0700, under this process's scratch directory: swept at the next start if we are killed.
+    workdir = await asyncio.to_thread(scratch(settings.SCAN_WORK_DIR).mkdtemp, "scan-")
     try:
         checkout = workdir / "repository"
         await supervisor.run(

@@ -160,6 +160,11 @@ class EnginePool:
                 process.join(KILL_JOIN_SECONDS)
         log.info("scan.engine_pool_killed", processes=len(processes))
 
+    def terminate(self) -> None:
+        """Kill the workers and wait for them (running chunks are lost); the pool cannot be reused."""
+        self.kill()
+        self._closed = True
+
     def close(self, *, wait: bool = True) -> None:
         """Stop the workers (after their current chunk when `wait`); the pool cannot be reused."""
         self._closed = True
