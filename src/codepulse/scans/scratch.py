@@ -53,6 +53,7 @@ class Scratch:
         self.root = root
         self._own: Path | None = None
         self._lock_fd: int | None = None
+        self._private_root = False
         self._guard = threading.Lock()
 
     def mkdtemp(self, prefix: str) -> Path:
@@ -69,6 +70,7 @@ class Scratch:
         if not _usable_root(self.root):
             log.warning("scan.scratch_root_refused", root=str(self.root))
             self.root = Path(tempfile.mkdtemp(prefix="codepulse-scans-"))
+            self._private_root = True
         self.sweep()
         while True:
             name = f"{os.getpid()}-{os.urandom(6).hex()}"
@@ -130,6 +132,9 @@ class Scratch:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(own.with_name(own.name + LOCK_SUFFIX))
         os.close(fd)
+        if self._private_root:
+            with contextlib.suppress(OSError):
+                self.root.rmdir()
 
 
 _scratches: dict[tuple[int, Path], Scratch] = {}
