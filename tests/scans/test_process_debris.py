@@ -152,7 +152,7 @@ async def test_the_engine_pool_and_the_clones_go_with_the_app(
         assert parse_sse(events.text)[-1][1]["status"] == "succeeded"
         pool = runner._shared_pool
         assert pool is not None
-        workers = [child.pid for child in multiprocessing.active_children()]
+        workers = [child.pid for child in multiprocessing.active_children() if child.pid is not None]
         assert workers  # the pool's processes, started by the scan
         assert any(root.iterdir())  # this process's scratch directory
     # Shut down: no child process of ours is left, nor any clone directory.
