@@ -126,3 +126,22 @@ async def test_a_running_scan_with_a_live_worker_is_asked_to_stop(flow: Flow, tm
     await _reap_after_the_lease(flow)
     assert await flow.run_worker() == 1
     assert (await flow.get(f"/scans/{scan['id']}"))["status"] == "canceled"
+
+
+async def test_a_new_scan_request_settles_a_scan_stuck_before_the_fix(flow: Flow, tmp_path: Path) -> None:
+    """A database may hold a scan stuck `running` from before dead tasks failed their scans:
+    asking for a scan of its repository and ref fails it and queues a new one."""
+    git = GitRepo(tmp_path / "app")
+    git.commit({"a.py": "x = 1\n"})
+    repository = await flow.repository(git.url)
+    stuck = await request_scan(flow.client, flow.owner, repository["id"])
+    await _start_and_die(flow, stuck["id"])
+    task_id = await _task_id(flow, stuck)
+    async with flow.database.transaction() as session:
+        await session.execute(update(Task).where(Task.id == task_id).values(status=TaskStatus.DEAD.value))
+    fresh = await request_scan(flow.client, flow.owner, repository["id"])
+    assert fresh["id"] != stuck["id"]
+    settled = await flow.get(f"/scans/{stuck['id']}")
+    assert (settled["status"], settled["error"]["code"]) == ("failed", "worker_lost")
+    assert await flow.run_worker() == 1
+    assert (await flow.get(f"/scans/{fresh['id']}"))["status"] == "succeeded"

@@ -24,7 +24,7 @@ from codepulse.orgs import service as orgs_service
 from codepulse.orgs.service import Organization
 from codepulse.scans import lifecycle
 from codepulse.scans.models import ScanResultCache
-from codepulse.scans.service import TASK_KIND
+from codepulse.scans.service import TASK_KIND, WORKER_LOST_MESSAGE
 
 log = structlog.get_logger("codepulse.scans")
 
@@ -43,7 +43,7 @@ async def fail_abandoned_scan(session: AsyncSession, ended: tasks.EndedTask) -> 
     except ValueError:
         return
     if ended.lease_expired:
-        code, message = "worker_lost", "The worker running this scan stopped before it finished, on every attempt."
+        code, message = "worker_lost", WORKER_LOST_MESSAGE
     else:
         code, message = "internal_error", "The scan failed unexpectedly."
     if await lifecycle.abandon_scan(session, scan_id, code, message, ended.finished_at):

@@ -55,6 +55,7 @@ from codepulse.usage import service as usage_service
 log = structlog.get_logger("codepulse.scans")
 
 TASK_KIND = "scans.run"
+WORKER_LOST_MESSAGE = "The worker running this scan stopped before it finished, on every attempt."
 METER_KIND = "scan.run"
 UPGRADE_PLAN = "team"
 # Scheduled scans yield to the ones people asked for.
@@ -338,10 +339,14 @@ async def start_scan(
     is returned instead (`created=False`; not metered again). Raises QuotaExceeded (402)."""
     repo = ScanRepository(session)
     key = ref_key(repository, ref)
+    now = clock()
     existing = await repo.active_scan(repository.id, key)
+    if existing is not None and await _task_gone(session, existing):
+        # Stuck: its task died before dead tasks failed their scans. Settle it, queue anew.
+        await lifecycle.abandon_scan(session, existing.id, "worker_lost", WORKER_LOST_MESSAGE, now)
+        existing = None
     if existing is not None:
         return StartedScan(existing, created=False)
-    now = clock()
     await _ensure_quota(session, settings, repository.org_id, now)
     scan = Scan(
         id=uuid.uuid4(),
@@ -379,6 +384,14 @@ async def start_scan(
     await session.flush()
     log.info("scan.queued", scan_id=str(scan.id), repository_id=str(repository.id), trigger=trigger.value)
     return StartedScan(scan, created=True)
+
+
+async def _task_gone(session: AsyncSession, scan: Scan) -> bool:
+    """Whether an active scan's task no longer exists or has finished: nobody will run it."""
+    if scan.task_id is None:
+        return True
+    status = await tasks.task_status(session, scan.task_id)
+    return status not in (tasks.TaskStatus.QUEUED, tasks.TaskStatus.RUNNING)
 
 
 async def _ensure_quota(session: AsyncSession, settings: Settings, org_id: uuid.UUID, now: datetime) -> None:
