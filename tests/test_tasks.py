@@ -496,6 +496,24 @@ async def test_a_task_that_ends_runs_the_ended_hooks_in_its_transaction(queue: Q
     assert seen[1].error == "RuntimeError: boom"
 
 
+async def test_a_failing_ended_hook_never_keeps_a_task_from_ending(queue: Queue) -> None:
+    async def broken(session: Any, ended: EndedTask) -> None:
+        await session.execute(update(Task).where(Task.id == ended.id).values(last_error="written by the hook"))
+        raise RuntimeError("hook bug")
+
+    on_task_ended(broken)
+    try:
+        first, second = [await queue.enqueue(max_attempts=1) for _ in range(2)]
+        await queue.claim("gone", limit=2)
+        queue.clock.advance(seconds=LEASE + 1)
+        assert await queue.reap() == 2
+    finally:
+        task_ended_hooks._hooks.remove(broken)
+    for task in (first, second):
+        dead = await queue.get(task.id)
+        assert (dead.status, dead.last_error) == ("dead", "lease expired: worker gone stopped renewing it")
+
+
 async def test_stale_completion_is_refused_even_from_the_same_worker(queue: Queue) -> None:
     """A worker whose heartbeat stalled re-claims its own reaped task: the old run cannot settle
     the new one (the attempt number fences it)."""

@@ -259,7 +259,7 @@ async def fail_task(
         return None
     if status is not TaskStatus.QUEUED:
         ended = EndedTask(claimed.id, claimed.kind, claimed.payload, status, values["last_error"], False, now)
-        await task_ended_hooks.run(session, ended)
+        await _run_ended_hooks(session, ended)
     return status
 
 
@@ -334,8 +334,18 @@ async def reap_expired(
         )
         if dead:
             ended = EndedTask(row.id, row.kind, dict(row.payload or {}), TaskStatus.DEAD, error, True, now)
-            await task_ended_hooks.run(session, ended)
+            await _run_ended_hooks(session, ended)
     return reaped
+
+
+async def _run_ended_hooks(session: AsyncSession, ended: EndedTask) -> None:
+    """The hooks, in a savepoint of the caller's transaction: a failing hook is logged and undone,
+    and never keeps the task from ending (nor the reaper from reaping the others)."""
+    try:
+        async with session.begin_nested():
+            await task_ended_hooks.run(session, ended)
+    except Exception:
+        log.exception("task.ended_hook_failed", task_id=str(ended.id), kind=ended.kind)
 
 
 async def task_status(session: AsyncSession, task_id: uuid.UUID) -> TaskStatus | None:
