@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select, text, update
 
 from codepulse.app import create_app
@@ -26,6 +27,7 @@ from codepulse.db import Database
 from codepulse.scheduler import JobContext, Scheduler, discover_jobs
 from codepulse.tasks import (
     MAX_RETRY_DELAY,
+    EndedTask,
     PermanentTaskError,
     Task,
     TaskContext,
@@ -38,12 +40,15 @@ from codepulse.tasks import (
     discover_task_handlers,
     enqueue,
     fail_task,
+    on_task_ended,
     prune_tasks_job,
     reap_expired,
     reap_expired_job,
+    reap_interval,
     renew_lease,
     retry_delay,
 )
+from codepulse.tasks.queue import task_ended_hooks
 from tests.databases import DatabaseServer, build_settings
 from tests.helpers import FakeClock
 
@@ -100,9 +105,7 @@ class Queue:
 
     async def reap(self) -> int:
         async with self.database.transaction() as session:
-            return await reap_expired(
-                session, now=self.clock(), backoff_seconds=BACKOFF, default_max_attempts=self.settings.TASK_MAX_ATTEMPTS
-            )
+            return await reap_expired(session, now=self.clock(), default_max_attempts=self.settings.TASK_MAX_ATTEMPTS)
 
     async def claim(self, worker_id: str, limit: int = 1, database: Database | None = None) -> list[Any]:
         async with (database or self.database).transaction() as session:
@@ -398,11 +401,10 @@ async def test_a_crashed_workers_task_is_reclaimed_and_rerun_exactly_once(queue:
     assert await queue.reap() == 1
     reaped = await queue.get(task.id)
     assert (reaped.status, reaped.attempts, reaped.locked_by) == ("queued", 1, None)
-    assert reaped.run_at == queue.clock() + timedelta(seconds=BACKOFF)  # backoff applies to crashes too
+    assert reaped.run_at == queue.clock()  # a crash is not the task's failure: no backoff
     assert reaped.last_error == "lease expired: worker crashed-worker stopped renewing it"
     assert await queue.reap() == 0
 
-    queue.clock.advance(seconds=BACKOFF)
     assert await worker.run_until_idle() == 1
     assert await worker.run_until_idle() == 0
     assert [(context.attempt, context.worker_id) for context in seen] == [(2, "survivor")]
@@ -416,6 +418,100 @@ async def test_a_crashed_workers_task_is_reclaimed_and_rerun_exactly_once(queue:
         assert await renew_lease(session, crashed, now=queue.clock(), lease_seconds=LEASE) is False
     final = await queue.get(task.id)
     assert (final.status, final.locked_by, final.last_error) == ("succeeded", "survivor", reaped.last_error)
+
+
+@pytest.mark.parametrize(
+    ("lease", "interval"), [(10.0, 10 / 3), (LEASE, LEASE / 3), (0.6, 1.0), (90.0, 30.0), (3600.0, 30.0)]
+)
+def test_the_reap_interval_follows_the_lease(lease: float, interval: float) -> None:
+    # A third of a lease (the heartbeat's rhythm), at least 1 s and at most 30 s.
+    assert reap_interval(lease) == timedelta(seconds=interval)
+
+
+async def test_the_reaper_job_runs_at_the_leases_interval(queue: Queue) -> None:
+    settings = queue.settings.model_copy(update={"TASK_LEASE_SECONDS": 12.0})
+    scheduler = Scheduler(queue.database, settings, clock=queue.clock)
+    discover_jobs(scheduler)
+    trigger = scheduler.jobs["tasks.reap_expired"].trigger
+    assert isinstance(trigger, IntervalTrigger)
+    assert timedelta(seconds=trigger.interval_length) == reap_interval(12.0) == timedelta(seconds=4)
+
+
+async def test_a_killed_workers_task_runs_again_about_one_lease_later(
+    make_queue: Callable[..., Awaitable[Queue]],
+) -> None:
+    """The schedule, computed: claimed at t0 with a 10 s lease, its worker killed at once; the
+    first reaper tick after the lease expired re-queues it due at that tick (no backoff), so it
+    runs again within a lease and a reap interval (10 s + 3.3 s), not 35-55 s later."""
+    lease = 10.0
+    queue = await make_queue(TASK_LEASE_SECONDS=lease, TASK_RETRY_BACKOFF_SECONDS=10.0)
+    scheduler = Scheduler(queue.database, queue.settings, clock=queue.clock)
+    discover_jobs(scheduler)
+    trigger = scheduler.jobs["tasks.reap_expired"].trigger
+    task = await queue.enqueue()
+    t0 = queue.clock()
+    [_killed] = await queue.claim("killed")
+    expiry = t0 + timedelta(seconds=lease)
+    tick = trigger.get_next_fire_time(None, expiry + timedelta(microseconds=1))
+    assert expiry < tick <= expiry + reap_interval(lease)
+    queue.clock.now = tick
+    await reap_expired_job(JobContext(queue.database, queue.settings, tick))
+    requeued = await queue.get(task.id)
+    assert (requeued.status, requeued.run_at) == ("queued", tick)
+    [again] = await queue.claim("survivor")
+    assert (again.id, again.attempts) == (task.id, 2)
+    assert tick - t0 <= timedelta(seconds=lease) + reap_interval(lease)
+
+
+async def test_a_task_that_ends_runs_the_ended_hooks_in_its_transaction(queue: Queue) -> None:
+    seen: list[EndedTask] = []
+
+    async def hook(session: Any, ended: EndedTask) -> None:
+        await session.execute(text("SELECT 1"))  # in the caller's session
+        seen.append(ended)
+
+    on_task_ended(hook)
+    try:
+        # Its worker dies on every attempt: dead by the reaper, lease_expired.
+        crashed = await queue.enqueue("test.crash", {"x": 1}, max_attempts=1)
+        await queue.claim("gone")
+        queue.clock.advance(seconds=LEASE + 1)
+        assert await queue.reap() == 1
+        # Its handler fails on the last attempt: dead by the worker.
+        failing = await queue.enqueue("test.fail", {"y": 2}, max_attempts=1)
+
+        async def fail(context: TaskContext) -> None:
+            raise RuntimeError("boom")
+
+        assert await queue.worker({"test.fail": fail}).run_until_idle() == 1
+        # Retried: not ended.
+        await queue.enqueue("test.fail", {"z": 3}, max_attempts=2)
+        assert await queue.worker({"test.fail": fail}).run_until_idle() == 1
+    finally:
+        task_ended_hooks._hooks.remove(hook)
+    assert [(e.id, e.kind, e.payload, e.status, e.lease_expired) for e in seen] == [
+        (crashed.id, "test.crash", {"x": 1}, TaskStatus.DEAD, True),
+        (failing.id, "test.fail", {"y": 2}, TaskStatus.DEAD, False),
+    ]
+    assert seen[1].error == "RuntimeError: boom"
+
+
+async def test_a_failing_ended_hook_never_keeps_a_task_from_ending(queue: Queue) -> None:
+    async def broken(session: Any, ended: EndedTask) -> None:
+        await session.execute(update(Task).where(Task.id == ended.id).values(last_error="written by the hook"))
+        raise RuntimeError("hook bug")
+
+    on_task_ended(broken)
+    try:
+        first, second = [await queue.enqueue(max_attempts=1) for _ in range(2)]
+        await queue.claim("gone", limit=2)
+        queue.clock.advance(seconds=LEASE + 1)
+        assert await queue.reap() == 2
+    finally:
+        task_ended_hooks._hooks.remove(broken)
+    for task in (first, second):
+        dead = await queue.get(task.id)
+        assert (dead.status, dead.last_error) == ("dead", "lease expired: worker gone stopped renewing it")
 
 
 async def test_stale_completion_is_refused_even_from_the_same_worker(queue: Queue) -> None:

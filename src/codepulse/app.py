@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,6 +35,7 @@ from codepulse.orgs.hooks import register_hooks as register_orgs_hooks
 from codepulse.ratelimit import RateLimiter
 from codepulse.repositories.hooks import register_hooks as register_repositories_hooks
 from codepulse.routing import ApiRoute
+from codepulse.scans import runner as scans_runner
 from codepulse.scans.hooks import register_hooks as register_scans_hooks
 from codepulse.scheduler import Scheduler, discover_jobs
 from codepulse.security import PasswordHasher, SecretBox
@@ -83,6 +85,9 @@ def create_app(settings: Settings, *, database: Database | None = None, clock: C
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if worker is not None:
+            # Clones left by a process of ours that was killed (they may be private code).
+            await asyncio.to_thread(scans_runner.prepare_process, settings)
         await ensure_first_superuser(db, settings, app.state.password_hasher, clock)
         if settings.SCHEDULER_ENABLED:
             scheduler.start()
@@ -96,6 +101,8 @@ def create_app(settings: Settings, *, database: Database | None = None, clock: C
             # would only find leases they are about to release).
             if worker is not None:
                 await worker.stop()
+                # Its scans are stopped: the engine pool's processes and the clones go too.
+                await asyncio.to_thread(scans_runner.release_process)
             await scheduler.stop()
             if owns_database:
                 await db.dispose()

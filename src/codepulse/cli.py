@@ -109,6 +109,8 @@ def worker(
     import asyncio
 
     from codepulse import migrations
+    from codepulse.app import register_hooks
+    from codepulse.scans import runner as scans_runner
     from codepulse.tasks import run_worker_process
 
     settings = _settings()
@@ -121,7 +123,12 @@ def worker(
         raise _fail(_database_error(error)) from None
     # WORKER_CONCURRENCY=0 only turns off the workers inside `serve`; a dedicated worker still runs.
     default = settings.WORKER_CONCURRENCY or type(settings).model_fields["WORKER_CONCURRENCY"].default
-    asyncio.run(run_worker_process(settings, concurrency=concurrency or default))
+    register_hooks()  # a task that dies settles its domain's state (a scan fails) here too
+    scans_runner.prepare_process(settings)
+    try:
+        asyncio.run(run_worker_process(settings, concurrency=concurrency or default))
+    finally:
+        scans_runner.release_process()
 
 
 usage_app = typer.Typer(name="usage", help="Usage analytics maintenance.", no_args_is_help=True)

@@ -181,9 +181,18 @@ class Settings(BaseSettings):
     SCAN_CLONE_TIMEOUT_SECONDS: float = Field(default=300.0, gt=0, le=3600)
     # Engine processes per worker process; 0: one per CPU core.
     SCAN_PROCESSES: int = Field(default=0, ge=0, le=64)
+    # Clones go under <SCAN_WORK_DIR>/<process>/; empty: <system temp>/codepulse-scans-<uid>.
+    SCAN_WORK_DIR: Path | None = None
+    # CPU time a repository's .codepulse.yml may take to parse and apply (in the engine pool).
+    SCAN_CONFIG_TIME_BUDGET_SECONDS: float = Field(default=10.0, gt=0, le=300)
     # Stand-in for the billing plan's quota until billing lands: scans per organization per
     # calendar month (UTC).
     SCAN_MONTHLY_QUOTA: int = Field(default=500, ge=1)
+
+    @field_validator("SCAN_WORK_DIR", mode="before")
+    @classmethod
+    def _empty_work_dir(cls, value: Any) -> Any:
+        return None if value == "" else value
 
     @field_validator("CORS_ORIGINS", mode="before")
     @classmethod

@@ -161,8 +161,11 @@ async def test_cancel(
     fresh = await request_scan(client, owner, str(repository["id"]))
     assert fresh["id"] != queued["id"]
 
-    # Running: the scan keeps running, flagged; the worker stops it.
+    # Running (a worker holds its task): the scan keeps running, flagged; the worker stops it.
     await session.execute(update(Scan).where(Scan.id == uuid.UUID(fresh["id"])).values(status="running"))
+    fresh_scan = await session.get(Scan, uuid.UUID(fresh["id"]))
+    assert fresh_scan is not None
+    await session.execute(update(Task).where(Task.id == fresh_scan.task_id).values(status="running"))
     await session.flush()
     running = await client.post(f"{API}/scans/{fresh['id']}/cancel", headers=owner.headers)
     assert running.json()["status"] == "running"

@@ -15,8 +15,9 @@ import structlog
 from codepulse.config import Settings
 from codepulse.scans.clone import clone
 from codepulse.scans.errors import ScanFailure
-from codepulse.scans.files import DirectorySource, SkipRules, compile_glob, git_blob_sha, parse_config, skip_rules
+from codepulse.scans.files import DirectorySource, SkipRules, git_blob_sha
 from codepulse.scans.git import GitTreeSource
+from codepulse.scans.repoconfig import compile_glob, evaluate, parse_config
 from tests.scans.gitrepo import Repo, git
 
 
@@ -186,8 +187,12 @@ async def test_index_skip_reasons(repo: Repo, tmp_path: Path) -> None:
     dest = tmp_path / "clone"
     sha = await clone(repo.url, None, dest, settings=_settings())
     source = GitTreeSource(dest)
-    rules = skip_rules(2048, await source.config())
-    index = await source.index(rules)
+    raw_config = await source.config()
+
+    async def exclude(paths: list[str]) -> frozenset[int]:
+        return evaluate(raw_config, paths, 5.0).excluded
+
+    index = await source.index(SkipRules(max_file_bytes=2048), exclude)
     assert index.commit_sha == sha
     assert sorted(entry.path for entry in index.entries) == [".codepulse.yml", "README.md", "src/app.py"]
     assert dict(index.skipped) == {

@@ -52,6 +52,8 @@ async def test_cancel_while_running(flow: Flow, tmp_path: Path) -> None:
     git.commit({f"data/file_{i}.txt": f"line {i}\n" * 50 for i in range(40)})
     repository = await flow.repository(git.url)
     scan = await request_scan(flow.client, flow.owner, repository["id"])
+    async with flow.database.transaction() as session:  # a worker holds the task while it runs
+        await session.execute(update(Task).where(Task.unique_key == f"scan:{scan['id']}").values(status="running"))
     scanning = asyncio.Event()
 
     async def scan_until_observed(url: str, ref: str | None, **kwargs: Any) -> PipelineResult:

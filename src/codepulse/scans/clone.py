@@ -30,7 +30,6 @@ import base64
 import ipaddress
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -49,6 +48,7 @@ from codepulse.scans.git import (
     run_git,
     too_large,
 )
+from codepulse.scans.scratch import scratch
 
 log = structlog.get_logger("codepulse.scans")
 
@@ -249,7 +249,7 @@ async def remote_commit(
     if ref is not None and is_commit_sha(ref):
         return ref.lower()
     patterns = ["HEAD"] if ref is None else [f"refs/heads/{ref}", f"refs/tags/{ref}", f"refs/tags/{ref}^{{}}"]
-    home = Path(tempfile.mkdtemp(prefix="codepulse-git-home-"))
+    home = await asyncio.to_thread(scratch(settings.SCAN_WORK_DIR).mkdtemp, "git-home-")
     try:
         env = _environment(clean_url, home, token, resolve)
         async with asyncio.timeout(min(30.0, settings.SCAN_CLONE_TIMEOUT_SECONDS)):
@@ -302,7 +302,7 @@ async def clone(
     pinned = bool(_resolve_entry(clean_url, resolve) or _ssh_pin(clean_url, resolve))
 
     limit = settings.SCAN_MAX_REPOSITORY_BYTES
-    home = Path(tempfile.mkdtemp(prefix="codepulse-git-home-")) if isolated else None
+    home = await asyncio.to_thread(scratch(settings.SCAN_WORK_DIR).mkdtemp, "git-home-") if isolated else None
     env = _environment(clean_url, home, token, resolve, inherit=not isolated)
     config = _config_args(allow_file)
     log.info("scan.clone_started", url=redact(clean_url, secrets), ref=ref, pinned=pinned)

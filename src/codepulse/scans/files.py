@@ -21,23 +21,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import re
 import stat
 from collections import Counter
-from collections.abc import AsyncGenerator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 import structlog
-import yaml
+
+from codepulse.scans.repoconfig import CONFIG_FILES, CONFIG_MAX_BYTES
 
 log = structlog.get_logger("codepulse.scans")
-
-CONFIG_FILES: Final = (".codepulse.yml", ".codepulse.yaml")
-CONFIG_MAX_BYTES: Final = 65_536
-MAX_EXCLUDE_PATTERNS: Final = 500
 
 BINARY_SNIFF_BYTES: Final = 8192
 MINIFIED_SNIFF_BYTES: Final = 65_536
@@ -128,11 +123,23 @@ MINIFIABLE_EXTENSIONS: Final = frozenset({"js", "mjs", "cjs", "css"})
 
 @dataclass(frozen=True, slots=True)
 class IndexEntry:
-    """A regular file to scan: its path (relative, forward slashes), git blob SHA and size."""
+    """A regular file to scan: its path as shown (relative, forward slashes), git blob SHA and
+    size, and `raw_path`, the name's bytes as the repository or file system holds them."""
 
     path: str
     blob_sha: str
     size: int
+    raw_path: bytes = b""
+
+    @classmethod
+    def of(cls, raw_path: bytes, blob_sha: str, size: int) -> IndexEntry:
+        return cls(path=display_path(raw_path), blob_sha=blob_sha, size=size, raw_path=raw_path)
+
+
+def display_path(raw_path: bytes) -> str:
+    """A file name as shown, stored and logged. Git and POSIX names are bytes and need not be
+    UTF-8; undecodable bytes become U+FFFD (a str with surrogates could not be stored or sent)."""
+    return raw_path.decode("utf-8", "replace")
 
 
 @dataclass
@@ -149,6 +156,12 @@ class SourceIndex:
     commit_sha: str | None = None
 
 
+T = TypeVar("T")
+
+ExcludeFilter = Callable[[list[str]], Awaitable[Collection[int]]]
+"""Given paths, the indices of those a repository's `exclude:` globs exclude."""
+
+
 class FileSource(Protocol):
     """Where a scan's files come from: a git tree, or a directory on disk."""
 
@@ -156,7 +169,10 @@ class FileSource(Protocol):
         """The raw `.codepulse.yml` at the root, or None."""
         ...
 
-    async def index(self, rules: SkipRules) -> SourceIndex: ...
+    async def index(self, rules: SkipRules, exclude: ExcludeFilter | None = None) -> SourceIndex:
+        """The files, less those the built-in rules skip and those `exclude` (given the paths
+        that passed the built-in rules, once) answers by index."""
+        ...
 
     def read(self, entries: Sequence[IndexEntry]) -> AsyncGenerator[tuple[IndexEntry, bytes], None]:
         """The content of each entry, in the order given (an entry that vanished is left out)."""
@@ -170,110 +186,6 @@ def git_blob_sha(content: bytes) -> str:
     return digest.hexdigest()
 
 
-# --- .codepulse.yml --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RepositoryConfig:
-    exclude: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
-
-
-def parse_config(raw: bytes | None) -> RepositoryConfig:
-    """`.codepulse.yml`: `exclude:` a list of globs. Problems become warnings, never failures:
-    a broken config file must not stop a scan (it would also stop secrets from being found)."""
-    if raw is None:
-        return RepositoryConfig()
-    if len(raw) > CONFIG_MAX_BYTES:
-        return RepositoryConfig(warnings=(f".codepulse.yml is larger than {CONFIG_MAX_BYTES} bytes; ignored",))
-    try:
-        data = yaml.safe_load(raw.decode("utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError) as error:
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        return RepositoryConfig(warnings=(f".codepulse.yml is not valid YAML ({first_line}); ignored",))
-    if data is None:
-        return RepositoryConfig()
-    if not isinstance(data, dict):
-        return RepositoryConfig(warnings=(".codepulse.yml must be a mapping; ignored",))
-    warnings: list[str] = []
-    raw_exclude = data.get("exclude", [])
-    if isinstance(raw_exclude, str):
-        raw_exclude = [raw_exclude]
-    if not isinstance(raw_exclude, list):
-        return RepositoryConfig(warnings=(".codepulse.yml `exclude` must be a list of globs; ignored",))
-    patterns: list[str] = []
-    for item in raw_exclude[:MAX_EXCLUDE_PATTERNS]:
-        if not isinstance(item, str) or not item.strip():
-            warnings.append(f".codepulse.yml `exclude`: {item!r} is not a glob; ignored")
-            continue
-        try:
-            compile_glob(item.strip())
-        except re.error:
-            warnings.append(f".codepulse.yml `exclude`: {item!r} is not a valid glob; ignored")
-            continue
-        patterns.append(item.strip())
-    if len(raw_exclude) > MAX_EXCLUDE_PATTERNS:
-        warnings.append(f".codepulse.yml `exclude`: only the first {MAX_EXCLUDE_PATTERNS} globs are used")
-    return RepositoryConfig(exclude=tuple(patterns), warnings=tuple(warnings))
-
-
-@lru_cache(maxsize=1024)
-def compile_glob(pattern: str) -> re.Pattern[str]:
-    """A gitignore-style glob as a regex over a relative path (forward slashes).
-
-    `*` matches within one path segment, `**` any number of segments, `?` one character,
-    `[...]` a character class. A pattern without a slash (other than a trailing one) matches at
-    any depth (`*.snap`, `fixtures/`); one with a slash is anchored at the root (`docs/*.md`,
-    `/build`). A pattern that matches a directory excludes everything under it.
-    """
-    anchored = "/" in pattern.rstrip("/")
-    body = pattern.strip("/")
-    if not body:
-        raise re.error("empty glob")
-    out: list[str] = []
-    i = 0
-    while i < len(body):
-        char = body[i]
-        if body.startswith("**", i):
-            at_start = i == 0 or body[i - 1] == "/"
-            at_end = i + 2 == len(body) or body[i + 2] == "/"
-            if at_start and at_end:
-                if i + 2 == len(body):
-                    out.append(".*")
-                    i += 2
-                else:
-                    out.append("(?:.*/)?")
-                    i += 3
-                continue
-            out.append("[^/]*")
-            i += 2
-            continue
-        if char == "*":
-            out.append("[^/]*")
-        elif char == "?":
-            out.append("[^/]")
-        elif char == "[":
-            end = body.find("]", i + 2 if body[i + 1 : i + 2] in ("!", "]") else i + 1)
-            if end == -1:
-                out.append(re.escape(char))
-            else:
-                inner = body[i + 1 : end]
-                if inner.startswith("!"):
-                    inner = "^" + inner[1:]
-                out.append("[" + inner.replace("\\", "\\\\").replace("/", "") + "]")
-                i = end + 1
-                continue
-        else:
-            out.append(re.escape(char))
-        i += 1
-    prefix = "" if anchored else "(?:.*/)?"
-    return re.compile(f"^{prefix}{''.join(out)}(?:/.*)?$", re.DOTALL)
-
-
-def matches_any(path: str, patterns: Iterable[str]) -> bool:
-    return any(compile_glob(pattern).match(path) for pattern in patterns)
-
-
 # --- skip rules ----------------------------------------------------------------------------------
 
 
@@ -284,12 +196,13 @@ def _extension(name: str) -> str:
 
 @dataclass(frozen=True)
 class SkipRules:
+    """The built-in skip rules. A repository's `exclude:` globs are not among them: they are
+    matched in the engine pool (see `repoconfig`), through the `ExcludeFilter` a source is given."""
+
     max_file_bytes: int
-    exclude: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def path_reason(self, path: str) -> str | None:
-        """Why a path is skipped before its size or content is known, or None."""
+        """Why a path is skipped before its size or content is known (built-in rules), or None."""
         parts = path.split("/")
         if any(part in VENDORED_DIRECTORIES for part in parts[:-1]):
             return "vendored"
@@ -301,16 +214,10 @@ class SkipRules:
             return "minified"
         if _extension(lower) in BINARY_EXTENSIONS:
             return "binary"
-        if self.exclude and matches_any(path, self.exclude):
-            return "excluded"
         return None
 
-    def reason(self, path: str, size: int) -> str | None:
-        """Why an index entry is skipped (path rules, then size), or None."""
-        reason = self.path_reason(path)
-        if reason is None and size > self.max_file_bytes:
-            return "too_large"
-        return reason
+    def size_reason(self, size: int) -> str | None:
+        return "too_large" if size > self.max_file_bytes else None
 
     def content_reason(self, path: str, content: bytes) -> str | None:
         """Why a file is skipped once read: binary content, or minified JavaScript/CSS."""
@@ -323,9 +230,16 @@ class SkipRules:
         return None
 
 
-def skip_rules(max_file_bytes: int, config: bytes | None) -> SkipRules:
-    parsed = parse_config(config)
-    return SkipRules(max_file_bytes=max_file_bytes, exclude=parsed.exclude, warnings=parsed.warnings)
+async def apply_exclude(
+    candidates: list[T], paths: list[str], exclude: ExcludeFilter | None, skipped: Counter[str]
+) -> list[T]:
+    """The candidates (paths that passed the built-in rules) the exclude filter keeps; the others
+    are counted as `excluded`."""
+    if exclude is None:
+        return candidates
+    excluded = await exclude(paths)
+    skipped["excluded"] += len(excluded)
+    return [candidate for index, candidate in enumerate(candidates) if index not in excluded]
 
 
 # --- a directory on disk ---------------------------------------------------------------------------
@@ -360,17 +274,23 @@ class DirectorySource:
 
         return await asyncio.to_thread(load)
 
-    async def index(self, rules: SkipRules) -> SourceIndex:
-        return await asyncio.to_thread(self._index, rules)
+    async def index(self, rules: SkipRules, exclude: ExcludeFilter | None = None) -> SourceIndex:
+        listing = await asyncio.to_thread(self._list, rules)
+        candidates = await apply_exclude(
+            listing.candidates, [display_path(raw) for raw, _ in listing.candidates], exclude, listing.skipped
+        )
+        return await asyncio.to_thread(self._hash, rules, listing, candidates)
 
-    def _paths(self) -> Iterable[str]:
+    def _paths(self) -> Iterable[bytes]:
+        """Relative paths as bytes (names need not be UTF-8)."""
         if self.listed is not None:
-            yield from self.listed
+            yield from (os.fsencode(path) for path in self.listed)
             return
-        for directory, dirnames, filenames in os.walk(self.root, followlinks=False):
-            dirnames[:] = sorted(name for name in dirnames if name not in VENDORED_DIRECTORIES)
-            relative = os.path.relpath(directory, self.root)
-            prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
+        root = os.fsencode(self.root)
+        for directory, dirnames, filenames in os.walk(root, followlinks=False):
+            dirnames[:] = sorted(name for name in dirnames if os.fsdecode(name) not in VENDORED_DIRECTORIES)
+            relative = os.path.relpath(directory, root)
+            prefix = b"" if relative == b"." else relative.replace(os.fsencode(os.sep), b"/") + b"/"
             for name in sorted(filenames):
                 yield prefix + name
             for name in dirnames:
@@ -378,53 +298,68 @@ class DirectorySource:
                 if os.path.islink(os.path.join(directory, name)):
                     yield prefix + name
 
-    def _index(self, rules: SkipRules) -> SourceIndex:
-        entries: list[IndexEntry] = []
-        skipped: Counter[str] = Counter()
-        files_total = 0
-        total_bytes = 0
-        for path in self._paths():
-            full = self.root / path
+    def _list(self, rules: SkipRules) -> _Listing:
+        """Every file, less what the built-in path rules skip: (raw path, size) candidates."""
+        listing = _Listing()
+        for raw in self._paths():
             try:
-                info = full.lstat()
+                info = os.lstat(os.path.join(os.fsencode(self.root), raw))
             except OSError:
                 continue
-            files_total += 1
+            listing.files_total += 1
             if stat.S_ISLNK(info.st_mode):
-                skipped["symlink"] += 1
+                listing.skipped["symlink"] += 1
                 continue
             if stat.S_ISDIR(info.st_mode):  # a submodule's work tree, listed by git as a gitlink
-                skipped["submodule"] += 1
+                listing.skipped["submodule"] += 1
                 continue
             if not stat.S_ISREG(info.st_mode):
-                files_total -= 1
+                listing.files_total -= 1
                 continue
-            total_bytes += info.st_size
-            reason = rules.reason(path, info.st_size)
+            listing.total_bytes += info.st_size
+            reason = rules.path_reason(display_path(raw))
             if reason is not None:
-                skipped[reason] += 1
+                listing.skipped[reason] += 1
                 continue
-            content = _read_regular(full)
+            listing.candidates.append((raw, info.st_size))
+        return listing
+
+    def _hash(self, rules: SkipRules, listing: _Listing, candidates: list[tuple[bytes, int]]) -> SourceIndex:
+        entries: list[IndexEntry] = []
+        for raw, size in candidates:
+            reason = rules.size_reason(size)
+            if reason is not None:
+                listing.skipped[reason] += 1
+                continue
+            content = _read_regular(os.path.join(os.fsencode(self.root), raw))
             if content is None:
-                files_total -= 1
+                listing.files_total -= 1
                 continue
-            entries.append(IndexEntry(path=path, blob_sha=git_blob_sha(content), size=len(content)))
+            entries.append(IndexEntry.of(raw, git_blob_sha(content), len(content)))
         return SourceIndex(
             entries=entries,
-            skipped=skipped,
-            files_total=files_total,
-            total_bytes=total_bytes,
+            skipped=listing.skipped,
+            files_total=listing.files_total,
+            total_bytes=listing.total_bytes,
             commit_sha=self.commit_sha,
         )
 
     async def read(self, entries: Sequence[IndexEntry]) -> AsyncGenerator[tuple[IndexEntry, bytes], None]:
         for entry in entries:
-            content = await asyncio.to_thread(_read_regular, self.root / entry.path)
+            content = await asyncio.to_thread(_read_regular, os.path.join(os.fsencode(self.root), entry.raw_path))
             if content is not None:
                 yield entry, content
 
 
-def _read_regular(path: Path) -> bytes | None:
+@dataclass
+class _Listing:
+    candidates: list[tuple[bytes, int]] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+    files_total: int = 0
+    total_bytes: int = 0
+
+
+def _read_regular(path: bytes) -> bytes | None:
     """A regular file's content, refusing to follow a symlink at the last component."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))

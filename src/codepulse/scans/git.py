@@ -26,7 +26,8 @@ from typing import Final
 import structlog
 
 from codepulse.scans.errors import ScanFailure
-from codepulse.scans.files import CONFIG_FILES, CONFIG_MAX_BYTES, IndexEntry, SkipRules, SourceIndex
+from codepulse.scans.files import ExcludeFilter, IndexEntry, SkipRules, SourceIndex, apply_exclude
+from codepulse.scans.repoconfig import CONFIG_FILES, CONFIG_MAX_BYTES
 
 log = structlog.get_logger("codepulse.scans")
 
@@ -201,49 +202,30 @@ class GitTreeSource:
             if result.returncode != 0:
                 continue
             if int(result.stdout.strip() or b"0") > CONFIG_MAX_BYTES:
-                return b"\0" * (CONFIG_MAX_BYTES + 1)  # parse_config reports it as too large
+                return b"\0" * (CONFIG_MAX_BYTES + 1)  # reported as too large when it is parsed
             result = await self._git("cat-file", "blob", f"{self.commit}:{name}")
             if result.returncode == 0:
                 return result.stdout
         return None
 
-    async def index(self, rules: SkipRules) -> SourceIndex:
+    async def index(self, rules: SkipRules, exclude: ExcludeFilter | None = None) -> SourceIndex:
         commit_sha = await rev_parse(self.repository, f"{self.commit}^{{commit}}", env=self.env)
         if commit_sha is None:
             raise ScanFailure("clone_failed", "The repository has no commit to scan.")
         result = await self._git("ls-tree", "-r", "-l", "-z", "--full-tree", commit_sha)
         if result.returncode != 0:
             raise ScanFailure("clone_failed", "git could not list the repository's files.")
-        entries: list[IndexEntry] = []
-        skipped: Counter[str] = Counter()
-        files_total = 0
-        total_bytes = 0
-        for record in result.stdout.split(b"\0"):
-            if not record:
-                continue
-            meta, _, raw_path = record.partition(b"\t")
-            mode, kind, sha, size = meta.split()
-            path = raw_path.decode("utf-8", "surrogateescape")
-            files_total += 1
-            if kind == b"commit" or mode == b"160000":
-                skipped["submodule"] += 1
-                continue
-            if kind != b"blob":
-                files_total -= 1
-                continue
-            blob_size = int(size)
-            total_bytes += blob_size
-            if mode == b"120000":
-                skipped["symlink"] += 1
-                continue
-            reason = rules.reason(path, blob_size)
+        # A large tree is a lot of parsing: off the event loop.
+        index = await asyncio.to_thread(_parse_tree, result.stdout, rules, commit_sha)
+        candidates = await apply_exclude(index.entries, [entry.path for entry in index.entries], exclude, index.skipped)
+        index.entries = []
+        for entry in candidates:
+            reason = rules.size_reason(entry.size)
             if reason is not None:
-                skipped[reason] += 1
-                continue
-            entries.append(IndexEntry(path=path, blob_sha=sha.decode("ascii"), size=blob_size))
-        return SourceIndex(
-            entries=entries, skipped=skipped, files_total=files_total, total_bytes=total_bytes, commit_sha=commit_sha
-        )
+                index.skipped[reason] += 1
+            else:
+                index.entries.append(entry)
+        return index
 
     async def read(self, entries: Sequence[IndexEntry]) -> AsyncGenerator[tuple[IndexEntry, bytes], None]:
         if not entries:
@@ -288,6 +270,41 @@ class GitTreeSource:
             _kill_group(process)
             with contextlib.suppress(BaseException):
                 await asyncio.shield(process.wait())
+
+
+def _parse_tree(listing: bytes, rules: SkipRules, commit_sha: str) -> SourceIndex:
+    """`git ls-tree -r -l -z` output as an index of the files the built-in path rules keep (sizes
+    not checked yet). Names are bytes in git: kept as such, shown with replacement characters."""
+    entries: list[IndexEntry] = []
+    skipped: Counter[str] = Counter()
+    files_total = 0
+    total_bytes = 0
+    for record in listing.split(b"\0"):
+        if not record:
+            continue
+        meta, _, raw_path = record.partition(b"\t")
+        mode, kind, sha, size = meta.split()
+        files_total += 1
+        if kind == b"commit" or mode == b"160000":
+            skipped["submodule"] += 1
+            continue
+        if kind != b"blob":
+            files_total -= 1
+            continue
+        blob_size = int(size)
+        total_bytes += blob_size
+        if mode == b"120000":
+            skipped["symlink"] += 1
+            continue
+        entry = IndexEntry.of(raw_path, sha.decode("ascii"), blob_size)
+        reason = rules.path_reason(entry.path)
+        if reason is not None:
+            skipped[reason] += 1
+            continue
+        entries.append(entry)
+    return SourceIndex(
+        entries=entries, skipped=skipped, files_total=files_total, total_bytes=total_bytes, commit_sha=commit_sha
+    )
 
 
 # --- a local work tree (the CLI) -------------------------------------------------------------------

@@ -4,16 +4,29 @@ Deleting an organization (a soft delete: its row stays for the audit trail, so n
 cascades) removes its repositories through the repositories slice's hook, and with them their
 scans and findings; the cached engine results are keyed by organization, not repository, so
 scans removes them here.
+
+A `scans.run` task that ends without settling its scan (its worker died on every attempt, or
+could not record the outcome) fails the scan in the same transaction: `worker_lost`, or
+`internal_error`. Otherwise the scan would stay active, and new scans of its repository and ref
+would keep answering it.
 """
 
 from __future__ import annotations
 
+import uuid
+
+import structlog
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from codepulse import tasks
 from codepulse.orgs import service as orgs_service
 from codepulse.orgs.service import Organization
+from codepulse.scans import lifecycle
 from codepulse.scans.models import ScanResultCache
+from codepulse.scans.service import TASK_KIND, WORKER_LOST_MESSAGE
+
+log = structlog.get_logger("codepulse.scans")
 
 
 async def forget_cached_results(session: AsyncSession, org: Organization) -> None:
@@ -21,6 +34,23 @@ async def forget_cached_results(session: AsyncSession, org: Organization) -> Non
     await session.execute(delete(ScanResultCache).where(ScanResultCache.org_id == org.id))
 
 
+async def fail_abandoned_scan(session: AsyncSession, ended: tasks.EndedTask) -> None:
+    """A `scans.run` task ended `dead` or `failed`: its scan, if still active, fails."""
+    if ended.kind != TASK_KIND:
+        return
+    try:
+        scan_id = uuid.UUID(str(ended.payload.get("scan_id")))
+    except ValueError:
+        return
+    if ended.lease_expired:
+        code, message = "worker_lost", WORKER_LOST_MESSAGE
+    else:
+        code, message = "internal_error", "The scan failed unexpectedly."
+    if await lifecycle.abandon_scan(session, scan_id, code, message, ended.finished_at):
+        log.warning("scan.abandoned", scan_id=str(scan_id), task_id=str(ended.id), code=code)
+
+
 def register_hooks() -> None:
-    """Called by `create_app` at start-up; registering again is a no-op."""
+    """Called at start-up (`create_app`, `codepulse worker`); registering again is a no-op."""
     orgs_service.on_org_delete(forget_cached_results)
+    tasks.on_task_ended(fail_abandoned_scan)

@@ -22,7 +22,9 @@ from codepulse.db import advisory_xact_lock
 from codepulse.repositories import service as repositories_service
 from codepulse.scans.models import (
     ERROR_CODE_MAX_LENGTH,
+    MAX_WARNINGS,
     SUMMARY_SEVERITIES,
+    WARNING_MAX_LENGTH,
     FindingDetails,
     FindingStatus,
     Scan,
@@ -92,24 +94,37 @@ async def fail_scan(session: AsyncSession, scan_id: uuid.UUID, code: str, messag
     return await _finish_unsuccessfully(session, scan_id, now, ScanStatus.FAILED, error)
 
 
+async def abandon_scan(session: AsyncSession, scan_id: uuid.UUID, code: str, message: str, now: datetime) -> bool:
+    """A queued or running scan whose task ended without settling it (its worker kept dying, or
+    could not record the outcome): failed, so it never stays active. False when already settled."""
+    error = {"error_code": code[:ERROR_CODE_MAX_LENGTH], "error_message": message[:ERROR_MESSAGE_MAX_LENGTH]}
+    return await _finish_unsuccessfully(session, scan_id, now, ScanStatus.FAILED, error, queued_too=True)
+
+
 async def _finish_unsuccessfully(
-    session: AsyncSession, scan_id: uuid.UUID, now: datetime, status: ScanStatus, values: dict[str, Any]
+    session: AsyncSession,
+    scan_id: uuid.UUID,
+    now: datetime,
+    status: ScanStatus,
+    values: dict[str, Any],
+    *,
+    queued_too: bool = False,
 ) -> bool:
     repo = ScanRepository(session)
     scan = await repo.refresh_scan(scan_id)
     if scan is None:
         return False
-    done = await repo.finish_running(
-        scan_id,
-        {
-            "status": status.value,
-            **values,
-            "finished_at": now,
-            "updated_at": now,
-            "duration_ms": _duration_ms(scan, now),
-        },
-        unless_canceled=False,
-    )
+    outcome = {
+        "status": status.value,
+        **values,
+        "finished_at": now,
+        "updated_at": now,
+        "duration_ms": _duration_ms(scan, now),
+    }
+    if queued_too:
+        done = await repo.finish_active(scan_id, outcome)
+    else:
+        done = await repo.finish_running(scan_id, outcome, unless_canceled=False)
     if done:
         await repositories_service.update_scan_summary(
             session, scan.repository_id, scan_id=scan_id, status=status.value, finished_at=now
@@ -189,6 +204,7 @@ async def complete_scan(
             "engine_calls": result.engine_calls,
             "engine_versions": dict(result.engine_versions),
             "pipeline_signature": pipeline_signature,
+            "warnings": [warning[:WARNING_MAX_LENGTH] for warning in result.warnings[:MAX_WARNINGS]],
             "new_counts": new_counts,
             "open_counts": open_counts,
             "fixed_counts": fixed_counts,
@@ -263,4 +279,5 @@ async def reusable_result(
         cache_hits=earlier.files_scanned,
         engine_versions={str(k): str(v) for k, v in (earlier.engine_versions or {}).items()},
         engine_calls=0,
+        warnings=list(earlier.warnings or []),
     )

@@ -43,6 +43,7 @@ from codepulse.scans.pipeline import scan_repository, scan_source
 from codepulse.scans.pool import EnginePool
 from codepulse.scans.results import PipelineResult
 from codepulse.scans.sarif import build_sarif
+from codepulse.scans.scratch import close_scratches
 
 FORMATS: Final = ("table", "json", "sarif")
 EXIT_OK: Final = 0
@@ -186,6 +187,7 @@ def run(
         raise
     finally:
         pool.close(wait=False)
+        close_scratches()  # this process's (now empty) clone directory
 
 
 # --- output ---------------------------------------------------------------------------------------

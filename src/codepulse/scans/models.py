@@ -46,6 +46,8 @@ TITLE_MAX_LENGTH = 300
 PATH_MAX_LENGTH = 4096
 ERROR_CODE_MAX_LENGTH = 64
 REASON_MAX_LENGTH = 1000
+MAX_WARNINGS = 50
+WARNING_MAX_LENGTH = 500
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 SUMMARY_SEVERITIES = SEVERITIES[:4]
@@ -165,6 +167,8 @@ class Scan(UUIDPrimaryKey, Timestamps, Base):
     duration_ms: Mapped[int | None] = mapped_column(BigInteger)
     error_code: Mapped[str | None] = mapped_column(String(ERROR_CODE_MAX_LENGTH))
     error_message: Mapped[str | None] = mapped_column(Text)
+    # Non-fatal problems of a finished scan (a .codepulse.yml limit hit, an engine error on a file).
+    warnings: Mapped[list[str] | None] = mapped_column(JSON)
 
     queued_at: Mapped[datetime]
     started_at: Mapped[datetime | None]

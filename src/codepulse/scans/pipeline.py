@@ -19,27 +19,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final
 
 import structlog
 
 from codepulse.config import Settings
+from codepulse.scans import repoconfig
 from codepulse.scans.cache import CacheKey, ResultCache
 from codepulse.scans.clone import clone
 from codepulse.scans.engine import RawFinding, fingerprints
 from codepulse.scans.errors import ScanFailure
-from codepulse.scans.files import FileSource, IndexEntry, SkipRules, skip_rules
+from codepulse.scans.files import FileSource, IndexEntry, SkipRules
 from codepulse.scans.git import GitTreeSource
 from codepulse.scans.pool import ChunkItem, ChunkResult, EnginePool
 from codepulse.scans.results import LocatedFinding, PipelineResult
+from codepulse.scans.scratch import scratch
 from codepulse.scans.supervisor import CancelSignal, ProgressCallback, Supervisor
 
 log = structlog.get_logger("codepulse.scans")
@@ -80,8 +80,10 @@ class _Pipeline:
         supervisor: Supervisor,
         max_file_bytes: int,
         max_repository_bytes: int | None,
+        config_budget: float,
     ) -> None:
         self.cache = cache
+        self.config_budget = config_budget
         self.pool = pool
         self.supervisor = supervisor
         self.max_file_bytes = max_file_bytes
@@ -99,15 +101,22 @@ class _Pipeline:
 
     async def scan(self, source: FileSource) -> PipelineResult:
         self.supervisor.update(phase="indexing")
-        rules = skip_rules(self.max_file_bytes, await source.config())
-        index = await source.index(rules)
+        rules = SkipRules(max_file_bytes=self.max_file_bytes)
+        raw_config = await source.config()
+
+        async def exclude(paths: list[str]) -> frozenset[int]:
+            # The repository's own config: parsed and matched in the engine pool (hostile input).
+            outcome = await repoconfig.exclusions(self.pool, raw_config, paths, self.config_budget)
+            self.warnings.extend(outcome.warnings)
+            return outcome.excluded
+
+        index = await source.index(rules, exclude if raw_config is not None else None)
         if self.max_repository_bytes is not None and index.total_bytes > self.max_repository_bytes:
             raise ScanFailure(
                 "repository_too_large",
                 f"The repository's files add up to more than the {self.max_repository_bytes:,}-byte limit "
                 "(SCAN_MAX_REPOSITORY_BYTES).",
             )
-        self.warnings = list(rules.warnings)
         self.skipped.update(index.skipped)
         self.versions = {name: engine.version for name, engine in self.pool.engines.items()}
         wanted = self._wanted(index.entries)
@@ -314,6 +323,7 @@ async def _scan(
         supervisor=supervisor,
         max_file_bytes=settings.SCAN_MAX_FILE_BYTES,
         max_repository_bytes=max_repository_bytes,
+        config_budget=settings.SCAN_CONFIG_TIME_BUDGET_SECONDS,
     )
     started = time.monotonic()
     result = await supervisor.run(pipeline.scan(source))
@@ -344,12 +354,13 @@ async def scan_repository(
     isolated: bool = True,
 ) -> PipelineResult:
     """Clone `url` at `ref` into a private temporary directory and scan it; the directory is
-    removed whatever happens. The URL must have been validated by the caller (the repositories
-    domain's `validate_clone_url`, whose addresses go in `resolve`). Raises ScanFailure or
-    ScanCancelled."""
+    removed whatever happens (or swept at the next start after a crash, see `scratch`). The URL
+    must have been validated by the caller (the repositories domain's `validate_clone_url`, whose
+    addresses go in `resolve`). Raises ScanFailure or ScanCancelled."""
     supervisor = Supervisor(progress, cancelled)
     supervisor.update(phase="cloning")
-    workdir = Path(tempfile.mkdtemp(prefix="codepulse-scan-"))  # mode 0700
+    # Mode 0700, under this process's scratch directory: swept at the next start if we are killed.
+    workdir = await asyncio.to_thread(scratch(settings.SCAN_WORK_DIR).mkdtemp, "scan-")
     try:
         checkout = workdir / "repository"
         await supervisor.run(

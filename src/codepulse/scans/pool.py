@@ -22,7 +22,7 @@ import signal
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
 import structlog
 
@@ -40,6 +40,7 @@ ChunkResult: TypeAlias = "dict[str, list[RawFinding]] | str"
 """The findings per engine, or the error an engine raised on that file."""
 
 KILL_JOIN_SECONDS: Final = 1.0
+T = TypeVar("T")
 
 
 def _init_worker() -> None:
@@ -133,6 +134,15 @@ class EnginePool:
             self.kill()
             return self._ensure().submit(scan_chunk, self.scan_function, list(items))
 
+    def call(self, function: Callable[..., T], *args: Any) -> Future[T]:
+        """Run a picklable module-level function in a worker (work on untrusted input that must
+        not run on the event loop, such as a repository's `.codepulse.yml`)."""
+        try:
+            return self._ensure().submit(function, *args)
+        except BrokenProcessPool:
+            self.kill()
+            return self._ensure().submit(function, *args)
+
     def kill(self) -> None:
         """Terminate the workers now (running chunks are lost); the next submit starts new ones."""
         executor, self._executor = self._executor, None
@@ -149,6 +159,11 @@ class EnginePool:
             with contextlib.suppress(Exception):
                 process.join(KILL_JOIN_SECONDS)
         log.info("scan.engine_pool_killed", processes=len(processes))
+
+    def terminate(self) -> None:
+        """Kill the workers and wait for them (running chunks are lost); the pool cannot be reused."""
+        self.kill()
+        self._closed = True
 
     def close(self, *, wait: bool = True) -> None:
         """Stop the workers (after their current chunk when `wait`); the pool cannot be reused."""

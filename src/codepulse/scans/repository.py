@@ -146,6 +146,10 @@ class ScanRepository:
             conditions.append(Scan.cancel_requested_at.is_(None))
         return await self._update_scan(scan_id, conditions, **values)
 
+    async def finish_active(self, scan_id: uuid.UUID, values: Mapping[str, Any]) -> bool:
+        """Write the outcome of a queued or running scan (one abandoned by its task)."""
+        return await self._update_scan(scan_id, [Scan.status.in_(ACTIVE_STATUSES)], **values)
+
     async def set_outcome(self, scan_id: uuid.UUID, values: Mapping[str, Any]) -> None:
         """Write a scan's results (its status is already settled in the same transaction)."""
         await self._update_scan(scan_id, [], **values)

@@ -48,6 +48,7 @@ from codepulse.scans.pipeline import scan_repository
 from codepulse.scans.pool import EnginePool
 from codepulse.scans.repository import ScanRepository
 from codepulse.scans.results import PipelineResult
+from codepulse.scans.scratch import close_scratches, scratch
 from codepulse.scans.supervisor import CANCEL_POLL_SECONDS, PROGRESS_INTERVAL_SECONDS, Progress
 from codepulse.security import SecretBox
 from codepulse.tasks import PermanentTaskError, TaskContext
@@ -100,10 +101,25 @@ def shared_pool(settings: Settings) -> EnginePool:
 
 
 def close_shared_pool() -> None:
+    """Stop this process's engine pool now: its workers are terminated and waited for (at
+    shutdown, after the task workers stopped; the next scan would start a new pool)."""
     global _shared_pool
-    if _shared_pool is not None:
-        _shared_pool.close(wait=False)
-        _shared_pool = None
+    pool, _shared_pool = _shared_pool, None
+    if pool is not None:
+        pool.terminate()
+
+
+def prepare_process(settings: Settings) -> int:
+    """At the start of a process that runs scans (`serve`, `worker`): sweep the clone directories
+    of processes that are gone (killed before they could remove them). Blocking: run in a thread."""
+    return scratch(settings.SCAN_WORK_DIR).sweep()
+
+
+def release_process() -> None:
+    """At shutdown: the engine pool's processes stopped, this process's clone directory removed.
+    Blocking: run in a thread."""
+    close_shared_pool()
+    close_scratches()
 
 
 class ScanRunner:

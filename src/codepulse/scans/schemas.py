@@ -124,6 +124,9 @@ class ScanRead(BaseModel):
     engine_versions: dict[str, str]
     duration_ms: int | None
     error: ScanError | None
+    warnings: list[str] = Field(
+        description="Non-fatal problems: a `.codepulse.yml` ignored or cut short, an engine error on one file."
+    )
     cancel_requested_at: datetime | None
     queued_at: datetime
     started_at: datetime | None
@@ -157,6 +160,7 @@ class ScanRead(BaseModel):
             engine_versions={str(k): str(v) for k, v in (scan.engine_versions or {}).items()},
             duration_ms=scan.duration_ms,
             error=error,
+            warnings=list(scan.warnings or []),
             cancel_requested_at=scan.cancel_requested_at,
             queued_at=scan.queued_at,
             started_at=scan.started_at,

@@ -35,6 +35,7 @@ from codepulse.orgs.service import OrgAccess, OrgService, Role
 from codepulse.pagination import PageRequest, paginate, paginate_rows
 from codepulse.repositories import service as repositories_service
 from codepulse.repositories.service import Repository, RepositoryAccess
+from codepulse.scans import lifecycle
 from codepulse.scans.engine import RuleInfo, available_engines
 from codepulse.scans.models import (
     SUMMARY_SEVERITIES,
@@ -54,6 +55,7 @@ from codepulse.usage import service as usage_service
 log = structlog.get_logger("codepulse.scans")
 
 TASK_KIND = "scans.run"
+WORKER_LOST_MESSAGE = "The worker running this scan stopped before it finished, on every attempt."
 METER_KIND = "scan.run"
 UPGRADE_PLAN = "team"
 # Scheduled scans yield to the ones people asked for.
@@ -165,7 +167,8 @@ class ScanService:
 
     async def cancel(self, target: ScanAccess, ip: str | None) -> Scan:
         """queued: canceled at once (its task too). running: the worker is asked to stop (it polls,
-        and marks the scan canceled, discarding partial results). Canceled already: unchanged.
+        and marks the scan canceled, discarding partial results), unless no worker runs it any more
+        (its task died, or waits for a re-run): canceled at once. Canceled already: unchanged.
         Succeeded or failed: 409 `scan_finished`."""
         target.org.require(Role.MEMBER)
         scan = target.scan
@@ -176,6 +179,8 @@ class ScanService:
             await repositories_service.update_scan_summary(
                 self.session, scan.repository_id, scan_id=scan.id, status=ScanStatus.CANCELED.value, finished_at=now
             )
+            action = "canceled"
+        elif await self._nobody_runs(scan) and await lifecycle.finish_canceled(self.session, scan.id, now):
             action = "canceled"
         elif await self.repo.request_cancel(scan.id, now):
             action = "cancel_requested"
@@ -192,6 +197,19 @@ class ScanService:
                               {"repository_id": current.repository_id, "ref": current.ref}, ip)  # fmt: skip
         log.info(f"scan.{action}", scan_id=str(current.id))
         return current
+
+    async def _nobody_runs(self, scan: Scan) -> bool:
+        """Whether a running scan's task no longer runs it: gone, finished, or queued again after
+        its worker died (then canceled here). Such a scan is canceled at once, since no worker
+        would ever notice the request."""
+        if scan.task_id is None:
+            return True
+        status = await tasks.task_status(self.session, scan.task_id)
+        if status is tasks.TaskStatus.RUNNING:
+            return False
+        if status is tasks.TaskStatus.QUEUED:
+            return await tasks.cancel_queued(self.session, scan.task_id, now=self.clock())
+        return True
 
     # --- findings ------------------------------------------------------------------------
 
@@ -321,10 +339,14 @@ async def start_scan(
     is returned instead (`created=False`; not metered again). Raises QuotaExceeded (402)."""
     repo = ScanRepository(session)
     key = ref_key(repository, ref)
+    now = clock()
     existing = await repo.active_scan(repository.id, key)
+    if existing is not None and await _task_gone(session, existing):
+        # Stuck: its task died before dead tasks failed their scans. Settle it, queue anew.
+        await lifecycle.abandon_scan(session, existing.id, "worker_lost", WORKER_LOST_MESSAGE, now)
+        existing = None
     if existing is not None:
         return StartedScan(existing, created=False)
-    now = clock()
     await _ensure_quota(session, settings, repository.org_id, now)
     scan = Scan(
         id=uuid.uuid4(),
@@ -362,6 +384,14 @@ async def start_scan(
     await session.flush()
     log.info("scan.queued", scan_id=str(scan.id), repository_id=str(repository.id), trigger=trigger.value)
     return StartedScan(scan, created=True)
+
+
+async def _task_gone(session: AsyncSession, scan: Scan) -> bool:
+    """Whether an active scan's task no longer exists or has finished: nobody will run it."""
+    if scan.task_id is None:
+        return True
+    status = await tasks.task_status(session, scan.task_id)
+    return status not in (tasks.TaskStatus.QUEUED, tasks.TaskStatus.RUNNING)
 
 
 async def _ensure_quota(session: AsyncSession, settings: Settings, org_id: uuid.UUID, now: datetime) -> None:

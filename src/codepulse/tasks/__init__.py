@@ -9,8 +9,11 @@
   worker whose lease expired, and whose task was handed to someone else, cannot overwrite the
   newer run — its result is logged and dropped.
 - A handler exception retries with exponential backoff until max_attempts, then the task is
-  `dead`; `PermanentTaskError` fails it at once. A reaper (scheduler job) re-queues tasks whose
-  lease expired (their worker died) the same way, and prunes old finished tasks.
+  `dead`; `PermanentTaskError` fails it at once. A reaper (scheduler job, every third of a lease)
+  re-queues tasks whose lease expired (their worker died) at once, without backoff, or marks them
+  `dead` after their last attempt, and prunes old finished tasks. A task that ends `dead` or
+  `failed` runs the `on_task_ended` hooks in that transaction: the domain that queued it settles
+  its own state there (the tasks package knows no domain).
 - Wake-up: PostgreSQL NOTIFY from enqueue (delivered at commit) to a LISTEN connection per worker,
   with polling every TASK_POLL_SECONDS as the fallback; SQLite polls.
 
@@ -33,27 +36,31 @@ from codepulse.tasks.handlers import (
     TaskRegistry,
     discover_task_handlers,
 )
-from codepulse.tasks.jobs import prune_tasks_job, reap_expired_job
+from codepulse.tasks.jobs import prune_tasks_job, reap_expired_job, reap_interval
 from codepulse.tasks.models import Task, TaskStatus
 from codepulse.tasks.queue import (
     MAX_RETRY_DELAY,
     ClaimedTask,
+    EndedTask,
     cancel_queued,
     claim_tasks,
     complete_task,
     enqueue,
     fail_task,
+    on_task_ended,
     prune_finished,
     reap_expired,
     release_task,
     renew_lease,
     retry_delay,
+    task_status,
 )
 from codepulse.tasks.worker import Worker, run_worker_process
 
 __all__ = [
     "MAX_RETRY_DELAY",
     "ClaimedTask",
+    "EndedTask",
     "PermanentTaskError",
     "Task",
     "TaskContext",
@@ -67,12 +74,15 @@ __all__ = [
     "discover_task_handlers",
     "enqueue",
     "fail_task",
+    "on_task_ended",
     "prune_finished",
     "prune_tasks_job",
     "reap_expired",
     "reap_expired_job",
+    "reap_interval",
     "release_task",
     "renew_lease",
     "retry_delay",
     "run_worker_process",
+    "task_status",
 ]

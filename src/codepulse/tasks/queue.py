@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.clock import utcnow
 from codepulse.db import claim_rows, notify, rowcount, upsert
+from codepulse.hooks import HookRegistry
 from codepulse.tasks.models import (
     ACTIVE_STATUSES,
     ACTIVE_UNIQUE_KEY_PREDICATE,
@@ -36,6 +37,27 @@ ERROR_MAX_LENGTH = 4000
 # Retry delays double per attempt up to this ceiling (a task with many attempts still retries daily).
 MAX_RETRY_DELAY = timedelta(days=1)
 REAP_BATCH = 500
+
+
+@dataclass(frozen=True)
+class EndedTask:
+    """A task that ended without succeeding (`dead` after its last attempt, or `failed`), as
+    the `on_task_ended` hooks see it."""
+
+    id: uuid.UUID
+    kind: str
+    payload: dict[str, Any]
+    status: TaskStatus
+    error: str
+    lease_expired: bool
+    """True when its worker stopped renewing the lease (crashed, killed, hung), not a handler error."""
+    finished_at: datetime
+
+
+task_ended_hooks: HookRegistry[EndedTask] = HookRegistry("task.ended")
+on_task_ended = task_ended_hooks.register
+"""Register `async (session, ended) -> None`: the domain that queued a task settles its own state
+(a scan stuck `running` otherwise) in the same transaction that ends the task."""
 
 
 # --- enqueue and cancel (in the caller's transaction) ------------------------------------------
@@ -233,7 +255,12 @@ async def fail_task(
     if status is not TaskStatus.QUEUED:
         values["finished_at"] = now
     result = await session.execute(update(TASKS).where(*_held(claimed)).values(status=status.value, **values))
-    return status if rowcount(result) == 1 else None
+    if rowcount(result) != 1:
+        return None
+    if status is not TaskStatus.QUEUED:
+        ended = EndedTask(claimed.id, claimed.kind, claimed.payload, status, values["last_error"], False, now)
+        await _run_ended_hooks(session, ended)
+    return status
 
 
 async def release_task(session: AsyncSession, claimed: ClaimedTask, *, now: datetime) -> bool:
@@ -258,13 +285,14 @@ async def release_task(session: AsyncSession, claimed: ClaimedTask, *, now: date
 
 
 async def reap_expired(
-    session: AsyncSession, *, now: datetime, backoff_seconds: float, default_max_attempts: int, limit: int = REAP_BATCH
+    session: AsyncSession, *, now: datetime, default_max_attempts: int, limit: int = REAP_BATCH
 ) -> int:
-    """Tasks whose lease expired (their worker died or hung): queued again with backoff, or `dead`
-    after their last attempt. Returns how many were reaped."""
+    """Tasks whose lease expired (their worker died or hung): queued again at once (a crash is not
+    a failure of the task: no backoff), or `dead` after their last attempt, which runs the
+    `on_task_ended` hooks in this transaction. Returns how many were reaped."""
     expired = (
         await session.execute(
-            select(TASKS.c.id, TASKS.c.kind, TASKS.c.attempts, TASKS.c.max_attempts, TASKS.c.locked_by)
+            select(TASKS.c.id, TASKS.c.kind, TASKS.c.payload, TASKS.c.attempts, TASKS.c.max_attempts, TASKS.c.locked_by)
             .where(TASKS.c.status == TaskStatus.RUNNING.value, TASKS.c.locked_until < now)
             .order_by(TASKS.c.id)
             .limit(limit)
@@ -276,16 +304,13 @@ async def reap_expired(
     reaped = 0
     for row in expired:
         max_attempts = row.max_attempts if row.max_attempts is not None else default_max_attempts
-        values: dict[str, Any] = {
-            "locked_by": None,
-            "locked_until": None,
-            "updated_at": now,
-            "last_error": f"lease expired: worker {row.locked_by} stopped renewing it",
-        }
-        if row.attempts >= max_attempts:
+        error = f"lease expired: worker {row.locked_by} stopped renewing it"
+        values: dict[str, Any] = {"locked_by": None, "locked_until": None, "updated_at": now, "last_error": error}
+        dead = row.attempts >= max_attempts
+        if dead:
             values.update(status=TaskStatus.DEAD.value, finished_at=now)
         else:
-            values.update(status=TaskStatus.QUEUED.value, run_at=now + retry_delay(backoff_seconds, row.attempts))
+            values.update(status=TaskStatus.QUEUED.value, run_at=now)
         result = await session.execute(
             update(TASKS)
             .where(
@@ -296,17 +321,37 @@ async def reap_expired(
             )
             .values(values)
         )
-        if rowcount(result) == 1:
-            reaped += 1
-            log.warning(
-                "task.lease_expired",
-                task_id=str(row.id),
-                kind=row.kind,
-                attempt=row.attempts,
-                worker=row.locked_by,
-                status=values["status"],
-            )
+        if rowcount(result) != 1:
+            continue
+        reaped += 1
+        log.warning(
+            "task.lease_expired",
+            task_id=str(row.id),
+            kind=row.kind,
+            attempt=row.attempts,
+            worker=row.locked_by,
+            status=values["status"],
+        )
+        if dead:
+            ended = EndedTask(row.id, row.kind, dict(row.payload or {}), TaskStatus.DEAD, error, True, now)
+            await _run_ended_hooks(session, ended)
     return reaped
+
+
+async def _run_ended_hooks(session: AsyncSession, ended: EndedTask) -> None:
+    """The hooks, in a savepoint of the caller's transaction: a failing hook is logged and undone,
+    and never keeps the task from ending (nor the reaper from reaping the others)."""
+    try:
+        async with session.begin_nested():
+            await task_ended_hooks.run(session, ended)
+    except Exception:
+        log.exception("task.ended_hook_failed", task_id=str(ended.id), kind=ended.kind)
+
+
+async def task_status(session: AsyncSession, task_id: uuid.UUID) -> TaskStatus | None:
+    """A task's status; None when there is no such task (never queued, or pruned)."""
+    status = await session.scalar(select(TASKS.c.status).where(TASKS.c.id == task_id))
+    return TaskStatus(status) if status is not None else None
 
 
 async def prune_finished(session: AsyncSession, *, before: datetime) -> int:
