@@ -30,6 +30,7 @@ from codepulse.logging import REQUEST_ID_HEADER, configure_logging
 from codepulse.middleware import RequestLayer, ResponseLayer
 from codepulse.migrations import head_revision
 from codepulse.orgs.hooks import register_hooks as register_orgs_hooks
+from codepulse.pagination import cursor_signer
 from codepulse.ratelimit import RateLimiter
 from codepulse.repositories.hooks import register_hooks as register_repositories_hooks
 from codepulse.scans.hooks import register_hooks as register_scans_hooks
@@ -120,6 +121,7 @@ def create_app(settings: Settings, *, database: Database | None = None, clock: C
     app.state.github_oauth = build_oauth(settings)
     app.state.github_client = GitHubClient(settings)
     app.state.secret_box = SecretBox(settings.secret_key)
+    app.state.cursor_signer = cursor_signer(settings.secret_key)
     app.state.scheduler = scheduler
     app.state.readiness = ReadinessProbe(
         database=db,
