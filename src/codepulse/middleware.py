@@ -26,7 +26,7 @@ from starlette.middleware.gzip import GZipResponder, IdentityResponder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from codepulse.errors import PROBLEM_CONTENT_TYPE, problem_body
-from codepulse.logging import REQUEST_ID_HEADER, log_access
+from codepulse.logging import REQUEST_ID_HEADER, log_access, path_template
 
 log = structlog.get_logger("codepulse.http")
 
@@ -241,7 +241,8 @@ class ResponseLayer:
         try:
             await self.app(scope, receive, guarded_send)
         except Exception:
-            log.exception("http.unhandled_error", method=scope.get("method"), path=scope.get("path"))
+            # The route's template, not the raw path, which can carry tokens (invitation links).
+            log.exception("http.unhandled_error", method=scope.get("method"), path=path_template(scope, 500))
             if started:
                 raise
             detail = "An unexpected error occurred; quote the request id to support."
