@@ -25,8 +25,9 @@ import structlog
 from starlette.middleware.gzip import GZipResponder, IdentityResponder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from codepulse.errors import PROBLEM_CONTENT_TYPE, problem_body
+from codepulse.errors import PROBLEM_CONTENT_TYPE, FieldError, problem_body
 from codepulse.logging import REQUEST_ID_HEADER, log_access, path_template
+from codepulse.text import CONTROL_CHARACTER, url_control_character
 
 log = structlog.get_logger("codepulse.http")
 
@@ -146,6 +147,11 @@ class RequestLayer:
         structlog.contextvars.clear_contextvars()
         _REQUEST_ID_VAR.set(request_id)
         try:
+            # Every route's path and query parameters at once, before any is parsed.
+            refused = url_control_character(path, scope.get("raw_path"), scope["query_string"])
+            if refused is not None:
+                await _send_control_character_problem(scope, send_with_headers, refused)
+                return
             await (self.scoped_app if scoped else self.app)(scope, receive, send_with_headers)
         finally:
             log_access(scope, status, started)
@@ -252,9 +258,19 @@ class ResponseLayer:
 _PROBLEM_CONTENT_TYPE = PROBLEM_CONTENT_TYPE.encode()
 
 
-async def _send_problem(scope: Scope, send: Send, status: int, code: str, detail: str | None) -> None:
+async def _send_control_character_problem(scope: Scope, send: Send, field: str) -> None:
+    message = "Control characters (such as NUL) are not allowed in a path or query parameter."
+    errors = [FieldError(field=field, message=message, code=CONTROL_CHARACTER)]
+    await _send_problem(scope, send, 422, "validation_failed", "The request has invalid fields.", errors)
+
+
+async def _send_problem(
+    scope: Scope, send: Send, status: int, code: str, detail: str | None, errors: list[FieldError] | None = None
+) -> None:
     request_id = scope.get("state", {}).get("request_id")
-    body = json.dumps(problem_body(status=status, code=code, detail=detail, request_id=request_id)).encode()
+    body = json.dumps(
+        problem_body(status=status, code=code, detail=detail, request_id=request_id, errors=errors)
+    ).encode()
     await send(
         {
             "type": "http.response.start",
