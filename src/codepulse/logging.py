@@ -38,7 +38,7 @@ _BEARER = re.compile(r"(?i)(bearer[\s,]+)[A-Za-z0-9._~+/=-]{8,}")
 
 def redact(text: str) -> str:
     """`text` with the credentials a log line may carry replaced by `[redacted]`."""
-    if "=" in text:
+    if "=" in text and ("?" in text or "&" in text or ";" in text):
         text = _URL_CREDENTIAL.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
     if "cp_" in text:
         text = _SESSION_TOKEN.sub(f"cp_{REDACTED}", text)
