@@ -1,8 +1,9 @@
 """The HTTP middleware, as two pure-ASGI layers (no BaseHTTPMiddleware: no task hops, streaming
 bodies work) around the routes, plus Starlette's CORS between them when CORS_ORIGINS is set:
 
-    RequestLayer   request id, log context, access line, security headers; runs the OAuth
-                   routes through their cookie session (Starlette's SessionMiddleware) only
+    RequestLayer   request id, log context, access line, security headers; a control character
+                   in the path or query string -> 422 problem (two byte searches when there is
+                   no `%`); runs the OAuth routes through their cookie session only
     CORSMiddleware only with CORS_ORIGINS
     ResponseLayer  unexpected exception -> 500 problem; framework plain-text error -> problem;
                    gzip (Starlette's responders, skipped outright for small declared bodies)
