@@ -16,6 +16,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from codepulse.app import create_app
 from codepulse.config import Settings
@@ -105,3 +108,12 @@ async def test_requests_needing_the_database_answer_503_with_retry_after(
     text = json_log.getvalue()
     assert PASSWORD not in text
     assert TOKEN not in text
+
+
+async def test_database_error_messages_hold_no_bound_parameters(engine: AsyncEngine) -> None:
+    """Error messages (and so the log) never carry bound values: emails, names, hashes."""
+    async with engine.connect() as connection:
+        with pytest.raises(DBAPIError) as raised:
+            await connection.execute(text("SELECT * FROM no_such_table WHERE secret = :secret"), {"secret": PASSWORD})
+    assert PASSWORD not in str(raised.value)
+    assert "hidden" in str(raised.value)
