@@ -29,6 +29,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from sqlalchemy.engine import make_url
 
 from codepulse.app import create_app
 from codepulse.repositories.dependencies import host_resolver
@@ -156,3 +157,15 @@ def test_the_fuzz_reached_the_operations() -> None:
     print(f"fuzz: {len(REACHED)} requests, {len(succeeded)} of {len(operations)} operations answered 2xx/3xx")
     assert len(succeeded) >= len(operations) // 3
     assert ("GET", "/api/v1/auth/me") in succeeded
+
+
+def test_the_fuzz_sends_nul_and_runs_on_the_suite_database(
+    fuzz_database_url: str, database_server: DatabaseServer
+) -> None:
+    """NUL is what PostgreSQL's text refuses (a 500 before every text input refused it): the
+    strategies must generate it, and the fuzzed app must run on the suite's database, PostgreSQL
+    in its pass."""
+    generation = schema.config.generation
+    assert generation.allow_x00
+    assert generation.codec == "utf-8"
+    assert make_url(fuzz_database_url).get_backend_name() == database_server.dialect

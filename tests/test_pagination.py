@@ -15,13 +15,14 @@ from typing import Any, Literal, cast
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
+from itsdangerous import BadSignature
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Select, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.config import Settings
 from codepulse.db import DbSession, SessionRoute
-from codepulse.errors import BadRequest
+from codepulse.errors import ValidationFailed
 from codepulse.pagination import (
     DEFAULT_LIMIT,
     MAX_CURSOR_LENGTH,
@@ -31,7 +32,7 @@ from codepulse.pagination import (
     PageParams,
     PageRequest,
     SortKey,
-    page_request,
+    cursor_signer,
     paginate,
     paginate_rows,
 )
@@ -218,9 +219,24 @@ def _payload(cursor: str) -> dict[str, Any]:
     return payload
 
 
+# What PageRequests built in code (as these tests do) sign their cursors with.
+PROCESS_SIGNER = PageRequest().signer
+
+
+def _raw(payload: object) -> bytes:
+    return payload if isinstance(payload, bytes) else json.dumps(payload, separators=(",", ":")).encode()
+
+
 def forge(payload: object) -> str:
-    """A well-formed cursor with a valid checksum: what a client that read the format could send."""
-    raw = payload if isinstance(payload, bytes) else json.dumps(payload, separators=(",", ":")).encode()
+    """A well-formed cursor signed with the key: what only the server itself can produce, to test
+    the decoder's own checks behind the signature."""
+    return PROCESS_SIGNER.sign(_b64(_raw(payload))).decode()
+
+
+def checksummed(payload: object) -> str:
+    """The cursor a client that read the format could build: before signing, cursors carried
+    a keyless blake2b checksum, which anyone can compute."""
+    raw = _raw(payload)
     checksum = hashlib.blake2b(raw, digest_size=8, person=b"codepulse.cursor").digest()
     return f"{_b64(raw)}.{_b64(checksum)}"
 
@@ -253,6 +269,15 @@ TAMPERINGS: dict[str, Callable[[str], str]] = {
     "naive datetime": lambda cursor: _with_values(cursor, ["2025-03-01T12:00:00", _payload(cursor)["v"][1]]),
     "number for datetime": lambda cursor: _with_values(cursor, [1740830400, _payload(cursor)["v"][1]]),
     "bad uuid": lambda cursor: _with_values(cursor, [_payload(cursor)["v"][0], "not-a-uuid"]),
+    # Before year 1 in UTC, or after 9999: astimezone raised OverflowError, a 500.
+    "datetime before year 1": lambda cursor: _with_values(
+        cursor, ["0001-01-01T00:00:00+05:00", _payload(cursor)["v"][1]]
+    ),
+    "datetime after 9999": lambda cursor: _with_values(cursor, ["9999-12-31T23:59:59-05:00", _payload(cursor)["v"][1]]),
+    "unsigned (checksummed)": lambda cursor: checksummed(_payload(cursor)),
+    "signed with another key": lambda cursor: (
+        cursor_signer("another-key-" + "x" * 40).sign(cursor.split(".")[0]).decode()
+    ),
 }
 
 
@@ -262,17 +287,18 @@ async def test_malformed_or_edited_cursor_is_invalid_cursor(session: AsyncSessio
     order = sort_keys(ORDERS["asc"])
     _, cursor = await paginate(session, runs_stmt(), order=order, params=PageRequest(1))
     assert cursor is not None
-    with pytest.raises(BadRequest) as raised:
+    with pytest.raises(ValidationFailed) as raised:
         await paginate(session, runs_stmt(), order=order, params=PageRequest(1, TAMPERINGS[tampering](cursor)))
     assert raised.value.instance_code == "invalid_cursor"
-    assert raised.value.status == 400
+    assert raised.value.status == 422
+    assert [error.field for error in raised.value.errors] == ["query.cursor"]
 
 
 @pytest.mark.parametrize("other", ["desc", "mixed", "nullable-asc"])
 async def test_cursor_from_another_sort_is_invalid_cursor(session: AsyncSession, other: str) -> None:
     await make_runs(session, 3)
     _, cursor = await paginate(session, runs_stmt(), order=sort_keys(ORDERS["asc"]), params=PageRequest(1))
-    with pytest.raises(BadRequest, match="different sort order") as raised:
+    with pytest.raises(ValidationFailed, match="different sort order") as raised:
         await paginate(session, runs_stmt(), order=sort_keys(ORDERS[other]), params=PageRequest(1, cursor))
     assert raised.value.instance_code == "invalid_cursor"
 
@@ -301,13 +327,13 @@ def test_cursor_round_trips_every_supported_type() -> None:
         0.1,
     ]
     codec = _codec(*types)
-    decoded = codec.decode(codec.encode(values))
+    decoded = codec.decode(codec.encode(values, PROCESS_SIGNER), PROCESS_SIGNER)
     assert decoded == tuple(values)
     assert [type(value) for value in decoded] == [type(value) for value in values]
     assert decoded[2].as_tuple() == Decimal("12.3400").as_tuple()  # exact, trailing zeros kept
     assert decoded[5].tzinfo == UTC
     nullable = _codec(str, datetime, nullable=True)
-    assert nullable.decode(nullable.encode([None, None])) == (None, None)
+    assert nullable.decode(nullable.encode([None, None], PROCESS_SIGNER), PROCESS_SIGNER) == (None, None)
 
 
 @pytest.mark.parametrize(
@@ -328,30 +354,32 @@ def test_cursor_round_trips_every_supported_type() -> None:
         (JobRunStatus, "paused"),
         (date, "2025-13-01"),
         (uuid.UUID, 7),
+        (datetime, "0001-01-01T00:00:00+05:00"),
+        (datetime, "9999-12-31T23:59:59-05:00"),
     ],
 )
 def test_forged_values_of_the_wrong_type_are_invalid_cursor(python_type: type[Any], raw: object) -> None:
     codec = _codec(python_type)
-    with pytest.raises(BadRequest) as raised:
-        codec.decode(forge({"s": codec.spec_id, "v": [raw]}))
+    with pytest.raises(ValidationFailed) as raised:
+        codec.decode(forge({"s": codec.spec_id, "v": [raw]}), PROCESS_SIGNER)
     assert raised.value.instance_code == "invalid_cursor"
 
 
 def test_values_a_cursor_cannot_hold_are_programming_errors() -> None:
     with pytest.raises(TypeError, match="naive"):
-        _codec(datetime).encode([datetime(2025, 3, 1)])  # noqa: DTZ001 - the naive value is the point
+        _codec(datetime).encode([datetime(2025, 3, 1)], PROCESS_SIGNER)  # noqa: DTZ001 - the naive value is the point
     with pytest.raises(TypeError, match="expected int"):
-        _codec(int).encode([True])
+        _codec(int).encode([True], PROCESS_SIGNER)
     with pytest.raises(TypeError, match="nullable"):
-        _codec(str).encode([None])
+        _codec(str).encode([None], PROCESS_SIGNER)
     with pytest.raises(ValueError, match="exceeds"):
-        _codec(str).encode(["x" * MAX_CURSOR_LENGTH])
+        _codec(str).encode(["x" * MAX_CURSOR_LENGTH], PROCESS_SIGNER)
     with pytest.raises(TypeError, match="type="):
         Keyset([SortKey(literal_column("k"))])
 
 
 async def test_page_request_bounds() -> None:
-    assert await page_request() == PageRequest(limit=DEFAULT_LIMIT, cursor=None)
+    assert PageRequest() == PageRequest(limit=DEFAULT_LIMIT, cursor=None)
     assert PageRequest(MAX_LIMIT).limit == MAX_LIMIT
     for bad in (0, MAX_LIMIT + 1):
         with pytest.raises(ValueError, match="limit"):
@@ -441,19 +469,45 @@ async def test_http_overlong_cursor_is_validation_failed(client: httpx.AsyncClie
     assert [error["field"] for error in body["errors"]] == ["query.cursor"]
 
 
-async def test_http_tampered_cursor_is_a_400_problem(client: httpx.AsyncClient, session: AsyncSession) -> None:
+async def test_http_tampered_cursor_is_a_422_problem(client: httpx.AsyncClient, session: AsyncSession) -> None:
     await make_runs(session, 3)
     cursor = (await client.get("/api/v1/_test/pagination/runs", params={"limit": 1})).json()["next_cursor"]
     response = await client.get(
         "/api/v1/_test/pagination/runs", params={"limit": 1, "cursor": _flip_payload_char(cursor)}
     )
-    body = assert_problem(response, 400, "invalid_cursor")
+    body = assert_problem(response, 422, "invalid_cursor")
     assert "without a cursor" in body["detail"]
+    assert [error["field"] for error in body["errors"]] == ["query.cursor"]
 
 
-async def test_http_cursor_from_another_sort_is_a_400_problem(client: httpx.AsyncClient, session: AsyncSession) -> None:
+async def test_http_cursor_from_another_sort_is_a_422_problem(client: httpx.AsyncClient, session: AsyncSession) -> None:
     await make_runs(session, 3)
     cursor = (await client.get("/api/v1/_test/pagination/runs", params={"limit": 1})).json()["next_cursor"]
     response = await client.get("/api/v1/_test/pagination/runs", params={"limit": 1, "cursor": cursor, "sort": "job"})
-    body = assert_problem(response, 400, "invalid_cursor")
+    body = assert_problem(response, 422, "invalid_cursor")
     assert "different sort order" in body["detail"]
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+async def test_http_forged_cursor_with_an_extreme_datetime_is_a_422_problem(
+    client: httpx.AsyncClient, session: AsyncSession, moment: str
+) -> None:
+    """The reported attack: a checksummed cursor (the old format anyone could build) holding a
+    datetime out of range in UTC answered 500 (OverflowError)."""
+    await make_runs(session, 3)
+    cursor = (await client.get("/api/v1/_test/pagination/runs", params={"limit": 1})).json()["next_cursor"]
+    payload = _payload(cursor)
+    forged = checksummed({**payload, "v": [moment, payload["v"][1]]})
+    response = await client.get("/api/v1/_test/pagination/runs", params={"limit": 1, "cursor": forged})
+    assert_problem(response, 422, "invalid_cursor")
+
+
+async def test_http_cursors_are_signed_with_the_secret_key(
+    client: httpx.AsyncClient, session: AsyncSession, settings: Settings
+) -> None:
+    await make_runs(session, 3)
+    cursor = (await client.get("/api/v1/_test/pagination/runs", params={"limit": 1})).json()["next_cursor"]
+    encoded_payload = cursor.split(".")[0]
+    assert cursor_signer(settings.secret_key).sign(encoded_payload).decode() == cursor
+    with pytest.raises(BadSignature):
+        cursor_signer(settings.secret_key).unsign(PROCESS_SIGNER.sign(encoded_payload))

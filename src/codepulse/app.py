@@ -32,6 +32,7 @@ from codepulse.logging import REQUEST_ID_HEADER, configure_logging
 from codepulse.middleware import HttpLayer
 from codepulse.migrations import head_revision
 from codepulse.orgs.hooks import register_hooks as register_orgs_hooks
+from codepulse.pagination import cursor_signer
 from codepulse.ratelimit import RateLimiter
 from codepulse.repositories.hooks import register_hooks as register_repositories_hooks
 from codepulse.routing import ApiRoute
@@ -133,6 +134,7 @@ def create_app(settings: Settings, *, database: Database | None = None, clock: C
     app.state.github_client = GitHubClient(settings)
     app.state.github_app = build_github_app(settings)
     app.state.secret_box = SecretBox(settings.secret_key)
+    app.state.cursor_signer = cursor_signer(settings.secret_key)
     app.state.scheduler = scheduler
     app.state.readiness = ReadinessProbe(
         database=db,

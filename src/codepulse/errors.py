@@ -15,7 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = structlog.get_logger("codepulse.errors")
@@ -268,7 +269,32 @@ async def _integrity_error_handler(request: Request, exc: Exception) -> JSONResp
     )
 
 
+# Seconds a client should wait before retrying while the database is unreachable.
+DATABASE_RETRY_AFTER_SECONDS = 5
+# The DBAPI's "errors related to the database's operation" (connection refused or lost, the
+# server shutting down, SQLite unable to open its file or locked past busy_timeout) and a pool
+# with no connection to give: an outage, not a bug.
+DATABASE_UNAVAILABLE_ERRORS = (OperationalError, InterfaceError, PoolTimeout)
+
+
+async def _database_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    # One compact line, no traceback: an outage under load would otherwise log one per request.
+    orig = getattr(exc, "orig", None) or exc
+    log.warning("db.unavailable", error=type(orig).__name__, detail=(str(orig).strip().splitlines() or [""])[0][:300])
+    return problem_response(
+        503,
+        "database_unavailable",
+        title="Database unavailable",
+        detail="The database cannot be reached right now; retry later.",
+        request_id=request_id_of(request),
+        extra={"retry_after": DATABASE_RETRY_AFTER_SECONDS},
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    for error_class in DATABASE_UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error_class, _database_unavailable_handler)
     app.add_exception_handler(IntegrityError, _integrity_error_handler)
     app.add_exception_handler(DomainError, _domain_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)

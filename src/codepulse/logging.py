@@ -23,6 +23,44 @@ class _CodepulseHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks our handler so reconfiguring replaces it and leaves others (pytest's) alone."""
 
 
+REDACTED = "[redacted]"
+# Credentials that ride in URLs: the scan WebSocket's `?token=`, mail links' `token`, OAuth's
+# `code` and `state`, and the usual names of keys and signatures. The value ends where the URL
+# or the quoted string around it ends (JSON escapes included).
+_URL_CREDENTIAL = re.compile(
+    r"(?i)(?<=[?&;])((?:access_|refresh_|id_)?token|code|state|password|secret|client_secret|api_?key|key|sig"
+    r"|signature)=[^&;\s\"'#<>\\]+"
+)
+# A codepulse session token anywhere (a subprotocol header, an exception message), and bearer
+# credentials (`Authorization: Bearer ...`).
+_SESSION_TOKEN = re.compile(r"cp_[A-Za-z0-9_-]{8,}")
+_BEARER = re.compile(r"(?i)(bearer[\s,]+)[A-Za-z0-9._~+/=-]{8,}")
+
+
+def redact(text: str) -> str:
+    """`text` with the credentials a log line may carry replaced by `[redacted]`."""
+    if "=" in text and ("?" in text or "&" in text or ";" in text):
+        text = _URL_CREDENTIAL.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
+    if "cp_" in text:
+        text = _SESSION_TOKEN.sub(f"cp_{REDACTED}", text)
+    if "earer" in text:
+        text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+    return text
+
+
+class _Redacting:
+    """Wraps the renderer: redaction runs on the finished line, so every field, nested value,
+    traceback and foreign (uvicorn, websockets) message is covered alike, and only lines that
+    are actually written pay for it."""
+
+    def __init__(self, renderer: structlog.types.Processor) -> None:
+        self.renderer = renderer
+
+    def __call__(self, logger: Any, name: str, event_dict: structlog.types.EventDict) -> str:
+        rendered = self.renderer(logger, name, event_dict)
+        return redact(rendered if isinstance(rendered, str) else str(rendered))
+
+
 def configure_logging(settings: Settings, *, stream: IO[str] | None = None) -> None:
     """Route structlog and stdlib logging (uvicorn's too) through one renderer."""
     shared: list[structlog.types.Processor] = [
@@ -34,8 +72,6 @@ def configure_logging(settings: Settings, *, stream: IO[str] | None = None) -> N
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if settings.LOG_JSON
-        # Plain tracebacks: with rich installed (a dev tool pulls it in) structlog would render
-        # every frame's locals, seconds per exception, and print secrets held in locals.
         else structlog.dev.ConsoleRenderer(
             colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
         )
@@ -52,15 +88,15 @@ def configure_logging(settings: Settings, *, stream: IO[str] | None = None) -> N
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    exception_processors: list[structlog.types.Processor] = (
-        [structlog.processors.dict_tracebacks] if settings.LOG_JSON else []
-    )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            *exception_processors,
-            renderer,
+            # One plain-text traceback (the stdlib's) in both modes, never frame locals:
+            # structlog's dict tracebacks and rich's render every frame's variables, which put
+            # passwords and tokens in the log and made each error line ~70 KB.
+            structlog.processors.format_exc_info,
+            _Redacting(renderer),
         ],
     )
     handler = _CodepulseHandler(stream or sys.stderr)

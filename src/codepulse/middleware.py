@@ -2,8 +2,10 @@
 bodies work) around the routes, in two halves, split around Starlette's CORS when CORS_ORIGINS
 is set:
 
-    HttpLayer outer  request id, log context, access line, security headers; runs the OAuth
-                     routes through their cookie session (Starlette's SessionMiddleware) only
+    HttpLayer outer  request id, log context, access line, security headers; a control
+                     character in the path or query string -> 422 problem (two byte searches
+                     when there is no `%`); runs the OAuth routes through their cookie session
+                     (Starlette's SessionMiddleware) only
     CORSMiddleware   only with CORS_ORIGINS
     HttpLayer inner  unexpected exception -> 500 problem; framework plain-text error -> problem;
                      gzip (Starlette's responders, skipped outright for small declared bodies)
@@ -24,8 +26,9 @@ import structlog
 from starlette.middleware.gzip import GZipResponder, IdentityResponder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from codepulse.errors import PROBLEM_CONTENT_TYPE, problem_body
-from codepulse.logging import REQUEST_ID_HEADER, REQUEST_ID_VAR, USER_ID_VAR, log_access
+from codepulse.errors import PROBLEM_CONTENT_TYPE, FieldError, problem_body
+from codepulse.logging import REQUEST_ID_HEADER, REQUEST_ID_VAR, USER_ID_VAR, log_access, path_template
+from codepulse.text import CONTROL_CHARACTER, url_control_character
 
 log = structlog.get_logger("codepulse.http")
 
@@ -181,7 +184,11 @@ class HttpLayer:
         request_token = REQUEST_ID_VAR.set(request_id)
         user_token = USER_ID_VAR.set(...)  # structlog's "not bound"
         try:
-            if self.inner:
+            # Every route's path and query parameters at once, before any is parsed.
+            refused = url_control_character(path, scope.get("raw_path"), scope["query_string"])
+            if refused is not None:
+                await _send_control_character_problem(scope, send_with_headers, refused)
+            elif self.inner:
                 await self._inner(app, scope, receive, send_with_headers)
             else:
                 await app(scope, receive, send_with_headers)
@@ -223,7 +230,8 @@ class HttpLayer:
         try:
             await app(scope, receive, send_from_route)
         except Exception:
-            log.exception("http.unhandled_error", method=scope.get("method"), path=scope.get("path"))
+            # The route's template, not the raw path, which can carry tokens (invitation links).
+            log.exception("http.unhandled_error", method=scope.get("method"), path=path_template(scope, 500))
             if started:
                 raise
             detail = "An unexpected error occurred; quote the request id to support."
@@ -242,9 +250,19 @@ def _encoder(app: ASGIApp, scope: Scope, send: Send, minimum_size: int) -> Send:
 _PROBLEM_CONTENT_TYPE = PROBLEM_CONTENT_TYPE.encode()
 
 
-async def _send_problem(scope: Scope, send: Send, status: int, code: str, detail: str | None) -> None:
+async def _send_control_character_problem(scope: Scope, send: Send, field: str) -> None:
+    message = "Control characters (such as NUL) are not allowed in a path or query parameter."
+    errors = [FieldError(field=field, message=message, code=CONTROL_CHARACTER)]
+    await _send_problem(scope, send, 422, "validation_failed", "The request has invalid fields.", errors)
+
+
+async def _send_problem(
+    scope: Scope, send: Send, status: int, code: str, detail: str | None, errors: list[FieldError] | None = None
+) -> None:
     request_id = scope.get("state", {}).get("request_id")
-    body = json.dumps(problem_body(status=status, code=code, detail=detail, request_id=request_id)).encode()
+    body = json.dumps(
+        problem_body(status=status, code=code, detail=detail, request_id=request_id, errors=errors)
+    ).encode()
     await send(
         {
             "type": "http.response.start",

@@ -14,11 +14,12 @@ order is total; a page is `WHERE (keys) after (the last row's keys) ORDER BY key
 and the extra row says whether a next page exists. The WHERE is the portable OR-of-ANDs
 expansion (`a > x OR (a = x AND b > y) ...`), so mixed directions work on SQLite and PostgreSQL.
 
-The cursor is `base64url(compact JSON).base64url(checksum)`. The JSON holds the last row's key
-values and an id of the sort spec, so a cursor from another sort order is refused. The checksum
-is not a secret: it catches truncated or edited cursors with a clear 400 `invalid_cursor`. A
-client that forges a well-formed cursor only chooses where its own list starts: values are typed,
-range-checked and bound as parameters, and the query's own filters still apply.
+The cursor is `base64url(compact JSON).signature`: an itsdangerous HMAC-SHA256 signature keyed
+with SECRET_KEY (the app's signer, `request.app.state.cursor_signer`; code that builds a
+`PageRequest` itself gets a random per-process key). The JSON holds the last row's key values and
+an id of the sort spec, so a cursor from another sort order is refused. Clients cannot forge
+cursors, so only values this server produced reach the decoder; it still types and range-checks
+them, and anything it cannot decode, edited or not, is a 422 `invalid_cursor` problem, never a 500.
 
 NULLs: a nullable key sorts NULLs after every value (`NULLS LAST` ascending, `NULLS FIRST`
 descending: PostgreSQL's default, so its indexes still serve the order; SQLite is told
@@ -33,22 +34,24 @@ import hashlib
 import json
 import math
 import re
+import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Annotated, Any, Generic, Literal, TypeVar, TypeVarTuple
 
-from fastapi import Depends, Query
+from fastapi import Depends, Query, Request
+from itsdangerous import BadSignature, Signer
 from pydantic import BaseModel, Field
 from sqlalchemy import Column, ColumnElement, Row, Select, SQLColumnExpression, and_, false, inspect, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import Label
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from codepulse.errors import BadRequest
+from codepulse.errors import FieldError, ValidationFailed
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
@@ -70,12 +73,22 @@ class Page(BaseModel, Generic[T]):
     )
 
 
+def cursor_signer(secret_key: str | bytes) -> Signer:
+    """The signer of cursors for this key (built once per app: `app.state.cursor_signer`)."""
+    return Signer(secret_key, salt="codepulse.cursor", key_derivation="hmac", digest_method=hashlib.sha256)
+
+
+# For PageRequests built in code (services, jobs): their cursors only come back within the process.
+_PROCESS_SIGNER = cursor_signer(secrets.token_bytes(32))
+
+
 @dataclass(frozen=True)
 class PageRequest:
     """Where a page starts and how long it is; what `PageParams` parses from the query string."""
 
     limit: int = DEFAULT_LIMIT
     cursor: str | None = None
+    signer: Signer = field(default=_PROCESS_SIGNER, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # Services and jobs build these directly too; keep the same bounds as the HTTP layer.
@@ -84,13 +97,14 @@ class PageRequest:
 
 
 async def page_request(
+    request: Request,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Page size, 1 to {MAX_LIMIT}.")] = DEFAULT_LIMIT,
     cursor: Annotated[
         str | None,
         Query(max_length=MAX_CURSOR_LENGTH, description="The `next_cursor` of the previous page; omit for the first."),
     ] = None,
 ) -> PageRequest:
-    return PageRequest(limit=limit, cursor=cursor)
+    return PageRequest(limit=limit, cursor=cursor, signer=request.app.state.cursor_signer)
 
 
 PageParams = Annotated[PageRequest, Depends(page_request)]
@@ -125,7 +139,6 @@ class _InvalidCursor(ValueError):
 
 
 _CURSOR_FORMAT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
-_CHECKSUM_PERSON = b"codepulse.cursor"
 _INVALID_DETAIL = "The cursor is malformed or was modified; request the list again without a cursor."
 _OTHER_SORT_DETAIL = "The cursor belongs to a different sort order; request the list again without a cursor."
 _INT64 = range(-(2**63), 2**63)
@@ -139,10 +152,6 @@ def _b64encode(data: bytes) -> str:
 
 def _b64decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _checksum(payload: bytes) -> bytes:
-    return hashlib.blake2b(payload, digest_size=8, person=_CHECKSUM_PERSON).digest()
 
 
 def _expression(column: SQLColumnExpression[Any]) -> ColumnElement[Any]:
@@ -314,38 +323,41 @@ class Keyset:
             beyond = or_(beyond, key.expr.is_(None))
         return beyond
 
-    def encode(self, values: Sequence[Any]) -> str:
+    def encode(self, values: Sequence[Any], signer: Signer) -> str:
         encoded = [_encode_value(value, key) for key, value in zip(self.keys, values, strict=True)]
         payload = json.dumps(
             {"s": self.spec_id, "v": encoded}, separators=(",", ":"), ensure_ascii=False, allow_nan=False
         ).encode()
-        cursor = f"{_b64encode(payload)}.{_b64encode(_checksum(payload))}"
+        cursor = signer.sign(_b64encode(payload)).decode("ascii")
         if len(cursor) > MAX_CURSOR_LENGTH:
             # Clients could not send it back; keep string keys short (a 200-character name fits).
             raise ValueError(f"cursor of {len(cursor)} characters exceeds {MAX_CURSOR_LENGTH}")
         return cursor
 
-    def decode(self, cursor: str) -> tuple[Any, ...]:
-        """The key values in `cursor`; raises BadRequest(code="invalid_cursor") for anything else."""
+    def decode(self, cursor: str, signer: Signer) -> tuple[Any, ...]:
+        """The key values in `cursor`; raises a 422 `invalid_cursor` problem for anything else."""
         try:
             if len(cursor) > MAX_CURSOR_LENGTH or not _CURSOR_FORMAT.fullmatch(cursor):
                 raise _InvalidCursor("not a cursor")
-            encoded_payload, encoded_checksum = cursor.split(".")
-            payload = _b64decode(encoded_payload)
-            if _b64decode(encoded_checksum) != _checksum(payload):
-                raise _InvalidCursor("checksum mismatch")
-            data = json.loads(payload)
+            data = json.loads(_b64decode(signer.unsign(cursor).decode("ascii")))
             if not isinstance(data, dict) or not isinstance(data.get("v"), list):
                 raise _InvalidCursor("unexpected shape")
             if data.get("s") != self.spec_id:
-                raise BadRequest(_OTHER_SORT_DETAIL, code="invalid_cursor")
+                raise invalid_cursor(_OTHER_SORT_DETAIL)
             raw_values: list[Any] = data["v"]
             if len(raw_values) != len(self.keys):
                 raise _InvalidCursor("wrong number of keys")
             return tuple(_decode_value(raw, key) for key, raw in zip(self.keys, raw_values, strict=True))
-        except (ValueError, TypeError, InvalidOperation, binascii.Error) as error:
-            # _InvalidCursor, bad base64/UTF-8/JSON, and the type constructors' errors alike.
-            raise BadRequest(_INVALID_DETAIL, code="invalid_cursor") from error
+        except (ValueError, TypeError, ArithmeticError, InvalidOperation, binascii.Error, BadSignature) as error:
+            # _InvalidCursor, a bad signature, bad base64/UTF-8/JSON, the type constructors' errors
+            # and out-of-range values (a datetime whose UTC form is before year 1: OverflowError).
+            raise invalid_cursor(_INVALID_DETAIL) from error
+
+
+def invalid_cursor(detail: str) -> ValidationFailed:
+    """The 422 problem for a `cursor` this list did not produce."""
+    error = FieldError(field="query.cursor", message=detail, code="invalid_cursor")
+    return ValidationFailed([error], detail, code="invalid_cursor")
 
 
 def _primary_key(stmt: Select[*tuple[Any, ...]]) -> list[SQLColumnExpression[Any]]:
@@ -380,7 +392,7 @@ async def _fetch(
     keyset = _full_order(stmt, order, tiebreaker)
     if params.cursor is not None:
         # Decoded before any query runs: a bad cursor costs no database work.
-        stmt = stmt.where(keyset.after(keyset.decode(params.cursor)))
+        stmt = stmt.where(keyset.after(keyset.decode(params.cursor, params.signer)))
     # The key values ride along as extra trailing columns, so expressions and joins work alike.
     paged = stmt.add_columns(*(key.expr for key in keyset.keys))
     paged = paged.order_by(None).order_by(*keyset.order_by()).limit(params.limit + 1)
@@ -394,7 +406,7 @@ async def _fetch(
     next_cursor = None
     if len(rows) > params.limit:
         items = items[: params.limit]
-        next_cursor = keyset.encode(tuple(rows[params.limit - 1])[width:])
+        next_cursor = keyset.encode(tuple(rows[params.limit - 1])[width:], params.signer)
     return items, next_cursor
 
 
@@ -413,7 +425,7 @@ async def paginate(
     with it; pass `tiebreaker=[unique columns]` when the statement selects no mapped entity, or
     `tiebreaker=()` when `order` is already total.
     paginate owns the statement's ORDER BY and LIMIT; its WHERE, joins and options are kept.
-    Raises BadRequest(code="invalid_cursor") for a cursor this order did not produce.
+    Raises a 422 problem `invalid_cursor` for a cursor this order did not produce.
     """
     if len(stmt.column_descriptions) != 1:
         raise ValueError("paginate takes a statement selecting one entity or column; use paginate_rows")

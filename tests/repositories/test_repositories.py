@@ -314,7 +314,7 @@ async def test_sorting_and_pagination(
         headers=owner.headers,
         params={"sort": "open_findings", "cursor": cursor["next_cursor"]},
     )
-    assert (mixed.status_code, mixed.json()["code"]) == (400, "invalid_cursor")
+    assert (mixed.status_code, mixed.json()["code"]) == (422, "invalid_cursor")
 
     alpha = (await client.get(f"{API}/repositories/{ids['Alpha']}", headers=owner.headers)).json()
     assert alpha["last_scan"]["status"] == "succeeded"

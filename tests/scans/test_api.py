@@ -138,7 +138,7 @@ async def test_lists_filters_and_cursors(
     ).json()
     assert [s["id"] for s in only["items"]] == [other_scan["id"]]
     bad = await client.get(url, headers=owner.headers, params={"cursor": "nope.nope"})
-    assert (bad.status_code, bad.json()["code"]) == (400, "invalid_cursor")
+    assert (bad.status_code, bad.json()["code"]) == (422, "invalid_cursor")
     bad_status = await client.get(url, headers=owner.headers, params={"status": "sleeping"})
     assert bad_status.status_code == 422
 

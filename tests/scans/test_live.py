@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from codepulse.db import Database
+from codepulse.logging import configure_logging
 from codepulse.scans import live
 from codepulse.scans.models import Scan
 from tests.auth.helpers import register
@@ -188,3 +190,75 @@ async def test_websocket_close_codes(flow: Flow, tmp_path: Path, case: str) -> N
         async with connect(f"{origin}/ws/scans/{scan_id}{query}") as socket:
             assert await asyncio.wait_for(_messages(socket), timeout=10) == []
         assert socket.close_code == expected
+
+
+class LogStream(io.StringIO):
+    """A log buffer that tells when it is written to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = asyncio.Event()
+
+    def write(self, text: str) -> int:
+        self.written.set()
+        return super().write(text)
+
+    async def wait_for(self, text: str) -> None:
+        async with asyncio.timeout(10):
+            while text not in self.getvalue():
+                self.written.clear()
+                await self.written.wait()
+
+
+@pytest.fixture
+def log_stream(flow: Flow) -> Iterator[Callable[[bool], LogStream]]:
+    """`log_stream(json)`: our log handler writing into a buffer (restored to the run's after)."""
+
+    def configure(json_mode: bool) -> LogStream:
+        stream = LogStream()
+        configure_logging(flow.settings.model_copy(update={"LOG_JSON": json_mode}), stream=stream)
+        return stream
+
+    yield configure
+    configure_logging(flow.settings)
+
+
+@pytest.mark.parametrize("json_mode", [False, True], ids=["console", "json"])
+async def test_a_client_leaving_is_a_normal_end_and_the_query_token_is_never_logged(
+    flow: Flow, tmp_path: Path, log_stream: Callable[[bool], LogStream], json_mode: bool
+) -> None:
+    """The client closes while the scan is still queued (it may never change): the server notices
+    at once, logs no error, and neither uvicorn's lines nor ours hold the `?token=`."""
+    scan = await _scan_with_a_secret(flow, tmp_path)
+    output = log_stream(json_mode)
+    async with served(_app(flow)) as origin:
+        async with connect(f"{origin}/ws/scans/{scan['id']}?token={flow.owner.token}") as socket:
+            first = json.loads(await asyncio.wait_for(socket.recv(), timeout=5))
+            assert first["scan"]["status"] == "queued"
+        await output.wait_for("scans.live_disconnected")
+    text = output.getvalue()
+    assert flow.owner.token not in text
+    assert flow.owner.token[3:20] not in text
+    assert "?token=[redacted]" in text  # uvicorn's "WebSocket /ws/scans/...?token=..." [accepted] line
+    assert "Traceback" not in text
+    assert "Exception in ASGI application" not in text
+
+
+async def test_a_client_leaving_before_the_answer_is_a_normal_end(
+    flow: Flow, tmp_path: Path, log_stream: Callable[[bool], LogStream]
+) -> None:
+    """The client closes right after the handshake, before the server has checked its token."""
+    scan = await _scan_with_a_secret(flow, tmp_path)
+    output = log_stream(False)
+    async with served(_app(flow)) as origin:
+        for _ in range(5):
+            async with connect(f"{origin}/ws/scans/{scan['id']}", subprotocols=["bearer", flow.owner.token]):  # type: ignore[list-item]
+                pass
+        # A last client that stays to the end: every earlier handler has run by then.
+        assert await flow.run_worker() == 1
+        async with connect(f"{origin}/ws/scans/{scan['id']}", subprotocols=["bearer", flow.owner.token]) as socket:  # type: ignore[list-item]
+            await asyncio.wait_for(_messages(socket), timeout=10)
+    text = output.getvalue()
+    assert flow.owner.token not in text
+    assert "Traceback" not in text
+    assert "Exception in ASGI application" not in text

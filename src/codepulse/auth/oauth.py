@@ -49,6 +49,7 @@ from codepulse.integrations.github_app import GitHubApp, GitHubAppToken
 from codepulse.ratelimit import Rule
 from codepulse.routing import DomainRouter
 from codepulse.security import SecretBox
+from codepulse.text import Line
 
 log = structlog.get_logger("codepulse.auth.oauth")
 
@@ -118,7 +119,7 @@ class LinkStart(BaseModel):
 
 
 class DeviceTokenIn(BaseModel):
-    access_token: str = Field(min_length=1, max_length=512, description="A GitHub access token the CLI obtained.")
+    access_token: Line = Field(min_length=1, max_length=512, description="A GitHub access token the CLI obtained.")
 
 
 class DeviceSessionOut(BaseModel):

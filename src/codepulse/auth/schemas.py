@@ -12,6 +12,7 @@ from zoneinfo import available_timezones
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from codepulse.auth.models import EMAIL_MAX_LENGTH
+from codepulse.text import NO_CONTROL, NO_PROSE_CONTROL, Line
 
 USERNAME_PATTERN = re.compile(r"^[a-z0-9_-]{3,30}$")
 # Names that read as routes or roles (`/users/me`) or could impersonate the service.
@@ -44,13 +45,13 @@ def _timezone(value: str) -> str:
     return value
 
 
-Username = Annotated[str, AfterValidator(_username)]
-Email = Annotated[EmailStr, Field(max_length=EMAIL_MAX_LENGTH), AfterValidator(_email)]
-DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-TimeZone = Annotated[str, AfterValidator(_timezone)]
+Username = Annotated[str, NO_CONTROL, AfterValidator(_username)]
+Email = Annotated[EmailStr, Field(max_length=EMAIL_MAX_LENGTH), NO_CONTROL, AfterValidator(_email)]
+DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NO_CONTROL]
+TimeZone = Annotated[str, NO_CONTROL, AfterValidator(_timezone)]
 # Length rules are checked by the password policy, with its own codes; this only bounds input.
-Password = Annotated[str, Field(max_length=1024)]
-AvatarUrl = Annotated[str, StringConstraints(max_length=2048, pattern=r"^https://")]
+Password = Annotated[str, Field(max_length=1024), NO_PROSE_CONTROL]
+AvatarUrl = Annotated[str, StringConstraints(max_length=2048, pattern=r"^https://"), NO_CONTROL]
 
 
 class RegisterIn(BaseModel):
@@ -71,7 +72,7 @@ class RegisterIn(BaseModel):
 class LoginIn(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"login": "ada", "password": "analytical-engine-1843"}]})
 
-    login: str = Field(min_length=1, max_length=EMAIL_MAX_LENGTH, description="Email or username.")
+    login: Line = Field(min_length=1, max_length=EMAIL_MAX_LENGTH, description="Email or username.")
     password: Password
 
 
@@ -141,7 +142,7 @@ class PasswordChangeIn(BaseModel):
 
 
 class TokenIn(BaseModel):
-    token: str = Field(min_length=1, max_length=200)
+    token: Line = Field(min_length=1, max_length=200)
 
 
 class EmailIn(BaseModel):
@@ -149,7 +150,7 @@ class EmailIn(BaseModel):
 
 
 class PasswordResetIn(BaseModel):
-    token: str = Field(min_length=1, max_length=200)
+    token: Line = Field(min_length=1, max_length=200)
     new_password: Password
 
 

@@ -10,7 +10,8 @@ import anyio
 from sqlalchemy import (
     event,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -52,19 +53,39 @@ def _configure_sqlite(engine: AsyncEngine, settings: Settings) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
+def _connect_failures_as_operational_errors(engine: AsyncEngine) -> None:
+    """asyncpg raises bare OSError / TimeoutError when the server cannot be reached (SQLAlchemy
+    wraps only the driver's own exceptions): re-raise them as SQLAlchemy's OperationalError, so
+    "the database is unavailable" is one exception family whatever the driver (a 503)."""
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect: Dialect, _record: ConnectionPoolEntry, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except dialect.loaded_dbapi.Error:
+            raise  # SQLAlchemy wraps these itself
+        except Exception as error:
+            raise OperationalError(None, None, error, connection_invalidated=True) from error
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.database_url
+    # Bound parameters stay out of exception messages (and so out of logs): they hold emails,
+    # names and hashes. DB_ECHO, a development switch, shows them on purpose.
+    hide_parameters = not settings.DB_ECHO
     if settings.is_sqlite:
         engine = create_async_engine(
             url,
             echo=settings.DB_ECHO,
+            hide_parameters=hide_parameters,
             connect_args={"timeout": settings.SQLITE_BUSY_TIMEOUT_MS / 1000},
         )
         _configure_sqlite(engine, settings)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         echo=settings.DB_ECHO,
+        hide_parameters=hide_parameters,
         pool_pre_ping=True,
         pool_size=settings.DB_POOL_SIZE,
         max_overflow=settings.DB_MAX_OVERFLOW,
@@ -75,6 +96,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
             "server_settings": {"application_name": "codepulse"},
         },
     )
+    _connect_failures_as_operational_errors(engine)
+    return engine
 
 
 class Database:

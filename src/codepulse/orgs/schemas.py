@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from codepulse.auth.schemas import AvatarUrl, Email
 from codepulse.orgs.models import Role
+from codepulse.text import NO_CONTROL, Line
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{1,38})[a-z0-9]$")
 # Words that read as routes, roles or the product itself.
@@ -31,8 +32,8 @@ def _slug(value: str) -> str:
     return value
 
 
-Slug = Annotated[str, AfterValidator(_slug)]
-OrgName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Slug = Annotated[str, NO_CONTROL, AfterValidator(_slug)]
+OrgName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NO_CONTROL]
 
 
 class OrgCreate(BaseModel):
@@ -53,7 +54,7 @@ class OrgUpdate(BaseModel):
 class OrgDelete(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"confirm_slug": "engines"}]})
 
-    confirm_slug: str = Field(max_length=60, description="The organization's slug, typed again.")
+    confirm_slug: Line = Field(max_length=60, description="The organization's slug, typed again.")
 
 
 class OrgOut(BaseModel):
@@ -123,7 +124,7 @@ class MyInvitation(BaseModel):
 
 
 class AcceptIn(BaseModel):
-    token: str = Field(min_length=1, max_length=200)
+    token: Line = Field(min_length=1, max_length=200)
 
 
 class AuditEventOut(BaseModel):

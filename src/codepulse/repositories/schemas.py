@@ -18,6 +18,7 @@ from codepulse.repositories.models import (
     Repository,
     ScanSchedule,
 )
+from codepulse.text import NO_CONTROL, Line
 
 MAX_IMPORT = 50
 _BRANCH_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
@@ -44,9 +45,11 @@ def _full_name(value: str) -> str:
     return value
 
 
-RepositoryName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX_LENGTH)]
+RepositoryName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX_LENGTH), NO_CONTROL
+]
 CloneUrlIn = Annotated[
-    str,
+    Line,
     Field(
         min_length=1,
         max_length=URL_MAX_LENGTH,

@@ -8,17 +8,19 @@ a last message with the final status, then ends.
 
 WebSocket authentication: browsers cannot set an Authorization header on a WebSocket, so the
 token comes as a subprotocol pair (`new WebSocket(url, ["bearer", token])`; the server answers
-with the `bearer` subprotocol) or as a `token` query parameter. Close codes: 4401 without a valid
-token, 4404 for a scan that does not exist or that the caller may not see, 1000 after the final
-status.
+with the `bearer` subprotocol), the preferred form, or as a `token` query parameter (URLs end up
+in proxies' logs; ours redact it). Close codes: 4401 without a valid token, 4404 for a scan that
+does not exist or that the caller may not see, 1013 while the database is unavailable, 1000
+after the final status. A client may leave at any time: that is a normal end, noticed at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import structlog
@@ -28,7 +30,7 @@ from starlette.websockets import WebSocketState
 
 from codepulse.auth.dependencies import user_for_token
 from codepulse.db import Database
-from codepulse.errors import NotFound, Unauthorized
+from codepulse.errors import DATABASE_UNAVAILABLE_ERRORS, NotFound, Unauthorized
 from codepulse.routing import DomainRouter
 from codepulse.scans import service as scans_service
 from codepulse.scans.dependencies import ScanViewer
@@ -44,6 +46,7 @@ FINAL_STATUSES = frozenset({ScanStatus.SUCCEEDED.value, ScanStatus.FAILED.value,
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
+CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455 registry: the database is unavailable
 BEARER_SUBPROTOCOL = "bearer"
 
 router = DomainRouter(tags=["scans"])
@@ -57,7 +60,7 @@ async def _read_scan(database: Database, scan_id: uuid.UUID) -> Scan | None:
 
 async def scan_updates(
     database: Database, scan_id: uuid.UUID, *, poll_seconds: float = POLL_SECONDS
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any]]:
     """The scan as JSON each time it changes, ending after a final status (or if it disappears)."""
     last: dict[str, Any] | None = None
     while True:
@@ -146,6 +149,19 @@ def _token_of(websocket: WebSocket) -> tuple[str | None, str | None]:
 
 @ws_router.websocket("/ws/scans/{scan_id}")
 async def scan_socket(websocket: WebSocket, scan_id: str) -> None:
+    try:
+        await _serve_socket(websocket, scan_id)
+    except WebSocketDisconnect:
+        # The client left (closed the tab, lost the network): normal, whenever it happens.
+        log.debug("scans.live_disconnected", scan_id=scan_id)
+    except DATABASE_UNAVAILABLE_ERRORS as error:
+        log.warning("db.unavailable", error=type(getattr(error, "orig", None) or error).__name__)
+        if websocket.application_state is WebSocketState.CONNECTED:
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                await websocket.close(code=CLOSE_TRY_AGAIN_LATER, reason="database_unavailable")
+
+
+async def _serve_socket(websocket: WebSocket, scan_id: str) -> None:
     token, subprotocol = _token_of(websocket)
     # Accept first: a close before accepting is an HTTP 403 to the client, without our codes.
     await websocket.accept(subprotocol=subprotocol)
@@ -169,25 +185,41 @@ async def scan_socket(websocket: WebSocket, scan_id: str) -> None:
     except NotFound:
         await websocket.close(code=CLOSE_NOT_FOUND, reason="scan_not_found")
         return
+    await _stream(websocket, database, scan_uuid)
 
-    async def watch_disconnect() -> None:
-        # The client sends nothing; reading is how a disconnect is noticed.
-        try:
-            while True:
-                await websocket.receive_text()
-        except WebSocketDisconnect:
-            return
 
-    listener = asyncio.create_task(watch_disconnect())
+async def _client_gone(websocket: WebSocket) -> None:
+    """Returns when the client disconnects. The client sends nothing; reading is how a
+    disconnect is noticed (whatever it sends meanwhile is ignored)."""
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
+
+
+async def _stream(websocket: WebSocket, database: Database, scan_id: uuid.UUID) -> None:
+    """Send each change of the scan until its final status, or until the client leaves: a gone
+    client is noticed at once, not at the next change of the scan (which may be never)."""
+    gone = asyncio.ensure_future(_client_gone(websocket))
+    updates = scan_updates(database, scan_id)
+    next_update: asyncio.Future[dict[str, Any]] | None = None
     try:
-        async for scan in scan_updates(database, scan_uuid):
-            if listener.done():
+        while True:
+            next_update = asyncio.ensure_future(updates.__anext__())
+            await asyncio.wait({next_update, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if gone.done():
+                log.debug("scans.live_disconnected", scan_id=str(scan_id))
                 return
+            try:
+                scan = next_update.result()
+            except StopAsyncIteration:
+                break
+            next_update = None
             final = scan["status"] in FINAL_STATUSES
             await websocket.send_json({"type": "status" if final else "progress", "scan": scan})
-        if websocket.application_state is WebSocketState.CONNECTED:
-            await websocket.close(code=1000)
-    except (WebSocketDisconnect, RuntimeError):
-        log.debug("scans.live_disconnected", scan_id=scan_id)
+        await websocket.close(code=1000)
     finally:
-        listener.cancel()
+        pending = [task for task in (next_update, gone) if task is not None]
+        for task in pending:
+            task.cancel()
+        # Collected, so no error of theirs goes unretrieved; then the poller can be closed.
+        await asyncio.gather(*pending, return_exceptions=True)
+        await updates.aclose()

@@ -25,6 +25,7 @@ from codepulse.scans.models import (
     ScanStatus,
     ScanTrigger,
 )
+from codepulse.text import NO_PROSE_CONTROL
 
 _REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
@@ -246,7 +247,9 @@ class ScanFindingRead(BaseModel):
         )
 
 
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=REASON_MAX_LENGTH)]
+Reason = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=REASON_MAX_LENGTH), NO_PROSE_CONTROL
+]
 
 
 class FindingUpdate(BaseModel):

@@ -22,6 +22,7 @@ from typing_extensions import TypedDict
 
 from codepulse.config import Settings
 from codepulse.errors import FieldError, PayloadTooLarge, ValidationFailed
+from codepulse.text import CONTROL_CHARACTER, Line, json_has_nul
 from codepulse.usage.pricing import usd_to_nanousd
 from codepulse.usage.schemas import (
     BurntopSyncIn,
@@ -192,7 +193,7 @@ _LenientMessage = Annotated[_WireMessageDict | _Fallback, Field(union_mode="left
 
 class _NativeEnvelope(BaseModel):
     client: ClientInfo
-    machine_id: str = Field(min_length=1, max_length=200)
+    machine_id: Line = Field(min_length=1, max_length=200)
     records: list[_LenientRecord]
 
 
@@ -244,6 +245,13 @@ def _envelope_error(body: bytes) -> ValidationFailed:
 
 def parse_batch(body: bytes, limits: SyncLimits, now: datetime) -> Batch:
     """Decode a sync body of either shape and check its records (CPU only: safe in a thread)."""
+    if json_has_nul(body):
+        # No field of a record has a use for NUL, and PostgreSQL's text cannot store it: the body
+        # is malformed (a scan of the bytes, not a validator per string of 100,000 messages).
+        message = "NUL characters are not allowed in any string of the body."
+        raise ValidationFailed(
+            [FieldError(field="body", code=CONTROL_CHARACTER, message=message)], detail="The request body is malformed."
+        )
     try:
         envelope = _ENVELOPE.validate_json(body)
     except ValidationError:

@@ -21,6 +21,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from codepulse.text import Line
+
 RATE_FIELDS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
 DEFAULT_LONG_CONTEXT_THRESHOLD = 200_000
 PICO_PER_NANO = 1000
@@ -58,8 +60,8 @@ class LongContextSpec(RatesSpec):
 class PriceSpec(RatesSpec):
     """A model's prices: an entry of `pricing.toml`, or a superuser's override."""
 
-    name: str | None = Field(default=None, max_length=100, description="Display name, e.g. `Claude Opus 4.5`.")
-    provider: str | None = Field(default=None, max_length=50)
+    name: Line | None = Field(default=None, max_length=100, description="Display name, e.g. `Claude Opus 4.5`.")
+    provider: Line | None = Field(default=None, max_length=50)
     long_context: LongContextSpec | None = None
     fast_multiplier: Decimal | None = Field(
         default=None, ge=1, le=100, decimal_places=3, description="Multiplies every rate of a fast-mode request."

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
 
+from codepulse.text import Line
 from codepulse.usage.pricing import LongContextSpec, PriceSpec
 
 # US dollars as a plain decimal string ("0.000000000", never "0E-9").
@@ -51,8 +52,8 @@ Tokens = Annotated[int, Field(strict=True, ge=0)]
 
 
 class ClientInfo(BaseModel):
-    name: str = Field(min_length=1, max_length=100, examples=["codepulse-cli"])
-    version: str = Field(default="", max_length=50, examples=["1.4.0"])
+    name: Line = Field(min_length=1, max_length=100, examples=["codepulse-cli"])
+    version: Line = Field(default="", max_length=50, examples=["1.4.0"])
 
 
 class UsageRecordIn(BaseModel):
@@ -108,7 +109,7 @@ class SyncIn(BaseModel):
     """What the codepulse CLI sends: up to 5,000 records and 10 MB (gzip allowed) per request."""
 
     client: ClientInfo
-    machine_id: str = Field(min_length=1, max_length=200)
+    machine_id: Line = Field(min_length=1, max_length=200)
     records: list[UsageRecordIn]
 
 
@@ -162,10 +163,10 @@ class BurntopSyncIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    version: str = Field(pattern=r"^2\.", examples=["2.0.0"])
-    client: str = Field(max_length=100, examples=["burntop-cli"])
-    machineId: str = Field(default="", max_length=200)
-    syncedAt: str | None = None
+    version: Line = Field(pattern=r"^2\.", examples=["2.0.0"])
+    client: Line = Field(max_length=100, examples=["burntop-cli"])
+    machineId: Line = Field(default="", max_length=200)
+    syncedAt: Line | None = None
     source: Source
     messages: list[BurntopMessageIn]
 
