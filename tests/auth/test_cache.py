@@ -18,10 +18,12 @@ from codepulse.app import create_app
 from codepulse.auth.cache import AuthCache, CachedAuth
 from codepulse.auth.dependencies import CurrentUser
 from codepulse.auth.models import AuthSession, User
+from codepulse.auth.sessions import SessionService
 from codepulse.config import Settings
 from codepulse.db import Database, DbSession, SessionRoute
 from tests.auth.helpers import login, register
 from tests.databases import DatabaseServer
+from tests.factories import MakeUser
 from tests.helpers import FakeClock, with_api_prefix
 from tests.stubs.smtp import SmtpServer
 
@@ -262,3 +264,31 @@ def test_the_invalidation_record_is_bounded(clock: FakeClock) -> None:
     assert len(cache._invalidated) <= 3
     # Forgotten invalidations make older entries stale rather than valid again.
     assert cache.get("kept") is None
+
+
+async def test_concurrent_misses_of_one_token_read_the_database_once(
+    db: Database, make_user: MakeUser, clock: FakeClock
+) -> None:
+    account = await make_user("ada")
+    cache = AuthCache(60, 100, clock)
+    reads: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if "auth_sessions" in statement:
+            reads.append(statement)
+
+    async def authenticate() -> uuid.UUID:
+        async with db.session() as session:
+            authenticated, _touch = await SessionService(session, clock, cache).authenticate(
+                account.token, use_cache=True
+            )
+            return authenticated.user.id
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        users = await asyncio.gather(*(authenticate() for _ in range(8)))
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+    assert users == [account.model.id] * 8
+    assert len(reads) == 1  # the first miss read it; the seven others waited for that read
+    assert len(cache) == 1

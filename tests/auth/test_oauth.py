@@ -208,8 +208,13 @@ async def test_exchange_code_is_single_use_and_short_lived(
 )
 async def test_next_must_stay_on_the_dashboard(client: httpx.AsyncClient, target: str) -> None:
     response = await client.get("/api/v1/auth/oauth/github", params={"next": target})
-    assert response.status_code == 400
-    assert response.json()["code"] == "invalid_next"
+    if any(ord(character) < 0x20 for character in target):
+        # A raw control character in any query parameter is refused before routing.
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["code"] == "control_character"
+    else:
+        assert response.status_code == 400
+        assert response.json()["code"] == "invalid_next"
 
 
 async def test_next_may_be_an_absolute_dashboard_url(client: httpx.AsyncClient, github_stub: GitHubStub) -> None:

@@ -12,12 +12,19 @@ could store it after the invalidation. So every entry carries the cache's epoch 
 database read (`stamp()`), every invalidation records a newer epoch for its user, and a hit is
 refused when its user was invalidated after the entry's read began: one dictionary lookup, no
 database round trip.
+
+Concurrent misses: when an entry expires under load, every request in flight with that token
+misses at once. Only the first reads the database (`loading`); the others wait for it
+(`wait_for_load`) and take what it cached, instead of each checking out a connection (a burst
+that overflowed the pool and opened new connections every AUTH_CACHE_SECONDS).
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -50,6 +57,7 @@ class AuthCache:
         # The epoch of each user's last invalidation; forgotten ones count as `_floor`.
         self._invalidated: dict[uuid.UUID, int] = {}
         self._floor = 0
+        self._loading: dict[str, asyncio.Future[None]] = {}
 
     def stamp(self) -> int:
         """The epoch to give an entry whose database read starts now."""
@@ -75,6 +83,29 @@ class AuthCache:
             self._by_user = {}
             for key, user_id in live.items():
                 self._by_user.setdefault(user_id, set()).add(key)
+
+    @contextmanager
+    def loading(self, token_hash: str) -> Iterator[None]:
+        """A database read of `token_hash` is in flight for the duration: concurrent misses of the
+        same token wait for it (`wait_for_load`) instead of reading too."""
+        if not self.enabled or token_hash in self._loading:
+            yield
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._loading[token_hash] = done
+        try:
+            yield
+        finally:
+            del self._loading[token_hash]
+            done.set_result(None)
+
+    async def wait_for_load(self, token_hash: str) -> bool:
+        """Wait for a read of `token_hash` in flight, if there is one (whether there was)."""
+        done = self._loading.get(token_hash)
+        if done is None:
+            return False
+        await asyncio.shield(done)  # a waiter cancelled must not cancel the loader's signal
+        return True
 
     def invalidate_user(self, user_id: uuid.UUID) -> None:
         self._epoch += 1

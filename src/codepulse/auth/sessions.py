@@ -8,6 +8,7 @@ issued and consumed here too. Nothing here commits.
 from __future__ import annotations
 
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -153,18 +154,24 @@ class SessionService:
         (read requests) a recent result may be reused; see codepulse.auth.cache.
         """
         token_hash = _token_hash(raw_token)
-        cached = self.cache.get(token_hash) if use_cache and self.cache is not None else None
-        if cached is not None:
-            return _admit(cached, self.clock())
+        reading_cache = self.cache if use_cache else None
+        if reading_cache is not None:
+            cached = reading_cache.get(token_hash)
+            if cached is None and await reading_cache.wait_for_load(token_hash):
+                # Another request just read it; None if it found nothing to cache: read ourselves.
+                cached = reading_cache.get(token_hash)
+            if cached is not None:
+                return _admit(cached, self.clock())
         stamp = self.cache.stamp() if self.cache is not None else 0
-        found = await self.repo.session_with_user(token_hash)
-        if found is None:
-            raise Unauthorized("The bearer token is not valid.", code="invalid_token")
-        auth_session, user = found
-        entry = CachedAuth(auth_session, user, auth_session.last_used_at, auth_session.expires_at, stamp)
-        admitted = _admit(entry, self.clock())
-        if use_cache and self.cache is not None:
-            self.cache.put(token_hash, entry)
+        with reading_cache.loading(token_hash) if reading_cache is not None else nullcontext():
+            found = await self.repo.session_with_user(token_hash)
+            if found is None:
+                raise Unauthorized("The bearer token is not valid.", code="invalid_token")
+            auth_session, user = found
+            entry = CachedAuth(auth_session, user, auth_session.last_used_at, auth_session.expires_at, stamp)
+            admitted = _admit(entry, self.clock())
+            if reading_cache is not None:
+                reading_cache.put(token_hash, entry)
         return admitted
 
     async def touch(self, session_id: uuid.UUID, values: dict[str, datetime]) -> None:
