@@ -67,10 +67,11 @@ def security_headers(csp: str, *, hsts: bool) -> Headers:
 
 
 def _with_headers(raw: Sequence[tuple[bytes, bytes]], extra: Headers, names: frozenset[bytes]) -> Headers:
-    """The response's headers, then each of `extra` the response did not set itself."""
+    """The response's headers, then each of `extra` the response did not set itself. Header names
+    in ASGI messages are lower-case (Starlette's responses make them so)."""
     for key, _ in raw:
-        if key.lower() in names:
-            present = {key.lower() for key, _ in raw}
+        if key in names:
+            present = {key for key, _ in raw}
             return [*raw, *(item for item in extra if item[0] not in present)]
     return [*raw, *extra]
 

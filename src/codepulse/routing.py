@@ -29,9 +29,8 @@ from starlette.types import Scope
 from codepulse.db.session import SessionRoute
 
 
-class ApiRoute(SessionRoute):
-    """The class of every API route: a `SessionRoute` (it owns its request's database session)
-    that rejects a path it cannot match before the regular expression runs.
+class FastMatchRoute(APIRoute):
+    """An API route that rejects a path it cannot match before the regular expression runs.
 
     A request is matched against the routes in order until one matches, so without this a route
     deep in the table paid a full regex match (and its scope copies) per route before it: about
@@ -53,11 +52,18 @@ class ApiRoute(SessionRoute):
         return super().matches(scope)
 
 
+class ApiRoute(FastMatchRoute, SessionRoute):
+    """The class of API routes: quick to say it does not match, and the owner of its request's
+    database session (`SessionRoute`)."""
+
+
 class DomainRouter(APIRouter):
     """An `APIRouter` for a domain's HTTP routes: declare with the usual decorators, then `build_into`."""
 
-    def __init__(self, *, prefix: str = "", tags: list[str | Enum]) -> None:
-        super().__init__(prefix=prefix, tags=tags)
+    def __init__(self, *, prefix: str = "", tags: list[str | Enum], route_class: type[APIRoute] = ApiRoute) -> None:
+        """`route_class`: `ApiRoute`; `FastMatchRoute` for routes that never touch the request's
+        database session (health), which then costs them nothing."""
+        super().__init__(prefix=prefix, tags=tags, route_class=route_class)
         self.declared: list[tuple[str, Callable[..., Any], dict[str, Any]]] = []
 
     def add_api_route(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
@@ -91,7 +97,9 @@ class DomainRouter(APIRouter):
             own_limit = declared.get("max_body_size") is not None
             if not own_limit:
                 options["max_body_size"] = max_body_size
-            target.add_api_route(prefix + self.prefix + path, endpoint, route_class_override=ApiRoute, **options)
+            target.add_api_route(
+                prefix + self.prefix + path, endpoint, route_class_override=self.route_class, **options
+            )
             route = target.routes[-1]
             if isinstance(route, APIRoute) and route.body_field is None and not own_limit:
                 # Nothing reads the body of a route without body parameters (one that streams

@@ -5,9 +5,11 @@ from fastapi.responses import JSONResponse
 
 from codepulse.health.schemas import HEALTH_CONTENT_TYPE, HealthStatus, Liveness, Readiness
 from codepulse.health.service import ReadinessProbe
-from codepulse.routing import DomainRouter
+from codepulse.routing import DomainRouter, FastMatchRoute
 
-router = DomainRouter(prefix="/health", tags=["health"])
+# Liveness answers without I/O and readiness through its own probe: no request session, so the
+# routes skip the session owner (monitoring polls them).
+router = DomainRouter(prefix="/health", tags=["health"], route_class=FastMatchRoute)
 
 
 class HealthJSONResponse(JSONResponse):
