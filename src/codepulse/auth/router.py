@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+import weakref
 
 from fastapi import BackgroundTasks, Request, Response, status
 from pydantic import BaseModel
@@ -94,10 +95,19 @@ async def login(body: LoginIn, request: Request, service: AuthServiceDep, limite
     return token_out(issued)
 
 
+# A user's rendering, kept as long as the user object lives: a cached authentication's user (the
+# auth cache hands out the same read-only object to every request of its token) is rendered once,
+# not validated and serialised again on each of the dashboard's many `GET /auth/me`. Objects
+# loaded afresh (after any change of the account) are new keys.
+_RENDERED_USERS: weakref.WeakKeyDictionary[User, bytes] = weakref.WeakKeyDictionary()
+
+
 @router.get("/me", response_model=UserOut, summary="The signed-in user")
-async def me(user: CurrentUser) -> User:
-    # The ORM object goes straight to the response model: one validation, not two (a hot path).
-    return user
+async def me(user: CurrentUser) -> Response:
+    rendered = _RENDERED_USERS.get(user)
+    if rendered is None:
+        rendered = _RENDERED_USERS[user] = UserOut.model_validate(user).model_dump_json().encode()
+    return Response(rendered, media_type="application/json")
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, summary="Sign out this session")
