@@ -166,7 +166,10 @@ class HttpLayer:
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         path: str = scope["path"]
-        own_headers = self.docs_headers if path in DOCS_PATHS else self.api_headers
+        own_headers = [
+            *(self.docs_headers if path in DOCS_PATHS else self.api_headers),
+            (_REQUEST_ID, request_id.encode()),
+        ]
         names = self.names
         status = 500
         started = time.perf_counter()
@@ -175,8 +178,7 @@ class HttpLayer:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                extra = [*own_headers, (_REQUEST_ID, request_id.encode())]
-                message = {**message, "headers": _with_headers(message.get("headers", ()), extra, names)}
+                message = {**message, "headers": _with_headers(message.get("headers", ()), own_headers, names)}
             await send(message)
 
         app = self.scoped_app if path.startswith(self.prefix_slash) or path == self.prefix else self.app
@@ -186,7 +188,11 @@ class HttpLayer:
         user_token = USER_ID_VAR.set(...)  # structlog's "not bound"
         try:
             # Every route's path and query parameters at once, before any is parsed.
-            refused = url_control_character(path, scope.get("raw_path"), scope["query_string"])
+            raw_path: bytes | None = scope.get("raw_path")
+            query: bytes = scope["query_string"]
+            refused = None
+            if raw_path is None or b"%" in raw_path or b"%" in query:  # else nothing was decoded
+                refused = url_control_character(path, raw_path, query)
             if refused is not None:
                 await _send_control_character_problem(scope, send_with_headers, refused)
             elif self.inner:
