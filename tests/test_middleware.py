@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
+import opentelemetry.trace
 import pytest
 import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -178,3 +179,20 @@ async def test_a_request_leaves_no_log_context_behind(
         assert structlog.contextvars.get_contextvars() == {}
         assert (await client.get("/api/v1/_test/crash")).status_code == 500
         assert structlog.contextvars.get_contextvars() == {}
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+async def test_fastapi_telemetry_looks_for_providers_only_when_enabled(
+    build_client: Callable[..., AsyncIterator[httpx.AsyncClient]], monkeypatch: pytest.MonkeyPatch, enabled: bool
+) -> None:
+    lookups: list[str] = []
+    real = opentelemetry.trace.get_tracer_provider
+
+    def counted() -> opentelemetry.trace.TracerProvider:
+        lookups.append("tracer")
+        return real()
+
+    monkeypatch.setattr(opentelemetry.trace, "get_tracer_provider", counted)
+    async for client in build_client(OTEL_ENABLED=enabled):
+        assert (await client.get("/api/v1/health")).status_code == 200
+    assert bool(lookups) is enabled

@@ -115,6 +115,8 @@ def create_app(settings: Settings, *, database: Database | None = None, clock: C
         description="Code scanning and AI coding-assistant usage analytics for software teams.",
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
+        # None: FastAPI's defaults (the global providers); otherwise every signal off.
+        telemetry=None if settings.OTEL_ENABLED else {"tracing": False, "metrics": False, "logs": False},
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url="/redoc",

@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     # Logging
     LOG_LEVEL: LogLevel = LogLevel.INFO
     LOG_JSON: bool = False
+    # FastAPI's native OpenTelemetry instrumentation (spans, metrics and logs through the globally
+    # configured providers). Off: it costs every request a look for providers even when none is.
+    OTEL_ENABLED: bool = False
 
     # Web dashboard (links in mail, OAuth redirects)
     FRONTEND_URL: str = "http://localhost:3000"
