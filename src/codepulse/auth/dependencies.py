@@ -150,6 +150,8 @@ class BearerAuthentication(SecurityBase):
 
 
 _current_user = BearerAuthentication(required=True)
+# For an endpoint that authenticates inline (`await current_user_scheme(request)`).
+current_user_scheme = _current_user
 _optional_user = BearerAuthentication(required=False)
 _superuser = BearerAuthentication(required=True, superuser=True)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 import weakref
+from typing import cast
 
 from fastapi import BackgroundTasks, Request, Response, status
 from pydantic import BaseModel
@@ -14,6 +15,7 @@ from codepulse.auth.dependencies import (
     CurrentUser,
     Limiter,
     OptionalUser,
+    current_user_scheme,
     device_of,
 )
 from codepulse.auth.models import User
@@ -102,8 +104,17 @@ async def login(body: LoginIn, request: Request, service: AuthServiceDep, limite
 _RENDERED_USERS: weakref.WeakKeyDictionary[User, bytes] = weakref.WeakKeyDictionary()
 
 
-@router.get("/me", response_model=UserOut, summary="The signed-in user")
-async def me(user: CurrentUser) -> Response:
+# The dashboard's most frequent call authenticates inline rather than through the `CurrentUser`
+# dependency (a level of FastAPI's dependency solving costs about a tenth of this request); the
+# operation documents the same bearer scheme `CurrentUser` adds everywhere else.
+@router.get(
+    "/me",
+    response_model=UserOut,
+    summary="The signed-in user",
+    openapi_extra={"security": [{current_user_scheme.scheme_name: []}]},
+)
+async def me(request: Request) -> Response:
+    user = cast(User, await current_user_scheme(request))  # required: Unauthorized rather than None
     rendered = _RENDERED_USERS.get(user)
     if rendered is None:
         rendered = _RENDERED_USERS[user] = UserOut.model_validate(user).model_dump_json().encode()
