@@ -32,7 +32,8 @@ log = structlog.get_logger("codepulse.integrations.github")
 
 API_VERSION = "2022-11-28"
 OAUTH_SCOPES = "read:user user:email"
-_USER_AGENT = "codepulse"
+# What every request to GitHub's REST API sends, whoever it authenticates as.
+API_HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION, "User-Agent": "codepulse"}
 # Printable ASCII without spaces: anything else cannot be a GitHub token, and httpx would refuse
 # it as a header value (a transport error that would otherwise read as "GitHub is down").
 TOKEN_SHAPE = re.compile(r"[\x21-\x7e]{1,512}")
@@ -224,6 +225,19 @@ class _BorrowedTransport(httpx.AsyncBaseTransport):
         pass  # the owner of the transport closes it
 
 
+async def send(client: httpx.AsyncClient, method: str, path: str, shown: str, **options: Any) -> httpx.Response:
+    """One request to GitHub; a transport failure (timeout, refused, reset) is GitHubUnavailable,
+    logged and worded with `shown` (the path's template: paths can hold names)."""
+    try:
+        return await client.request(method, path, **options)
+    except httpx.TimeoutException as error:
+        log.warning("github.unavailable", path=shown, reason="timeout")
+        raise GitHubUnavailable(f"GitHub {shown}: timed out") from error
+    except httpx.HTTPError as error:
+        log.warning("github.unavailable", path=shown, reason=type(error).__name__)
+        raise GitHubUnavailable(f"GitHub {shown}: {type(error).__name__}") from error
+
+
 class GitHubClient:
     """Reads the signed-in user's profile from GitHub's REST API.
 
@@ -240,12 +254,7 @@ class GitHubClient:
     def _client(self, access_token: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             base_url=self._api_url,
-            headers={
-                "Authorization": f"Bearer {access_token}",
-                "Accept": "application/vnd.github+json",
-                "X-GitHub-Api-Version": API_VERSION,
-                "User-Agent": _USER_AGENT,
-            },
+            headers={**API_HEADERS, "Authorization": f"Bearer {access_token}"},
             timeout=self._timeout,
             transport=_BorrowedTransport(self._transport) if self._transport is not None else None,
             follow_redirects=False,
@@ -332,15 +341,7 @@ class GitHubClient:
         """A 200 response, or one whose status is in `absent` (for the caller to interpret);
         every other outcome raises. `label` replaces `path` in logs and messages."""
         shown = label or path
-        try:
-            response = await client.get(path, params=params)
-        except httpx.TimeoutException as error:
-            log.warning("github.unavailable", path=shown, reason="timeout")
-            raise GitHubUnavailable(f"GitHub {shown}: timed out") from error
-        except httpx.HTTPError as error:
-            log.warning("github.unavailable", path=shown, reason=type(error).__name__)
-            raise GitHubUnavailable(f"GitHub {shown}: {type(error).__name__}") from error
-
+        response = await send(client, "GET", path, shown, params=params)
         status = response.status_code
         if status == 200:
             return response

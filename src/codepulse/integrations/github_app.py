@@ -17,7 +17,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError
 
 from codepulse.config import Settings, SettingsError
-from codepulse.integrations.github import API_VERSION, TOKEN_SHAPE, GitHubTokenInvalid, GitHubUnavailable
+from codepulse.integrations.github import API_HEADERS, TOKEN_SHAPE, GitHubTokenInvalid, GitHubUnavailable, send
 
 log = structlog.get_logger("codepulse.integrations.github")
 
@@ -93,24 +93,12 @@ class GitHubApp:
         async with httpx.AsyncClient(
             base_url=self._api_url,
             auth=httpx.BasicAuth(self._client_id, self._secret),
-            headers={
-                "Accept": "application/vnd.github+json",
-                "X-GitHub-Api-Version": API_VERSION,
-                "User-Agent": "codepulse",
-            },
+            headers=API_HEADERS,
             timeout=self._timeout,
             follow_redirects=False,
         ) as client:
-            try:
-                return await client.post(
-                    f"/applications/{quote(self._client_id, safe='')}/token", json={"access_token": access_token}
-                )
-            except httpx.TimeoutException as error:
-                log.warning("github.unavailable", path=_LABEL, reason="timeout")
-                raise GitHubUnavailable(f"GitHub {_LABEL}: timed out") from error
-            except httpx.HTTPError as error:
-                log.warning("github.unavailable", path=_LABEL, reason=type(error).__name__)
-                raise GitHubUnavailable(f"GitHub {_LABEL}: {type(error).__name__}") from error
+            path = f"/applications/{quote(self._client_id, safe='')}/token"
+            return await send(client, "POST", path, _LABEL, json={"access_token": access_token})
 
 
 def build_github_app(settings: Settings) -> GitHubApp | None:
