@@ -188,11 +188,7 @@ class HttpLayer:
         user_token = USER_ID_VAR.set(...)  # structlog's "not bound"
         try:
             # Every route's path and query parameters at once, before any is parsed.
-            raw_path: bytes | None = scope.get("raw_path")
-            query: bytes = scope["query_string"]
-            refused = None
-            if raw_path is None or b"%" in raw_path or b"%" in query:  # else nothing was decoded
-                refused = url_control_character(path, raw_path, query)
+            refused = url_control_character(path, scope.get("raw_path"), scope["query_string"])
             if refused is not None:
                 await _send_control_character_problem(scope, send_with_headers, refused)
             elif self.inner:

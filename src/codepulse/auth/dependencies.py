@@ -12,7 +12,6 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-import structlog
 from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPBearer
 from fastapi.security.base import SecurityBase
@@ -103,7 +102,7 @@ async def user_for_token(app: FastAPI, session: AsyncSession, raw_token: str) ->
         task = asyncio.create_task(_touch_later(app.state.database, authenticated.session.id, touch))
         _background_touches.add(task)
         task.add_done_callback(_background_touches.discard)
-    structlog.contextvars.bind_contextvars(user_id=str(authenticated.user.id))
+    USER_ID_VAR.set(str(authenticated.user.id))
     return authenticated.user
 
 
