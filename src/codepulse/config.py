@@ -192,6 +192,13 @@ class Settings(BaseSettings):
     # calendar month (UTC).
     SCAN_MONTHLY_QUOTA: int = Field(default=500, ge=1)
 
+    # Leaderboard: every board recomputed on this interval (minutes); the community benchmarks
+    # hourly. Cache efficiency ranks only people with at least this many tokens in the window.
+    LEADERBOARD_RECOMPUTE_MINUTES: int = Field(default=10, ge=1, le=1440)
+    LEADERBOARD_CACHE_MIN_TOKENS: int = Field(default=1_000_000, ge=0)
+    # How long a process serves a board page from memory before reading the snapshot again.
+    LEADERBOARD_CACHE_SECONDS: float = Field(default=5.0, ge=0, le=600)
+
     @field_validator("SCAN_WORK_DIR", mode="before")
     @classmethod
     def _empty_work_dir(cls, value: Any) -> Any:

@@ -1,0 +1,1 @@
+"""The leaderboard domain: rankings and community benchmarks, precomputed by the scheduler."""

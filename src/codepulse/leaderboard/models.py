@@ -1,0 +1,104 @@
+"""Leaderboard snapshots (every period x metric, computed together and swapped in at once),
+accounts excluded from every board, and the community benchmarks.
+
+A snapshot's standings hold one row per (period, user with usage in the period's window): the
+user's value on every metric and, for public profiles, their global rank and position (the
+rank's unique, deterministic order, used for keyset pages). Organization boards rank the same
+rows among an organization's members when they are read.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, Date, Float, ForeignKey, Index, Integer, PrimaryKeyConstraint, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from codepulse.db import Base, UUIDPrimaryKey
+
+
+class Period(StrEnum):
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+    ALL = "all"
+    ROLLING_7D = "7d"
+    ROLLING_30D = "30d"
+
+
+class Metric(StrEnum):
+    TOKENS = "tokens"
+    COST = "cost"
+    ACTIVE_DAYS = "active_days"
+    STREAK = "streak"
+    CACHE_EFFICIENCY = "cache_efficiency"
+
+
+class SnapshotState(StrEnum):
+    BUILDING = "building"
+    CURRENT = "current"
+    PREVIOUS = "previous"
+
+
+class LeaderboardSnapshot(UUIDPrimaryKey, Base):
+    """One computation of every board. At rest there is one `current` and at most one `previous`
+    (kept for rank changes); a `building` one is invisible until its transaction commits."""
+
+    __tablename__ = "leaderboard_snapshots"
+
+    state: Mapped[str] = mapped_column(String(16))
+    computed_at: Mapped[datetime]
+    # The UTC date the windows were computed for.
+    today: Mapped[date] = mapped_column(Date)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    # {period: {metric: number of ranked public profiles}}
+    totals: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class LeaderboardStanding(Base):
+    __tablename__ = "leaderboard_standings"
+    __table_args__ = (
+        PrimaryKeyConstraint("snapshot_id", "period", "user_id"),
+        Index("ix_leaderboard_standings_tokens", "snapshot_id", "period", "tokens_position"),
+        Index("ix_leaderboard_standings_cost", "snapshot_id", "period", "cost_position"),
+        Index("ix_leaderboard_standings_active_days", "snapshot_id", "period", "active_days_position"),
+        Index("ix_leaderboard_standings_streak", "snapshot_id", "period", "streak_position"),
+        Index("ix_leaderboard_standings_cache_efficiency", "snapshot_id", "period", "cache_efficiency_position"),
+    )
+
+    snapshot_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leaderboard_snapshots.id", ondelete="CASCADE"))
+    period: Mapped[str] = mapped_column(String(8))
+    # No foreign key: reads join users, so a deleted account drops out at once, and a recompute
+    # does not pay a check per row.
+    user_id: Mapped[uuid.UUID]
+    public: Mapped[bool] = mapped_column(Boolean)
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    cost: Mapped[int] = mapped_column(BigInteger)  # nano-dollars
+    active_days: Mapped[int] = mapped_column(Integer)
+    streak: Mapped[int] = mapped_column(Integer)
+    # Null below the minimum volume (LEADERBOARD_CACHE_MIN_TOKENS).
+    cache_efficiency: Mapped[float | None] = mapped_column(Float)
+    tokens_rank: Mapped[int | None] = mapped_column(Integer)
+    tokens_position: Mapped[int | None] = mapped_column(Integer)
+    cost_rank: Mapped[int | None] = mapped_column(Integer)
+    cost_position: Mapped[int | None] = mapped_column(Integer)
+    active_days_rank: Mapped[int | None] = mapped_column(Integer)
+    active_days_position: Mapped[int | None] = mapped_column(Integer)
+    streak_rank: Mapped[int | None] = mapped_column(Integer)
+    streak_position: Mapped[int | None] = mapped_column(Integer)
+    cache_efficiency_rank: Mapped[int | None] = mapped_column(Integer)
+    cache_efficiency_position: Mapped[int | None] = mapped_column(Integer)
+
+
+class LeaderboardExclusion(Base):
+    """An account a superuser keeps off every board (abuse, test accounts)."""
+
+    __tablename__ = "leaderboard_exclusions"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    reason: Mapped[str | None] = mapped_column(String(500))
+    excluded_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime]
