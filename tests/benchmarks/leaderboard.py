@@ -1,0 +1,452 @@
+#!/usr/bin/env python
+"""The leaderboard acceptance benchmark: a full recompute on 10 M daily aggregates, then the
+board under wrk against liveness, in one run, on PostgreSQL.
+
+1. load:      a fresh database (`cp_bench_<random>` on 127.0.0.1:5432, dropped at the end),
+              migrated to head, then 100,000 users and 10,000,000 usage_daily rows (and a
+              handful of leaderboard exclusions) generated in Python and streamed with COPY
+              (`_usage_data.py`: the data's shape is printed), then VACUUM ANALYZE;
+2. recompute: `recompute_rankings(database, settings, now)` twice, in this process (the second
+              has a previous snapshot, so rank changes are computed), each timed against the
+              10 s target; then `compute_benchmarks(database, settings, now)` once when the
+              module exists;
+3. serve:     `codepulse serve --workers 1` on that database (scheduler off, rate limits off),
+              a session token for a ranked public user, then for `--rounds` rounds, the order of
+              the paths rotating,
+
+                  wrk -t2 -c32 -d10s --latency [-H "Authorization: Bearer cp_..."] <url>
+
+              on liveness, `GET /api/v1/leaderboard?period=week&metric=tokens&limit=50`
+              anonymous, and the same with the token (the answer then carries `me`).
+
+It prints each wrk run (requests/s, p50, p99), then per path the medians and the ratio of
+requests/s to liveness (targets: >= 0.5 of liveness, p99 < 20 ms at 32 connections).
+
+    uv run python tests/benchmarks/leaderboard.py
+    uv run python tests/benchmarks/leaderboard.py --users 10000 --rows 1000000 -d 5
+    uv run python tests/benchmarks/leaderboard.py --skip-http      # load and recompute only
+
+Needs wrk on PATH for step 3 (`apt-get install -y wrk`). Exit status 1 when a check failed (an
+error answer, a board without `me`, a server that did not start or stop cleanly), 2 without wrk;
+the targets are measurements and do not change it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import asyncpg  # type: ignore[import-untyped]
+import httpx
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from codepulse.config import Settings, load_settings
+from codepulse.db.engine import Database, create_engine
+from codepulse.migrations import upgrade
+from codepulse.security import hash_token, new_session_token
+
+if TYPE_CHECKING:  # mypy sees this folder as the package tests.benchmarks
+    from tests.benchmarks._serve import (
+        LIVENESS_PATH,
+        WRK_MISSING,
+        BenchmarkError,
+        WrkResult,
+        clean_exit,
+        describe_exit,
+        free_port,
+        machine_line,
+        run_wrk,
+        stop_server,
+        summarise_log,
+        wait_ready,
+    )
+    from tests.benchmarks._usage_data import Shape, describe_data, load
+else:  # run as a script, this folder is sys.path[0]
+    from _serve import (
+        LIVENESS_PATH,
+        WRK_MISSING,
+        BenchmarkError,
+        WrkResult,
+        clean_exit,
+        describe_exit,
+        free_port,
+        machine_line,
+        run_wrk,
+        stop_server,
+        summarise_log,
+        wait_ready,
+    )
+    from _usage_data import Shape, describe_data, load
+
+BOARD_PATH = "/api/v1/leaderboard?period=week&metric=tokens&limit=50"
+DEFAULT_SERVER_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+RECOMPUTE_TARGET_SECONDS = 10.0
+RATIO_TARGET = 0.5
+P99_TARGET_MS = 20.0
+
+
+# --- the database ----------------------------------------------------------------------------
+
+
+@dataclass
+class BenchDatabase:
+    url: str  # postgresql+asyncpg://.../cp_bench_<random>
+    admin_url: str
+    name: str
+
+    @classmethod
+    def create(cls, server_url: str) -> BenchDatabase:
+        admin = make_url(server_url)
+        if not admin.drivername.startswith("postgresql"):
+            raise BenchmarkError(f"--database-url must name a PostgreSQL server, not {admin.drivername}")
+        name = f"cp_bench_{secrets.token_hex(4)}"
+        admin_url = admin.render_as_string(hide_password=False)
+        asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}"'))
+        return cls(admin.set(database=name).render_as_string(hide_password=False), admin_url, name)
+
+    @property
+    def dsn(self) -> str:
+        return make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def drop(self) -> None:
+        asyncio.run(_admin(self.admin_url, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+
+
+async def _admin(admin_url: str, statement: str) -> None:
+    engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+def bench_settings(database: BenchDatabase, scratch: Path) -> Settings:
+    # No .env: the developer's settings must not leak into the figures.
+    return load_settings(_env_file=None, DATABASE_URL=database.url, VAR_DIR=scratch / "var", SCHEDULER_ENABLED=False)
+
+
+async def migrate_and_load(database: BenchDatabase, settings: Settings, shape: Shape, now: datetime) -> None:
+    engine = create_engine(settings)
+    started = time.perf_counter()
+    try:
+        async with engine.begin() as connection:
+            await upgrade(connection)
+    finally:
+        await engine.dispose()
+    print(f"migrated to head in {time.perf_counter() - started:.1f} s")
+    print(f"data: {shape.describe()}")
+    connection = await asyncpg.connect(database.dsn)
+    try:
+        report = await load(connection, shape, now)
+        rate = report.usage_rows / report.usage_seconds
+        print(
+            f"load: users planned and copied in {report.users_seconds:.1f} s; {report.usage_rows:,} usage_daily rows "
+            f"generated and copied in {report.usage_seconds:.1f} s ({rate:,.0f} rows/s, one COPY per 10,000 users); "
+            f"VACUUM ANALYZE {report.vacuum_seconds:.1f} s; "
+            f"total {report.users_seconds + report.usage_seconds + report.vacuum_seconds:.1f} s"
+        )
+        for line in await describe_data(connection, now):
+            print(f"  {line}")
+    finally:
+        await connection.close()
+
+
+# --- the recompute ---------------------------------------------------------------------------
+
+
+def optional(module: str, name: str) -> Callable[..., Awaitable[Any]] | None:
+    """A function of the leaderboard slice, or None when this checkout does not have it yet."""
+    try:
+        found: Callable[..., Awaitable[Any]] = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+    return found
+
+
+async def timed(label: str, call: Callable[[], Awaitable[Any]], target: float | None) -> float:
+    started = time.perf_counter()
+    await call()
+    seconds = time.perf_counter() - started
+    verdict = ""
+    if target is not None:
+        verdict = f" = {seconds / target:.2f}x the {target:g} s target -> "
+        verdict += "PASS" if seconds < target else "ABOVE TARGET"
+    print(f"{label}: {seconds:.2f} s{verdict}")
+    return seconds
+
+
+async def recompute(settings: Settings, now: datetime) -> bool:
+    """Time two recomputes and the community benchmarks; False when the ranking is missing."""
+    recompute_rankings = optional("codepulse.leaderboard.ranking", "recompute_rankings")
+    if recompute_rankings is None:
+        print("recompute: codepulse.leaderboard.ranking.recompute_rankings is not in this checkout: SKIPPED")
+        return False
+    database = Database.from_settings(settings)
+    try:
+        for run in ("first (no previous snapshot)", "second (previous snapshot: rank changes)"):
+            await timed(
+                f"recompute_rankings, {run}",
+                lambda: recompute_rankings(database, settings, now),
+                RECOMPUTE_TARGET_SECONDS,
+            )
+        compute_benchmarks = optional("codepulse.leaderboard.benchmarks", "compute_benchmarks")
+        if compute_benchmarks is None:
+            print("compute_benchmarks: codepulse.leaderboard.benchmarks.compute_benchmarks is not here: SKIPPED")
+        else:
+            await timed("compute_benchmarks (7d, 30d, all)", lambda: compute_benchmarks(database, settings, now), None)
+        async with database.transaction(write=False) as session:
+            snapshots = (
+                await session.execute(
+                    text("SELECT state, duration_ms FROM leaderboard_snapshots ORDER BY computed_at, state")
+                )
+            ).all()
+            standings = (await session.execute(text("SELECT count(*) FROM leaderboard_standings"))).scalar_one()
+        shown = ", ".join(f"{state} ({ms} ms recorded)" for state, ms in snapshots)
+        print(f"snapshots now: {shown}; {standings:,} standing rows in all")
+    finally:
+        await database.dispose()
+    return True
+
+
+async def ranked_user_token(database: BenchDatabase, now: datetime) -> tuple[str, str]:
+    """A session token for a public user ranked mid-board on the week's tokens (so `me` is not on
+    the first page), as a sign-in would store it: (username, token)."""
+    connection = await asyncpg.connect(database.dsn)
+    try:
+        row = await connection.fetchrow(
+            """
+            SELECT u.id, u.username FROM leaderboard_standings s
+            JOIN leaderboard_snapshots n ON n.id = s.snapshot_id AND n.state = 'current'
+            JOIN users u ON u.id = s.user_id
+            WHERE s.period = 'week' AND s.tokens_rank IS NOT NULL
+            ORDER BY s.tokens_position
+            OFFSET (SELECT count(*) / 2 FROM leaderboard_standings s2 JOIN leaderboard_snapshots n2
+                    ON n2.id = s2.snapshot_id AND n2.state = 'current'
+                    WHERE s2.period = 'week' AND s2.tokens_rank IS NOT NULL)
+            LIMIT 1
+            """
+        )
+        if row is None:
+            raise BenchmarkError("nobody is ranked on the week's tokens board")
+        token = new_session_token()
+        await connection.execute(
+            "INSERT INTO auth_sessions (id, user_id, token_hash, kind, name, created_at, last_used_at, expires_at, "
+            "absolute_expires_at) VALUES ($1, $2, $3, 'cli', 'leaderboard benchmark', $4, $4, $5, $5)",
+            uuid.uuid4(),
+            row["id"],
+            hash_token(token),
+            now,
+            now + timedelta(days=30),
+        )
+        return str(row["username"]), token
+    finally:
+        await connection.close()
+
+
+# --- the server ------------------------------------------------------------------------------
+
+
+@contextmanager
+def running_server(database: BenchDatabase, directory: Path, args: argparse.Namespace) -> Iterator[tuple[Any, str]]:
+    """`codepulse serve --workers 1` in `directory` (its own cwd: no .env), logging to a file."""
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database.url,
+        ENVIRONMENT="development",
+        VAR_DIR=str(directory / "var"),
+        LOG_LEVEL=args.log_level,
+        LOG_JSON="false",
+        WEB_CONCURRENCY="1",
+        RATE_LIMIT_ENABLED="false",
+        SCHEDULER_ENABLED="false",  # no recompute behind the measurements
+    )
+    with (directory / "server.log").open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "codepulse", "serve", "--port", str(port), "--workers", "1"],
+            cwd=directory,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            base_url = f"http://127.0.0.1:{port}"
+            wait_ready(process, base_url, args.timeout)
+            yield process, base_url
+        except BaseException:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            raise
+
+
+@dataclass
+class Target:
+    name: str
+    path: str
+    headers: tuple[str, ...] = ()
+
+
+def check_board(base_url: str, username: str, token: str) -> None:
+    """One answer of each kind before the load: 200, a full page, and `me` for the token."""
+    with httpx.Client(base_url=base_url, timeout=30.0) as client:
+        anonymous = client.get(BOARD_PATH)
+        mine = client.get(BOARD_PATH, headers={"Authorization": f"Bearer {token}"})
+    for label, response in (("anonymous", anonymous), ("with a token", mine)):
+        if response.status_code != 200:
+            raise BenchmarkError(f"GET {BOARD_PATH} {label} answered {response.status_code}: {response.text[:300]}")
+    body, me = anonymous.json(), mine.json().get("me")
+    if not me or me.get("rank") is None:
+        raise BenchmarkError(f"the answer for {username} has no rank in `me`: {me!r}")
+    print(
+        f"board: {len(body.get('items', body.get('entries', [])))} entries on the page, total_ranked "
+        f"{body.get('total_ranked')}, window {body.get('window')}, computed_at {body.get('computed_at')}; "
+        f"me ({username}): rank {me.get('rank')}, percentile {me.get('percentile')}"
+    )
+
+
+def run_targets(base_url: str, targets: list[Target], args: argparse.Namespace) -> dict[str, list[WrkResult]]:
+    runs: dict[str, list[WrkResult]] = {target.name: [] for target in targets}
+    for target in targets:  # untimed warm-up: imports, pools, statement caches, the page cache
+        run_wrk(base_url + target.path, args.threads, args.connections, args.warmup, target.headers)
+    for number in range(args.rounds):
+        for target in targets[number % len(targets) :] + targets[: number % len(targets)]:
+            result = run_wrk(base_url + target.path, args.threads, args.connections, args.duration, target.headers)
+            runs[target.name].append(result)
+            errors = f", {result.non_2xx} non-2xx" if result.non_2xx else ""
+            errors += f", socket errors {result.socket_errors}" if result.socket_error_count else ""
+            print(
+                f"  round {number + 1} {target.name:<22} {result.requests_per_second:>9,.0f} req/s  "
+                f"p50 {result.p(50):6.2f} ms  p99 {result.p(99):6.2f} ms{errors}"
+            )
+    return runs
+
+
+def report(runs: dict[str, list[WrkResult]], args: argparse.Namespace) -> bool:
+    """Medians per path and the ratios to liveness; False when a run had errors."""
+    print()
+    wrk = f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s"
+    print(f"== result (medians of {args.rounds} rounds, {wrk})")
+    liveness = statistics.median(r.requests_per_second for r in runs["liveness"])
+    ok = True
+    for name, results in runs.items():
+        rps = statistics.median(r.requests_per_second for r in results)
+        p50 = statistics.median(r.p(50) for r in results)
+        p99 = statistics.median(r.p(99) for r in results)
+        ok = ok and all(r.non_2xx == 0 and r.socket_error_count == 0 for r in results)
+        line = f"  {name:<22} {rps:>9,.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
+        if name != "liveness":
+            ratio = rps / liveness
+            line += (
+                f"  ratio to liveness {ratio:.2f} (>= {RATIO_TARGET:g}: {'PASS' if ratio >= RATIO_TARGET else 'BELOW'})"
+                f"  p99 < {P99_TARGET_MS:g} ms: {'PASS' if p99 < P99_TARGET_MS else 'ABOVE'}"
+            )
+        print(line)
+    return ok
+
+
+def serve_and_measure(database: BenchDatabase, scratch: Path, args: argparse.Namespace, now: datetime) -> bool:
+    username, token = asyncio.run(ranked_user_token(database, now))
+    with running_server(database, scratch, args) as (process, base_url):
+        print()
+        print(
+            f"server: codepulse serve --workers 1 (pid {process.pid}), LOG_LEVEL={args.log_level}, scheduler and "
+            f"rate limits off; bearer token of {username} (a session row, as a sign-in stores it)"
+        )
+        check_board(base_url, username, token)
+        targets = [
+            Target("liveness", LIVENESS_PATH),
+            Target("board anonymous", BOARD_PATH),
+            Target("board with token (me)", BOARD_PATH, (f"Authorization: Bearer {token}",)),
+        ]
+        print(
+            f"== wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s --latency, {args.rounds} rounds, "
+            f"order rotating, after {args.warmup:g} s of untimed warm-up per path; board = GET {BOARD_PATH}"
+        )
+        runs = run_targets(base_url, targets, args)
+        exit_code, _ = stop_server(process)
+    ok = report(runs, args)
+    log = summarise_log(scratch / "server.log")
+    clean = clean_exit(exit_code)
+    print(f"server stop: {describe_exit(exit_code)}; log: {log.lines:,} lines {dict(log.levels)}")
+    for line in log.notable:
+        print(f"    {line[:200]}")
+    return ok and clean and not (log.levels["error"] or log.levels["critical"])
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=100_000, help="users (default 100,000)")
+    parser.add_argument("--rows", type=int, default=10_000_000, help="usage_daily rows (default 10,000,000)")
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--duration", "-d", type=float, default=10.0, help="seconds per wrk run (default 10)")
+    parser.add_argument("--connections", "-c", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--threads", "-t", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="wrk runs per path, order rotating (default 3)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="untimed wrk seconds per path first")
+    parser.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument("--database-url", default=DEFAULT_SERVER_URL, help="a PostgreSQL server (maintenance db)")
+    parser.add_argument("--skip-http", action="store_true", help="load and recompute only, no server and no wrk")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for readiness")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.skip_http and shutil.which("wrk") is None:
+        print(WRK_MISSING, file=sys.stderr)
+        return 2
+    print("codepulse leaderboard benchmark: load, recompute, then GET /leaderboard under wrk (one worker)")
+    print(machine_line())
+    now = datetime.now(UTC)
+    shape = Shape(users=args.users, rows=args.rows, seed=args.seed)
+    database = BenchDatabase.create(args.database_url)
+    print(f"database: fresh {database.name} on {make_url(database.url).host} (dropped at the end); now = {now:%c} UTC")
+    ok = True
+    try:
+        with tempfile.TemporaryDirectory(prefix="codepulse-leaderboard-") as raw:
+            scratch = Path(raw)
+            settings = bench_settings(database, scratch)
+            asyncio.run(migrate_and_load(database, settings, shape, now))
+            ranked = asyncio.run(recompute(settings, now))
+            if args.skip_http:
+                print("HTTP: skipped (--skip-http)")
+            elif not ranked:
+                print("HTTP: skipped (no snapshot to serve without the ranking)")
+            else:
+                ok = serve_and_measure(database, scratch, args, now)
+    except BenchmarkError as error:
+        print(f"FAILED: {error}")
+        ok = False
+    finally:
+        database.drop()
+    print(f"load average at the end: {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
+    print("result: all checks passed" if ok else "result: some checks FAILED (see above)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
