@@ -61,6 +61,10 @@ NOT_ORG_SCOPED = {
     "/api/v1/users/{username}/stats",
     "/api/v1/admin/pricing",
     "/api/v1/admin/pricing/{model}",
+    # leaderboard: public boards, one public user's standings, the superusers' recompute
+    "/api/v1/leaderboard",
+    "/api/v1/leaderboard/users/{username}",
+    "/api/v1/admin/leaderboard/recompute",
 }
 
 Context = dict[str, Any]

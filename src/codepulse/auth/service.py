@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection
+from typing import Any
 
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth.accounts import AccountService
@@ -67,3 +69,9 @@ async def user_by_email(session: AsyncSession, email: str) -> User | None:
 
 async def user_by_username(session: AsyncSession, username: str) -> User | None:
     return await AuthRepository(session).user_by_username(username)
+
+
+def user_profiles() -> Select[Any, Any, Any, Any, Any, Any]:
+    """Users' public-facing columns (`id`, `username`, `name`, `avatar_url`, `timezone`,
+    `profile_public`), for upper slices to join in their own set-based SQL."""
+    return select(User.id, User.username, User.name, User.avatar_url, User.timezone, User.profile_public)

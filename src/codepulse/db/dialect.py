@@ -9,8 +9,12 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     Row,
     Table,
+    cast,
+    func,
+    literal_column,
     select,
     text,
 )
@@ -129,3 +133,28 @@ async def claim_rows(
         sa_update(table).where(key.in_(candidates)).values(dict(values)).returning(*(table.c[n] for n in returning))
     )
     return list((await session.execute(statement)).all())
+
+
+def day_number(session: AsyncSession, day: ColumnElement[Any]) -> ColumnElement[int]:
+    """A DATE column as days since 1970-01-01, for day arithmetic (streaks, windows) in SQL.
+
+    PostgreSQL subtracts dates to an integer; SQLite stores ISO dates and counts with julianday.
+    """
+    if is_postgresql(session):
+        return cast(day - literal_column("DATE '1970-01-01'"), Integer)
+    return cast(func.julianday(day) - 2440587.5, Integer)
+
+
+async def set_local_work_mem(session: AsyncSession, megabytes: int) -> None:
+    """Give this transaction's sorts and hashes `megabytes` of memory each (PostgreSQL), so a
+    large set-based recompute is not spilled to disk; SQLite has no such setting."""
+    if is_postgresql(session):
+        await session.execute(text(f"SET LOCAL work_mem = '{int(megabytes)}MB'"))
+
+
+def bytewise(session: AsyncSession, text_column: ColumnElement[str]) -> ColumnElement[str]:
+    """`text_column` compared byte by byte, so an order on it is the same on both dialects (SQLite's
+    default BINARY collation; PostgreSQL's database collation may be a locale's)."""
+    if is_postgresql(session):
+        return text_column.collate("C")
+    return text_column

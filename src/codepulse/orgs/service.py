@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth import service as auth_service
@@ -396,3 +397,8 @@ async def refuse_last_owner(session: AsyncSession, user: User) -> None:
 
 async def get_membership(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID) -> Membership | None:
     return await OrgRepository(session).membership(org_id, user_id)
+
+
+def member_user_ids(org_id: uuid.UUID) -> Select[Any]:
+    """The organization's members' user ids, for upper slices to use in their own SQL."""
+    return select(Membership.user_id).where(Membership.org_id == org_id)

@@ -7,6 +7,7 @@ modules named for what they do:
     price_overrides   the prices in force and the superusers' overrides
     repricing         stored costs recomputed with the prices in force
     metering          billable organization events, recorded and counted for billing
+    feeds             selectables over usage's tables for upper slices' set-based SQL
 
 Other domains call `record_event`, `count_events` and `shares_usage_with_orgs` inside their own
 unit of work. Nothing here commits.
@@ -14,6 +15,7 @@ unit of work. Nothing here commits.
 
 from __future__ import annotations
 
+from codepulse.usage.feeds import not_sharing_user_ids, user_day_totals
 from codepulse.usage.metering import count_events, record_event
 from codepulse.usage.repricing import RepriceReport, reprice, reprice_database
 from codepulse.usage.sharing import shares_usage_with_orgs
@@ -21,8 +23,10 @@ from codepulse.usage.sharing import shares_usage_with_orgs
 __all__ = [
     "RepriceReport",
     "count_events",
+    "not_sharing_user_ids",
     "record_event",
     "reprice",
     "reprice_database",
     "shares_usage_with_orgs",
+    "user_day_totals",
 ]

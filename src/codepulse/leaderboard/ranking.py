@@ -1,0 +1,343 @@
+"""The recompute: every period x metric ranked into a new snapshot, swapped in atomically.
+
+One INSERT ... SELECT computes every board from usage's daily aggregates: per-user day totals,
+the current streak (gaps and islands), per-period sums, then `rank()` and `row_number()` per
+period and metric. Everyone with usage in a window is stored, public or not (organization boards
+rank members from the same rows); the global ranks count public profiles only. The new snapshot
+becomes `current` in the transaction that built it, so a reader sees the old snapshot or the new
+one, never a mix; the snapshot it replaces is kept as `previous` for rank changes, and the one
+before that is deleted.
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Float,
+    Integer,
+    Select,
+    and_,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from codepulse.auth import service as auth_service
+from codepulse.clock import utcnow
+from codepulse.config import Settings
+from codepulse.db import Database, advisory_xact_lock, bytewise, day_number, set_local_work_mem
+from codepulse.leaderboard.cache import board_cache
+from codepulse.leaderboard.models import (
+    LeaderboardExclusion,
+    LeaderboardSnapshot,
+    LeaderboardStanding,
+    Metric,
+    Period,
+    SnapshotState,
+)
+from codepulse.usage import service as usage_service
+from codepulse.usage.streaks import zone
+
+log = structlog.get_logger("codepulse.leaderboard")
+
+EPOCH = date(1970, 1, 1)
+# The `all` window's bounds as day numbers: before any usage, and after any local date.
+ALL_START = -1_000_000
+ALL_END = 1_000_000
+RECOMPUTE_LOCK = "leaderboard.recompute"
+# Memory for the recompute's sorts and hashes (PostgreSQL), instead of spilling to disk.
+WORK_MEM_MB = 256
+
+
+@dataclass(frozen=True)
+class Window:
+    """A period's first and last local date (inclusive); `all` has neither."""
+
+    start: date | None
+    end: date | None
+
+
+def windows(today: date) -> dict[Period, Window]:
+    """Each period's window on `today` (a UTC date): calendar day, ISO week (Monday to Sunday) and
+    month, all time, and the rolling 7 and 30 days ending today."""
+    monday = today - timedelta(days=today.weekday())
+    last_of_month = today.replace(day=calendar.monthrange(today.year, today.month)[1])
+    return {
+        Period.DAY: Window(today, today),
+        Period.WEEK: Window(monday, monday + timedelta(days=6)),
+        Period.MONTH: Window(today.replace(day=1), last_of_month),
+        Period.ALL: Window(None, None),
+        Period.ROLLING_7D: Window(today - timedelta(days=6), today),
+        Period.ROLLING_30D: Window(today - timedelta(days=29), today),
+    }
+
+
+def _number(day: date) -> int:
+    return (day - EPOCH).days
+
+
+@dataclass(frozen=True)
+class RecomputeResult:
+    snapshot_id: uuid.UUID
+    computed_at: datetime
+    today: date
+    duration_ms: int
+    totals: dict[str, dict[str, int]]
+
+
+# What a metric ranks on, and who is eligible for it beyond having a public profile.
+def _metric_values(scored: Any) -> dict[Metric, tuple[ColumnElement[Any], ColumnElement[bool] | None]]:
+    return {
+        Metric.TOKENS: (scored.c.tokens, None),
+        Metric.COST: (scored.c.cost, None),
+        Metric.ACTIVE_DAYS: (scored.c.active_days, None),
+        Metric.STREAK: (scored.c.streak, scored.c.streak > 0),
+        Metric.CACHE_EFFICIENCY: (scored.c.cache_efficiency, scored.c.cache_efficiency.is_not(None)),
+    }
+
+
+async def _local_today_numbers(session: AsyncSession, now: datetime) -> dict[str, int]:
+    """Day numbers of "today" in every time zone users have where it is not the UTC date: one
+    entry per zone, not per user."""
+    profiles = auth_service.user_profiles().subquery()
+    names = (await session.scalars(select(profiles.c.timezone).distinct())).all()
+    utc_today = now.date()
+    local = {name: now.astimezone(zone(name)).date() for name in names}
+    return {name: _number(day) for name, day in local.items() if day != utc_today}
+
+
+def standings_query(
+    session: AsyncSession, snapshot_id: uuid.UUID, now: datetime, local_today: dict[str, int], settings: Settings
+) -> Select[Any]:
+    """Every (period, user with usage in it) of a snapshot with values, ranks and positions."""
+    today = now.date()
+    daily = usage_service.user_day_totals()
+    daily = daily.where(daily.selected_columns.user_id.not_in(select(LeaderboardExclusion.user_id)))
+    totals = daily.subquery("totals")
+    days = select(
+        totals.c.user_id,
+        day_number(session, totals.c.day).label("dn"),
+        totals.c.tokens,
+        totals.c.cost,
+        totals.c.cache_read,
+        totals.c.cache_base,
+    ).cte("days")
+
+    user = days.c.user_id
+    islands = select(
+        days.c.user_id,
+        days.c.dn,
+        (days.c.dn - func.row_number().over(partition_by=user, order_by=days.c.dn)).label("island"),
+        (func.max(days.c.dn).over(partition_by=user) - func.count().over(partition_by=user)).label("last_island"),
+    ).cte("islands")
+    runs = (
+        select(
+            islands.c.user_id,
+            func.min(islands.c.dn).label("run_start"),
+            func.max(islands.c.dn).label("run_end"),
+        )
+        .where(islands.c.island == islands.c.last_island)
+        .group_by(islands.c.user_id)
+        .cte("runs")
+    )
+
+    bounds = []
+    for period, window in windows(today).items():
+        start = ALL_START if window.start is None else _number(window.start)
+        end = ALL_END if window.end is None else _number(window.end)
+        bounds.append(
+            select(
+                literal(period.value).label("period"),
+                literal(start, Integer).label("start_n"),
+                literal(end, Integer).label("end_n"),
+            )
+        )
+    periods = union_all(*bounds).cte("periods")
+
+    values = (
+        select(
+            days.c.user_id,
+            periods.c.period,
+            periods.c.start_n,
+            periods.c.end_n,
+            cast(func.sum(days.c.tokens), BigInteger).label("tokens"),
+            cast(func.sum(days.c.cost), BigInteger).label("cost"),
+            cast(func.sum(days.c.cache_read), BigInteger).label("cache_read"),
+            cast(func.sum(days.c.cache_base), BigInteger).label("cache_base"),
+            func.count().label("active_days"),
+        )
+        .select_from(days.join(periods, days.c.dn.between(periods.c.start_n, periods.c.end_n)))
+        .group_by(days.c.user_id, periods.c.period, periods.c.start_n, periods.c.end_n)
+        .cte("period_values")
+    )
+
+    profiles = auth_service.user_profiles().subquery("profiles")
+    today_n: ColumnElement[int] = (
+        case(local_today, value=profiles.c.timezone, else_=_number(today))
+        if local_today
+        else literal(_number(today), Integer)
+    )
+    # The streak is alive when its last day is the user's today or yesterday; a window counts
+    # the streak's days that fall inside it.
+    first = case((runs.c.run_start > values.c.start_n, runs.c.run_start), else_=values.c.start_n)
+    last = case((runs.c.run_end < values.c.end_n, runs.c.run_end), else_=values.c.end_n)
+    streak = case((and_(runs.c.run_end >= today_n - 1, last >= first), last - first + 1), else_=0)
+    cache_efficiency = case(
+        (
+            and_(values.c.tokens >= settings.LEADERBOARD_CACHE_MIN_TOKENS, values.c.cache_base > 0),
+            cast(values.c.cache_read, Float) / values.c.cache_base,
+        ),
+        else_=None,
+    )
+    scored = (
+        select(
+            values.c.user_id,
+            values.c.period,
+            profiles.c.profile_public.label("public"),
+            bytewise(session, profiles.c.username).label("username"),
+            values.c.tokens,
+            values.c.cost,
+            values.c.active_days,
+            streak.label("streak"),
+            cache_efficiency.label("cache_efficiency"),
+        )
+        .select_from(
+            values.join(profiles, profiles.c.id == values.c.user_id).join(runs, runs.c.user_id == values.c.user_id)
+        )
+        .cte("scored")
+    )
+
+    ranked: list[ColumnElement[Any]] = []
+    for metric, (value, condition) in _metric_values(scored).items():
+        eligible = scored.c.public.is_(True) if condition is None else and_(scored.c.public.is_(True), condition)
+        partition = [scored.c.period, eligible]
+        # Standard competition ranking ("1224"); ties are listed by username (byte order).
+        ranked.append(
+            case((eligible, func.rank().over(partition_by=partition, order_by=value.desc())), else_=None).label(
+                f"{metric.value}_rank"
+            )
+        )
+        ranked.append(
+            case(
+                (
+                    eligible,
+                    func.row_number().over(partition_by=partition, order_by=[value.desc(), scored.c.username]),
+                ),
+                else_=None,
+            ).label(f"{metric.value}_position")
+        )
+    return select(
+        literal(snapshot_id, LeaderboardStanding.snapshot_id.type).label("snapshot_id"),
+        scored.c.period,
+        scored.c.user_id,
+        scored.c.public,
+        scored.c.tokens,
+        scored.c.cost,
+        scored.c.active_days,
+        scored.c.streak,
+        scored.c.cache_efficiency,
+        *ranked,
+    )
+
+
+STANDING_COLUMNS = [
+    "snapshot_id",
+    "period",
+    "user_id",
+    "public",
+    "tokens",
+    "cost",
+    "active_days",
+    "streak",
+    "cache_efficiency",
+    *(f"{metric.value}_{part}" for metric in Metric for part in ("rank", "position")),
+]
+
+
+async def _totals(session: AsyncSession, snapshot_id: uuid.UUID) -> dict[str, dict[str, int]]:
+    """How many public profiles each board ranks: {period: {metric: count}}."""
+    standing = LeaderboardStanding
+    counts = [func.count(getattr(standing, f"{metric.value}_rank")).label(metric.value) for metric in Metric]
+    rows = (
+        await session.execute(
+            select(standing.period, *counts).where(standing.snapshot_id == snapshot_id).group_by(standing.period)
+        )
+    ).all()
+    found = {row.period: {metric.value: int(getattr(row, metric.value)) for metric in Metric} for row in rows}
+    return {period.value: found.get(period.value, {metric.value: 0 for metric in Metric}) for period in Period}
+
+
+async def _swap(session: AsyncSession, snapshot_id: uuid.UUID) -> None:
+    """Make `snapshot_id` current, the current one previous, and drop the previous one."""
+    snapshot = LeaderboardSnapshot
+    stale = select(snapshot.id).where(snapshot.state == SnapshotState.PREVIOUS.value)
+    await session.execute(delete(LeaderboardStanding).where(LeaderboardStanding.snapshot_id.in_(stale)))
+    await session.execute(delete(snapshot).where(snapshot.state == SnapshotState.PREVIOUS.value))
+    await session.execute(
+        update(snapshot).where(snapshot.state == SnapshotState.CURRENT.value).values(state=SnapshotState.PREVIOUS.value)
+    )
+    await session.execute(update(snapshot).where(snapshot.id == snapshot_id).values(state=SnapshotState.CURRENT.value))
+
+
+async def recompute_rankings(
+    database: Database,
+    settings: Settings,
+    now: datetime | None = None,
+    *,
+    before_swap: Callable[[], Awaitable[None]] | None = None,
+) -> RecomputeResult:
+    """Compute every board into a new snapshot and swap it in, in one transaction.
+
+    Concurrent recomputes (the scheduler's and a superuser's) run one after the other.
+    `before_swap` runs inside the transaction once the new snapshot is written (tests use it to
+    read while a recompute is under way)."""
+    now = now or utcnow()
+    started = time.perf_counter()
+    snapshot_id = uuid.uuid4()
+    async with database.transaction() as session:
+        await advisory_xact_lock(session, RECOMPUTE_LOCK)
+        await set_local_work_mem(session, WORK_MEM_MB)
+        session.add(
+            LeaderboardSnapshot(
+                id=snapshot_id,
+                state=SnapshotState.BUILDING.value,
+                computed_at=now,
+                today=now.date(),
+                duration_ms=0,
+                totals={},
+            )
+        )
+        await session.flush()
+        local_today = await _local_today_numbers(session, now)
+        query = standings_query(session, snapshot_id, now, local_today, settings)
+        await session.execute(insert(LeaderboardStanding).from_select(STANDING_COLUMNS, query))
+        totals = await _totals(session, snapshot_id)
+        if before_swap is not None:
+            await before_swap()
+        await _swap(session, snapshot_id)
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        await session.execute(
+            update(LeaderboardSnapshot)
+            .where(LeaderboardSnapshot.id == snapshot_id)
+            .values(totals=totals, duration_ms=duration_ms)
+        )
+    board_cache.clear()
+    log.info("leaderboard.recomputed", snapshot_id=str(snapshot_id), duration_ms=duration_ms)
+    return RecomputeResult(snapshot_id, now, now.date(), duration_ms, totals)
