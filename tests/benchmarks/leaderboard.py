@@ -61,6 +61,8 @@ from sqlalchemy.pool import NullPool
 
 from codepulse.config import Settings, load_settings
 from codepulse.db.engine import Database, create_engine
+from codepulse.leaderboard.ranking import recompute_rankings
+from codepulse.logging import configure_logging
 from codepulse.migrations import upgrade
 from codepulse.security import hash_token, new_session_token
 
@@ -142,7 +144,11 @@ async def _admin(admin_url: str, statement: str) -> None:
 
 def bench_settings(database: BenchDatabase, scratch: Path) -> Settings:
     # No .env: the developer's settings must not leak into the figures.
-    return load_settings(_env_file=None, DATABASE_URL=database.url, VAR_DIR=scratch / "var", SCHEDULER_ENABLED=False)
+    settings = load_settings(
+        _env_file=None, DATABASE_URL=database.url, VAR_DIR=scratch / "var", SCHEDULER_ENABLED=False, LOG_LEVEL="WARNING"
+    )
+    configure_logging(settings)  # the recompute's info lines would interleave with the figures
+    return settings
 
 
 async def migrate_and_load(database: BenchDatabase, settings: Settings, shape: Shape, now: datetime) -> None:
@@ -183,32 +189,31 @@ def optional(module: str, name: str) -> Callable[..., Awaitable[Any]] | None:
     return found
 
 
-async def timed(label: str, call: Callable[[], Awaitable[Any]], target: float | None) -> float:
+async def timed(label: str, call: Callable[[], Awaitable[Any]], target: float | None) -> Any:
+    load = os.getloadavg()[0]
     started = time.perf_counter()
-    await call()
+    result = await call()
     seconds = time.perf_counter() - started
     verdict = ""
     if target is not None:
         verdict = f" = {seconds / target:.2f}x the {target:g} s target -> "
         verdict += "PASS" if seconds < target else "ABOVE TARGET"
-    print(f"{label}: {seconds:.2f} s{verdict}")
-    return seconds
+    print(f"{label}: {seconds:.2f} s{verdict} (load average before: {load:.2f})")
+    return result
 
 
-async def recompute(settings: Settings, now: datetime) -> bool:
-    """Time two recomputes and the community benchmarks; False when the ranking is missing."""
-    recompute_rankings = optional("codepulse.leaderboard.ranking", "recompute_rankings")
-    if recompute_rankings is None:
-        print("recompute: codepulse.leaderboard.ranking.recompute_rankings is not in this checkout: SKIPPED")
-        return False
+async def recompute(settings: Settings, now: datetime) -> None:
+    """Time two recomputes and the community benchmarks."""
     database = Database.from_settings(settings)
     try:
         for run in ("first (no previous snapshot)", "second (previous snapshot: rank changes)"):
-            await timed(
+            result = await timed(
                 f"recompute_rankings, {run}",
                 lambda: recompute_rankings(database, settings, now),
                 RECOMPUTE_TARGET_SECONDS,
             )
+        ranked = ", ".join(f"{period} {counts['tokens']:,}" for period, counts in result.totals.items())
+        print(f"  public profiles ranked on tokens: {ranked}")
         compute_benchmarks = optional("codepulse.leaderboard.benchmarks", "compute_benchmarks")
         if compute_benchmarks is None:
             print("compute_benchmarks: codepulse.leaderboard.benchmarks.compute_benchmarks is not here: SKIPPED")
@@ -221,11 +226,10 @@ async def recompute(settings: Settings, now: datetime) -> bool:
                 )
             ).all()
             standings = (await session.execute(text("SELECT count(*) FROM leaderboard_standings"))).scalar_one()
-        shown = ", ".join(f"{state} ({ms} ms recorded)" for state, ms in snapshots)
-        print(f"snapshots now: {shown}; {standings:,} standing rows in all")
+        shown = ", ".join(f"{state} ({ms:,} ms recorded)" for state, ms in snapshots)
+        print(f"  snapshots now: {shown}; {standings:,} standing rows in all")
     finally:
         await database.dispose()
-    return True
 
 
 async def ranked_user_token(database: BenchDatabase, now: datetime) -> tuple[str, str]:
@@ -348,12 +352,13 @@ def report(runs: dict[str, list[WrkResult]], args: argparse.Namespace) -> bool:
     wrk = f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s"
     print(f"== result (medians of {args.rounds} rounds, {wrk})")
     liveness = statistics.median(r.requests_per_second for r in runs["liveness"])
-    ok = True
+    failed = []
     for name, results in runs.items():
         rps = statistics.median(r.requests_per_second for r in results)
         p50 = statistics.median(r.p(50) for r in results)
         p99 = statistics.median(r.p(99) for r in results)
-        ok = ok and all(r.non_2xx == 0 and r.socket_error_count == 0 for r in results)
+        failed += [f"{name}: {r.non_2xx} non-2xx" for r in results if r.non_2xx]
+        failed += [f"{name}: socket errors {r.socket_errors}" for r in results if r.socket_error_count]
         line = f"  {name:<22} {rps:>9,.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
         if name != "liveness":
             ratio = rps / liveness
@@ -362,7 +367,9 @@ def report(runs: dict[str, list[WrkResult]], args: argparse.Namespace) -> bool:
                 f"  p99 < {P99_TARGET_MS:g} ms: {'PASS' if p99 < P99_TARGET_MS else 'ABOVE'}"
             )
         print(line)
-    return ok
+    for failure in failed:
+        print(f"  CHECK FAILED: {failure}")
+    return not failed
 
 
 def serve_and_measure(database: BenchDatabase, scratch: Path, args: argparse.Namespace, now: datetime) -> bool:
@@ -431,11 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             scratch = Path(raw)
             settings = bench_settings(database, scratch)
             asyncio.run(migrate_and_load(database, settings, shape, now))
-            ranked = asyncio.run(recompute(settings, now))
+            asyncio.run(recompute(settings, now))
             if args.skip_http:
                 print("HTTP: skipped (--skip-http)")
-            elif not ranked:
-                print("HTTP: skipped (no snapshot to serve without the ranking)")
             else:
                 ok = serve_and_measure(database, scratch, args, now)
     except BenchmarkError as error:
