@@ -25,6 +25,7 @@ requests/s to liveness (targets: >= 0.5 of liveness, p99 < 20 ms at 32 connectio
     uv run python tests/benchmarks/leaderboard.py
     uv run python tests/benchmarks/leaderboard.py --users 10000 --rows 1000000 -d 5
     uv run python tests/benchmarks/leaderboard.py --skip-http      # load and recompute only
+    uv run python tests/benchmarks/leaderboard.py --keep           # then --reuse cp_bench_<...>: no reload
 
 Needs wrk on PATH for step 3 (`apt-get install -y wrk`). Exit status 1 when a check failed (an
 error answer, a board without `me`, a server that did not start or stop cleanly), 2 without wrk;
@@ -129,6 +130,12 @@ class BenchDatabase:
     def dsn(self) -> str:
         return make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
 
+    @classmethod
+    def existing(cls, server_url: str, name: str) -> BenchDatabase:
+        admin = make_url(server_url)
+        admin_url = admin.render_as_string(hide_password=False)
+        return cls(admin.set(database=name).render_as_string(hide_password=False), admin_url, name)
+
     def drop(self) -> None:
         asyncio.run(_admin(self.admin_url, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
 
@@ -151,7 +158,8 @@ def bench_settings(database: BenchDatabase, scratch: Path) -> Settings:
     return settings
 
 
-async def migrate_and_load(database: BenchDatabase, settings: Settings, shape: Shape, now: datetime) -> None:
+async def migrate_and_load(database: BenchDatabase, settings: Settings, shape: Shape | None, now: datetime) -> None:
+    """Migrate to head, then load `shape` (None: the data is there already)."""
     engine = create_engine(settings)
     started = time.perf_counter()
     try:
@@ -160,9 +168,14 @@ async def migrate_and_load(database: BenchDatabase, settings: Settings, shape: S
     finally:
         await engine.dispose()
     print(f"migrated to head in {time.perf_counter() - started:.1f} s")
+    if shape is None:
+        return
     print(f"data: {shape.describe()}")
     connection = await asyncpg.connect(database.dsn)
     try:
+        names = ("server_version", "shared_buffers", "work_mem", "max_parallel_workers_per_gather")
+        shown = [f"{name} {await connection.fetchval(f'SHOW {name}')}" for name in names]
+        print(f"PostgreSQL: {', '.join(shown)} (the server's own settings, untouched)")
         report = await load(connection, shape, now)
         rate = report.usage_rows / report.usage_seconds
         print(
@@ -416,6 +429,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0, help="untimed wrk seconds per path first")
     parser.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     parser.add_argument("--database-url", default=DEFAULT_SERVER_URL, help="a PostgreSQL server (maintenance db)")
+    parser.add_argument("--keep", action="store_true", help="keep the loaded database (for --reuse)")
+    parser.add_argument("--reuse", metavar="NAME", help="a database kept by --keep: no load, recompute and serve")
     parser.add_argument("--skip-http", action="store_true", help="load and recompute only, no server and no wrk")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for readiness")
     return parser.parse_args(argv)
@@ -430,14 +445,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(machine_line())
     now = datetime.now(UTC)
     shape = Shape(users=args.users, rows=args.rows, seed=args.seed)
-    database = BenchDatabase.create(args.database_url)
-    print(f"database: fresh {database.name} on {make_url(database.url).host} (dropped at the end); now = {now:%c} UTC")
+    if args.reuse:
+        database = BenchDatabase.existing(args.database_url, args.reuse)
+        fate = "loaded by an earlier --keep run, kept"
+    else:
+        database = BenchDatabase.create(args.database_url)
+        fate = "kept (--keep)" if args.keep else "dropped at the end"
+    print(f"database: {database.name} on {make_url(database.url).host} ({fate}); now = {now:%c} UTC")
     ok = True
     try:
         with tempfile.TemporaryDirectory(prefix="codepulse-leaderboard-") as raw:
             scratch = Path(raw)
             settings = bench_settings(database, scratch)
-            asyncio.run(migrate_and_load(database, settings, shape, now))
+            asyncio.run(migrate_and_load(database, settings, None if args.reuse else shape, now))
             asyncio.run(recompute(settings, now))
             if args.skip_http:
                 print("HTTP: skipped (--skip-http)")
@@ -447,7 +467,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"FAILED: {error}")
         ok = False
     finally:
-        database.drop()
+        if args.keep or args.reuse:
+            print(f"database kept: {database.name} (--reuse {database.name} runs again on it without a reload)")
+        else:
+            database.drop()
     print(f"load average at the end: {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
     print("result: all checks passed" if ok else "result: some checks FAILED (see above)")
     return 0 if ok else 1
