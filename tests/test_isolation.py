@@ -61,6 +61,9 @@ NOT_ORG_SCOPED = {
     "/api/v1/users/{username}/stats",
     "/api/v1/admin/pricing",
     "/api/v1/admin/pricing/{model}",
+    # leaderboard: superusers' exclusions of accounts from every board
+    "/api/v1/admin/users/{user_id}/leaderboard-exclusion",
+    "/api/v1/admin/leaderboard/exclusions",
 }
 
 Context = dict[str, Any]
