@@ -76,5 +76,5 @@ async def include_user(
 @admin_router.get("/admin/leaderboard/exclusions", summary="Accounts excluded from the leaderboards (superuser)")
 async def list_exclusions(_admin: Superuser, service: ExclusionServiceDep, page: PageParams) -> Page[ExclusionOut]:
     """Most recently excluded first."""
-    exclusions, next_cursor = await service.list(page)
+    exclusions, next_cursor = await service.exclusions(page)
     return Page(items=[_out(exclusion) for exclusion in exclusions], next_cursor=next_cursor)

@@ -94,7 +94,7 @@ class ExclusionService:
             raise NotFound("leaderboard_exclusion", f"{user.username} is not excluded from the leaderboards.")
         await self._audit(admin, USER_INCLUDED, user, {"previous_reason": found.reason}, ip)
 
-    async def list(self, page: PageRequest) -> tuple[list[Exclusion], str | None]:
+    async def exclusions(self, page: PageRequest) -> tuple[list[Exclusion], str | None]:
         """Excluded accounts, most recently excluded first."""
         rows, next_cursor = await paginate(
             self.session,
