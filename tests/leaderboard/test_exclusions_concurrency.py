@@ -58,9 +58,9 @@ async def test_concurrent_exclusions_of_one_account_keep_one_and_audit_each_chan
     assert {event.action for event in events} == {"leaderboard.user_excluded"}
     # The changes form one chain: each replaced the reason the one before it set, none was lost.
     previous = {event.details["reason"]: event.details.get("previous_reason") for event in events}
-    chain = [row.reason]
-    while previous[chain[-1]] is not None:
-        chain.append(previous[chain[-1]])
+    chain: list[str] = [row.reason or ""]
+    while (before := previous[chain[-1]]) is not None:
+        chain.append(before)
     assert sorted(chain) == reasons
     [first] = [event for event in events if "previous_reason" not in event.details]
     assert first.details["reason"] == chain[-1]
