@@ -150,3 +150,30 @@ async def test_superusers_recompute_now(
     assert result["totals"]["day"]["streak"] == 1
     assert result["totals"]["month"]["cache_efficiency"] == 0
     assert ranks(await board(client, period="day")) == [("user", 1, 42)]
+
+
+async def test_an_exclusion_takes_the_account_off_the_boards_at_once(
+    client: httpx.AsyncClient, session: AsyncSession, make_user: MakeUser, recompute: Recompute
+) -> None:
+    admin = await make_user("admin", is_superuser=True)
+    cheater = await make_user("cheater")
+    honest = await make_user("honest")
+    await usage(session, cheater, TODAY, output=10**9)
+    await usage(session, honest, TODAY, output=10)
+    await recompute()
+    assert [name for name, _, _ in ranks(await board(client, period="day"))] == ["cheater", "honest"]
+
+    path = f"/api/v1/admin/users/{cheater.model.id}/leaderboard-exclusion"
+    excluded = await client.post(path, headers=admin.headers, json={"reason": "fake usage"})
+    assert excluded.status_code == 201, excluded.text
+    assert ranks(await board(client, period="day")) == [("honest", 2, 10)]
+    assert (await board(client, period="day", who=cheater))["me"]["reason"] == "excluded"
+    assert (await client.get("/api/v1/leaderboard/users/cheater")).json()["periods"]["day"]["metrics"]["tokens"][
+        "rank"
+    ] is None
+    await recompute()
+    assert ranks(await board(client, period="day")) == [("honest", 1, 10)]
+
+    assert (await client.delete(path, headers=admin.headers)).status_code == 204
+    await recompute()
+    assert [name for name, _, _ in ranks(await board(client, period="day"))] == ["cheater", "honest"]
