@@ -65,6 +65,9 @@ NOT_ORG_SCOPED = {
     "/api/v1/leaderboard",
     "/api/v1/leaderboard/users/{username}",
     "/api/v1/admin/leaderboard/recompute",
+    # leaderboard: superusers' exclusions of accounts from every board
+    "/api/v1/admin/users/{user_id}/leaderboard-exclusion",
+    "/api/v1/admin/leaderboard/exclusions",
 }
 
 Context = dict[str, Any]

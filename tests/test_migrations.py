@@ -147,3 +147,51 @@ async def test_0012_keeps_the_newest_open_invitation_per_email(database_server: 
         assert closed == {ids["old"]}
     finally:
         await engine.dispose()
+
+
+async def test_0015_allows_platform_audit_events_and_its_downgrade_drops_only_them(
+    database_server: DatabaseServer,
+) -> None:
+    """Organizations' events survive the change of `audit_events.org_id` to nullable (a table
+    rebuild on SQLite) both ways; a downgrade drops the platform events (org_id null), which the
+    NOT NULL column cannot hold."""
+    engine: AsyncEngine = create_engine(build_settings(await database_server.create_empty()))
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    org_id, org_event, platform_event = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    organizations = sa.table(
+        "organizations",
+        sa.column("id", sa.Uuid()),
+        sa.column("name", sa.String()),
+        sa.column("slug", sa.String()),
+        sa.column("created_at", UTCDateTime()),
+        sa.column("updated_at", UTCDateTime()),
+    )
+    events = sa.table(
+        "audit_events",
+        *(sa.column(name, sa.Uuid()) for name in ("id", "org_id")),
+        sa.column("action", sa.String()),
+        sa.column("metadata", sa.JSON()),
+        sa.column("created_at", UTCDateTime()),
+    )
+    try:
+        async with engine.begin() as connection:
+            await migrations.upgrade(connection, "0013")
+            await connection.execute(
+                organizations.insert().values(id=org_id, name="E", slug="e", created_at=at, updated_at=at)
+            )
+            await connection.execute(
+                events.insert().values(id=org_event, org_id=org_id, action="org.created", metadata={}, created_at=at)
+            )
+            await migrations.upgrade(connection, "0015")
+            await connection.execute(
+                events.insert().values(
+                    id=platform_event, org_id=None, action="leaderboard.user_excluded", metadata={}, created_at=at
+                )
+            )
+            stored = await connection.execute(sa.select(events.c.id, events.c.org_id))
+            assert {row.id: row.org_id for row in stored} == {org_event: org_id, platform_event: None}
+            await migrations.downgrade(connection, "0013")
+            kept = await connection.execute(sa.select(events.c.id, events.c.org_id, events.c.action))
+            assert [tuple(row) for row in kept] == [(org_event, org_id, "org.created")]
+    finally:
+        await engine.dispose()

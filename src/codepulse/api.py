@@ -10,6 +10,7 @@ from codepulse.auth.router import users_router
 from codepulse.config import Settings
 from codepulse.errors import PROBLEM_RESPONSES
 from codepulse.health.router import router as health_router
+from codepulse.leaderboard.admin_router import admin_router as leaderboard_admin_router
 from codepulse.leaderboard.router import router as leaderboard_router
 from codepulse.orgs.router import invitations_router
 from codepulse.orgs.router import router as orgs_router
@@ -37,6 +38,7 @@ DOMAIN_ROUTERS: tuple[DomainRouter, ...] = (
     usage_router,
     pricing_router,
     leaderboard_router,
+    leaderboard_admin_router,
 )
 
 

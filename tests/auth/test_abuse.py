@@ -94,6 +94,7 @@ async def test_first_superuser_is_created_once(
     assert len(users) == 1
     assert users[0].is_superuser
     assert users[0].email_verified
+    assert users[0].profile_public is False
 
 
 async def test_superuser_dependency(

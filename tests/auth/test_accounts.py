@@ -28,7 +28,7 @@ async def test_register_returns_a_session_and_the_user(client: httpx.AsyncClient
     assert (user["email"], user["username"], user["name"]) == ("ada@example.com", "ada_l", "Ada")
     assert user["email_verified"] is False
     assert user["timezone"] == "UTC"
-    assert user["profile_public"] is True
+    assert user["profile_public"] is False  # private by default
     assert "password_hash" not in user
     me = await client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {body['token']}"})
     assert me.status_code == 200
@@ -176,6 +176,13 @@ async def test_update_profile(client: httpx.AsyncClient) -> None:
 async def test_public_profile_honours_privacy(client: httpx.AsyncClient) -> None:
     ada = await register(client, "ada")
     grace = await register(client, "grace")
+    # A new account is private: only its owner sees it until it opts in.
+    assert (await client.get("/api/v1/users/ada")).status_code == 404
+    assert (await client.get("/api/v1/users/ada", headers=grace.headers)).status_code == 404
+    assert (await client.get("/api/v1/users/ada", headers=ada.headers)).status_code == 200
+    opted_in = await client.patch("/api/v1/users/me", headers=ada.headers, json={"profile_public": True})
+    assert opted_in.status_code == 200
+    assert opted_in.json()["profile_public"] is True
     public = await client.get("/api/v1/users/ada")
     assert public.status_code == 200
     assert set(public.json()) == {"username", "name", "avatar_url", "created_at"}

@@ -93,6 +93,7 @@ async def test_new_user_signs_in_with_a_verified_primary_email(
     assert (user["email"], user["username"], user["name"]) == ("octo.cat!@users.example.com", "octocat", "The Octocat")
     assert user["email_verified"] is True
     assert user["has_password"] is False
+    assert user["profile_public"] is False  # private by default, like a registered account
     me = await client.get("/api/v1/auth/me", headers=signed_in.headers)
     assert me.status_code == 200
     account = (await session.scalars(select(OAuthAccount))).one()
@@ -392,6 +393,7 @@ async def test_device_sign_in_of_a_new_account_stores_its_token(
     assert response.status_code == 201
     account = (await session.scalars(select(OAuthAccount))).one()
     assert account.login == "octocat"
+    assert (await session.get_one(User, account.user_id)).profile_public is False  # private by default
     assert SecretBox(github_settings.secret_key).decrypt(account.access_token_encrypted or "") == token
 
 

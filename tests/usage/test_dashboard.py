@@ -108,7 +108,26 @@ async def test_dashboards_need_a_session(client: httpx.AsyncClient) -> None:
         assert (await client.get(f"/api/v1/dashboard/{path}")).status_code == 401
 
 
+async def test_a_new_accounts_stats_are_private_until_it_opts_in(client: httpx.AsyncClient, busy: SignedIn) -> None:
+    other = await register(client, "other")
+    for headers in ({}, other.headers):
+        hidden = await client.get("/api/v1/users/busy/stats", headers=headers)
+        assert hidden.status_code == 404
+        # The same answer as for an account that does not exist: no existence leak.
+        assert hidden.json()["code"] == "user_not_found"
+    own = await client.get("/api/v1/users/busy/stats", headers=busy.headers)
+    assert own.status_code == 200
+    assert own.json()["active_days"] == 3
+    opted_in = await client.patch("/api/v1/users/me", headers=busy.headers, json={"profile_public": True})
+    assert opted_in.status_code == 200
+    assert opted_in.json()["profile_public"] is True
+    assert (await client.get("/api/v1/users/busy/stats")).status_code == 200
+    assert (await client.get("/api/v1/users/busy/stats", headers=other.headers)).status_code == 200
+
+
 async def test_public_stats_follow_the_profile_visibility(client: httpx.AsyncClient, busy: SignedIn) -> None:
+    opted_in = await client.patch("/api/v1/users/me", headers=busy.headers, json={"profile_public": True})
+    assert opted_in.status_code == 200
     public = await client.get("/api/v1/users/busy/stats")
     assert public.status_code == 200, public.text
     stats = public.json()

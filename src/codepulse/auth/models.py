@@ -28,7 +28,9 @@ class User(UUIDPrimaryKey, Timestamps, Base):
     email_verified_at: Mapped[datetime | None]
     is_superuser: Mapped[bool] = mapped_column(Boolean, default=False)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
-    profile_public: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Private by default, whatever path creates the account (registration, GitHub sign-up, the
+    # first superuser): a user opts in to public stats and boards with PATCH /users/me.
+    profile_public: Mapped[bool] = mapped_column(Boolean, default=False)
 
     @property
     def email_verified(self) -> bool:

@@ -140,12 +140,16 @@ def standings_query(
         totals.c.cache_base,
     ).cte("days")
 
-    user = days.c.user_id
+    # Only someone active on one of the last three UTC dates can have a current streak (local
+    # todays span the UTC date and the days either side): the islands are numbered for them alone.
+    recent = select(days.c.user_id).where(days.c.dn >= _number(today) - 2)
+    streakers = select(days.c.user_id, days.c.dn).where(days.c.user_id.in_(recent)).subquery("streakers")
+    user = streakers.c.user_id
     islands = select(
-        days.c.user_id,
-        days.c.dn,
-        (days.c.dn - func.row_number().over(partition_by=user, order_by=days.c.dn)).label("island"),
-        (func.max(days.c.dn).over(partition_by=user) - func.count().over(partition_by=user)).label("last_island"),
+        streakers.c.user_id,
+        streakers.c.dn,
+        (streakers.c.dn - func.row_number().over(partition_by=user, order_by=streakers.c.dn)).label("island"),
+        (func.max(streakers.c.dn).over(partition_by=user) - func.count().over(partition_by=user)).label("last_island"),
     ).cte("islands")
     runs = (
         select(
@@ -158,35 +162,39 @@ def standings_query(
         .cte("runs")
     )
 
-    bounds = []
-    for period, window in windows(today).items():
-        start = ALL_START if window.start is None else _number(window.start)
-        end = ALL_END if window.end is None else _number(window.end)
-        bounds.append(
+    # Every period's sums in one pass over the days (one row per user), then one row per period.
+    bounds = {
+        period: (
+            ALL_START if window.start is None else _number(window.start),
+            ALL_END if window.end is None else _number(window.end),
+        )
+        for period, window in windows(today).items()
+    }
+    sums: list[ColumnElement[Any]] = []
+    for period, (start, end) in bounds.items():
+        inside = days.c.dn.between(start, end)
+        sums.extend(
+            cast(func.sum(days.c[name]).filter(inside), BigInteger).label(f"{name}_{period.name}")
+            for name in ("tokens", "cost", "cache_read", "cache_base")
+        )
+        sums.append(func.count().filter(inside).label(f"active_days_{period.name}"))
+    wide = select(days.c.user_id, *sums).group_by(days.c.user_id).cte("wide")
+    values = union_all(
+        *(
             select(
+                wide.c.user_id,
                 literal(period.value).label("period"),
                 literal(start, Integer).label("start_n"),
                 literal(end, Integer).label("end_n"),
-            )
+                *(
+                    wide.c[f"{name}_{period.name}"].label(name)
+                    for name in ("tokens", "cost", "cache_read", "cache_base")
+                ),
+                wide.c[f"active_days_{period.name}"].label("active_days"),
+            ).where(wide.c[f"active_days_{period.name}"] > 0)
+            for period, (start, end) in bounds.items()
         )
-    periods = union_all(*bounds).cte("periods")
-
-    values = (
-        select(
-            days.c.user_id,
-            periods.c.period,
-            periods.c.start_n,
-            periods.c.end_n,
-            cast(func.sum(days.c.tokens), BigInteger).label("tokens"),
-            cast(func.sum(days.c.cost), BigInteger).label("cost"),
-            cast(func.sum(days.c.cache_read), BigInteger).label("cache_read"),
-            cast(func.sum(days.c.cache_base), BigInteger).label("cache_base"),
-            func.count().label("active_days"),
-        )
-        .select_from(days.join(periods, days.c.dn.between(periods.c.start_n, periods.c.end_n)))
-        .group_by(days.c.user_id, periods.c.period, periods.c.start_n, periods.c.end_n)
-        .cte("period_values")
-    )
+    ).cte("period_values")
 
     profiles = auth_service.user_profiles().subquery("profiles")
     today_n: ColumnElement[int] = (
@@ -219,7 +227,7 @@ def standings_query(
             cache_efficiency.label("cache_efficiency"),
         )
         .select_from(
-            values.join(profiles, profiles.c.id == values.c.user_id).join(runs, runs.c.user_id == values.c.user_id)
+            values.join(profiles, profiles.c.id == values.c.user_id).outerjoin(runs, runs.c.user_id == values.c.user_id)
         )
         .cte("scored")
     )

@@ -83,10 +83,13 @@ class Invitation(UUIDPrimaryKey, Base):
 
 
 class AuditEvent(UUIDPrimaryKey, Base):
+    """An organization's event (`org_id` set, shown in its audit log) or a platform event of a
+    superuser (`org_id` null, e.g. `leaderboard.user_excluded`), which no organization's log shows."""
+
     __tablename__ = "audit_events"
     __table_args__ = (Index("ix_audit_events_org_id_created_at", "org_id", "created_at"),)
 
-    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    org_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     actor_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     action: Mapped[str] = mapped_column(String(64))
     target_type: Mapped[str | None] = mapped_column(String(32))

@@ -1,6 +1,7 @@
 """Organizations and the one answer to "may this user do this in this organization?".
 
-Other slices call `require_role(...)` / `get_membership(...)` / `OrgService.audit(...)` here,
+Other slices call `require_role(...)` / `get_membership(...)` / `OrgService.audit(...)` here
+(`audit_platform_event(...)` for a superuser's action that belongs to no organization),
 receive `Organization` and `Role` from here (never from `orgs.models`), and routes use the
 `OrgMember(...)` guard family in `codepulse.orgs.dependencies`.
 
@@ -338,18 +339,7 @@ class OrgService:
         ip: str | None = None,
     ) -> None:
         """Record an audit event in the caller's transaction (it commits or rolls back with it)."""
-        await self.repo.add(
-            AuditEvent(
-                org_id=org_id,
-                actor_id=actor.id if actor else None,
-                action=action,
-                target_type=target_type,
-                target_id=str(target_id) if target_id is not None else None,
-                details={k: _jsonable(v) for k, v in (details or {}).items()},
-                ip=ip,
-                created_at=self.clock(),
-            )
-        )
+        await self.repo.add(_audit_event(self.clock(), org_id, actor, action, target_type, target_id, details, ip))
 
     async def audit_log(
         self, access: OrgAccess, action: str | None, page: PageRequest
@@ -361,6 +351,28 @@ class OrgService:
             order=[SortKey(AuditEvent.created_at, "desc")],
             params=page,
         )
+
+
+def _audit_event(
+    now: datetime,
+    org_id: uuid.UUID | None,
+    actor: User | None,
+    action: str,
+    target_type: str | None,
+    target_id: uuid.UUID | str | None,
+    details: dict[str, Any] | None,
+    ip: str | None,
+) -> AuditEvent:
+    return AuditEvent(
+        org_id=org_id,
+        actor_id=actor.id if actor else None,
+        action=action,
+        target_type=target_type,
+        target_id=str(target_id) if target_id is not None else None,
+        details={k: _jsonable(v) for k, v in (details or {}).items()},
+        ip=ip,
+        created_at=now,
+    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -393,6 +405,22 @@ async def refuse_last_owner(session: AsyncSession, user: User) -> None:
             code="last_owner",
             extra={"organizations": slugs},
         )
+
+
+async def audit_platform_event(
+    session: AsyncSession,
+    clock: ClockFunc,
+    actor: User | None,
+    action: str,
+    target_type: str | None = None,
+    target_id: uuid.UUID | str | None = None,
+    details: dict[str, Any] | None = None,
+    ip: str | None = None,
+) -> None:
+    """Record a platform event (a superuser's action outside any organization: org_id null) in
+    the caller's transaction. No organization's audit log shows it."""
+    event = _audit_event(clock(), None, actor, action, target_type, target_id, details, ip)
+    await OrgRepository(session).add(event)
 
 
 async def get_membership(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID) -> Membership | None:
