@@ -219,9 +219,12 @@ async def recompute(settings: Settings, now: datetime) -> None:
     """Time two recomputes and the community benchmarks."""
     database = Database.from_settings(settings)
     try:
-        for run in ("first (no previous snapshot)", "second (previous snapshot: rank changes)"):
+        for run in ("first", "second"):
+            async with database.transaction(write=False) as session:
+                found = await session.execute(text("SELECT 1 FROM leaderboard_snapshots WHERE state = 'current'"))
+                before = "a previous snapshot: rank changes" if found.first() else "no previous snapshot"
             result = await timed(
-                f"recompute_rankings, {run}",
+                f"recompute_rankings, {run} ({before})",
                 lambda: recompute_rankings(database, settings, now),
                 RECOMPUTE_TARGET_SECONDS,
             )
@@ -276,6 +279,19 @@ async def ranked_user_token(database: BenchDatabase, now: datetime) -> tuple[str
             now + timedelta(days=30),
         )
         return str(row["username"]), token
+    finally:
+        await connection.close()
+
+
+async def database_activity(database: BenchDatabase) -> tuple[int, int]:
+    """(connections opened, transactions committed) on the database so far: pg_stat_database."""
+    connection = await asyncpg.connect(database.dsn)
+    try:
+        await connection.execute("SELECT pg_stat_clear_snapshot()")
+        row = await connection.fetchrow(
+            "SELECT sessions, xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        )
+        return int(row["sessions"]), int(row["xact_commit"])
     finally:
         await connection.close()
 
@@ -403,9 +419,17 @@ def serve_and_measure(database: BenchDatabase, scratch: Path, args: argparse.Nam
             f"== wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s --latency, {args.rounds} rounds, "
             f"order rotating, after {args.warmup:g} s of untimed warm-up per path; board = GET {BOARD_PATH}"
         )
+        before = asyncio.run(database_activity(database))
         runs = run_targets(base_url, targets, args)
+        after = asyncio.run(database_activity(database))
         exit_code, _ = stop_server(process)
     ok = report(runs, args)
+    requests = sum(result.requests for results in runs.values() for result in results)
+    opened, commits = after[0] - before[0] - 1, after[1] - before[1]  # - 1: the probe's own
+    print(
+        f"  PostgreSQL during the measured runs ({requests:,} requests of all paths, warm-ups not counted): "
+        f"{opened:,} connections opened (each is a new backend: the pool's overflow churning), {commits:,} commits"
+    )
     log = summarise_log(scratch / "server.log")
     clean = clean_exit(exit_code)
     print(f"server stop: {describe_exit(exit_code)}; log: {log.lines:,} lines {dict(log.levels)}")
@@ -431,9 +455,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--database-url", default=DEFAULT_SERVER_URL, help="a PostgreSQL server (maintenance db)")
     parser.add_argument("--keep", action="store_true", help="keep the loaded database (for --reuse)")
     parser.add_argument("--reuse", metavar="NAME", help="a database kept by --keep: no load, recompute and serve")
+    parser.add_argument("--skip-recompute", action="store_true", help="with --reuse: serve its snapshot as is")
     parser.add_argument("--skip-http", action="store_true", help="load and recompute only, no server and no wrk")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for readiness")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.skip_recompute and not args.reuse:
+        parser.error("--skip-recompute needs --reuse (a fresh database has no snapshot to serve)")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -458,7 +486,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             scratch = Path(raw)
             settings = bench_settings(database, scratch)
             asyncio.run(migrate_and_load(database, settings, None if args.reuse else shape, now))
-            asyncio.run(recompute(settings, now))
+            if args.skip_recompute:
+                print("recompute: skipped (--skip-recompute), serving the snapshot in the database")
+            else:
+                asyncio.run(recompute(settings, now))
             if args.skip_http:
                 print("HTTP: skipped (--skip-http)")
             else:
