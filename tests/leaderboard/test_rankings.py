@@ -230,3 +230,31 @@ async def test_bad_period_or_metric_is_a_422(client: httpx.AsyncClient) -> None:
         response = await client.get("/api/v1/leaderboard", params=params)
         assert response.status_code == 422, params
         assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_long_streaks_and_active_days_span_many_weeks(
+    client: httpx.AsyncClient, session: AsyncSession, make_user: MakeUser, recompute: Recompute
+) -> None:
+    marathon = await make_user("marathon")
+    seventy = await make_user("seventy")
+    gap = await make_user("gap")
+    for back in range(130):
+        await usage(session, marathon, TODAY - back * DAY)
+    for back in range(1, 71):  # up to yesterday: still current
+        await usage(session, seventy, TODAY - back * DAY, model="a")
+        await usage(session, seventy, TODAY - back * DAY, model="b")
+    for back in (*range(64), *range(65, 100)):
+        await usage(session, gap, TODAY - back * DAY)
+    await recompute()
+
+    streaks = await board(client, period="all", metric="streak")
+    assert [(name, value) for name, _, value in ranks(streaks)] == [("marathon", 130), ("seventy", 70), ("gap", 64)]
+    days = await board(client, period="all", metric="active_days")
+    assert [(name, value) for name, _, value in ranks(days)] == [("marathon", 130), ("gap", 99), ("seventy", 70)]
+    month = await board(client, period="30d", metric="active_days")
+    assert [(name, value) for name, _, value in ranks(month)] == [("gap", 30), ("marathon", 30), ("seventy", 29)]
+    assert [(name, value) for name, _, value in ranks(await board(client, period="30d", metric="streak"))] == [
+        ("gap", 30),
+        ("marathon", 30),
+        ("seventy", 29),
+    ]
