@@ -28,6 +28,7 @@ from codepulse.health.service import ReadinessProbe
 from codepulse.integrations.github import GitHubClient, build_oauth
 from codepulse.integrations.github_app import build_github_app
 from codepulse.integrations.mailer import build_mailer
+from codepulse.leaderboard.hooks import register_hooks as register_leaderboard_hooks
 from codepulse.logging import REQUEST_ID_HEADER, configure_logging
 from codepulse.middleware import HttpLayer
 from codepulse.migrations import head_revision
@@ -67,6 +68,7 @@ def register_hooks() -> None:
     register_orgs_hooks()
     register_repositories_hooks()
     register_scans_hooks()
+    register_leaderboard_hooks()
 
 
 def create_app(settings: Settings, *, database: Database | None = None, clock: ClockFunc = utcnow) -> FastAPI:

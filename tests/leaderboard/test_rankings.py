@@ -7,7 +7,6 @@ from datetime import UTC, date, datetime, timedelta
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse.leaderboard.cache import board_cache
 from codepulse.leaderboard.models import LeaderboardExclusion
 from tests.factories import MakeUser
 from tests.leaderboard.conftest import Recompute
@@ -131,7 +130,7 @@ async def test_a_profile_made_private_leaves_the_board_before_the_next_recompute
 
     response = await client.patch("/api/v1/users/me", headers=first.headers, json={"profile_public": False})
     assert response.status_code == 200, response.text
-    board_cache.clear()  # what LEADERBOARD_CACHE_SECONDS would do in a few seconds
+    # The profile change cleared this process's cached pages once it committed.
     assert ranks(await board(client, period="day")) == [("second", 2, 100)]
     await recompute()
     assert ranks(await board(client, period="day")) == [("second", 1, 100)]
@@ -231,3 +230,31 @@ async def test_bad_period_or_metric_is_a_422(client: httpx.AsyncClient) -> None:
         response = await client.get("/api/v1/leaderboard", params=params)
         assert response.status_code == 422, params
         assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_long_streaks_and_active_days_span_many_weeks(
+    client: httpx.AsyncClient, session: AsyncSession, make_user: MakeUser, recompute: Recompute
+) -> None:
+    marathon = await make_user("marathon")
+    seventy = await make_user("seventy")
+    gap = await make_user("gap")
+    for back in range(130):
+        await usage(session, marathon, TODAY - back * DAY)
+    for back in range(1, 71):  # up to yesterday: still current
+        await usage(session, seventy, TODAY - back * DAY, model="a")
+        await usage(session, seventy, TODAY - back * DAY, model="b")
+    for back in (*range(64), *range(65, 100)):
+        await usage(session, gap, TODAY - back * DAY)
+    await recompute()
+
+    streaks = await board(client, period="all", metric="streak")
+    assert [(name, value) for name, _, value in ranks(streaks)] == [("marathon", 130), ("seventy", 70), ("gap", 64)]
+    days = await board(client, period="all", metric="active_days")
+    assert [(name, value) for name, _, value in ranks(days)] == [("marathon", 130), ("gap", 99), ("seventy", 70)]
+    month = await board(client, period="30d", metric="active_days")
+    assert [(name, value) for name, _, value in ranks(month)] == [("gap", 30), ("marathon", 30), ("seventy", 29)]
+    assert [(name, value) for name, _, value in ranks(await board(client, period="30d", metric="streak"))] == [
+        ("gap", 30),
+        ("marathon", 30),
+        ("seventy", 29),
+    ]

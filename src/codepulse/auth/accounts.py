@@ -40,6 +40,11 @@ on_user_delete = user_delete_hooks.register
 """Register `async (session, user) -> None`, run before an account is deleted, in the deletion's
 transaction; raising a domain error refuses the deletion."""
 
+user_update_hooks: HookRegistry[User] = HookRegistry("user.update")
+on_user_update = user_update_hooks.register
+"""Register `async (session, user) -> None`, run after a profile change is flushed, in its
+transaction (upper slices drop what they cache of the profile, e.g. the leaderboard's pages)."""
+
 
 async def unique_username(session: AsyncSession, wanted: str) -> str:
     """`wanted` made valid and free: invalid characters dropped, a number added if taken."""
@@ -127,6 +132,7 @@ class AccountService:
             setattr(user, field, value)
         await self.repo.session.flush()
         self.sessions.forget(user)
+        await user_update_hooks.run(self.repo.session, user)
         return user
 
     async def change_password(self, user: User, current: str | None, new: str, keep: AuthSession) -> None:

@@ -9,7 +9,7 @@ The rules live in three services named for what they do:
 
 Other slices import from here (or those modules), never `auth.models` or `auth.repository`: the
 reads below, the types they are handed (`User`, `SessionKind`), `github_link` and the hook
-registry `on_user_delete`. Nothing here commits.
+registries `on_user_delete` and `on_user_update`. Nothing here commits.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth.accounts import AccountService
 from codepulse.auth.accounts import on_user_delete as on_user_delete
+from codepulse.auth.accounts import on_user_update as on_user_update
 from codepulse.auth.cache import AuthCache
 from codepulse.auth.github_accounts import GitHubAccountService
 from codepulse.auth.github_accounts import GitHubLink as GitHubLink

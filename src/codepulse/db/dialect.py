@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import update as sa_update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import BIT
 from sqlalchemy.ext.asyncio import (
     AsyncSession,
 )
@@ -158,3 +159,21 @@ def bytewise(session: AsyncSession, text_column: ColumnElement[str]) -> ColumnEl
     if is_postgresql(session):
         return text_column.collate("C")
     return text_column
+
+
+def bit_or_aggregate(session: AsyncSession, flags: ColumnElement[int]) -> ColumnElement[int]:
+    """The bitwise OR of `flags` over a group. PostgreSQL has `bit_or`; SQLite has none, but when
+    every value is a single bit (a power of two), the sum of the distinct values is their OR."""
+    if is_postgresql(session):
+        return func.bit_or(flags)
+    return func.sum(flags.distinct())
+
+
+def bit_count(session: AsyncSession, value: ColumnElement[int], bits: int = 63) -> ColumnElement[int]:
+    """How many of the low `bits` bits of a non-negative integer are set."""
+    if is_postgresql(session):
+        return func.bit_count(cast(value, BIT(64)))
+    total: ColumnElement[int] = value.op("&")(1)
+    for shift in range(1, bits):
+        total = total + value.op(">>")(shift).op("&")(1)
+    return total

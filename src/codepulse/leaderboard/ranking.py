@@ -21,7 +21,6 @@ from typing import Any
 
 import structlog
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
     Float,
     Integer,
@@ -42,17 +41,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from codepulse.auth import service as auth_service
 from codepulse.clock import utcnow
 from codepulse.config import Settings
-from codepulse.db import Database, advisory_xact_lock, bytewise, day_number, set_local_work_mem
+from codepulse.db import Database, advisory_xact_lock, bytewise, set_local_work_mem
+from codepulse.leaderboard.activity import SUMS, Bounds, active_days, activity, streak_run
 from codepulse.leaderboard.cache import board_cache
 from codepulse.leaderboard.models import (
-    LeaderboardExclusion,
     LeaderboardSnapshot,
     LeaderboardStanding,
     Metric,
     Period,
     SnapshotState,
 )
-from codepulse.usage import service as usage_service
 from codepulse.usage.streaks import zone
 
 log = structlog.get_logger("codepulse.leaderboard")
@@ -128,85 +126,64 @@ def standings_query(
 ) -> Select[Any]:
     """Every (period, user with usage in it) of a snapshot with values, ranks and positions."""
     today = now.date()
-    daily = usage_service.user_day_totals()
-    daily = daily.where(daily.selected_columns.user_id.not_in(select(LeaderboardExclusion.user_id)))
-    totals = daily.subquery("totals")
-    days = select(
-        totals.c.user_id,
-        day_number(session, totals.c.day).label("dn"),
-        totals.c.tokens,
-        totals.c.cost,
-        totals.c.cache_read,
-        totals.c.cache_base,
-    ).cte("days")
-
-    # Only someone active on one of the last three UTC dates can have a current streak (local
-    # todays span the UTC date and the days either side): the islands are numbered for them alone.
-    recent = select(days.c.user_id).where(days.c.dn >= _number(today) - 2)
-    streakers = select(days.c.user_id, days.c.dn).where(days.c.user_id.in_(recent)).subquery("streakers")
-    user = streakers.c.user_id
-    islands = select(
-        streakers.c.user_id,
-        streakers.c.dn,
-        (streakers.c.dn - func.row_number().over(partition_by=user, order_by=streakers.c.dn)).label("island"),
-        (func.max(streakers.c.dn).over(partition_by=user) - func.count().over(partition_by=user)).label("last_island"),
-    ).cte("islands")
-    runs = (
-        select(
-            islands.c.user_id,
-            func.min(islands.c.dn).label("run_start"),
-            func.max(islands.c.dn).label("run_end"),
-        )
-        .where(islands.c.island == islands.c.last_island)
-        .group_by(islands.c.user_id)
-        .cte("runs")
-    )
-
-    # Every period's sums in one pass over the days (one row per user), then one row per period.
+    # No local date is later than the day after tomorrow (UTC+14 at the end of tomorrow, UTC).
+    anchor = _number(today) + 2
     bounds = {
-        period: (
+        period: Bounds(
             ALL_START if window.start is None else _number(window.start),
             ALL_END if window.end is None else _number(window.end),
         )
         for period, window in windows(today).items()
     }
-    sums: list[ColumnElement[Any]] = []
-    for period, (start, end) in bounds.items():
-        inside = days.c.dn.between(start, end)
-        sums.extend(
-            cast(func.sum(days.c[name]).filter(inside), BigInteger).label(f"{name}_{period.name}")
-            for name in ("tokens", "cost", "cache_read", "cache_base")
-        )
-        sums.append(func.count().filter(inside).label(f"active_days_{period.name}"))
-    wide = select(days.c.user_id, *sums).group_by(days.c.user_id).cte("wide")
-    values = union_all(
-        *(
-            select(
-                wide.c.user_id,
-                literal(period.value).label("period"),
-                literal(start, Integer).label("start_n"),
-                literal(end, Integer).label("end_n"),
-                *(
-                    wide.c[f"{name}_{period.name}"].label(name)
-                    for name in ("tokens", "cost", "cache_read", "cache_base")
-                ),
-                wide.c[f"active_days_{period.name}"].label("active_days"),
-            ).where(wide.c[f"active_days_{period.name}"] > 0)
-            for period, (start, end) in bounds.items()
-        )
-    ).cte("period_values")
-
+    people, blocks, chains = activity(session, bounds, anchor)
     profiles = auth_service.user_profiles().subquery("profiles")
     today_n: ColumnElement[int] = (
         case(local_today, value=profiles.c.timezone, else_=_number(today))
         if local_today
         else literal(_number(today), Integer)
     )
-    # The streak is alive when its last day is the user's today or yesterday; a window counts
-    # the streak's days that fall inside it.
-    first = case((runs.c.run_start > values.c.start_n, runs.c.run_start), else_=values.c.start_n)
-    last = case((runs.c.run_end < values.c.end_n, runs.c.run_end), else_=values.c.end_n)
-    streak = case((and_(runs.c.run_end >= today_n - 1, last >= first), last - first + 1), else_=0)
+    run_start, run_end, joins = streak_run(people, blocks, chains, anchor, today_n)
+    joined = people.join(profiles, profiles.c.id == people.c.user_id)
+    for table, on in joins:
+        joined = joined.outerjoin(table, on)
+    per_user = (
+        select(
+            people.c.user_id,
+            profiles.c.profile_public.label("public"),
+            bytewise(session, profiles.c.username).label("username"),
+            run_start.label("run_start"),
+            run_end.label("run_end"),
+            *(people.c[f"{name}_{period.name}"] for period in bounds for name in SUMS),
+            *(
+                active_days(people, session, period, period_bounds, anchor).label(f"active_days_{period.name}")
+                for period, period_bounds in bounds.items()
+            ),
+        )
+        .select_from(joined)
+        .cte("per_user")
+    )
+    values = union_all(
+        *(
+            select(
+                per_user.c.user_id,
+                literal(period.value).label("period"),
+                literal(period_bounds.start, Integer).label("start_n"),
+                literal(period_bounds.end, Integer).label("end_n"),
+                per_user.c.public,
+                per_user.c.username,
+                per_user.c.run_start,
+                per_user.c.run_end,
+                *(per_user.c[f"{name}_{period.name}"].label(name) for name in SUMS),
+                per_user.c[f"active_days_{period.name}"].label("active_days"),
+            ).where(per_user.c[f"active_days_{period.name}"] > 0)
+            for period, period_bounds in bounds.items()
+        )
+    ).cte("period_values")
+
+    # A window counts the current streak's days that fall inside it.
+    first = case((values.c.run_start > values.c.start_n, values.c.run_start), else_=values.c.start_n)
+    last = case((values.c.run_end < values.c.end_n, values.c.run_end), else_=values.c.end_n)
+    streak = case((and_(values.c.run_end.is_not(None), last >= first), last - first + 1), else_=0)
     cache_efficiency = case(
         (
             and_(values.c.tokens >= settings.LEADERBOARD_CACHE_MIN_TOKENS, values.c.cache_base > 0),
@@ -214,23 +191,17 @@ def standings_query(
         ),
         else_=None,
     )
-    scored = (
-        select(
-            values.c.user_id,
-            values.c.period,
-            profiles.c.profile_public.label("public"),
-            bytewise(session, profiles.c.username).label("username"),
-            values.c.tokens,
-            values.c.cost,
-            values.c.active_days,
-            streak.label("streak"),
-            cache_efficiency.label("cache_efficiency"),
-        )
-        .select_from(
-            values.join(profiles, profiles.c.id == values.c.user_id).outerjoin(runs, runs.c.user_id == values.c.user_id)
-        )
-        .cte("scored")
-    )
+    scored = select(
+        values.c.user_id,
+        values.c.period,
+        values.c.public,
+        values.c.username,
+        values.c.tokens,
+        values.c.cost,
+        values.c.active_days,
+        streak.label("streak"),
+        cache_efficiency.label("cache_efficiency"),
+    ).cte("scored")
 
     ranked: list[ColumnElement[Any]] = []
     for metric, (value, condition) in _metric_values(scored).items():

@@ -15,7 +15,7 @@ unit of work. Nothing here commits.
 
 from __future__ import annotations
 
-from codepulse.usage.feeds import not_sharing_user_ids, user_day_totals
+from codepulse.usage.feeds import daily_rows, not_sharing_user_ids, user_day_totals
 from codepulse.usage.metering import count_events, record_event
 from codepulse.usage.repricing import RepriceReport, reprice, reprice_database
 from codepulse.usage.sharing import shares_usage_with_orgs
@@ -23,6 +23,7 @@ from codepulse.usage.sharing import shares_usage_with_orgs
 __all__ = [
     "RepriceReport",
     "count_events",
+    "daily_rows",
     "not_sharing_user_ids",
     "record_event",
     "reprice",
