@@ -1,4 +1,5 @@
-"""Realistic users and daily usage aggregates for the leaderboard benchmark, loaded with COPY.
+"""The leaderboard benchmark's database: created and dropped, and realistic users and daily usage
+aggregates loaded into it with COPY.
 
 Not a benchmark itself (see leaderboard.py). Rows are generated in Python, deterministically
 from a seed, and streamed to PostgreSQL with asyncpg's `copy_records_to_table` while they are
@@ -18,9 +19,11 @@ The shape (printed by `Shape.describe`):
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import math
 import random
+import secrets
 import time
 import uuid
 from bisect import bisect
@@ -30,6 +33,12 @@ from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate, islice
 from typing import Any
 from zoneinfo import ZoneInfo
+
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from codepulse.usage.pricing import price_table
 
@@ -68,6 +77,64 @@ USER_COLUMNS = (
     "timezone", "profile_public", "created_at", "updated_at",
 )  # fmt: skip
 PICO_PER_NANO = 1000
+
+
+# --- the database ----------------------------------------------------------------------------
+
+
+@dataclass
+class BenchDatabase:
+    url: str  # postgresql+asyncpg://.../cp_bench_<random>
+    admin_url: str
+    name: str
+
+    @classmethod
+    def create(cls, server_url: str) -> BenchDatabase:
+        admin = make_url(server_url)
+        if not admin.drivername.startswith("postgresql"):
+            raise ValueError(f"--database-url must name a PostgreSQL server, not {admin.drivername}")
+        name = f"cp_bench_{secrets.token_hex(4)}"
+        admin_url = admin.render_as_string(hide_password=False)
+        asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}"'))
+        return cls(admin.set(database=name).render_as_string(hide_password=False), admin_url, name)
+
+    @property
+    def dsn(self) -> str:
+        return make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    @classmethod
+    def existing(cls, server_url: str, name: str) -> BenchDatabase:
+        admin = make_url(server_url)
+        admin_url = admin.render_as_string(hide_password=False)
+        return cls(admin.set(database=name).render_as_string(hide_password=False), admin_url, name)
+
+    def drop(self) -> None:
+        asyncio.run(_admin(self.admin_url, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+
+
+async def _admin(admin_url: str, statement: str) -> None:
+    engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def database_activity(database: BenchDatabase) -> tuple[int, int]:
+    """(connections opened, transactions committed) on the database so far: pg_stat_database."""
+    connection = await asyncpg.connect(database.dsn)
+    try:
+        await connection.execute("SELECT pg_stat_clear_snapshot()")
+        row = await connection.fetchrow(
+            "SELECT sessions, xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        )
+        return int(row["sessions"]), int(row["xact_commit"])
+    finally:
+        await connection.close()
+
+
+# --- the data --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

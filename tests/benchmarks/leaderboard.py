@@ -38,7 +38,6 @@ import argparse
 import asyncio
 import importlib
 import os
-import secrets
 import shutil
 import statistics
 import subprocess
@@ -57,8 +56,6 @@ import asyncpg  # type: ignore[import-untyped]
 import httpx
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
 from codepulse.config import Settings, load_settings
 from codepulse.db.engine import Database, create_engine
@@ -82,7 +79,7 @@ if TYPE_CHECKING:  # mypy sees this folder as the package tests.benchmarks
         summarise_log,
         wait_ready,
     )
-    from tests.benchmarks._usage_data import Shape, describe_data, load
+    from tests.benchmarks._usage_data import BenchDatabase, Shape, database_activity, describe_data, load
 else:  # run as a script, this folder is sys.path[0]
     from _serve import (
         LIVENESS_PATH,
@@ -98,7 +95,7 @@ else:  # run as a script, this folder is sys.path[0]
         summarise_log,
         wait_ready,
     )
-    from _usage_data import Shape, describe_data, load
+    from _usage_data import BenchDatabase, Shape, database_activity, describe_data, load
 
 BOARD_PATH = "/api/v1/leaderboard?period=week&metric=tokens&limit=50"
 DEFAULT_SERVER_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -108,45 +105,6 @@ P99_TARGET_MS = 20.0
 
 
 # --- the database ----------------------------------------------------------------------------
-
-
-@dataclass
-class BenchDatabase:
-    url: str  # postgresql+asyncpg://.../cp_bench_<random>
-    admin_url: str
-    name: str
-
-    @classmethod
-    def create(cls, server_url: str) -> BenchDatabase:
-        admin = make_url(server_url)
-        if not admin.drivername.startswith("postgresql"):
-            raise BenchmarkError(f"--database-url must name a PostgreSQL server, not {admin.drivername}")
-        name = f"cp_bench_{secrets.token_hex(4)}"
-        admin_url = admin.render_as_string(hide_password=False)
-        asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}"'))
-        return cls(admin.set(database=name).render_as_string(hide_password=False), admin_url, name)
-
-    @property
-    def dsn(self) -> str:
-        return make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-    @classmethod
-    def existing(cls, server_url: str, name: str) -> BenchDatabase:
-        admin = make_url(server_url)
-        admin_url = admin.render_as_string(hide_password=False)
-        return cls(admin.set(database=name).render_as_string(hide_password=False), admin_url, name)
-
-    def drop(self) -> None:
-        asyncio.run(_admin(self.admin_url, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
-
-
-async def _admin(admin_url: str, statement: str) -> None:
-    engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
 
 
 def bench_settings(database: BenchDatabase, scratch: Path) -> Settings:
@@ -283,19 +241,6 @@ async def ranked_user_token(database: BenchDatabase, now: datetime) -> tuple[str
         await connection.close()
 
 
-async def database_activity(database: BenchDatabase) -> tuple[int, int]:
-    """(connections opened, transactions committed) on the database so far: pg_stat_database."""
-    connection = await asyncpg.connect(database.dsn)
-    try:
-        await connection.execute("SELECT pg_stat_clear_snapshot()")
-        row = await connection.fetchrow(
-            "SELECT sessions, xact_commit FROM pg_stat_database WHERE datname = current_database()"
-        )
-        return int(row["sessions"]), int(row["xact_commit"])
-    finally:
-        await connection.close()
-
-
 # --- the server ------------------------------------------------------------------------------
 
 
@@ -428,7 +373,7 @@ def serve_and_measure(database: BenchDatabase, scratch: Path, args: argparse.Nam
     opened, commits = after[0] - before[0] - 1, after[1] - before[1]  # - 1: the probe's own
     print(
         f"  PostgreSQL during the measured runs ({requests:,} requests of all paths, warm-ups not counted): "
-        f"{opened:,} connections opened (each is a new backend: the pool's overflow churning), {commits:,} commits"
+        f"{opened:,} connections opened (a new backend each), {commits:,} commits"
     )
     log = summarise_log(scratch / "server.log")
     clean = clean_exit(exit_code)
