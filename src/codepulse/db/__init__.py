@@ -24,7 +24,7 @@ from codepulse.db.dialect import (
     day_number,
     is_postgresql,
     process_lock,
-    set_local_work_mem,
+    set_local_bulk_query_settings,
     try_advisory_xact_lock,
     upsert,
 )
@@ -63,7 +63,7 @@ __all__ = [
     "process_lock",
     "rowcount",
     "rows_by_keys",
-    "set_local_work_mem",
+    "set_local_bulk_query_settings",
     "try_advisory_xact_lock",
     "unit_of_work",
     "upsert",

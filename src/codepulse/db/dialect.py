@@ -146,11 +146,13 @@ def day_number(session: AsyncSession, day: ColumnElement[Any]) -> ColumnElement[
     return cast(func.julianday(day) - 2440587.5, Integer)
 
 
-async def set_local_work_mem(session: AsyncSession, megabytes: int) -> None:
-    """Give this transaction's sorts and hashes `megabytes` of memory each (PostgreSQL), so a
-    large set-based recompute is not spilled to disk; SQLite has no such setting."""
+async def set_local_bulk_query_settings(session: AsyncSession, work_mem_megabytes: int) -> None:
+    """Settings for one large set-based statement in this transaction (PostgreSQL; SQLite has
+    none): `work_mem` for its sorts and hashes, so they are not spilled to disk, and no JIT, whose
+    compilation of a statement of many wide expressions costs more than it saves."""
     if is_postgresql(session):
-        await session.execute(text(f"SET LOCAL work_mem = '{int(megabytes)}MB'"))
+        await session.execute(text(f"SET LOCAL work_mem = '{int(work_mem_megabytes)}MB'"))
+        await session.execute(text("SET LOCAL jit = off"))
 
 
 def bytewise(session: AsyncSession, text_column: ColumnElement[str]) -> ColumnElement[str]:

@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from codepulse.auth import service as auth_service
 from codepulse.clock import utcnow
 from codepulse.config import Settings
-from codepulse.db import Database, advisory_xact_lock, bytewise, set_local_work_mem
+from codepulse.db import Database, advisory_xact_lock, bytewise, set_local_bulk_query_settings
 from codepulse.leaderboard.activity import SUMS, Bounds, active_days, activity, streak_run
 from codepulse.leaderboard.cache import board_cache
 from codepulse.leaderboard.models import (
@@ -292,7 +292,7 @@ async def recompute_rankings(
     snapshot_id = uuid.uuid4()
     async with database.transaction() as session:
         await advisory_xact_lock(session, RECOMPUTE_LOCK)
-        await set_local_work_mem(session, WORK_MEM_MB)
+        await set_local_bulk_query_settings(session, WORK_MEM_MB)
         session.add(
             LeaderboardSnapshot(
                 id=snapshot_id,

@@ -17,7 +17,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, literal, select
+from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -215,11 +215,13 @@ class LeaderboardService:
         )
 
     async def _me(self, info: SnapshotInfo | None, period: Period, metric: Metric, viewer: User) -> MyStanding:
+        """One query when the caller has usage in the period; a second only when not."""
         if info is None:
             return _unranked(NotRankedReason.NOT_COMPUTED)
+        excluded = exists(select(LeaderboardExclusion.user_id).where(LeaderboardExclusion.user_id == viewer.id))
         row = (
             await self.session.execute(
-                select(rank_column(metric), value_column(metric), rank_column(metric, Previous))
+                select(rank_column(metric), value_column(metric), rank_column(metric, Previous), excluded)
                 .outerjoin(Previous, self._previous_join(info))
                 .where(
                     Standing.snapshot_id == info.current,
@@ -228,11 +230,12 @@ class LeaderboardService:
                 )
             )
         ).first()
-        if await self._excluded(viewer.id):
-            return _unranked(NotRankedReason.EXCLUDED)
         if row is None:
-            return _unranked(NotRankedReason.NO_USAGE)
-        rank, value, previous = row
+            reason = NotRankedReason.EXCLUDED if await self._excluded(viewer.id) else NotRankedReason.NO_USAGE
+            return _unranked(reason)
+        rank, value, previous, is_excluded = row
+        if is_excluded:
+            return _unranked(NotRankedReason.EXCLUDED)
         if not viewer.profile_public:
             return _unranked(NotRankedReason.PRIVATE, present(metric, value))
         if rank is None:
