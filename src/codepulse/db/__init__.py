@@ -5,7 +5,8 @@ helper, so slices stay portable).
     base      Base, UTCDateTime, UUIDPrimaryKey, Timestamps, the constraint naming convention
     engine    create_engine, Database (read and write session factories), unit_of_work
     session   the request session: SessionRoute (its owner), DbSession, write-request detection
-    dialect   advisory locks, upsert, the work queue's claim, is_postgresql
+    dialect   advisory locks, upsert, the work queue's claim, is_postgresql, day_number
+    percentiles  continuous percentiles per group (percentile_cont, or its equal on SQLite)
     bulk      COPY / unnest bulk writes and keyed reads
     notify    LISTEN/NOTIFY
     direct    hot statements prepared once and sent straight to asyncpg (portable SQL on SQLite)
@@ -18,6 +19,7 @@ from codepulse.db.dialect import (
     advisory_lock_key,
     advisory_xact_lock,
     claim_rows,
+    day_number,
     is_postgresql,
     process_lock,
     try_advisory_xact_lock,
@@ -25,6 +27,7 @@ from codepulse.db.dialect import (
 )
 from codepulse.db.engine import SQLITE_BEGIN_OPTION, Database, after_commit, create_engine, rowcount, unit_of_work
 from codepulse.db.notify import Listener, listen, notify
+from codepulse.db.percentiles import percentiles
 from codepulse.db.session import DbSession, SessionRoute, is_write_request, writes
 
 __all__ = [
@@ -46,11 +49,13 @@ __all__ = [
     "bulk_upsert",
     "claim_rows",
     "create_engine",
+    "day_number",
     "driver_connection",
     "is_postgresql",
     "is_write_request",
     "listen",
     "notify",
+    "percentiles",
     "process_lock",
     "rowcount",
     "rows_by_keys",

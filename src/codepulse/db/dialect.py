@@ -1,4 +1,5 @@
-"""Dialect helpers: advisory locks, upsert and the work queue claim, one branch per dialect each."""
+"""Dialect helpers: advisory locks, upsert, the work queue claim and day numbers, one branch per
+dialect each."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     Row,
     Table,
     select,
@@ -19,8 +21,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
     AsyncSession,
 )
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.functions import FunctionElement
 
 
 def advisory_lock_key(name: str) -> int:
@@ -129,3 +134,24 @@ async def claim_rows(
         sa_update(table).where(key.in_(candidates)).values(dict(values)).returning(*(table.c[n] for n in returning))
     )
     return list((await session.execute(statement)).all())
+
+
+class day_number(FunctionElement[int]):  # noqa: N801 - a SQL function, named like one
+    """`day_number(date_expression)`: the date as a count of days since 1970-01-01, so that
+    consecutive dates differ by one (gaps and islands: streaks). PostgreSQL subtracts dates;
+    SQLite stores dates as ISO text, counted with julianday."""
+
+    type = Integer()
+    name = "day_number"
+    inherit_cache = True
+
+
+@compiles(day_number, "postgresql")
+def _day_number_postgresql(element: day_number, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"({compiler.process(element.clauses, **kw)} - DATE '1970-01-01')"
+
+
+@compiles(day_number, "sqlite")
+def _day_number_sqlite(element: day_number, compiler: SQLCompiler, **kw: Any) -> str:
+    # julianday('1970-01-01') is 2440587.5: whole days from there are exact in a double.
+    return f"CAST(julianday({compiler.process(element.clauses, **kw)}) - 2440587.5 AS INTEGER)"
