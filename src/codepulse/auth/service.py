@@ -17,6 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth.accounts import AccountService
@@ -67,3 +68,9 @@ async def user_by_email(session: AsyncSession, email: str) -> User | None:
 
 async def user_by_username(session: AsyncSession, username: str) -> User | None:
     return await AuthRepository(session).user_by_username(username)
+
+
+def user_profiles() -> Select[uuid.UUID, str, bool]:
+    """Users as other slices' set-based SQL needs them (the leaderboard's computations):
+    (user_id, timezone, profile_public). `.subquery()` it to join."""
+    return select(User.id.label("user_id"), User.timezone, User.profile_public)

@@ -7,6 +7,7 @@ modules named for what they do:
     price_overrides   the prices in force and the superusers' overrides
     repricing         stored costs recomputed with the prices in force
     metering          billable organization events, recorded and counted for billing
+    selectables       the daily aggregates as SQL, for other slices' set-based computations
 
 Other domains call `record_event`, `count_events` and `shares_usage_with_orgs` inside their own
 unit of work. Nothing here commits.
@@ -15,14 +16,20 @@ unit of work. Nothing here commits.
 from __future__ import annotations
 
 from codepulse.usage.metering import count_events, record_event
+from codepulse.usage.pricing import nanousd_to_usd
 from codepulse.usage.repricing import RepriceReport, reprice, reprice_database
+from codepulse.usage.selectables import daily_usage
 from codepulse.usage.sharing import shares_usage_with_orgs
+from codepulse.usage.streaks import zone
 
 __all__ = [
     "RepriceReport",
     "count_events",
+    "daily_usage",
+    "nanousd_to_usd",
     "record_event",
     "reprice",
     "reprice_database",
     "shares_usage_with_orgs",
+    "zone",
 ]
