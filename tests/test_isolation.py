@@ -61,6 +61,9 @@ NOT_ORG_SCOPED = {
     "/api/v1/users/{username}/stats",
     "/api/v1/admin/pricing",
     "/api/v1/admin/pricing/{model}",
+    # leaderboard: the public community benchmarks, and the caller's own standing in them
+    "/api/v1/benchmarks",
+    "/api/v1/benchmarks/me",
 }
 
 Context = dict[str, Any]

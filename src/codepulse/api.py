@@ -10,6 +10,7 @@ from codepulse.auth.router import users_router
 from codepulse.config import Settings
 from codepulse.errors import PROBLEM_RESPONSES
 from codepulse.health.router import router as health_router
+from codepulse.leaderboard.benchmark_router import benchmarks_router
 from codepulse.orgs.router import invitations_router
 from codepulse.orgs.router import router as orgs_router
 from codepulse.repositories.router import router as repositories_router
@@ -35,6 +36,7 @@ DOMAIN_ROUTERS: tuple[DomainRouter, ...] = (
     scan_events_router,
     usage_router,
     pricing_router,
+    benchmarks_router,
 )
 
 
