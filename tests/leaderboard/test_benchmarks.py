@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.config import Settings
 from codepulse.db import Database, percentiles
+from codepulse.leaderboard.benchmark_reads import community_benchmarks
 from codepulse.leaderboard.benchmarks import compute_benchmarks
 from codepulse.leaderboard.models import BenchmarkMember, BenchmarkRange, BenchmarkSnapshot, BenchmarkStat
 from codepulse.scheduler import JobContext, JobRunStatus, Scheduler
@@ -48,8 +49,11 @@ async def people(session: AsyncSession, make_user: MakeUser) -> dict[str, Accoun
 
 
 async def current_stats(db: Database) -> dict[tuple[str, str], BenchmarkStat]:
+    """The newest computation's distributions by (range, metric)."""
     async with db.session(write=False) as check:
-        return {(stat.range, stat.metric): stat for stat in await check.scalars(select(BenchmarkStat))}
+        newest = select(BenchmarkSnapshot.id).order_by(BenchmarkSnapshot.computed_at.desc()).limit(1)
+        stats = await check.scalars(select(BenchmarkStat).where(BenchmarkStat.snapshot_id == newest.scalar_subquery()))
+        return {(stat.range, stat.metric): stat for stat in stats}
 
 
 # --- the computation -----------------------------------------------------------------------------
@@ -117,26 +121,36 @@ async def test_private_and_excluded_users_are_not_counted(
     assert standings[people["eve"].model.id] == "excluded"
 
 
-async def test_a_second_computation_replaces_the_first(
+async def test_a_new_computation_replaces_the_current_one(
     people: dict[str, Account], session: AsyncSession, db: Database, bench_settings: Settings
 ) -> None:
+    """Readers use the newest computation; the one before it is kept (for readers that started
+    on it), older ones are deleted."""
     await compute_benchmarks(db, bench_settings, NOW)
     first = (await current_stats(db))[("all", "active_days")]
-    # A new public user, and a day later.
-    account = UserFactory.create(username="zed", profile_public=True)
+    account = UserFactory.create(username="zed", profile_public=True)  # a newcomer, a day later
     await session.flush()
     await add_usage(session, account.id, [Row(d(12, 4), "codex", "gpt-5", 10, 10, 0, 100)])
     later = NOW + timedelta(days=1)
     await compute_benchmarks(db, bench_settings, later)
-    async with db.session(write=False) as check:
-        snapshots = (await check.scalars(select(BenchmarkSnapshot))).all()
-        old_members = await check.scalar(
-            select(func.count()).select_from(BenchmarkMember).where(BenchmarkMember.snapshot_id != snapshots[0].id)
-        )
-    assert [snapshot.computed_at for snapshot in snapshots] == [later]
-    assert old_members == 0
     second = (await current_stats(db))[("all", "active_days")]
     assert (first.count, second.count) == (6, 7)
+    async with db.session(write=False) as check:
+        read = await community_benchmarks(check, BenchmarkRange.ALL)
+    assert (read.computed_at, read.active_users, read.metrics.active_days.count) == (later, 7, 7)
+    await compute_benchmarks(db, bench_settings, later + timedelta(hours=1))
+    async with db.session(write=False) as check:
+        kept = set((await check.scalars(select(BenchmarkSnapshot.computed_at))).all())
+        members_of = dict(
+            (
+                await check.execute(
+                    select(BenchmarkMember.snapshot_id, func.count()).group_by(BenchmarkMember.snapshot_id)
+                )
+            ).all()
+        )
+        snapshots = set((await check.scalars(select(BenchmarkSnapshot.id))).all())
+    assert kept == {later, later + timedelta(hours=1)}
+    assert set(members_of) == snapshots
 
 
 # --- the percentile helper, the same numbers on both databases -------------------------------------

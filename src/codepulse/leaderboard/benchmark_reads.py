@@ -49,7 +49,7 @@ def _window(snapshot: BenchmarkSnapshot, range_: BenchmarkRange) -> BenchmarkWin
 
 
 async def _current_snapshot(session: AsyncSession) -> BenchmarkSnapshot | None:
-    # One at rest; while a computation commits, the newest.
+    # The newest; the previous one is kept for readers that found it before a computation committed.
     return await session.scalar(select(BenchmarkSnapshot).order_by(BenchmarkSnapshot.computed_at.desc()).limit(1))
 
 

@@ -16,7 +16,7 @@ and each value's percentile within the public community (see `BenchmarkMember`);
 community's distribution of each value (count, mean, median, p75, p90, p99) and its tokens and
 cost per model and per source. The community is the public profiles not excluded from the
 boards: only they make the published figures. Everything is set-based SQL, a few statements in
-one transaction that also deletes the previous computation, so readers see one or the other.
+one transaction, so readers see the previous computation or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -99,11 +99,25 @@ async def compute_benchmarks(database: Database, settings: Settings, now: dateti
         await session.execute(insert(BenchmarkStat).from_select(list(stats.selected_columns.keys()), stats))
         shares = _shares(snapshot.id, today)
         await session.execute(insert(BenchmarkShare).from_select(list(shares.selected_columns.keys()), shares))
-        for table in (BenchmarkMember, BenchmarkStat, BenchmarkShare):
-            await session.execute(delete(table).where(table.snapshot_id != snapshot.id))
-        await session.execute(delete(BenchmarkSnapshot).where(BenchmarkSnapshot.id != snapshot.id))
+        await _keep_previous_only(session, snapshot)
         snapshot.duration_ms = round((time.perf_counter() - started) * 1000)
     log.info("leaderboard.benchmarks_computed", today=today.isoformat(), duration_ms=snapshot.duration_ms)
+
+
+async def _keep_previous_only(session: AsyncSession, snapshot: BenchmarkSnapshot) -> None:
+    """Delete every computation but this one and the one before it. The previous one stays a
+    computation longer: a reader that found it just before this commit reads its figures in
+    further statements (the public endpoint's three), which must still find them."""
+    previous = (
+        select(BenchmarkSnapshot.id)
+        .where(BenchmarkSnapshot.id != snapshot.id)
+        .order_by(BenchmarkSnapshot.computed_at.desc())
+        .limit(1)
+    )
+    keep = [snapshot.id, *(await session.scalars(previous)).all()]
+    for table in (BenchmarkMember, BenchmarkStat, BenchmarkShare):
+        await session.execute(delete(table).where(table.snapshot_id.not_in(keep)))
+    await session.execute(delete(BenchmarkSnapshot).where(BenchmarkSnapshot.id.not_in(keep)))
 
 
 async def _local_todays(session: AsyncSession, now: datetime) -> dict[date, list[str]]:

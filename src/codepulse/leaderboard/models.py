@@ -107,8 +107,8 @@ class LeaderboardExclusion(Base):
 # --- community benchmarks ----------------------------------------------------------------------
 # One computation (hourly) of every range: the published figures of the public community, and
 # every active user's values and percentiles (read by GET /benchmarks/me with one key lookup).
-# At rest there is one snapshot: a computation inserts the new one and deletes the old in one
-# transaction.
+# Readers use the newest snapshot. A computation inserts its snapshot and deletes all but it and
+# the previous one in one transaction (the previous one for readers that started on it).
 
 
 class BenchmarkRange(StrEnum):
