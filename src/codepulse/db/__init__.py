@@ -5,7 +5,7 @@ helper, so slices stay portable).
     base      Base, UTCDateTime, UUIDPrimaryKey, Timestamps, the constraint naming convention
     engine    create_engine, Database (read and write session factories), unit_of_work
     session   the request session: SessionRoute (its owner), DbSession, write-request detection
-    dialect   advisory locks, upsert, the work queue's claim, is_postgresql, day_number
+    dialect   advisory locks, upsert, the work queue's claim, is_postgresql, add_days
     percentiles  continuous percentiles per group (percentile_cont, or its equal on SQLite)
     bulk      COPY / unnest bulk writes and keyed reads
     notify    LISTEN/NOTIFY
@@ -16,10 +16,10 @@ from codepulse.db.base import NAMING_CONVENTION, Base, Timestamps, UTCDateTime, 
 from codepulse.db.bulk import bulk_insert, bulk_upsert, driver_connection, rows_by_keys
 from codepulse.db.dialect import (
     ExcludedColumns,
+    add_days,
     advisory_lock_key,
     advisory_xact_lock,
     claim_rows,
-    day_number,
     is_postgresql,
     process_lock,
     try_advisory_xact_lock,
@@ -42,6 +42,7 @@ __all__ = [
     "Timestamps",
     "UTCDateTime",
     "UUIDPrimaryKey",
+    "add_days",
     "advisory_lock_key",
     "advisory_xact_lock",
     "after_commit",
@@ -49,7 +50,6 @@ __all__ = [
     "bulk_upsert",
     "claim_rows",
     "create_engine",
-    "day_number",
     "driver_connection",
     "is_postgresql",
     "is_write_request",

@@ -1,4 +1,4 @@
-"""Dialect helpers: advisory locks, upsert, the work queue claim and day numbers, one branch per
+"""Dialect helpers: advisory locks, upsert, the work queue claim and date arithmetic, one branch per
 dialect each."""
 
 from __future__ import annotations
@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
+from datetime import date
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Date,
     Integer,
     Row,
     Table,
+    literal,
     select,
     text,
 )
@@ -136,22 +139,26 @@ async def claim_rows(
     return list((await session.execute(statement)).all())
 
 
-class day_number(FunctionElement[int]):  # noqa: N801 - a SQL function, named like one
-    """`day_number(date_expression)`: the date as a count of days since 1970-01-01, so that
-    consecutive dates differ by one (gaps and islands: streaks). PostgreSQL subtracts dates;
-    SQLite stores dates as ISO text, counted with julianday."""
+class add_days(FunctionElement[date]):  # noqa: N801 - a SQL function, named like one
+    """`add_days(date_expression, n)`: the date n days later (earlier when n < 0), as a date a
+    comparison with a date column can use an index for. PostgreSQL adds an integer to a date;
+    SQLite stores dates as ISO text, moved with date()'s day modifier."""
 
-    type = Integer()
-    name = "day_number"
+    type = Date()
+    name = "add_days"
     inherit_cache = True
 
-
-@compiles(day_number, "postgresql")
-def _day_number_postgresql(element: day_number, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"({compiler.process(element.clauses, **kw)} - DATE '1970-01-01')"
+    def __init__(self, day: ColumnElement[date], days: int) -> None:
+        super().__init__(day, literal(days, Integer))
 
 
-@compiles(day_number, "sqlite")
-def _day_number_sqlite(element: day_number, compiler: SQLCompiler, **kw: Any) -> str:
-    # julianday('1970-01-01') is 2440587.5: whole days from there are exact in a double.
-    return f"CAST(julianday({compiler.process(element.clauses, **kw)}) - 2440587.5 AS INTEGER)"
+@compiles(add_days, "postgresql")
+def _add_days_postgresql(element: add_days, compiler: SQLCompiler, **kw: Any) -> str:
+    day, days = element.clauses.clauses
+    return f"({compiler.process(day, **kw)} + {compiler.process(days, **kw)})"
+
+
+@compiles(add_days, "sqlite")
+def _add_days_sqlite(element: add_days, compiler: SQLCompiler, **kw: Any) -> str:
+    day, days = element.clauses.clauses
+    return f"date({compiler.process(day, **kw)}, {compiler.process(days, **kw)} || ' days')"

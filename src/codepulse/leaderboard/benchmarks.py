@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -40,10 +41,11 @@ from sqlalchemy import (
     case,
     cast,
     delete,
+    distinct,
+    exists,
     func,
     insert,
     literal,
-    or_,
     select,
     union_all,
 )
@@ -53,7 +55,7 @@ from sqlalchemy.sql.selectable import CTE
 from codepulse.auth import service as auth_service
 from codepulse.clock import utcnow
 from codepulse.config import Settings
-from codepulse.db import Database, advisory_xact_lock, day_number, percentiles
+from codepulse.db import Database, add_days, advisory_xact_lock, percentiles
 from codepulse.leaderboard.models import (
     BenchmarkMember,
     BenchmarkMetric,
@@ -91,13 +93,13 @@ async def compute_benchmarks(database: Database, settings: Settings, now: dateti
         snapshot = BenchmarkSnapshot(id=uuid.uuid4(), computed_at=now, today=today, duration_ms=0, community={})
         session.add(snapshot)
         await session.flush()
-        local_todays = await _local_todays(session, now)
-        members = _members(snapshot.id, today, local_todays, settings.LEADERBOARD_CACHE_MIN_TOKENS)
+        calendar = await _Calendar.of(session, now)
+        members = _members(snapshot.id, calendar, settings.LEADERBOARD_CACHE_MIN_TOKENS)
         await session.execute(insert(BenchmarkMember).from_select(list(members.selected_columns.keys()), members))
         snapshot.community = await _community_sizes(session, snapshot.id)
         stats = _stats(session, snapshot.id)
         await session.execute(insert(BenchmarkStat).from_select(list(stats.selected_columns.keys()), stats))
-        shares = _shares(snapshot.id, today)
+        shares = _shares(snapshot.id, calendar)
         await session.execute(insert(BenchmarkShare).from_select(list(shares.selected_columns.keys()), shares))
         await _keep_previous_only(session, snapshot)
         snapshot.duration_ms = round((time.perf_counter() - started) * 1000)
@@ -120,69 +122,113 @@ async def _keep_previous_only(session: AsyncSession, snapshot: BenchmarkSnapshot
     await session.execute(delete(BenchmarkSnapshot).where(BenchmarkSnapshot.id.not_in(keep)))
 
 
-async def _local_todays(session: AsyncSession, now: datetime) -> dict[date, list[str]]:
-    """Users' local today by time zone name: one date per distinct zone, not per user."""
-    profiles = auth_service.user_profiles().subquery()
-    names = (await session.scalars(select(profiles.c.timezone).distinct())).all()
-    by_date: dict[date, list[str]] = defaultdict(list)
-    for name in names:
-        by_date[now.astimezone(usage_service.zone(name)).date()].append(name)
-    return dict(by_date)
+@dataclass(frozen=True)
+class _Calendar:
+    """The computation's dates: UTC today (the windows' end) and each time zone's local today."""
 
+    today: date
+    # Local today -> the zones whose local today it is, for zones where it is not `today`.
+    elsewhere: dict[date, list[str]]
 
-def _ranges(today: date) -> CTE:
-    """(range, start): one row per range; start is null for `all`."""
-    rows = [
-        select(literal(range_.value, String).label("range"), literal(window(range_, today)[0], Date).label("start"))
-        for range_ in BenchmarkRange
-    ]
-    return union_all(*rows).cte("ranges")
+    @classmethod
+    async def of(cls, session: AsyncSession, now: datetime) -> _Calendar:
+        # One date per distinct zone name, not per user.
+        profiles = auth_service.user_profiles().subquery()
+        today = now.astimezone(UTC).date()
+        elsewhere: dict[date, list[str]] = defaultdict(list)
+        for name in (await session.scalars(select(profiles.c.timezone).distinct())).all():
+            local = now.astimezone(usage_service.zone(name)).date()
+            if local != today:
+                elsewhere[local].append(name)
+        return cls(today, dict(elsewhere))
 
+    def local_today(self, timezone: Any, days_before: int = 0) -> Any:
+        """A user's local today (or a day `days_before` it), from their time zone column."""
+        shift = timedelta(days=days_before)
+        whens = [(timezone.in_(names), literal(local - shift, Date)) for local, names in self.elsewhere.items()]
+        default = literal(self.today - shift, Date)
+        return case(*whens, else_=default) if whens else default
 
-def _in_window(day: Any, ranges: FromClause, today: date) -> Any:
-    return and_(day <= literal(today, Date), or_(ranges.c.start.is_(None), day >= ranges.c.start))
+    def in_range(self, day: Any, range_: BenchmarkRange) -> Any:
+        start, end = window(range_, self.today)
+        return day <= literal(end, Date) if start is None else day.between(literal(start, Date), literal(end, Date))
 
 
 def _community() -> tuple[FromClause, FromClause]:
-    """The users table's public flag and the exclusions, to join on user_id."""
+    """The users' profiles and the exclusions, to join on user_id."""
     return auth_service.user_profiles().subquery("profiles"), LeaderboardExclusion.__table__
 
 
-def _members(
-    snapshot_id: uuid.UUID, today: date, local_todays: dict[date, list[str]], cache_min_tokens: int
-) -> Select[Any]:
+def _run_starts(calendar: _Calendar) -> FromClause:
+    """(user_id, run_start): each user's latest active day, up to their local today, whose day
+    before has no usage: where their latest run of consecutive days starts. An anti-join on the
+    daily aggregates' key instead of a window over each user's whole history."""
+    usage = usage_service.daily_usage().subquery("run_usage")
+    before = usage_service.daily_usage().subquery("run_day_before")
+    profiles = auth_service.user_profiles().subquery("run_profiles")
+    starts_a_run = ~exists().where(before.c.user_id == usage.c.user_id, before.c.day == add_days(usage.c.day, -1))
+    return (
+        select(usage.c.user_id, func.max(usage.c.day).label("run_start"))
+        .join_from(usage, profiles, profiles.c.user_id == usage.c.user_id)
+        .where(usage.c.day <= calendar.local_today(profiles.c.timezone), starts_a_run)
+        .group_by(usage.c.user_id)
+        .subquery("run_starts")
+    )
+
+
+def _per_user(calendar: _Calendar) -> CTE:
+    """One row per user with usage: per range i, the sums (`tokens_i`, `input_i`, `cache_read_i`,
+    `cost_i`) and active days (`days_i`); and `streak`, the days of their latest run when it
+    reaches their local today or yesterday. One pass over the daily aggregates."""
+    usage = usage_service.daily_usage().subquery("usage")
+    profiles = auth_service.user_profiles().subquery("user_profiles")
+    starts = _run_starts(calendar)
+    local_today = calendar.local_today(profiles.c.timezone)
+    columns: list[Any] = [usage.c.user_id]
+    for index, range_ in enumerate(BenchmarkRange):
+        inside = calendar.in_range(usage.c.day, range_)
+        for name, column in (
+            ("tokens", usage.c.tokens),
+            ("input", usage.c.input_tokens),
+            ("cache_read", usage.c.cache_read_tokens),
+            ("cost", usage.c.cost_nanousd),
+        ):
+            columns.append(cast(func.sum(case((inside, column), else_=0)), Float).label(f"{name}_{index}"))
+        columns.append(func.count(distinct(case((inside, usage.c.day)))).label(f"days_{index}"))
+    in_run = and_(usage.c.day >= starts.c.run_start, usage.c.day <= local_today)
+    recent = usage.c.day.between(calendar.local_today(profiles.c.timezone, days_before=1), local_today)
+    run_days = func.count(distinct(case((in_run, usage.c.day))))
+    columns.append(case((func.max(case((recent, 1), else_=0)) == 1, run_days), else_=0).label("streak"))
+    return (
+        select(*columns)
+        .select_from(
+            usage.join(profiles, profiles.c.user_id == usage.c.user_id).outerjoin(
+                starts, starts.c.user_id == usage.c.user_id
+            )
+        )
+        .group_by(usage.c.user_id)
+        .cte("per_user")
+    )
+
+
+def _members(snapshot_id: uuid.UUID, calendar: _Calendar, cache_min_tokens: int) -> Select[Any]:
     """Every active user's values and percentiles, per range: BenchmarkMember's rows."""
-    daily = usage_service.daily_usage().subquery("daily")
-    days = (
-        select(
-            daily.c.user_id,
-            daily.c.day,
-            func.sum(daily.c.tokens).label("tokens"),
-            func.sum(daily.c.input_tokens).label("input_tokens"),
-            func.sum(daily.c.cache_read_tokens).label("cache_read_tokens"),
-            func.sum(daily.c.cost_nanousd).label("cost"),
+    per_user = _per_user(calendar)
+    totals = union_all(
+        *(
+            select(
+                literal(range_.value, String).label("range"),
+                per_user.c.user_id,
+                per_user.c.streak,
+                *(per_user.c[f"{name}_{index}"].label(name) for name in ("tokens", "input", "cache_read", "cost")),
+                per_user.c[f"days_{index}"].label("active_days"),
+            ).where(per_user.c[f"days_{index}"] > 0)
+            for index, range_ in enumerate(BenchmarkRange)
         )
-        .group_by(daily.c.user_id, daily.c.day)
-        .cte("days")
-    )
-    ranges = _ranges(today)
-    totals = (
-        select(
-            ranges.c.range,
-            days.c.user_id,
-            cast(func.sum(days.c.tokens), Float).label("tokens"),
-            cast(func.sum(days.c.input_tokens), Float).label("input_tokens"),
-            cast(func.sum(days.c.cache_read_tokens), Float).label("cache_read_tokens"),
-            cast(func.sum(days.c.cost), Float).label("cost"),
-            func.count().label("active_days"),
-        )
-        .select_from(days.join(ranges, _in_window(days.c.day, ranges, today)))
-        .group_by(ranges.c.range, days.c.user_id)
-        .subquery("totals")
-    )
-    streaks = _streaks(days, local_todays, today)
+    ).subquery("totals")
     profiles, exclusions = _community()
-    read_base = totals.c.input_tokens + totals.c.cache_read_tokens
+    read_base = totals.c.input + totals.c.cache_read
+    days = cast(totals.c.active_days, Float)
     valued = (
         select(
             totals.c.range,
@@ -192,19 +238,19 @@ def _members(
                 (profiles.c.profile_public, BenchmarkStanding.PUBLIC.value),
                 else_=BenchmarkStanding.PRIVATE.value,
             ).label("standing"),
-            (totals.c.tokens / totals.c.active_days).label(BenchmarkMetric.TOKENS_PER_ACTIVE_DAY),
-            (totals.c.cost / totals.c.active_days).label(BenchmarkMetric.COST_PER_ACTIVE_DAY),
+            (totals.c.tokens / days).label(BenchmarkMetric.TOKENS_PER_ACTIVE_DAY),
+            (totals.c.cost / days).label(BenchmarkMetric.COST_PER_ACTIVE_DAY),
             totals.c.active_days.label(BenchmarkMetric.ACTIVE_DAYS),
-            func.coalesce(streaks.c.streak, 0).label(BenchmarkMetric.STREAK),
+            totals.c.streak.label(BenchmarkMetric.STREAK),
             case(
-                (and_(totals.c.tokens >= cache_min_tokens, read_base > 0), totals.c.cache_read_tokens / read_base),
+                (and_(totals.c.tokens >= cache_min_tokens, read_base > 0), totals.c.cache_read / read_base),
                 else_=None,
             ).label(BenchmarkMetric.CACHE_EFFICIENCY),
         )
         .select_from(
-            totals.join(profiles, profiles.c.user_id == totals.c.user_id)
-            .outerjoin(exclusions, exclusions.c.user_id == totals.c.user_id)
-            .outerjoin(streaks, streaks.c.user_id == totals.c.user_id)
+            totals.join(profiles, profiles.c.user_id == totals.c.user_id).outerjoin(
+                exclusions, exclusions.c.user_id == totals.c.user_id
+            )
         )
         .subquery("valued")
     )
@@ -238,39 +284,6 @@ def _percentile(valued: FromClause, metric: BenchmarkMetric) -> Any:
             (at_or_below - equal / 2) * 100 / community,
         ),
         else_=None,
-    )
-
-
-def _streaks(days: CTE, local_todays: dict[date, list[str]], today: date) -> FromClause:
-    """(user_id, streak) of every user with a day up to their local today (gaps and islands:
-    along a user's days, newest first, day number + row number is constant within a run)."""
-    profiles = auth_service.user_profiles().subquery("streak_profiles")
-    others = [
-        (profiles.c.timezone.in_(names), literal(local, Date))
-        for local, names in local_todays.items()
-        if local != today
-    ]
-    local_today = case(*others, else_=literal(today, Date)) if others else literal(today, Date)
-    dated = (
-        select(days.c.user_id, days.c.day, local_today.label("local_today"))
-        .join_from(days, profiles, profiles.c.user_id == days.c.user_id)
-        .where(days.c.day <= local_today)
-        .subquery("dated")
-    )
-    ordered = select(
-        dated.c.user_id,
-        dated.c.local_today,
-        (
-            day_number(dated.c.day) + func.row_number().over(partition_by=dated.c.user_id, order_by=dated.c.day.desc())
-        ).label("run"),
-        func.max(dated.c.day).over(partition_by=dated.c.user_id).label("last_day"),
-    ).subquery("ordered")
-    last = day_number(ordered.c.last_day)
-    in_current_run = and_(ordered.c.run == last + 1, last >= day_number(ordered.c.local_today) - 1)
-    return (
-        select(ordered.c.user_id, func.sum(case((in_current_run, 1), else_=0)).label("streak"))
-        .group_by(ordered.c.user_id)
-        .subquery("streaks")
     )
 
 
@@ -309,29 +322,41 @@ def _stats(session: AsyncSession, snapshot_id: uuid.UUID) -> Select[Any]:
     )
 
 
-def _shares(snapshot_id: uuid.UUID, today: date) -> CompoundSelect[Any]:
-    """The community's tokens and cost per model and per source, per range."""
-    daily = usage_service.daily_usage().subquery("share_daily")
-    ranges = _ranges(today)
+def _shares(snapshot_id: uuid.UUID, calendar: _Calendar) -> CompoundSelect[Any]:
+    """The community's tokens and cost per model and per source, per range: one pass over the
+    daily aggregates per kind, every range summed at once."""
+    usage = usage_service.daily_usage().subquery("share_usage")
     profiles, exclusions = _community()
-    source = (
-        daily.join(ranges, _in_window(daily.c.day, ranges, today))
-        .join(profiles, profiles.c.user_id == daily.c.user_id)
-        .outerjoin(exclusions, exclusions.c.user_id == daily.c.user_id)
-    )
-    community = and_(profiles.c.profile_public.is_(True), exclusions.c.user_id.is_(None))
-    per_kind = [
-        select(
-            literal(snapshot_id, Uuid).label("snapshot_id"),
-            ranges.c.range,
-            literal(kind, String).label("kind"),
-            daily.c[kind].label("name"),
-            func.sum(daily.c.tokens).label("tokens"),
-            func.sum(daily.c.cost_nanousd).label("cost"),
+    selects = []
+    for kind in SHARE_KINDS:
+        columns: list[Any] = [usage.c[kind].label("name")]
+        for index, range_ in enumerate(BenchmarkRange):
+            inside = calendar.in_range(usage.c.day, range_)
+            columns += [
+                func.sum(case((inside, usage.c.tokens), else_=0)).label(f"tokens_{index}"),
+                func.sum(case((inside, usage.c.cost_nanousd), else_=0)).label(f"cost_{index}"),
+                func.count(case((inside, 1))).label(f"rows_{index}"),
+            ]
+        sums = (
+            select(*columns)
+            .select_from(
+                usage.join(profiles, profiles.c.user_id == usage.c.user_id).outerjoin(
+                    exclusions, exclusions.c.user_id == usage.c.user_id
+                )
+            )
+            .where(profiles.c.profile_public.is_(True), exclusions.c.user_id.is_(None))
+            .group_by(usage.c[kind])
+            .cte(f"{kind}_sums")
         )
-        .select_from(source)
-        .where(community)
-        .group_by(ranges.c.range, daily.c[kind])
-        for kind in SHARE_KINDS
-    ]
-    return union_all(*per_kind)
+        selects += [
+            select(
+                literal(snapshot_id, Uuid).label("snapshot_id"),
+                literal(range_.value, String).label("range"),
+                literal(kind, String).label("kind"),
+                sums.c.name,
+                sums.c[f"tokens_{index}"].label("tokens"),
+                sums.c[f"cost_{index}"].label("cost"),
+            ).where(sums.c[f"rows_{index}"] > 0)
+            for index, range_ in enumerate(BenchmarkRange)
+        ]
+    return union_all(*selects)
