@@ -69,7 +69,11 @@ DATA: dict[str, tuple[str, bool, bool, list[Row]]] = {
         "UTC",
         True,
         False,
-        [Row(d(12, n), "claude-code", "claude-sonnet-4", 1000, 500, 3000, 2_000_000) for n in (1, 2, 3)],
+        # A gap on 11-30: the current streak is the last three days.
+        [
+            Row(d(m, n), "claude-code", "claude-sonnet-4", 1000, 500, 3000, 2_000_000)
+            for m, n in ((11, 28), (11, 29), (12, 1), (12, 2), (12, 3))
+        ],
     ),
     "bob": (
         "UTC",

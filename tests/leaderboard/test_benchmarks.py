@@ -87,6 +87,8 @@ async def test_known_values(people: dict[str, Account], db: Database, bench_sett
     cy = members[("7d", people["cy"].model.id)]
     assert (cy.active_days, cy.streak) == (2, 3)  # 12-04 (local today) is after the window, in the streak
     assert cy.cache_efficiency == pytest.approx(50_000 / 60_000)
+    ada = members[("7d", people["ada"].model.id)]
+    assert (ada.active_days, ada.streak) == (5, 3)  # 11-28, 11-29, then a gap, then 12-01 to today
     assert members[("7d", people["lee"].model.id)].streak == 2  # local today is 12-02
     assert members[("7d", people["bob"].model.id)].streak == 1  # yesterday still counts
     assert members[("7d", people["dan"].model.id)].streak == 0

@@ -13,8 +13,8 @@ from codepulse.usage.schemas import Usd
 PERCENTILE_DEFINITION = (
     "A percentile is the share of the community whose value is below yours, ties counted half, in percent: "
     "`100 * (below + equal / 2) / community`, where the community is the range's active public profiles "
-    "(not excluded from the boards) with a value for that metric. 50 is the middle; the highest value of a "
-    "community of one is 50. A private profile is compared with the same community without being part of it."
+    "(not excluded from the boards) with a value for that metric. 50 is the middle (a community of one puts "
+    "its member at 50). A private profile is compared with the same community without being part of it."
 )
 
 

@@ -10,7 +10,8 @@ modules named for what they do:
     selectables       the daily aggregates as SQL, for other slices' set-based computations
 
 Other domains call `record_event`, `count_events` and `shares_usage_with_orgs` inside their own
-unit of work. Nothing here commits.
+unit of work; the leaderboard builds its set-based statements on `daily_usage`, with `zone` for
+users' local dates and `nanousd_to_usd` for money it renders. Nothing here commits.
 """
 
 from __future__ import annotations
