@@ -28,7 +28,8 @@ def percentiles(
     """One row per group of `source` (its columns named in `group_by`) that has a non-null
     `value`: the group's columns, `count` and `mean` of its non-null values, and one column per
     entry of `fractions` (label -> fraction in [0, 1]) holding that percentile, e.g.
-    `fractions={"median": 0.5, "p90": 0.9}`. Values are taken as double precision.
+    `fractions={"median": 0.5, "p90": 0.9}`. Values are taken as double precision. Without
+    `group_by`, one row (count 0 and nulls when there is no value).
 
     A statement to run or to select from (`.subquery()`), for the session's dialect.
     """
