@@ -68,6 +68,9 @@ NOT_ORG_SCOPED = {
     # leaderboard: superusers' exclusions of accounts from every board
     "/api/v1/admin/users/{user_id}/leaderboard-exclusion",
     "/api/v1/admin/leaderboard/exclusions",
+    # leaderboard: the public community benchmarks, and the caller's own standing in them
+    "/api/v1/benchmarks",
+    "/api/v1/benchmarks/me",
 }
 
 Context = dict[str, Any]

@@ -11,6 +11,7 @@ from codepulse.config import Settings
 from codepulse.errors import PROBLEM_RESPONSES
 from codepulse.health.router import router as health_router
 from codepulse.leaderboard.admin_router import admin_router as leaderboard_admin_router
+from codepulse.leaderboard.benchmark_router import benchmarks_router
 from codepulse.leaderboard.router import router as leaderboard_router
 from codepulse.orgs.router import invitations_router
 from codepulse.orgs.router import router as orgs_router
@@ -39,6 +40,7 @@ DOMAIN_ROUTERS: tuple[DomainRouter, ...] = (
     pricing_router,
     leaderboard_router,
     leaderboard_admin_router,
+    benchmarks_router,
 )
 
 

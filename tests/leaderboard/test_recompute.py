@@ -147,4 +147,4 @@ async def test_the_recompute_interval_is_a_setting(make_settings: Callable[..., 
     scheduler = Scheduler(db, make_settings(LEADERBOARD_RECOMPUTE_MINUTES=3))
     jobs.register(scheduler)
     trigger = scheduler.jobs["leaderboard.recompute"].trigger
-    assert trigger.interval == timedelta(minutes=3)  # type: ignore[attr-defined]
+    assert trigger.interval == timedelta(minutes=3)

@@ -5,7 +5,8 @@ helper, so slices stay portable).
     base      Base, UTCDateTime, UUIDPrimaryKey, Timestamps, the constraint naming convention
     engine    create_engine, Database (read and write session factories), unit_of_work
     session   the request session: SessionRoute (its owner), DbSession, write-request detection
-    dialect   advisory locks, upsert, the work queue's claim, is_postgresql
+    dialect   advisory locks, upsert, the work queue's claim, is_postgresql, add_days
+    percentiles  continuous percentiles per group (percentile_cont, or its equal on SQLite)
     bulk      COPY / unnest bulk writes and keyed reads
     notify    LISTEN/NOTIFY
     direct    hot statements prepared once and sent straight to asyncpg (portable SQL on SQLite)
@@ -15,6 +16,7 @@ from codepulse.db.base import NAMING_CONVENTION, Base, Timestamps, UTCDateTime, 
 from codepulse.db.bulk import bulk_insert, bulk_upsert, driver_connection, rows_by_keys
 from codepulse.db.dialect import (
     ExcludedColumns,
+    add_days,
     advisory_lock_key,
     advisory_xact_lock,
     bit_count,
@@ -30,6 +32,7 @@ from codepulse.db.dialect import (
 )
 from codepulse.db.engine import SQLITE_BEGIN_OPTION, Database, after_commit, create_engine, rowcount, unit_of_work
 from codepulse.db.notify import Listener, listen, notify
+from codepulse.db.percentiles import percentiles
 from codepulse.db.session import DbSession, SessionRoute, is_write_request, writes
 
 __all__ = [
@@ -44,6 +47,7 @@ __all__ = [
     "Timestamps",
     "UTCDateTime",
     "UUIDPrimaryKey",
+    "add_days",
     "advisory_lock_key",
     "advisory_xact_lock",
     "after_commit",
@@ -60,6 +64,7 @@ __all__ = [
     "is_write_request",
     "listen",
     "notify",
+    "percentiles",
     "process_lock",
     "rowcount",
     "rows_by_keys",

@@ -1,19 +1,23 @@
-"""Dialect helpers: advisory locks, upsert and the work queue claim, one branch per dialect each."""
+"""Dialect helpers: advisory locks, upsert, the work queue claim and date arithmetic, one branch per
+dialect each."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
+from datetime import date
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Date,
     Integer,
     Row,
     Table,
     cast,
     func,
+    literal,
     literal_column,
     select,
     text,
@@ -24,8 +28,11 @@ from sqlalchemy.dialects.postgresql import BIT
 from sqlalchemy.ext.asyncio import (
     AsyncSession,
 )
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.functions import FunctionElement
 
 
 def advisory_lock_key(name: str) -> int:
@@ -179,3 +186,28 @@ def bit_count(session: AsyncSession, value: ColumnElement[int], bits: int = 63) 
     for shift in range(1, bits):
         total = total + value.op(">>")(shift).op("&")(1)
     return total
+
+
+class add_days(FunctionElement[date]):  # noqa: N801 - a SQL function, named like one
+    """`add_days(date_expression, n)`: the date n days later (earlier when n < 0), as a date a
+    comparison with a date column can use an index for. PostgreSQL adds an integer to a date;
+    SQLite stores dates as ISO text, moved with date()'s day modifier."""
+
+    type = Date()
+    name = "add_days"
+    inherit_cache = True
+
+    def __init__(self, day: ColumnElement[date], days: int) -> None:
+        super().__init__(day, literal(days, Integer))
+
+
+@compiles(add_days, "postgresql")
+def _add_days_postgresql(element: add_days, compiler: SQLCompiler, **kw: Any) -> str:
+    day, days = element.clauses.clauses
+    return f"({compiler.process(day, **kw)} + {compiler.process(days, **kw)})"
+
+
+@compiles(add_days, "sqlite")
+def _add_days_sqlite(element: add_days, compiler: SQLCompiler, **kw: Any) -> str:
+    day, days = element.clauses.clauses
+    return f"date({compiler.process(day, **kw)}, {compiler.process(days, **kw)} || ' days')"

@@ -102,3 +102,105 @@ class LeaderboardExclusion(Base):
     reason: Mapped[str | None] = mapped_column(String(500))
     excluded_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime]
+
+
+# --- community benchmarks ----------------------------------------------------------------------
+# One computation (hourly) of every range: the published figures of the public community, and
+# every active user's values and percentiles (read by GET /benchmarks/me with one key lookup).
+# Readers use the newest snapshot. A computation inserts its snapshot and deletes all but it and
+# the previous one in one transaction (the previous one for readers that started on it).
+
+
+class BenchmarkRange(StrEnum):
+    D7 = "7d"
+    D30 = "30d"
+    ALL = "all"
+
+    @property
+    def days(self) -> int | None:
+        return None if self is BenchmarkRange.ALL else int(self.value[:-1])
+
+
+class BenchmarkMetric(StrEnum):
+    TOKENS_PER_ACTIVE_DAY = "tokens_per_active_day"
+    COST_PER_ACTIVE_DAY = "cost_per_active_day"
+    ACTIVE_DAYS = "active_days"
+    STREAK = "streak"
+    CACHE_EFFICIENCY = "cache_efficiency"
+
+
+class BenchmarkStanding(StrEnum):
+    """How a member's values count: `public` ones make the community (published figures and
+    the reference of every percentile), `private` ones are only compared with it, `excluded`
+    ones (leaderboard_exclusions) neither."""
+
+    PUBLIC = "public"
+    PRIVATE = "private"
+    EXCLUDED = "excluded"
+
+
+class BenchmarkSnapshot(UUIDPrimaryKey, Base):
+    __tablename__ = "leaderboard_benchmark_snapshots"
+
+    computed_at: Mapped[datetime]
+    # The UTC date the windows end on.
+    today: Mapped[date] = mapped_column(Date)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    # {range: active public profiles not excluded}: the community each percentile is within.
+    community: Mapped[dict[str, int]] = mapped_column(JSON)
+
+
+class BenchmarkStat(Base):
+    """The public community's distribution of one metric over one range."""
+
+    __tablename__ = "leaderboard_benchmark_stats"
+    __table_args__ = (PrimaryKeyConstraint("snapshot_id", "range", "metric"),)
+
+    snapshot_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leaderboard_benchmark_snapshots.id", ondelete="CASCADE"))
+    range: Mapped[str] = mapped_column(String(8))
+    metric: Mapped[str] = mapped_column(String(32))
+    count: Mapped[int] = mapped_column(Integer)
+    mean: Mapped[float] = mapped_column(Float)
+    median: Mapped[float] = mapped_column(Float)
+    p75: Mapped[float] = mapped_column(Float)
+    p90: Mapped[float] = mapped_column(Float)
+    p99: Mapped[float] = mapped_column(Float)
+
+
+class BenchmarkShare(Base):
+    """The public community's tokens and cost on one model or source over one range."""
+
+    __tablename__ = "leaderboard_benchmark_shares"
+    __table_args__ = (PrimaryKeyConstraint("snapshot_id", "range", "kind", "name"),)
+
+    snapshot_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leaderboard_benchmark_snapshots.id", ondelete="CASCADE"))
+    range: Mapped[str] = mapped_column(String(8))
+    kind: Mapped[str] = mapped_column(String(8))  # "model" or "source"
+    name: Mapped[str] = mapped_column(String(200))
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    cost: Mapped[int] = mapped_column(BigInteger)  # nano-dollars
+
+
+class BenchmarkMember(Base):
+    """An active user's values on one range and their percentiles within the public community
+    (null where the value is null or there is no community)."""
+
+    __tablename__ = "leaderboard_benchmark_members"
+    __table_args__ = (PrimaryKeyConstraint("snapshot_id", "range", "user_id"),)
+
+    snapshot_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leaderboard_benchmark_snapshots.id", ondelete="CASCADE"))
+    range: Mapped[str] = mapped_column(String(8))
+    # No foreign key, as for standings: reads are by the reader's own id.
+    user_id: Mapped[uuid.UUID]
+    standing: Mapped[str] = mapped_column(String(8))
+    tokens_per_active_day: Mapped[float] = mapped_column(Float)
+    cost_per_active_day: Mapped[float] = mapped_column(Float)  # nano-dollars
+    active_days: Mapped[int] = mapped_column(Integer)
+    streak: Mapped[int] = mapped_column(Integer)
+    # Null below LEADERBOARD_CACHE_MIN_TOKENS in the range.
+    cache_efficiency: Mapped[float | None] = mapped_column(Float)
+    tokens_per_active_day_percentile: Mapped[float | None] = mapped_column(Float)
+    cost_per_active_day_percentile: Mapped[float | None] = mapped_column(Float)
+    active_days_percentile: Mapped[float | None] = mapped_column(Float)
+    streak_percentile: Mapped[float | None] = mapped_column(Float)
+    cache_efficiency_percentile: Mapped[float | None] = mapped_column(Float)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Select, cast, func, select
+from sqlalchemy import ColumnElement, Select, select
 
 from codepulse.usage.models import UsageDaily, UsageSettings
 
@@ -14,8 +14,10 @@ _DAILY = UsageDaily.__table__.c
 
 
 def daily_rows() -> Select[Any]:
-    """Every usage_daily row as (user_id, day, tokens, cost, cache_read, cache_base), with the
-    meanings of `user_day_totals` but one row per (user, day, source, model)."""
+    """Every usage_daily row as (user_id, day [the user's local date], tokens, cost, cache_read,
+    cache_base): `tokens` is input + output + cache writes + cache reads (reasoning is part of
+    output), `cost` nano-dollars, `cache_base` input + cache reads (the denominator of cache
+    efficiency, as the dashboards compute it)."""
     return select(
         _DAILY.user_id,
         _DAILY.day,
@@ -27,6 +29,7 @@ def daily_rows() -> Select[Any]:
 
 
 def _tokens() -> ColumnElement[int]:
+    # Every token count but reasoning, which is part of output (as the dashboards count).
     return (
         _DAILY.input_tokens
         + _DAILY.output_tokens
@@ -36,22 +39,23 @@ def _tokens() -> ColumnElement[int]:
     )
 
 
-def user_day_totals() -> Select[Any]:
-    """One row per (user_id, day): `tokens` (input + output + cache writes + cache reads; reasoning
-    is part of output), `cost` (nano-dollars), `cache_read` and `cache_base` (input + cache reads:
-    the denominator of cache efficiency, as the dashboards compute it)."""
-    tokens = _tokens()
-    # Sums cast back to BIGINT: PostgreSQL sums BIGINT into NUMERIC, slow to add up again.
-    return select(
-        _DAILY.user_id,
-        _DAILY.day,
-        cast(func.sum(tokens), BigInteger).label("tokens"),
-        cast(func.sum(_DAILY.cost_nanousd), BigInteger).label("cost"),
-        cast(func.sum(_DAILY.cache_read_tokens), BigInteger).label("cache_read"),
-        cast(func.sum(_DAILY.input_tokens + _DAILY.cache_read_tokens), BigInteger).label("cache_base"),
-    ).group_by(_DAILY.user_id, _DAILY.day)
-
-
 def not_sharing_user_ids() -> Select[Any]:
     """Users who opted out of sharing their usage with their organizations."""
     return select(UsageSettings.user_id).where(UsageSettings.share_usage_with_orgs.is_(False))
+
+
+def daily_usage() -> Select[Any]:
+    """`usage_daily` rows as (user_id, day [the user's local date], source, model, tokens,
+    input_tokens, cache_read_tokens, cost_nanousd). Filter it through `.selected_columns` (the
+    conditions then reach the table's own columns) and `.subquery()` it to group or join."""
+    tokens = _tokens()
+    return select(
+        _DAILY.user_id,
+        _DAILY.day,
+        _DAILY.source,
+        _DAILY.model,
+        tokens.label("tokens"),
+        _DAILY.input_tokens,
+        _DAILY.cache_read_tokens,
+        _DAILY.cost_nanousd,
+    )

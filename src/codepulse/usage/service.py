@@ -10,24 +10,29 @@ modules named for what they do:
     feeds             selectables over usage's tables for upper slices' set-based SQL
 
 Other domains call `record_event`, `count_events` and `shares_usage_with_orgs` inside their own
-unit of work. Nothing here commits.
+unit of work; the leaderboard builds its set-based statements on `daily_usage`, with `zone` for
+users' local dates and `nanousd_to_usd` for money it renders. Nothing here commits.
 """
 
 from __future__ import annotations
 
-from codepulse.usage.feeds import daily_rows, not_sharing_user_ids, user_day_totals
+from codepulse.usage.feeds import daily_rows, daily_usage, not_sharing_user_ids
 from codepulse.usage.metering import count_events, record_event
+from codepulse.usage.pricing import nanousd_to_usd
 from codepulse.usage.repricing import RepriceReport, reprice, reprice_database
 from codepulse.usage.sharing import shares_usage_with_orgs
+from codepulse.usage.streaks import zone
 
 __all__ = [
     "RepriceReport",
     "count_events",
     "daily_rows",
+    "daily_usage",
+    "nanousd_to_usd",
     "not_sharing_user_ids",
     "record_event",
     "reprice",
     "reprice_database",
     "shares_usage_with_orgs",
-    "user_day_totals",
+    "zone",
 ]
