@@ -8,8 +8,8 @@ board under wrk against liveness, in one run, on PostgreSQL.
               (`_usage_data.py`: the data's shape is printed), then VACUUM ANALYZE;
 2. recompute: `recompute_rankings(database, settings, now)` twice, in this process (the second
               has a previous snapshot, so rank changes are computed), each timed against the
-              10 s target; then `compute_benchmarks(database, settings, now)` once when the
-              module exists;
+              10 s target; then `compute_benchmarks(database, settings, now)` once (the
+              hourly community benchmarks), untargeted;
 3. serve:     `codepulse serve --workers 1` on that database (scheduler off, rate limits off),
               a session token for a ranked public user, then for `--rounds` rounds, the order of
               the paths rotating,
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import os
 import shutil
 import statistics
@@ -59,6 +58,7 @@ from sqlalchemy.engine import make_url
 
 from codepulse.config import Settings, load_settings
 from codepulse.db.engine import Database, create_engine
+from codepulse.leaderboard.benchmarks import compute_benchmarks
 from codepulse.leaderboard.ranking import recompute_rankings
 from codepulse.logging import configure_logging
 from codepulse.migrations import upgrade
@@ -151,15 +151,6 @@ async def migrate_and_load(database: BenchDatabase, settings: Settings, shape: S
 # --- the recompute ---------------------------------------------------------------------------
 
 
-def optional(module: str, name: str) -> Callable[..., Awaitable[Any]] | None:
-    """A function of the leaderboard slice, or None when this checkout does not have it yet."""
-    try:
-        found: Callable[..., Awaitable[Any]] = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return None
-    return found
-
-
 async def timed(label: str, call: Callable[[], Awaitable[Any]], target: float | None) -> Any:
     load = os.getloadavg()[0]
     started = time.perf_counter()
@@ -188,11 +179,7 @@ async def recompute(settings: Settings, now: datetime) -> None:
             )
         ranked = ", ".join(f"{period} {counts['tokens']:,}" for period, counts in result.totals.items())
         print(f"  public profiles ranked on tokens: {ranked}")
-        compute_benchmarks = optional("codepulse.leaderboard.benchmarks", "compute_benchmarks")
-        if compute_benchmarks is None:
-            print("compute_benchmarks: codepulse.leaderboard.benchmarks.compute_benchmarks is not here: SKIPPED")
-        else:
-            await timed("compute_benchmarks (7d, 30d, all)", lambda: compute_benchmarks(database, settings, now), None)
+        await timed("compute_benchmarks (7d, 30d, all)", lambda: compute_benchmarks(database, settings, now), None)
         async with database.transaction(write=False) as session:
             snapshots = (
                 await session.execute(
