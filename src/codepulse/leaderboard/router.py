@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Path, Query, Request
+from fastapi import Path, Query, Request, Response
 
 from codepulse.auth.dependencies import OptionalUser, Superuser
 from codepulse.leaderboard.dependencies import LeaderboardServiceDep
@@ -36,6 +36,7 @@ MetricParam = Annotated[
 
 @router.get(
     "/leaderboard",
+    response_model=Board,
     summary="The public leaderboard (public profiles only)",
     description='Ties share a rank (standard competition ranking, "1224") and are listed by username '
     "(byte order). With a bearer token, `me` is the caller's standing even when off the page.",
@@ -46,8 +47,9 @@ async def global_board(
     viewer: OptionalUser,
     period: PeriodParam = Period.WEEK,
     metric: MetricParam = Metric.TOKENS,
-) -> Board:
-    return await service.board(period, metric, page, viewer)
+) -> Response:
+    # Rendered by the service (mostly from its cache): FastAPI need not validate it again.
+    return Response(await service.board_json(period, metric, page, viewer), media_type="application/json")
 
 
 @router.get("/leaderboard/users/{username}", summary="A public user's rank on every period and metric")

@@ -152,26 +152,34 @@ class LeaderboardService:
     # --- the global board ------------------------------------------------------------------
 
     async def board(self, period: Period, metric: Metric, page: PageRequest, viewer: User | None) -> Board:
+        return Board.model_validate_json(await self.board_json(period, metric, page, viewer))
+
+    async def board_json(self, period: Period, metric: Metric, page: PageRequest, viewer: User | None) -> bytes:
+        """The board as JSON. The page (everything but `me`) is rendered once per snapshot and
+        kept for LEADERBOARD_CACHE_SECONDS: a read answered from it renders only `me`."""
         info = await self.snapshot()
-        items: list[Entry] = []
-        next_cursor = None
-        if info is not None:
-            key = ("board", info.current, period, metric, page.limit, page.cursor)
-            cached = board_cache.get(key, self.settings.LEADERBOARD_CACHE_SECONDS)
-            if cached is None:
-                cached = await self._page(info, period, metric, page)
-                board_cache.put(key, cached)
-            items, next_cursor = cached
-        return Board(
-            period=period,
-            metric=metric,
-            window=window_out(info, period, self.today),
-            computed_at=info.computed_at if info else None,
-            total_ranked=info.totals.get(period.value, {}).get(metric.value, 0) if info else 0,
-            items=items,
-            next_cursor=next_cursor,
-            me=await self._me(info, period, metric, viewer) if viewer is not None else None,
-        )
+        key = ("board", info.current if info else None, period, metric, page.limit, page.cursor)
+        rendered: bytes | None = board_cache.get(key, self.settings.LEADERBOARD_CACHE_SECONDS)
+        if rendered is None:
+            items, next_cursor = await self._page(info, period, metric, page) if info is not None else ([], None)
+            rendered = (
+                Board(
+                    period=period,
+                    metric=metric,
+                    window=window_out(info, period, self.today),
+                    computed_at=info.computed_at if info else None,
+                    total_ranked=info.totals.get(period.value, {}).get(metric.value, 0) if info else 0,
+                    items=items,
+                    next_cursor=next_cursor,
+                    me=None,
+                )
+                .model_dump_json(exclude={"me"})
+                .encode()
+            )
+            board_cache.put(key, rendered)
+        me = b"null" if viewer is None else (await self._me(info, period, metric, viewer)).model_dump_json().encode()
+        # `rendered` is a JSON object: `me` goes in as its last member.
+        return b"".join((rendered[:-1], b',"me":', me, b"}"))
 
     async def _page(
         self, info: SnapshotInfo, period: Period, metric: Metric, page: PageRequest
