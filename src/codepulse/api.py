@@ -26,8 +26,10 @@ from codepulse.usage.router import router as usage_router
 API_PREFIX = "/api/v1"
 
 
+# Requests are matched against routes in this order: the hottest public reads come first.
 DOMAIN_ROUTERS: tuple[DomainRouter, ...] = (
     health_router,
+    leaderboard_router,
     auth_router,
     oauth_router,
     users_router,
@@ -38,7 +40,6 @@ DOMAIN_ROUTERS: tuple[DomainRouter, ...] = (
     scan_events_router,
     usage_router,
     pricing_router,
-    leaderboard_router,
     leaderboard_admin_router,
     benchmarks_router,
 )

@@ -12,6 +12,7 @@ from the same snapshot rows, when they are read (organizations are small).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -114,10 +115,17 @@ def _not_on_boards() -> ColumnElement[bool]:
 
 
 class LeaderboardService:
-    def __init__(self, session: AsyncSession, settings: Settings, today: date) -> None:
-        self.session = session
+    def __init__(self, session: AsyncSession | Callable[[], AsyncSession], settings: Settings, today: date) -> None:
+        """`session`: a session, or a function making one on first use (a request's)."""
+        self._session = session
         self.settings = settings
         self.today = today
+
+    @property
+    def session(self) -> AsyncSession:
+        if not isinstance(self._session, AsyncSession):
+            self._session = self._session()
+        return self._session
 
     async def snapshot(self) -> SnapshotInfo | None:
         cached: SnapshotInfo | None = board_cache.get("snapshot", self.settings.LEADERBOARD_CACHE_SECONDS)
