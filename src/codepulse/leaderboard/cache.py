@@ -7,8 +7,9 @@ the cache itself on those events; other replicas see them within the cache's lif
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 MAX_ENTRIES = 4096
@@ -17,6 +18,32 @@ MAX_ENTRIES = 4096
 class PageCache:
     def __init__(self) -> None:
         self._entries: dict[Hashable, tuple[float, Any]] = {}
+        self._loading: dict[Hashable, asyncio.Event] = {}
+
+    async def get_or_load(self, key: Hashable, max_age: float, load: Callable[[], Awaitable[Any]]) -> Any:
+        """The entry for `key`, loaded by `load()` when missing or older than `max_age`. Requests
+        that miss together wait for the first one's load instead of each reading the database
+        (when an entry expires under load, every request in flight misses it at once); if that
+        load fails, each loads for itself."""
+        cached = self.get(key, max_age)
+        if cached is not None:
+            return cached
+        loading = self._loading.get(key)
+        if loading is not None:
+            await loading.wait()
+            cached = self.get(key, max_age)
+            if cached is not None:
+                return cached
+            return await load()
+        loading = self._loading[key] = asyncio.Event()
+        try:
+            value = await load()
+            if value is not None:
+                self.put(key, value)
+            return value
+        finally:
+            del self._loading[key]
+            loading.set()
 
     def get(self, key: Hashable, max_age: float) -> Any | None:
         entry = self._entries.get(key)

@@ -128,9 +128,12 @@ class LeaderboardService:
         return self._session
 
     async def snapshot(self) -> SnapshotInfo | None:
-        cached: SnapshotInfo | None = board_cache.get("snapshot", self.settings.LEADERBOARD_CACHE_SECONDS)
-        if cached is not None:
-            return cached
+        info: SnapshotInfo | None = await board_cache.get_or_load(
+            "snapshot", self.settings.LEADERBOARD_CACHE_SECONDS, self._read_snapshot
+        )
+        return info
+
+    async def _read_snapshot(self) -> SnapshotInfo | None:
         rows = (
             await self.session.scalars(
                 select(LeaderboardSnapshot).where(
@@ -143,11 +146,9 @@ class LeaderboardService:
         if current is None:
             return None
         previous = by_state.get(SnapshotState.PREVIOUS.value)
-        info = SnapshotInfo(
+        return SnapshotInfo(
             current.id, previous.id if previous else None, current.computed_at, current.today, current.totals
         )
-        board_cache.put("snapshot", info)
-        return info
 
     def _previous_join(self, info: SnapshotInfo) -> ColumnElement[bool]:
         return and_(
@@ -167,10 +168,10 @@ class LeaderboardService:
         kept for LEADERBOARD_CACHE_SECONDS: a read answered from it renders only `me`."""
         info = await self.snapshot()
         key = ("board", info.current if info else None, period, metric, page.limit, page.cursor)
-        rendered: bytes | None = board_cache.get(key, self.settings.LEADERBOARD_CACHE_SECONDS)
-        if rendered is None:
+
+        async def render() -> bytes:
             items, next_cursor = await self._page(info, period, metric, page) if info is not None else ([], None)
-            rendered = (
+            return (
                 Board(
                     period=period,
                     metric=metric,
@@ -184,7 +185,8 @@ class LeaderboardService:
                 .model_dump_json(exclude={"me"})
                 .encode()
             )
-            board_cache.put(key, rendered)
+
+        rendered: bytes = await board_cache.get_or_load(key, self.settings.LEADERBOARD_CACHE_SECONDS, render)
         me = b"null" if viewer is None else (await self._me(info, period, metric, viewer)).model_dump_json().encode()
         # `rendered` is a JSON object: `me` goes in as its last member.
         return b"".join((rendered[:-1], b',"me":', me, b"}"))
