@@ -14,7 +14,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,3 +202,31 @@ WRK_MISSING = (
     "  macOS:         brew install wrk\n"
     "then run this script again."
 )
+
+
+@contextmanager
+def serve_one_worker(
+    directory: Path, settings: Mapping[str, str], timeout: float, extra_args: Sequence[str] = ()
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`codepulse serve --workers 1` in `directory` (its own cwd: no .env) with `settings` added to
+    the environment, logging to `directory/server.log`; yields (process, base URL) once it is
+    ready. The caller stops it (`stop_server`); on an error here it is killed."""
+    port = free_port()
+    env = {**os.environ, **settings}
+    with (directory / "server.log").open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "codepulse", "serve", *extra_args, "--port", str(port), "--workers", "1"],
+            cwd=directory,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            base_url = f"http://127.0.0.1:{port}"
+            wait_ready(process, base_url, timeout)
+            yield process, base_url
+        except BaseException:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            raise

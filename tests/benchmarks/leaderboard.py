@@ -39,7 +39,6 @@ import asyncio
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -72,12 +71,11 @@ if TYPE_CHECKING:  # mypy sees this folder as the package tests.benchmarks
         WrkResult,
         clean_exit,
         describe_exit,
-        free_port,
         machine_line,
         run_wrk,
+        serve_one_worker,
         stop_server,
         summarise_log,
-        wait_ready,
     )
     from tests.benchmarks._usage_data import BenchDatabase, Shape, database_activity, describe_data, load
 else:  # run as a script, this folder is sys.path[0]
@@ -88,12 +86,11 @@ else:  # run as a script, this folder is sys.path[0]
         WrkResult,
         clean_exit,
         describe_exit,
-        free_port,
         machine_line,
         run_wrk,
+        serve_one_worker,
         stop_server,
         summarise_log,
-        wait_ready,
     )
     from _usage_data import BenchDatabase, Shape, database_activity, describe_data, load
 
@@ -234,35 +231,18 @@ async def ranked_user_token(database: BenchDatabase, now: datetime) -> tuple[str
 @contextmanager
 def running_server(database: BenchDatabase, directory: Path, args: argparse.Namespace) -> Iterator[tuple[Any, str]]:
     """`codepulse serve --workers 1` in `directory` (its own cwd: no .env), logging to a file."""
-    port = free_port()
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=database.url,
-        ENVIRONMENT="development",
-        VAR_DIR=str(directory / "var"),
-        LOG_LEVEL=args.log_level,
-        LOG_JSON="false",
-        WEB_CONCURRENCY="1",
-        RATE_LIMIT_ENABLED="false",
-        SCHEDULER_ENABLED="false",  # no recompute behind the measurements
-    )
-    with (directory / "server.log").open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "codepulse", "serve", "--port", str(port), "--workers", "1"],
-            cwd=directory,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            base_url = f"http://127.0.0.1:{port}"
-            wait_ready(process, base_url, args.timeout)
-            yield process, base_url
-        except BaseException:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            raise
+    settings = {
+        "DATABASE_URL": database.url,
+        "ENVIRONMENT": "development",
+        "VAR_DIR": str(directory / "var"),
+        "LOG_LEVEL": args.log_level,
+        "LOG_JSON": "false",
+        "WEB_CONCURRENCY": "1",
+        "RATE_LIMIT_ENABLED": "false",
+        "SCHEDULER_ENABLED": "false",  # no recompute behind the measurements
+    }
+    with serve_one_worker(directory, settings, args.timeout) as served:
+        yield served
 
 
 @dataclass

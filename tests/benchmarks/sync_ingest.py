@@ -39,11 +39,9 @@ import argparse
 import asyncio
 import gzip
 import json
-import os
 import random
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -71,11 +69,10 @@ if TYPE_CHECKING:  # mypy sees this folder as the package tests.benchmarks
         clean_exit,
         cpu_seconds,
         describe_exit,
-        free_port,
         machine_line,
+        serve_one_worker,
         stop_server,
         summarise_log,
-        wait_ready,
     )
 else:  # run as a script, this folder is sys.path[0]
     from _serve import (
@@ -83,11 +80,10 @@ else:  # run as a script, this folder is sys.path[0]
         clean_exit,
         cpu_seconds,
         describe_exit,
-        free_port,
         machine_line,
+        serve_one_worker,
         stop_server,
         summarise_log,
-        wait_ready,
     )
 
 SYNC_PATH = "/api/v1/sync"
@@ -214,35 +210,17 @@ class BenchDatabase:
 
 @contextmanager
 def running_server(database: BenchDatabase, directory: Path, args: argparse.Namespace) -> Iterator[tuple[Any, str]]:
-    port = free_port()
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=database.url,
-        ENVIRONMENT="development",
-        VAR_DIR=str(directory / "var"),
-        LOG_LEVEL=args.log_level,
-        LOG_JSON="false",
-        RATE_LIMIT_ENABLED="false",
-        SCHEDULER_ENABLED="false",
-    )
-    log_path = directory / "server.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "codepulse", "serve", "--migrate", "--port", str(port), "--workers", "1"],
-            cwd=directory,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            base_url = f"http://127.0.0.1:{port}"
-            wait_ready(process, base_url, args.timeout)
-            yield process, base_url
-        except BaseException:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            raise
+    settings = {
+        "DATABASE_URL": database.url,
+        "ENVIRONMENT": "development",
+        "VAR_DIR": str(directory / "var"),
+        "LOG_LEVEL": args.log_level,
+        "LOG_JSON": "false",
+        "RATE_LIMIT_ENABLED": "false",
+        "SCHEDULER_ENABLED": "false",
+    }
+    with serve_one_worker(directory, settings, args.timeout, ["--migrate"]) as served:
+        yield served
 
 
 # --- passes ----------------------------------------------------------------------------------
