@@ -57,3 +57,13 @@ async def test_a_failed_load_is_not_shared_and_leaves_nothing_behind() -> None:
     assert await follower == b"page"
     assert calls == 2
     assert not cache._loading
+
+
+async def test_a_full_cache_drops_the_least_recently_used_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("codepulse.leaderboard.cache.MAX_ENTRIES", 2)
+    cache = PageCache()
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a", 60) == 1  # "a" is now the most recently used
+    cache.put("c", 3)
+    assert (cache.get("a", 60), cache.get("b", 60), cache.get("c", 60)) == (1, None, 3)

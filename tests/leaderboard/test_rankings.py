@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import httpx
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse.leaderboard.models import LeaderboardExclusion
+from codepulse.leaderboard.models import LeaderboardExclusion, LeaderboardStanding
 from tests.factories import MakeUser
 from tests.leaderboard.conftest import Recompute
 from tests.leaderboard.helpers import board, names, ranks, usage
@@ -258,3 +259,32 @@ async def test_long_streaks_and_active_days_span_many_weeks(
         ("marathon", 30),
         ("seventy", 29),
     ]
+
+
+async def test_me_is_kept_between_reads_but_follows_privacy_and_exclusions_at_once(
+    client: httpx.AsyncClient, session: AsyncSession, make_user: MakeUser, recompute: Recompute
+) -> None:
+    ada = await make_user("ada")
+    root = await make_user("root", is_superuser=True)
+    await usage(session, ada, TODAY, output=900)
+    await recompute()
+    first = (await board(client, period="day", who=ada))["me"]
+    assert (first["rank"], first["reason"]) == (1, None)
+    # A second read is answered from the cache: the same standing, even with the row gone.
+    await session.execute(delete(LeaderboardStanding).where(LeaderboardStanding.user_id == ada.model.id))
+    await session.commit()
+    assert (await board(client, period="day", who=ada))["me"] == first
+
+    response = await client.patch("/api/v1/users/me", headers=ada.headers, json={"profile_public": False})
+    assert response.status_code == 200, response.text
+    assert (await board(client, period="day", who=ada))["me"]["reason"] == "no_usage"  # read anew
+    await client.patch("/api/v1/users/me", headers=ada.headers, json={"profile_public": True})
+    await recompute()
+    assert (await board(client, period="day", who=ada))["me"]["rank"] == 1
+
+    path = f"/api/v1/admin/users/{ada.model.id}/leaderboard-exclusion"
+    response = await client.post(path, headers=root.headers, json={"reason": "abuse"})
+    assert response.status_code == 201, response.text
+    assert (await board(client, period="day", who=ada))["me"]["reason"] == "excluded"
+    assert (await client.delete(path, headers=root.headers)).status_code == 204
+    assert (await board(client, period="day", who=ada))["me"]["rank"] == 1

@@ -14,6 +14,7 @@ block 0 goes on through the following full blocks and into the first one that is
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, ColumnElement, Integer, and_, case, cast, func, literal, select
@@ -26,6 +27,7 @@ from codepulse.usage import service as usage_service
 
 BLOCK_DAYS = 62
 FULL_BLOCK = (1 << BLOCK_DAYS) - 1
+EPOCH = date(1970, 1, 1)
 SUMS = ("tokens", "cost", "cache_read", "cache_base")
 
 
@@ -46,10 +48,12 @@ def _and(value: ColumnElement[int], mask: ColumnElement[int] | int) -> ColumnEle
     return value.op("&")(literal(mask, BigInteger) if isinstance(mask, int) else mask)
 
 
-def trailing_ones(value: ColumnElement[int]) -> ColumnElement[int]:
-    """How many low bits of `value` are set before the first clear one (0 to BLOCK_DAYS)."""
-    whens = [(_and(value, 1 << bit) == 0, bit) for bit in range(BLOCK_DAYS)]
-    return case(*whens, else_=BLOCK_DAYS)
+def trailing_ones(session: AsyncSession, value: ColumnElement[int]) -> ColumnElement[int]:
+    """How many low bits of `value` (0 <= value < 2**62) are set before the first clear one.
+
+    `value & ~(value + 1)` keeps exactly those bits; `~x` is written `-x - 1` (two's complement on
+    both databases), so `~(value + 1)` is `-value - 2`."""
+    return bit_count(session, _and(value, -value - 2), BLOCK_DAYS)
 
 
 def window_mask(bounds: Bounds, anchor: int) -> int:
@@ -63,7 +67,12 @@ def window_mask(bounds: Bounds, anchor: int) -> int:
 def activity(session: AsyncSession, periods: dict[Period, Bounds], anchor: int) -> tuple[CTE, CTE, CTE]:
     """`people`: one row per user with usage, with per period `<sum>_<period>`, the days of block
     0 (`recent`) and the count of all active days (`all_days`); `blocks` and `chains` for the
-    streaks of more than a block (see `streak_run`)."""
+    streaks of more than a block (see `current_runs`).
+
+    Two scans: every row into (user, block) groups with plain sums (the all-time figures and the
+    days), and only the rows of the recent windows into per-user sums per window. Filtering every
+    row into every window's sums in one grouping cost three times as much: the recent windows hold
+    a small share of the rows."""
     rows = usage_service.daily_rows()
     rows = rows.where(rows.selected_columns.user_id.not_in(select(LeaderboardExclusion.user_id)))
     daily = rows.subquery("daily")
@@ -74,26 +83,19 @@ def activity(session: AsyncSession, periods: dict[Period, Bounds], anchor: int) 
     marked = (
         select(
             daily.c.user_id,
-            dn.label("dn"),
             (back // BLOCK_DAYS).label("block"),
             (back % BLOCK_DAYS).label("bit"),
             *(daily.c[name] for name in SUMS),
         )
-        .where(dn <= anchor)
+        .where(daily.c.day <= _date(anchor))
         .subquery("marked")
     )
-    block_sums: list[ColumnElement[Any]] = []
-    for period, bounds in periods.items():
-        inside = None if period is Period.ALL else marked.c.dn.between(bounds.start, bounds.end)
-        for name in SUMS:
-            total = func.sum(marked.c[name]) if inside is None else func.sum(marked.c[name]).filter(inside)
-            block_sums.append(cast(total, BigInteger).label(f"{name}_{period.name}"))
     blocks = (
         select(
             marked.c.user_id,
             marked.c.block,
             bit_or_aggregate(session, literal(1, BigInteger).op("<<")(marked.c.bit)).label("mask"),
-            *block_sums,
+            *(cast(func.sum(marked.c[name]), BigInteger).label(name) for name in SUMS),
         )
         .group_by(marked.c.user_id, marked.c.block)
         .cte("blocks")
@@ -114,52 +116,123 @@ def activity(session: AsyncSession, periods: dict[Period, Bounds], anchor: int) 
         .cte("chains")
     )
 
-    sums = [
-        cast(func.sum(blocks.c[f"{name}_{period.name}"]), BigInteger).label(f"{name}_{period.name}")
-        for period in periods
-        for name in SUMS
-    ]
-    people = (
+    totals = (
         select(
             blocks.c.user_id,
-            *sums,
+            *(cast(func.sum(blocks.c[name]), BigInteger).label(f"{name}_{Period.ALL.name}") for name in SUMS),
             func.coalesce(func.max(blocks.c.mask).filter(blocks.c.block == 0), 0).label("recent"),
             cast(func.sum(bit_count(session, blocks.c.mask)), Integer).label("all_days"),
         )
         .group_by(blocks.c.user_id)
+        .subquery("totals")
+    )
+    windowed = {period: bounds for period, bounds in periods.items() if period is not Period.ALL}
+    first = min(bounds.start for bounds in windowed.values())
+    last = min(max(bounds.end for bounds in windowed.values()), anchor)
+    recent_rows = (
+        select(daily.c.user_id, daily.c.day, *(daily.c[name] for name in SUMS))
+        .where(daily.c.day.between(_date(first), _date(last)))
+        .subquery("recent_rows")
+    )
+    recent = (
+        select(
+            recent_rows.c.user_id,
+            *(
+                cast(
+                    func.sum(recent_rows.c[name]).filter(
+                        recent_rows.c.day.between(_date(bounds.start), _date(bounds.end))
+                    ),
+                    BigInteger,
+                ).label(f"{name}_{period.name}")
+                for period, bounds in windowed.items()
+                for name in SUMS
+            ),
+        )
+        .group_by(recent_rows.c.user_id)
+        .subquery("recent_sums")
+    )
+    people = (
+        select(
+            totals.c.user_id,
+            *(
+                (totals if period is Period.ALL else recent).c[f"{name}_{period.name}"]
+                for period in periods
+                for name in SUMS
+            ),
+            totals.c.recent,
+            totals.c.all_days,
+        )
+        .select_from(totals.outerjoin(recent, recent.c.user_id == totals.c.user_id))
         .cte("people")
     )
     return people, blocks, chains
 
 
-def streak_run(
-    people: Any, blocks: CTE, chains: CTE, anchor: int, local_today: ColumnElement[int]
-) -> tuple[ColumnElement[int], ColumnElement[int], list[Any]]:
-    """The current streak's first and last day numbers from a `people` row joined with the
-    user's profile (for `local_today`), and the outer joins this needs."""
+def _date(number: int) -> date:
+    return EPOCH + timedelta(days=number)
+
+
+def current_runs(
+    session: AsyncSession,
+    people: CTE,
+    blocks: CTE,
+    chains: CTE,
+    anchor: int,
+    local_today: ColumnElement[int],
+    profiles: Any,
+) -> CTE:
+    """(user_id, run_start, run_end) of every user of `people` whose current streak is running:
+    the run of days from the user's own today (or yesterday, when today has no usage yet) back.
+    `local_today` is an expression on `profiles` (the users' profiles)."""
     today_back = literal(anchor, Integer) - local_today
     has_today = _and(_shift(people.c.recent, today_back), 1) == 1
     has_yesterday = _and(_shift(people.c.recent, today_back + 1), 1) == 1
     start = case((has_today, today_back), (has_yesterday, today_back + 1), else_=None)
-    run = trailing_ones(_shift(people.c.recent, start))
-    # The block after the chain of full blocks (or block 1 when there is none).
+    # Each step a plain column of the one before: the bit arithmetic would otherwise repeat the
+    # expressions it is built on many times over (SQLite counts bits with a sum of 62 terms).
+    started = (
+        select(people.c.user_id, start.label("start"), people.c.recent)
+        .select_from(people.join(profiles, profiles.c.id == people.c.user_id))
+        .subquery("started")
+    )
+    shifted = (
+        select(started.c.user_id, started.c.start, _shift(started.c.recent, started.c.start).label("shifted"))
+        .where(started.c.start.is_not(None))
+        .subquery("shifted")
+    )
     after_chain = blocks.alias("after_chain")
     chain_length = func.coalesce(chains.c.full_blocks, 0)
-    continued = trailing_ones(func.coalesce(after_chain.c.mask, 0))
-    fills_block = start + run >= BLOCK_DAYS
-    length = case(
-        (fills_block, BLOCK_DAYS - start + BLOCK_DAYS * chain_length + continued),
-        else_=run,
+    measured = (
+        select(
+            shifted.c.user_id,
+            shifted.c.start,
+            trailing_ones(session, shifted.c.shifted).label("run"),
+            chain_length.label("chain_length"),
+            func.coalesce(after_chain.c.mask, 0).label("after_mask"),
+        )
+        .select_from(
+            shifted.outerjoin(chains, chains.c.user_id == shifted.c.user_id).outerjoin(
+                after_chain,
+                and_(after_chain.c.user_id == shifted.c.user_id, after_chain.c.block == chain_length + 1),
+            )
+        )
+        .subquery("measured")
     )
-    run_end = literal(anchor, Integer) - start
-    joins = [
-        (chains, chains.c.user_id == people.c.user_id),
+    # A run that fills block 0 goes on through the chain of full blocks after it and into the
+    # block after the chain (block 1 when there is none).
+    fills_block = measured.c.start + measured.c.run >= BLOCK_DAYS
+    length = case(
         (
-            after_chain,
-            and_(after_chain.c.user_id == people.c.user_id, after_chain.c.block == chain_length + 1),
+            fills_block,
+            BLOCK_DAYS
+            - measured.c.start
+            + BLOCK_DAYS * measured.c.chain_length
+            + trailing_ones(session, measured.c.after_mask),
         ),
-    ]
-    return run_end - length + 1, run_end, joins
+        else_=measured.c.run,
+    )
+    run_end = literal(anchor, Integer) - measured.c.start
+    return select(measured.c.user_id, (run_end - length + 1).label("run_start"), run_end.label("run_end")).cte("runs")
 
 
 def active_days(people: Any, session: AsyncSession, period: Period, bounds: Bounds, anchor: int) -> ColumnElement[int]:

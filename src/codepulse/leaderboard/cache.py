@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
-MAX_ENTRIES = 4096
+# Pages and viewers' own standings (`me`, a few hundred bytes each); the least recently used go
+# first when full.
+MAX_ENTRIES = 16384
 
 
 class PageCache:
     def __init__(self) -> None:
-        self._entries: dict[Hashable, tuple[float, Any]] = {}
+        self._entries: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
         self._loading: dict[Hashable, asyncio.Event] = {}
 
     async def get_or_load(self, key: Hashable, max_age: float, load: Callable[[], Awaitable[Any]]) -> Any:
@@ -49,12 +52,14 @@ class PageCache:
         entry = self._entries.get(key)
         if entry is None or time.monotonic() - entry[0] > max_age:
             return None
+        self._entries.move_to_end(key)
         return entry[1]
 
     def put(self, key: Hashable, value: Any) -> None:
-        if len(self._entries) >= MAX_ENTRIES:
-            self._entries.clear()
         self._entries[key] = (time.monotonic(), value)
+        self._entries.move_to_end(key)
+        if len(self._entries) > MAX_ENTRIES:
+            self._entries.popitem(last=False)
 
     def clear(self) -> None:
         self._entries.clear()

@@ -69,10 +69,11 @@ class LeaderboardStanding(Base):
         Index("ix_leaderboard_standings_cache_efficiency", "snapshot_id", "period", "cache_efficiency_position"),
     )
 
-    snapshot_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leaderboard_snapshots.id", ondelete="CASCADE"))
+    # No foreign keys, so a recompute does not pay a check per row: standings are written only
+    # with their snapshot, in its transaction, and the swap deletes a dropped snapshot's own;
+    # reads join users, so a deleted account drops out at once.
+    snapshot_id: Mapped[uuid.UUID]
     period: Mapped[str] = mapped_column(String(8))
-    # No foreign key: reads join users, so a deleted account drops out at once, and a recompute
-    # does not pay a check per row.
     user_id: Mapped[uuid.UUID]
     public: Mapped[bool] = mapped_column(Boolean)
     tokens: Mapped[int] = mapped_column(BigInteger)

@@ -24,7 +24,6 @@ from sqlalchemy import (
     ColumnElement,
     Float,
     Integer,
-    Select,
     and_,
     case,
     cast,
@@ -32,17 +31,19 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    null,
     select,
     union_all,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.selectable import CompoundSelect
 
 from codepulse.auth import service as auth_service
 from codepulse.clock import utcnow
 from codepulse.config import Settings
 from codepulse.db import Database, advisory_xact_lock, bytewise, set_local_bulk_query_settings
-from codepulse.leaderboard.activity import SUMS, Bounds, active_days, activity, streak_run
+from codepulse.leaderboard.activity import SUMS, Bounds, active_days, activity, current_runs
 from codepulse.leaderboard.cache import board_cache
 from codepulse.leaderboard.models import (
     LeaderboardSnapshot,
@@ -123,7 +124,7 @@ async def _local_today_numbers(session: AsyncSession, now: datetime) -> dict[str
 
 def standings_query(
     session: AsyncSession, snapshot_id: uuid.UUID, now: datetime, local_today: dict[str, int], settings: Settings
-) -> Select[Any]:
+) -> CompoundSelect[Any]:
     """Every (period, user with usage in it) of a snapshot with values, ranks and positions."""
     today = now.date()
     # No local date is later than the day after tomorrow (UTC+14 at the end of tomorrow, UTC).
@@ -142,24 +143,23 @@ def standings_query(
         if local_today
         else literal(_number(today), Integer)
     )
-    run_start, run_end, joins = streak_run(people, blocks, chains, anchor, today_n)
-    joined = people.join(profiles, profiles.c.id == people.c.user_id)
-    for table, on in joins:
-        joined = joined.outerjoin(table, on)
+    runs = current_runs(session, people, blocks, chains, anchor, today_n, profiles)
     per_user = (
         select(
             people.c.user_id,
             profiles.c.profile_public.label("public"),
             bytewise(session, profiles.c.username).label("username"),
-            run_start.label("run_start"),
-            run_end.label("run_end"),
+            runs.c.run_start,
+            runs.c.run_end,
             *(people.c[f"{name}_{period.name}"] for period in bounds for name in SUMS),
             *(
                 active_days(people, session, period, period_bounds, anchor).label(f"active_days_{period.name}")
                 for period, period_bounds in bounds.items()
             ),
         )
-        .select_from(joined)
+        .select_from(
+            people.join(profiles, profiles.c.id == people.c.user_id).outerjoin(runs, runs.c.user_id == people.c.user_id)
+        )
         .cte("per_user")
     )
     values = union_all(
@@ -203,26 +203,21 @@ def standings_query(
         cache_efficiency.label("cache_efficiency"),
     ).cte("scored")
 
+    # Only public profiles are ranked: private ones are stored unranked (organization boards rank
+    # them when read), so the window sorts take the public rows alone.
     ranked: list[ColumnElement[Any]] = []
     for metric, (value, condition) in _metric_values(scored).items():
-        eligible = scored.c.public.is_(True) if condition is None else and_(scored.c.public.is_(True), condition)
-        partition = [scored.c.period, eligible]
+        partition = [scored.c.period] if condition is None else [scored.c.period, condition]
         # Standard competition ranking ("1224"); ties are listed by username (byte order).
-        ranked.append(
-            case((eligible, func.rank().over(partition_by=partition, order_by=value.desc())), else_=None).label(
-                f"{metric.value}_rank"
-            )
+        rank: ColumnElement[Any] = func.rank().over(partition_by=partition, order_by=value.desc())
+        position: ColumnElement[Any] = func.row_number().over(
+            partition_by=partition, order_by=[value.desc(), scored.c.username]
         )
-        ranked.append(
-            case(
-                (
-                    eligible,
-                    func.row_number().over(partition_by=partition, order_by=[value.desc(), scored.c.username]),
-                ),
-                else_=None,
-            ).label(f"{metric.value}_position")
-        )
-    return select(
+        if condition is not None:
+            rank, position = case((condition, rank), else_=None), case((condition, position), else_=None)
+        ranked += [rank.label(f"{metric.value}_rank"), position.label(f"{metric.value}_position")]
+    unranked = [null().label(f"{metric.value}_{part}") for metric in Metric for part in ("rank", "position")]
+    stored: list[ColumnElement[Any]] = [
         literal(snapshot_id, LeaderboardStanding.snapshot_id.type).label("snapshot_id"),
         scored.c.period,
         scored.c.user_id,
@@ -232,7 +227,10 @@ def standings_query(
         scored.c.active_days,
         scored.c.streak,
         scored.c.cache_efficiency,
-        *ranked,
+    ]
+    return union_all(
+        select(*stored, *ranked).where(scored.c.public.is_(True)),
+        select(*stored, *unranked).where(scored.c.public.is_not(True)),
     )
 
 

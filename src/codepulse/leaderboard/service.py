@@ -187,7 +187,7 @@ class LeaderboardService:
             )
 
         rendered: bytes = await board_cache.get_or_load(key, self.settings.LEADERBOARD_CACHE_SECONDS, render)
-        me = b"null" if viewer is None else (await self._me(info, period, metric, viewer)).model_dump_json().encode()
+        me = b"null" if viewer is None else await self._me_json(info, period, metric, viewer)
         # `rendered` is a JSON object: `me` goes in as its last member.
         return b"".join((rendered[:-1], b',"me":', me, b"}"))
 
@@ -231,6 +231,17 @@ class LeaderboardService:
             previous_rank=previous,
             rank_change=_change(previous, rank),
         )
+
+    async def _me_json(self, info: SnapshotInfo | None, period: Period, metric: Metric, viewer: User) -> bytes:
+        """`me` as JSON, kept like the pages: it changes only with the snapshot, the viewer's
+        profile (part of the key) or an exclusion (which clears the cache)."""
+
+        async def render() -> bytes:
+            return (await self._me(info, period, metric, viewer)).model_dump_json().encode()
+
+        key = ("me", info.current if info else None, period, metric, viewer.id, viewer.profile_public)
+        rendered: bytes = await board_cache.get_or_load(key, self.settings.LEADERBOARD_CACHE_SECONDS, render)
+        return rendered
 
     async def _me(self, info: SnapshotInfo | None, period: Period, metric: Metric, viewer: User) -> MyStanding:
         """One query when the caller has usage in the period; a second only when not."""
