@@ -227,10 +227,42 @@ async def test_before_the_first_computation_boards_are_empty(
 
 
 async def test_bad_period_or_metric_is_a_422(client: httpx.AsyncClient) -> None:
-    for params in ({"period": "year"}, {"metric": "lines"}, {"limit": "0"}):
+    cases = [
+        ({"period": "year"}, ["query.period"]),
+        ({"metric": "lines"}, ["query.metric"]),
+        ({"limit": "0"}, ["query.limit"]),
+        ({"limit": "many", "period": "year"}, ["query.period", "query.limit"]),  # every problem at once
+        ({"cursor": "x" * 1025}, ["query.cursor"]),
+    ]
+    for params, fields in cases:
         response = await client.get("/api/v1/leaderboard", params=params)
         assert response.status_code == 422, params
         assert response.headers["content-type"] == "application/problem+json"
+        body = response.json()
+        assert body["code"] == "validation_failed"
+        assert [error["field"] for error in body["errors"]] == fields, body
+
+
+async def test_the_board_documents_its_query_and_its_optional_token(client: httpx.AsyncClient) -> None:
+    operation = (await client.get("/openapi.json")).json()["paths"]["/api/v1/leaderboard"]["get"]
+    parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
+    assert list(parameters) == ["period", "metric", "limit", "cursor"]
+    assert all(parameter["in"] == "query" and not parameter["required"] for parameter in parameters.values())
+    assert parameters["period"]["schema"]["enum"] == ["day", "week", "month", "all", "7d", "30d"]
+    assert parameters["period"]["schema"]["default"] == "week"
+    assert (parameters["limit"]["schema"]["minimum"], parameters["limit"]["schema"]["maximum"]) == (1, 100)
+    assert operation["security"] == [{"BearerToken": []}]
+    assert "Board" in operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+
+
+async def test_a_repeated_parameter_counts_by_its_last_value(
+    client: httpx.AsyncClient, session: AsyncSession, make_user: MakeUser, recompute: Recompute
+) -> None:
+    await usage(session, await make_user("ada"), TODAY, output=900)
+    await recompute()
+    response = await client.get("/api/v1/leaderboard?period=year&period=day&metric=tokens")
+    assert response.status_code == 200, response.text
+    assert response.json()["period"] == "day"
 
 
 async def test_long_streaks_and_active_days_span_many_weeks(

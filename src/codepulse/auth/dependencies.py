@@ -152,6 +152,8 @@ _current_user = BearerAuthentication(required=True)
 # For an endpoint that authenticates inline (`await current_user_scheme(request)`).
 current_user_scheme = _current_user
 _optional_user = BearerAuthentication(required=False)
+# The same, for an endpoint that reads an optional bearer token inline.
+optional_user_scheme = _optional_user
 _superuser = BearerAuthentication(required=True, superuser=True)
 
 

@@ -7,31 +7,29 @@ from typing import Annotated
 
 from fastapi import Path, Query, Request, Response
 
-from codepulse.auth.dependencies import OptionalUser, Superuser
+from codepulse.auth.dependencies import OptionalUser, Superuser, optional_user_scheme
+from codepulse.db.session import request_session_scope
 from codepulse.leaderboard.dependencies import LeaderboardServiceDep
 from codepulse.leaderboard.models import Metric, Period
 from codepulse.leaderboard.ranking import recompute_rankings
-from codepulse.leaderboard.schemas import Board, RecomputeOut, UserStandings
+from codepulse.leaderboard.schemas import (
+    METRIC_DESCRIPTION,
+    PERIOD_DESCRIPTION,
+    Board,
+    BoardQuery,
+    RecomputeOut,
+    UserStandings,
+)
+from codepulse.leaderboard.service import LeaderboardService
 from codepulse.orgs.dependencies import OrgViewer
-from codepulse.pagination import PageParams
+from codepulse.pagination import PageParams, PageRequest
+from codepulse.query import parse_query, query_parameters
 from codepulse.routing import DomainRouter
 
 router = DomainRouter(tags=["leaderboard"])
 
-PeriodParam = Annotated[
-    Period,
-    Query(
-        description="Calendar `day`, ISO `week` (Monday to Sunday), `month`, `all`, or the rolling `7d` and "
-        "`30d` ending today (UTC dates, compared with the local dates usage was recorded on)."
-    ),
-]
-MetricParam = Annotated[
-    Metric,
-    Query(
-        description="`tokens`, `cost`, `active_days`, `streak` (current streak, days of it inside the window) "
-        "or `cache_efficiency` (only with at least LEADERBOARD_CACHE_MIN_TOKENS tokens in the window)."
-    ),
-]
+PeriodParam = Annotated[Period, Query(description=PERIOD_DESCRIPTION)]
+MetricParam = Annotated[Metric, Query(description=METRIC_DESCRIPTION)]
 
 
 @router.get(
@@ -40,16 +38,21 @@ MetricParam = Annotated[
     summary="The public leaderboard (public profiles only)",
     description='Ties share a rank (standard competition ranking, "1224") and are listed by username '
     "(byte order). With a bearer token, `me` is the caller's standing even when off the page.",
+    openapi_extra={
+        "parameters": query_parameters(BoardQuery),
+        "security": [{optional_user_scheme.scheme_name: []}],
+    },
 )
-async def global_board(
-    service: LeaderboardServiceDep,
-    page: PageParams,
-    viewer: OptionalUser,
-    period: PeriodParam = Period.WEEK,
-    metric: MetricParam = Metric.TOKENS,
-) -> Response:
+async def global_board(request: Request) -> Response:
+    # The hottest read: its query and token are read here, not by FastAPI's per-parameter and
+    # per-dependency solving, which cost more than the rest of a cached answer (codepulse.query).
+    query = parse_query(BoardQuery, request)
+    viewer = await optional_user_scheme(request)
+    state = request.app.state
+    page = PageRequest(limit=query.limit, cursor=query.cursor, signer=state.cursor_signer)
+    service = LeaderboardService(request_session_scope(request).session, state.settings, state.clock().date())
     # Rendered by the service (mostly from its cache): FastAPI need not validate it again.
-    return Response(await service.board_json(period, metric, page, viewer), media_type="application/json")
+    return Response(await service.board_json(query.period, query.metric, page, viewer), media_type="application/json")
 
 
 @router.get("/leaderboard/users/{username}", summary="A public user's rank on every period and metric")

@@ -8,11 +8,33 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 
 from codepulse.leaderboard.models import Metric, Period
+from codepulse.pagination import DEFAULT_LIMIT, MAX_CURSOR_LENGTH, MAX_LIMIT
 
 VALUE_DESCRIPTION = (
     "`tokens` (input + output + cache writes + cache reads), `active_days` and `streak`: integers; "
     "`cost`: US dollars as a decimal string; `cache_efficiency`: cache reads / (input + cache reads), 0 to 1."
 )
+
+
+PERIOD_DESCRIPTION = (
+    "Calendar `day`, ISO `week` (Monday to Sunday), `month`, `all`, or the rolling `7d` and `30d` ending today "
+    "(UTC dates, compared with the local dates usage was recorded on)."
+)
+METRIC_DESCRIPTION = (
+    "`tokens`, `cost`, `active_days`, `streak` (current streak, days of it inside the window) or "
+    "`cache_efficiency` (only with at least LEADERBOARD_CACHE_MIN_TOKENS tokens in the window)."
+)
+
+
+class BoardQuery(BaseModel):
+    """The global board's query string (parsed in one validation: `codepulse.query`)."""
+
+    period: Period = Field(Period.WEEK, description=PERIOD_DESCRIPTION)
+    metric: Metric = Field(Metric.TOKENS, description=METRIC_DESCRIPTION)
+    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description=f"Page size, 1 to {MAX_LIMIT}.")
+    cursor: str | None = Field(
+        None, max_length=MAX_CURSOR_LENGTH, description="The `next_cursor` of the previous page; omit for the first."
+    )
 
 
 class WindowOut(BaseModel):

@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio.to_thread
 from fastapi import Header, Path, Query, Request, Response, status
-from pydantic import BaseModel
 
 from codepulse.auth.dependencies import CurrentUser, Limiter, OptionalUser, Superuser
 from codepulse.config import SYNC_BODY_BYTES_CEILING, Settings
 from codepulse.orgs.dependencies import OrgAdmin, OrgServiceDep
+from codepulse.query import inline_schema
 from codepulse.ratelimit import Rule
 from codepulse.routing import DomainRouter
 from codepulse.usage.dependencies import DashboardServiceDep, PriceServiceDep, SharingServiceDep, SyncServiceDep
@@ -52,31 +52,12 @@ RangeParam = Annotated[Range, Query(alias="range", description="`7d`, `30d`, `90
 ModelParam = Annotated[str, Path(min_length=1, max_length=200, description="A model name; normalised.")]
 
 
-def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """A model's JSON schema with its `$defs` inlined (for a request body FastAPI does not parse)."""
-    schema = model.model_json_schema()
-    definitions = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            reference = node.get("$ref")
-            if isinstance(reference, str) and reference.startswith("#/$defs/"):
-                return resolve(definitions[reference.rsplit("/", 1)[-1]])
-            return {key: resolve(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [resolve(item) for item in node]
-        return node
-
-    resolved: dict[str, Any] = resolve(schema)
-    return resolved
-
-
 _SYNC_BODY = {
     "requestBody": {
         "required": True,
         "description": "The codepulse CLI's body, or the Burntop CLI's v2 body (detected by its `messages`); "
         "either may be sent with `Content-Encoding: gzip`.",
-        "content": {"application/json": {"schema": {"oneOf": [_inline_schema(SyncIn), _inline_schema(BurntopSyncIn)]}}},
+        "content": {"application/json": {"schema": {"oneOf": [inline_schema(SyncIn), inline_schema(BurntopSyncIn)]}}},
     }
 }
 
