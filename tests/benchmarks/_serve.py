@@ -183,12 +183,24 @@ def parse_wrk(output: str) -> WrkResult:
     )
 
 
-def run_wrk(url: str, threads: int, connections: int, duration: float, headers: Sequence[str] = ()) -> WrkResult:
+def run_wrk(
+    url: str,
+    threads: int,
+    connections: int,
+    duration: float,
+    headers: Sequence[str] = (),
+    script: Sequence[str] = (),
+) -> WrkResult:
+    """`script`: a Lua script's path and its arguments (`wrk -s path url -- args`)."""
     seconds = max(1, round(duration))  # wrk takes whole seconds
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
     for header in headers:
         command += ["-H", header]
+    if script:
+        command += ["-s", script[0]]
     command.append(url)
+    if script:
+        command += ["--", *script[1:]]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         shown = " ".join("<header>" if part in headers else part for part in command)  # no token in output
