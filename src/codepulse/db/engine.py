@@ -7,9 +7,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
-from sqlalchemy import (
-    event,
-)
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
@@ -134,6 +132,20 @@ class Database:
         close: both are greenlet hops that would dominate such requests.
         """
         return unit_of_work(self.session(write=write))
+
+    async def vacuum_analyze(self, *tables: str) -> None:
+        """VACUUM (ANALYZE) `tables` on PostgreSQL, outside any transaction (on a connection of its
+        own): for a table whose rows are replaced wholesale, so its indexes do not bloat and its
+        statistics follow, whether or not autovacuum is on. SQLite: nothing to do.
+
+        TRUNCATE false: the freed pages are kept for the next rows instead of returned to the
+        system, which would need an exclusive lock that any reader delays (by up to 5 s)."""
+        if self.dialect != "postgresql":
+            return
+        async with self.engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            for table in tables:
+                await autocommit.execute(text(f'VACUUM (ANALYZE, TRUNCATE false) "{table}"'))
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, ColumnElement, Integer, and_, case, cast, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.selectable import CTE
+from sqlalchemy.sql.selectable import CTE, FromClause, Select
 
 from codepulse.db import bit_count, bit_or_aggregate, day_number
 from codepulse.leaderboard.models import LeaderboardExclusion, Period
@@ -64,15 +64,24 @@ def window_mask(bounds: Bounds, anchor: int) -> int:
     return mask
 
 
-def activity(session: AsyncSession, periods: dict[Period, Bounds], anchor: int) -> tuple[CTE, CTE, CTE]:
-    """`people`: one row per user with usage, with per period `<sum>_<period>`, the days of block
-    0 (`recent`) and the count of all active days (`all_days`); `blocks` and `chains` for the
-    streaks of more than a block (see `current_runs`).
+@dataclass(frozen=True)
+class Groupings:
+    """The two groupings of the daily aggregates a recompute reads, each staged in a table of its
+    own before the boards are ranked (`codepulse.db.create_temporary_table`):
 
-    Two scans: every row into (user, block) groups with plain sums (the all-time figures and the
-    days), and only the rows of the recent windows into per-user sums per window. Filtering every
-    row into every window's sums in one grouping cost three times as much: the recent windows hold
-    a small share of the rows."""
+    * `blocks`: every row into (user, block) groups with plain sums (the all-time figures and the
+      days): (user_id, block, mask, <sums>);
+    * `recent`: only the rows of the recent windows, into per-user sums per window:
+      (user_id, <sum>_<period> for every period but `all`).
+
+    Filtering every row into every window's sums in one grouping cost three times as much: the
+    recent windows hold a small share of the rows."""
+
+    blocks: Select[Any]
+    recent: Select[Any]
+
+
+def groupings(session: AsyncSession, periods: dict[Period, Bounds], anchor: int) -> Groupings:
     rows = usage_service.daily_rows()
     rows = rows.where(rows.selected_columns.user_id.not_in(select(LeaderboardExclusion.user_id)))
     daily = rows.subquery("daily")
@@ -90,17 +99,43 @@ def activity(session: AsyncSession, periods: dict[Period, Bounds], anchor: int) 
         .where(daily.c.day <= _date(anchor))
         .subquery("marked")
     )
-    blocks = (
-        select(
-            marked.c.user_id,
-            marked.c.block,
-            bit_or_aggregate(session, literal(1, BigInteger).op("<<")(marked.c.bit)).label("mask"),
-            *(cast(func.sum(marked.c[name]), BigInteger).label(name) for name in SUMS),
-        )
-        .group_by(marked.c.user_id, marked.c.block)
-        .cte("blocks")
-    )
+    blocks = select(
+        marked.c.user_id,
+        marked.c.block,
+        # CAST, not a typed literal: CREATE TABLE AS renders its values inline, and an untyped 1
+        # is a 32-bit integer that bits 31 and up overflow.
+        bit_or_aggregate(session, cast(literal(1), BigInteger).op("<<")(marked.c.bit)).label("mask"),
+        *(cast(func.sum(marked.c[name]), BigInteger).label(name) for name in SUMS),
+    ).group_by(marked.c.user_id, marked.c.block)
 
+    windowed = {period: bounds for period, bounds in periods.items() if period is not Period.ALL}
+    first = min(bounds.start for bounds in windowed.values())
+    last = min(max(bounds.end for bounds in windowed.values()), anchor)
+    recent_rows = (
+        select(daily.c.user_id, daily.c.day, *(daily.c[name] for name in SUMS))
+        .where(daily.c.day.between(_date(first), _date(last)))
+        .subquery("recent_rows")
+    )
+    recent = select(
+        recent_rows.c.user_id,
+        *(
+            cast(
+                func.sum(recent_rows.c[name]).filter(recent_rows.c.day.between(_date(bounds.start), _date(bounds.end))),
+                BigInteger,
+            ).label(f"{name}_{period.name}")
+            for period, bounds in windowed.items()
+            for name in SUMS
+        ),
+    ).group_by(recent_rows.c.user_id)
+    return Groupings(blocks, recent)
+
+
+def activity(
+    periods: dict[Period, Bounds], blocks: FromClause, recent: FromClause, session: AsyncSession
+) -> tuple[CTE, CTE]:
+    """From the staged groupings (`Groupings`): `people`, one row per user with usage, with per
+    period `<sum>_<period>`, the days of block 0 (`recent`) and the count of all active days
+    (`all_days`); and `chains` for the streaks of more than a block (see `current_runs`)."""
     # Blocks 1, 2, ... that are full, in a row from block 1: a streak that fills block 0 runs on
     # through them (rare: a streak of two months or more).
     full = select(
@@ -115,7 +150,6 @@ def activity(session: AsyncSession, periods: dict[Period, Bounds], anchor: int) 
         .group_by(full_sub.c.user_id)
         .cte("chains")
     )
-
     totals = (
         select(
             blocks.c.user_id,
@@ -125,31 +159,6 @@ def activity(session: AsyncSession, periods: dict[Period, Bounds], anchor: int) 
         )
         .group_by(blocks.c.user_id)
         .subquery("totals")
-    )
-    windowed = {period: bounds for period, bounds in periods.items() if period is not Period.ALL}
-    first = min(bounds.start for bounds in windowed.values())
-    last = min(max(bounds.end for bounds in windowed.values()), anchor)
-    recent_rows = (
-        select(daily.c.user_id, daily.c.day, *(daily.c[name] for name in SUMS))
-        .where(daily.c.day.between(_date(first), _date(last)))
-        .subquery("recent_rows")
-    )
-    recent = (
-        select(
-            recent_rows.c.user_id,
-            *(
-                cast(
-                    func.sum(recent_rows.c[name]).filter(
-                        recent_rows.c.day.between(_date(bounds.start), _date(bounds.end))
-                    ),
-                    BigInteger,
-                ).label(f"{name}_{period.name}")
-                for period, bounds in windowed.items()
-                for name in SUMS
-            ),
-        )
-        .group_by(recent_rows.c.user_id)
-        .subquery("recent_sums")
     )
     people = (
         select(
@@ -165,7 +174,7 @@ def activity(session: AsyncSession, periods: dict[Period, Bounds], anchor: int) 
         .select_from(totals.outerjoin(recent, recent.c.user_id == totals.c.user_id))
         .cte("people")
     )
-    return people, blocks, chains
+    return people, chains
 
 
 def _date(number: int) -> date:
@@ -175,7 +184,7 @@ def _date(number: int) -> date:
 def current_runs(
     session: AsyncSession,
     people: CTE,
-    blocks: CTE,
+    blocks: FromClause,
     chains: CTE,
     anchor: int,
     local_today: ColumnElement[int],
