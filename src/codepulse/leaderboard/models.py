@@ -14,7 +14,19 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Date, Float, ForeignKey, Index, Integer, PrimaryKeyConstraint, String
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from codepulse.db import Base, UUIDPrimaryKey
@@ -62,18 +74,26 @@ class LeaderboardStanding(Base):
     __tablename__ = "leaderboard_standings"
     __table_args__ = (
         PrimaryKeyConstraint("snapshot_id", "period", "user_id"),
-        Index("ix_leaderboard_standings_tokens", "snapshot_id", "period", "tokens_position"),
-        Index("ix_leaderboard_standings_cost", "snapshot_id", "period", "cost_position"),
-        Index("ix_leaderboard_standings_active_days", "snapshot_id", "period", "active_days_position"),
-        Index("ix_leaderboard_standings_streak", "snapshot_id", "period", "streak_position"),
-        Index("ix_leaderboard_standings_cache_efficiency", "snapshot_id", "period", "cache_efficiency_position"),
+        # A board's pages, by position: ranked rows only (private profiles have no position).
+        *(
+            Index(
+                f"ix_leaderboard_standings_{metric}",
+                "snapshot_id",
+                "period",
+                f"{metric}_position",
+                postgresql_where=text(f"{metric}_position IS NOT NULL"),
+                sqlite_where=text(f"{metric}_position IS NOT NULL"),
+            )
+            for metric in ("tokens", "cost", "active_days", "streak", "cache_efficiency")
+        ),
     )
 
     # No foreign keys, so a recompute does not pay a check per row: standings are written only
     # with their snapshot, in its transaction, and the swap deletes a dropped snapshot's own;
     # reads join users, so a deleted account drops out at once.
     snapshot_id: Mapped[uuid.UUID]
-    period: Mapped[str] = mapped_column(String(8))
+    # Byte order on PostgreSQL: every index starts with it, and the locale's comparison cost more.
+    period: Mapped[str] = mapped_column(String(8).with_variant(String(8, collation="C"), "postgresql"))
     user_id: Mapped[uuid.UUID]
     public: Mapped[bool] = mapped_column(Boolean)
     tokens: Mapped[int] = mapped_column(BigInteger)
