@@ -50,7 +50,7 @@ from codepulse.db import (
     drop_temporary_table,
     set_local_bulk_query_settings,
 )
-from codepulse.leaderboard.activity import SUMS, Bounds, active_days, activity, current_runs, groupings
+from codepulse.leaderboard.activity import EPOCH, SUMS, Bounds, active_days, activity, current_runs, groupings
 from codepulse.leaderboard.cache import board_cache
 from codepulse.leaderboard.models import (
     LeaderboardSnapshot,
@@ -63,7 +63,6 @@ from codepulse.usage.streaks import zone
 
 log = structlog.get_logger("codepulse.leaderboard")
 
-EPOCH = date(1970, 1, 1)
 # The `all` window's bounds as day numbers: before any usage, and after any local date.
 ALL_START = -1_000_000
 ALL_END = 1_000_000

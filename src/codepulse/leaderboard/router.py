@@ -8,8 +8,7 @@ from typing import Annotated
 from fastapi import Path, Query, Request, Response
 
 from codepulse.auth.dependencies import OptionalUser, Superuser, optional_user_scheme
-from codepulse.db.session import request_session_scope
-from codepulse.leaderboard.dependencies import LeaderboardServiceDep
+from codepulse.leaderboard.dependencies import LeaderboardServiceDep, service_of
 from codepulse.leaderboard.models import Metric, Period
 from codepulse.leaderboard.ranking import recompute_rankings
 from codepulse.leaderboard.schemas import (
@@ -20,7 +19,6 @@ from codepulse.leaderboard.schemas import (
     RecomputeOut,
     UserStandings,
 )
-from codepulse.leaderboard.service import LeaderboardService
 from codepulse.orgs.dependencies import OrgViewer
 from codepulse.pagination import PageParams, PageRequest
 from codepulse.query import parse_query, query_parameters
@@ -48,9 +46,8 @@ async def global_board(request: Request) -> Response:
     # per-dependency solving, which cost more than the rest of a cached answer (codepulse.query).
     query = parse_query(BoardQuery, request)
     viewer = await optional_user_scheme(request)
-    state = request.app.state
-    page = PageRequest(limit=query.limit, cursor=query.cursor, signer=state.cursor_signer)
-    service = LeaderboardService(request_session_scope(request).session, state.settings, state.clock().date())
+    page = PageRequest(limit=query.limit, cursor=query.cursor, signer=request.app.state.cursor_signer)
+    service = service_of(request)
     # Rendered by the service (mostly from its cache): FastAPI need not validate it again.
     return Response(await service.board_json(query.period, query.metric, page, viewer), media_type="application/json")
 
