@@ -5,7 +5,8 @@ helper, so slices stay portable).
     base      Base, UTCDateTime, UUIDPrimaryKey, Timestamps, the constraint naming convention
     engine    create_engine, Database (read and write session factories), unit_of_work
     session   the request session: SessionRoute (its owner), DbSession, write-request detection
-    dialect   advisory locks, upsert, the work queue's claim, is_postgresql, add_days
+    dialect   advisory locks, upsert, the work queue's claim, is_postgresql, add_days, temporary
+              tables, list partitions
     percentiles  continuous percentiles per group (percentile_cont, or its equal on SQLite)
     bulk      COPY / unnest bulk writes and keyed reads
     notify    LISTEN/NOTIFY
@@ -16,17 +17,23 @@ from codepulse.db.base import NAMING_CONVENTION, Base, Timestamps, UTCDateTime, 
 from codepulse.db.bulk import bulk_insert, bulk_upsert, driver_connection, rows_by_keys
 from codepulse.db.dialect import (
     ExcludedColumns,
+    PartitionState,
     add_days,
     advisory_lock_key,
     advisory_xact_lock,
+    attach_partition,
     bit_count,
     bit_or_aggregate,
     bytewise,
     claim_rows,
+    create_partition_table,
     create_temporary_table,
     day_number,
+    drop_partition,
     drop_temporary_table,
     is_postgresql,
+    list_partitioned,
+    partition_tables,
     process_lock,
     set_local_bulk_query_settings,
     try_advisory_xact_lock,
@@ -45,6 +52,7 @@ __all__ = [
     "DbSession",
     "ExcludedColumns",
     "Listener",
+    "PartitionState",
     "SessionRoute",
     "Timestamps",
     "UTCDateTime",
@@ -53,6 +61,7 @@ __all__ = [
     "advisory_lock_key",
     "advisory_xact_lock",
     "after_commit",
+    "attach_partition",
     "bit_count",
     "bit_or_aggregate",
     "bulk_insert",
@@ -60,14 +69,18 @@ __all__ = [
     "bytewise",
     "claim_rows",
     "create_engine",
+    "create_partition_table",
     "create_temporary_table",
     "day_number",
     "driver_connection",
+    "drop_partition",
     "drop_temporary_table",
     "is_postgresql",
     "is_write_request",
+    "list_partitioned",
     "listen",
     "notify",
+    "partition_tables",
     "percentiles",
     "process_lock",
     "rowcount",

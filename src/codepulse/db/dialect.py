@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -18,23 +20,24 @@ from sqlalchemy import (
     Select,
     Table,
     cast,
+    column,
     func,
     literal,
     literal_column,
     select,
+    table,
     text,
 )
 from sqlalchemy import update as sa_update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import BIT
-from sqlalchemy.ext.asyncio import (
-    AsyncSession,
-)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateTableAs, DropTable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.expression import TableClause
 from sqlalchemy.sql.functions import FunctionElement
 
 
@@ -188,6 +191,66 @@ async def create_temporary_table(session: AsyncSession, name: str, query: Select
 
 async def drop_temporary_table(session: AsyncSession, table: Table) -> None:
     await session.execute(DropTable(table))
+
+
+def list_partitioned(session: AsyncSession) -> bool:
+    """Whether tables declared `PARTITION BY LIST` are partitioned here (PostgreSQL); on SQLite they
+    are plain tables."""
+    return is_postgresql(session)
+
+
+async def create_partition_table(session: AsyncSession, parent: Table, name: str) -> TableClause:
+    """A new, empty table shaped like the list-partitioned `parent` (columns, types, collations,
+    NOT NULL), without indexes: fill it, then `attach_partition` builds them in bulk, which costs a
+    fraction of keeping them up to date row by row. PostgreSQL only."""
+    await session.execute(text(f'CREATE TABLE "{name}" (LIKE "{parent.name}")'))
+    return table(name, *(column(parent_column.name) for parent_column in parent.columns))
+
+
+async def attach_partition(session: AsyncSession, parent: Table, name: str, value: uuid.UUID) -> None:
+    """Attach the table `name` to `parent` as the partition of the list value `value`, building the
+    parent's indexes on it, and analyse it for the planner. Readers keep reading the parent (the
+    lock is SHARE UPDATE EXCLUSIVE) and see the partition once the transaction commits."""
+    # DDL takes no bound parameters; a UUID's text is safe to inline.
+    await session.execute(text(f'ALTER TABLE "{parent.name}" ATTACH PARTITION "{name}" FOR VALUES IN (\'{value}\')'))
+    await session.execute(text(f'ANALYZE "{name}"'))
+
+
+class PartitionState(StrEnum):
+    ATTACHED = "attached"
+    DETACH_PENDING = "detach_pending"  # a concurrent detach was interrupted: finalize it
+    DETACHED = "detached"  # a table of the partitions' name that is not (or no longer) one
+
+
+async def partition_tables(connection: AsyncConnection, parent: str, pattern: str) -> dict[str, PartitionState]:
+    """The tables whose names match the regular expression `pattern` (PostgreSQL), the partitions of
+    `parent` among them or not: {name: state}."""
+    rows = await connection.execute(
+        text(
+            "SELECT tables.relname, inherits.inhdetachpending FROM pg_class AS tables "
+            "LEFT JOIN pg_inherits AS inherits ON inherits.inhrelid = tables.oid "
+            "AND inherits.inhparent = CAST(:parent AS regclass) "
+            "WHERE tables.relkind = 'r' AND tables.relpersistence = 'p' AND pg_table_is_visible(tables.oid) "
+            "AND tables.relname ~ :pattern"
+        ),
+        {"parent": f'"{parent}"', "pattern": pattern},
+    )
+    return {
+        name: PartitionState.DETACHED
+        if pending is None
+        else (PartitionState.DETACH_PENDING if pending else PartitionState.ATTACHED)
+        for name, pending in rows.all()
+    }
+
+
+async def drop_partition(connection: AsyncConnection, parent: str, name: str, state: PartitionState) -> None:
+    """Drop the table `name` with its rows, first detaching it from `parent` without blocking the
+    parent's readers. `connection` must be in autocommit mode: a concurrent detach runs in two
+    transactions of its own (after waiting for the queries that may still read the partition)."""
+    if state is not PartitionState.DETACHED:
+        mode = "FINALIZE" if state is PartitionState.DETACH_PENDING else "CONCURRENTLY"
+        await connection.execute(text(f'ALTER TABLE "{parent}" DETACH PARTITION "{name}" {mode}'))
+    await connection.execute(text(f'DROP TABLE IF EXISTS "{name}"'))
 
 
 def bytewise(session: AsyncSession, text_column: ColumnElement[str]) -> ColumnElement[str]:

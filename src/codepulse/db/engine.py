@@ -7,7 +7,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
@@ -133,19 +133,12 @@ class Database:
         """
         return unit_of_work(self.session(write=write))
 
-    async def vacuum_analyze(self, *tables: str) -> None:
-        """VACUUM (ANALYZE) `tables` on PostgreSQL, outside any transaction (on a connection of its
-        own): for a table whose rows are replaced wholesale, so its indexes do not bloat and its
-        statistics follow, whether or not autovacuum is on. SQLite: nothing to do.
-
-        TRUNCATE false: the freed pages are kept for the next rows instead of returned to the
-        system, which would need an exclusive lock that any reader delays (by up to 5 s)."""
-        if self.dialect != "postgresql":
-            return
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A connection of the engine's own in autocommit mode (each statement its own transaction,
+        outside any session's), for the statements no transaction block may hold."""
         async with self.engine.connect() as connection:
-            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            for table in tables:
-                await autocommit.execute(text(f'VACUUM (ANALYZE, TRUNCATE false) "{table}"'))
+            yield await connection.execution_options(isolation_level="AUTOCOMMIT")
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -86,6 +86,10 @@ class LeaderboardStanding(Base):
             )
             for metric in ("tokens", "cost", "active_days", "streak", "cache_efficiency")
         ),
+        # One partition per snapshot on PostgreSQL (`leaderboard_standings_<snapshot hex>`): a
+        # recompute fills a bare table, attaches it (its indexes built in bulk) and drops the stale
+        # snapshot's partition, instead of updating six indexes row by row and deleting the rows.
+        {"postgresql_partition_by": "LIST (snapshot_id)"},
     )
 
     # No foreign keys, so a recompute does not pay a check per row: standings are written only

@@ -6,13 +6,16 @@ period and metric. Everyone with usage in a window is stored, public or not (org
 rank members from the same rows); the global ranks count public profiles only. The new snapshot
 becomes `current` in the transaction that built it, so a reader sees the old snapshot or the new
 one, never a mix; the snapshot it replaces is kept as `previous` for rank changes, and the one
-before that is deleted.
+before that is deleted. On PostgreSQL each snapshot's standings are a partition of their own:
+written into a bare table, indexed in bulk as it is attached, detached and dropped whole once its
+snapshot is gone.
 """
 
 from __future__ import annotations
 
 import calendar
 import time
+import typing
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ from sqlalchemy import (
     ColumnElement,
     Float,
     Integer,
+    Table,
     and_,
     case,
     cast,
@@ -36,6 +40,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import CompoundSelect, FromClause
 
@@ -45,9 +50,14 @@ from codepulse.config import Settings
 from codepulse.db import (
     Database,
     advisory_xact_lock,
+    attach_partition,
     bytewise,
+    create_partition_table,
     create_temporary_table,
+    drop_partition,
     drop_temporary_table,
+    list_partitioned,
+    partition_tables,
     set_local_bulk_query_settings,
 )
 from codepulse.leaderboard.activity import EPOCH, SUMS, Bounds, active_days, activity, current_runs, groupings
@@ -285,16 +295,63 @@ async def _totals(session: AsyncSession, snapshot_id: uuid.UUID) -> dict[str, di
     return {period.value: found.get(period.value, {metric.value: 0 for metric in Metric}) for period in Period}
 
 
+STANDINGS = typing.cast(Table, LeaderboardStanding.__table__)
+
+
+PARTITION_PATTERN = f"^{LeaderboardStanding.__tablename__}_[0-9a-f]{{32}}$"
+
+
+def partition_name(snapshot_id: uuid.UUID) -> str:
+    """The table holding a snapshot's standings on PostgreSQL (a partition of the standings)."""
+    return f"{LeaderboardStanding.__tablename__}_{snapshot_id.hex}"
+
+
+async def _write_standings(session: AsyncSession, snapshot_id: uuid.UUID, query: CompoundSelect[Any]) -> None:
+    """Insert a snapshot's standings: on PostgreSQL into a partition of their own, attached once
+    full; on SQLite into the table."""
+    if not list_partitioned(session):
+        await session.execute(insert(STANDINGS).from_select(STANDING_COLUMNS, query))
+        return
+    name = partition_name(snapshot_id)
+    partition = await create_partition_table(session, STANDINGS, name)
+    await session.execute(insert(partition).from_select(STANDING_COLUMNS, query))
+    await attach_partition(session, STANDINGS, name, snapshot_id)
+
+
 async def _swap(session: AsyncSession, snapshot_id: uuid.UUID) -> None:
-    """Make `snapshot_id` current, the current one previous, and drop the previous one."""
+    """Make `snapshot_id` current, the current one previous, and delete the previous one."""
     snapshot = LeaderboardSnapshot
-    stale = select(snapshot.id).where(snapshot.state == SnapshotState.PREVIOUS.value)
-    await session.execute(delete(LeaderboardStanding).where(LeaderboardStanding.snapshot_id.in_(stale)))
+    stale = (await session.scalars(select(snapshot.id).where(snapshot.state == SnapshotState.PREVIOUS.value))).all()
     await session.execute(delete(snapshot).where(snapshot.state == SnapshotState.PREVIOUS.value))
     await session.execute(
         update(snapshot).where(snapshot.state == SnapshotState.CURRENT.value).values(state=SnapshotState.PREVIOUS.value)
     )
     await session.execute(update(snapshot).where(snapshot.id == snapshot_id).values(state=SnapshotState.CURRENT.value))
+    if not list_partitioned(session):
+        await session.execute(delete(LeaderboardStanding).where(LeaderboardStanding.snapshot_id.in_(stale)))
+    # PostgreSQL: the stale snapshot's partition is dropped once this commits
+    # (`_drop_stale_partitions`); dropping it here would lock every reader out until the commit.
+
+
+async def _drop_stale_partitions(database: Database) -> None:
+    """Drop the partitions of snapshots that are gone (PostgreSQL), detaching them without blocking
+    the boards' readers: the one this recompute replaced, and any that a crash or a failure here
+    left, attached or not. A failure is logged and left to the next recompute: the new snapshot
+    is in place."""
+    if database.dialect != "postgresql":
+        return
+    try:
+        async with database.autocommit() as connection:
+            # Tables first, then snapshots: a recompute that commits in between adds a snapshot
+            # whose table the first list does not hold, so a new partition is never taken for a
+            # stale one.
+            tables = await partition_tables(connection, STANDINGS.name, PARTITION_PATTERN)
+            kept = {partition_name(kept_id) for kept_id in (await connection.scalars(select(LeaderboardSnapshot.id)))}
+            for name, state in tables.items():
+                if name not in kept:
+                    await drop_partition(connection, STANDINGS.name, name, state)
+    except DBAPIError:
+        log.warning("leaderboard.stale_partitions_not_dropped", exc_info=True)
 
 
 async def recompute_rankings(
@@ -334,22 +391,20 @@ async def recompute_rankings(
         blocks = await create_temporary_table(session, "leaderboard_stage_blocks", grouped.blocks)
         recent = await create_temporary_table(session, "leaderboard_stage_recent", grouped.recent)
         query = standings_query(session, snapshot_id, days, local_today, settings, blocks, recent)
-        await session.execute(insert(LeaderboardStanding).from_select(STANDING_COLUMNS, query))
+        await _write_standings(session, snapshot_id, query)
         await drop_temporary_table(session, blocks)
         await drop_temporary_table(session, recent)
         totals = await _totals(session, snapshot_id)
         if before_swap is not None:
             await before_swap()
-        await _swap(session, snapshot_id)
         duration_ms = int((time.perf_counter() - started) * 1000)
         await session.execute(
             update(LeaderboardSnapshot)
             .where(LeaderboardSnapshot.id == snapshot_id)
             .values(totals=totals, duration_ms=duration_ms)
         )
+        await _swap(session, snapshot_id)
     board_cache.clear()
-    # Each recompute replaces a snapshot's worth of standings: reclaim the dropped one's rows and
-    # refresh the statistics the boards' reads are planned with (counted in the job's time).
-    await database.vacuum_analyze(LeaderboardStanding.__tablename__)
+    await _drop_stale_partitions(database)
     log.info("leaderboard.recomputed", snapshot_id=str(snapshot_id), duration_ms=duration_ms)
     return RecomputeResult(snapshot_id, now, now.date(), duration_ms, totals)
