@@ -47,7 +47,9 @@ def _error_router() -> APIRouter:
             "forbidden": Forbidden("Admins only.", code="insufficient_role"),
             "unauthorized": Unauthorized("Sign in first."),
             "validation": ValidationFailed([FieldError(field="body.password", message="too common", code="common")]),
-            "quota": QuotaExceeded("Repository limit reached.", limit=3, used=3, upgrade_plan="team"),
+            "quota": QuotaExceeded(
+                "Repository limit reached.", resource="repositories", limit=3, used=3, plan="free", upgrade_to="pro"
+            ),
             "rate": RateLimited(30),
             "unavailable": ServiceUnavailable("Try later."),
         }
@@ -101,7 +103,13 @@ async def test_domain_errors_render_as_problems(client: httpx.AsyncClient, kind:
 
 async def test_problem_extensions_and_headers(client: httpx.AsyncClient) -> None:
     quota = assert_problem(await client.get("/api/v1/_test/raise/quota"), 402, "quota_exceeded")
-    assert (quota["limit"], quota["used"], quota["upgrade_plan"]) == (3, 3, "team")
+    assert (quota["resource"], quota["limit"], quota["used"], quota["plan"], quota["upgrade_to"]) == (
+        "repositories",
+        3,
+        3,
+        "free",
+        "pro",
+    )
     rate = await client.get("/api/v1/_test/raise/rate")
     assert rate.headers["retry-after"] == "30"
     unauthorized = await client.get("/api/v1/_test/raise/unauthorized")

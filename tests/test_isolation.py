@@ -71,6 +71,9 @@ NOT_ORG_SCOPED = {
     # leaderboard: the public community benchmarks, and the caller's own standing in them
     "/api/v1/benchmarks",
     "/api/v1/benchmarks/me",
+    # billing: the public plans; a superuser's plan assignment (any organization, by id or slug)
+    "/api/v1/billing/plans",
+    "/api/v1/admin/orgs/{org_ref}/plan",
 }
 
 Context = dict[str, Any]

@@ -7,6 +7,7 @@ from fastapi import APIRouter, FastAPI
 from codepulse.auth.oauth import router as oauth_router
 from codepulse.auth.router import router as auth_router
 from codepulse.auth.router import users_router
+from codepulse.billing.router import router as billing_router
 from codepulse.config import Settings
 from codepulse.errors import PROBLEM_RESPONSES
 from codepulse.health.router import router as health_router
@@ -42,6 +43,7 @@ DOMAIN_ROUTERS: tuple[DomainRouter, ...] = (
     pricing_router,
     leaderboard_admin_router,
     benchmarks_router,
+    billing_router,
 )
 
 

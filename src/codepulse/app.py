@@ -20,6 +20,7 @@ from codepulse.api import API_PREFIX, mount_api
 from codepulse.auth.accounts import ensure_first_superuser
 from codepulse.auth.cache import AuthCache
 from codepulse.auth.oauth import router as oauth_router
+from codepulse.billing.hooks import register_hooks as register_billing_hooks
 from codepulse.clock import ClockFunc, utcnow
 from codepulse.config import Settings, SettingsError, load_settings
 from codepulse.db import Database
@@ -69,6 +70,7 @@ def register_hooks() -> None:
     register_repositories_hooks()
     register_scans_hooks()
     register_leaderboard_hooks()
+    register_billing_hooks()
 
 
 def create_app(settings: Settings, *, database: Database | None = None, clock: ClockFunc = utcnow) -> FastAPI:

@@ -157,6 +157,38 @@ def usage_reprice(
     )
 
 
+billing_app = typer.Typer(name="billing", help="Plans of organizations.", no_args_is_help=True)
+app.add_typer(billing_app)
+
+
+class PlanChoice(StrEnum):
+    free = "free"
+    pro = "pro"
+    team = "team"
+    enterprise = "enterprise"
+    default = "default"
+
+
+@billing_app.command("set-plan")
+def billing_set_plan(
+    org: Annotated[str, typer.Argument(metavar="ORG", help="The organization's id or slug.")],
+    plan: Annotated[PlanChoice, typer.Argument(metavar="PLAN", help="The plan; `default`: the DEFAULT_PLAN.")],
+) -> None:
+    """Put an organization on a plan (audited in its log as `billing.plan_changed`). What it has
+    beyond the new limits stays; additions beyond them are refused."""
+    from codepulse.billing.service import OrganizationNotFound, assign_plan_in_database
+
+    settings = _settings()
+    configure_logging(settings)
+    try:
+        done = assign_plan_in_database(settings, org, None if plan is PlanChoice.default else plan.value)
+    except OrganizationNotFound:
+        raise _fail(f"no organization {org!r} (give its id or slug)") from None
+    except _DATABASE_ERRORS as error:
+        raise _fail(_database_error(error)) from None
+    typer.echo(f"{done.slug}: {done.before} -> {done.after.id.value}")
+
+
 class ScanFormat(StrEnum):
     table = "table"
     json = "json"

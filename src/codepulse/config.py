@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -36,6 +36,16 @@ class LogLevel(StrEnum):
     INFO = "INFO"
     WARNING = "WARNING"
     ERROR = "ERROR"
+
+
+class PlanLimitOverrides(BaseModel):
+    """`PLAN_LIMITS` for one plan: the limits it overrides (null: unlimited)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    repositories: int | None = Field(default=None, ge=0)
+    seats: int | None = Field(default=None, ge=1)
+    scans_per_month: int | None = Field(default=None, ge=0)
 
 
 class SettingsError(Exception):
@@ -135,9 +145,13 @@ class Settings(BaseSettings):
     SYNC_BURNTOP_MAX_BODY_BYTES: int = Field(default=52_428_800, ge=1024, le=SYNC_BODY_BYTES_CEILING)
     SYNC_RATE_LIMIT: str = "60/minute"
 
-    # Plan limits until billing lands (billing's quota replaces them)
-    DEFAULT_PLAN_LIMIT_MEMBERS: int = Field(default=5, ge=1)
-    DEFAULT_PLAN_LIMIT_REPOSITORIES: int = Field(default=10, ge=1)
+    # Billing: the plan of every organization no subscription or operator has put on another
+    # (codepulse.billing.plans), limits overridden per plan and resource
+    # ({"free": {"repositories": 5}}; null is unlimited), and the Stripe prices of the paid plans.
+    DEFAULT_PLAN: Literal["free", "pro", "team", "enterprise"] = "free"
+    PLAN_LIMITS: dict[Literal["free", "pro", "team", "enterprise"], PlanLimitOverrides] = Field(default_factory=dict)
+    STRIPE_PRICE_PRO: str | None = None
+    STRIPE_PRICE_TEAM: str | None = None
 
     # Repositories: hosts that may be cloned although they are (or resolve to) non-public
     # addresses, and the development/test switch that allows every such host (unsafe elsewhere).
@@ -188,9 +202,6 @@ class Settings(BaseSettings):
     SCAN_WORK_DIR: Path | None = None
     # CPU time a repository's .codepulse.yml may take to parse and apply (in the engine pool).
     SCAN_CONFIG_TIME_BUDGET_SECONDS: float = Field(default=10.0, gt=0, le=300)
-    # Stand-in for the billing plan's quota until billing lands: scans per organization per
-    # calendar month (UTC).
-    SCAN_MONTHLY_QUOTA: int = Field(default=500, ge=1)
 
     # Leaderboard: every board recomputed on this interval (minutes); the community benchmarks
     # hourly. Cache efficiency ranks only people with at least this many tokens in the window.

@@ -119,9 +119,12 @@ class QuotaExceeded(DomainError):
     code = "quota_exceeded"
     title = "Quota exceeded"
 
-    def __init__(self, detail: str, *, limit: int, used: int, upgrade_plan: str | None = None, **kwargs: Any) -> None:
-        extra = {"limit": limit, "used": used, "upgrade_plan": upgrade_plan} | dict(kwargs.pop("extra", None) or {})
-        super().__init__(detail, extra=extra, **kwargs)
+    def __init__(
+        self, detail: str, *, resource: str, limit: int, used: int, plan: str, upgrade_to: str | None, **kwargs: Any
+    ) -> None:
+        # upgrade_to: the cheapest plan that lifts the limit (None on the top plan).
+        extra = {"resource": resource, "limit": limit, "used": used, "plan": plan, "upgrade_to": upgrade_to}
+        super().__init__(detail, extra=extra | dict(kwargs.pop("extra", None) or {}), **kwargs)
 
 
 class RateLimited(DomainError):

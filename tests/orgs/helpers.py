@@ -9,6 +9,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth.models import User
+from codepulse.orgs.models import Organization
 from tests.auth.helpers import SignedIn, register
 from tests.stubs.smtp import SmtpServer
 
@@ -20,6 +21,13 @@ async def create_org(
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+async def put_on_plan(session: AsyncSession, slug: str, plan: str) -> None:
+    """Put an organization on a billing plan, as an operator would (for tests that need more than
+    the free plan allows)."""
+    await session.execute(update(Organization).where(Organization.slug == slug).values(plan=plan))
+    await session.flush()
 
 
 async def verify_email(session: AsyncSession, username: str) -> None:

@@ -33,7 +33,7 @@ from tests.orgs.helpers import create_org
 async def race_app(
     database_server: DatabaseServer, make_settings: Callable[..., Settings], clock: FakeClock
 ) -> AsyncIterator[FastAPI]:
-    settings = make_settings(DATABASE_URL=await database_server.clone("orgs_race"), DEFAULT_PLAN_LIMIT_MEMBERS=5)
+    settings = make_settings(DATABASE_URL=await database_server.clone("orgs_race"), PLAN_LIMITS={"free": {"seats": 5}})
     app = create_app(settings, clock=clock)
     async with app.router.lifespan_context(app):
         yield app

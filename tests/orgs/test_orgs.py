@@ -288,7 +288,7 @@ async def test_seat_limit_counts_pending_invitations(
 ) -> None:
     ada = await make_user("ada")
     await make_org(ada, slug="engines")
-    limit = 5  # DEFAULT_PLAN_LIMIT_MEMBERS
+    limit = 3  # the free plan's seats
     for n in range(limit - 1):
         response = await client.post(
             "/api/v1/orgs/engines/invitations", headers=ada.headers, json={"email": f"p{n}@example.com"}
@@ -297,7 +297,8 @@ async def test_seat_limit_counts_pending_invitations(
     full = await client.post("/api/v1/orgs/engines/invitations", headers=ada.headers, json={"email": "x@example.com"})
     assert full.status_code == 402
     body = full.json()
-    assert (body["code"], body["limit"], body["used"], body["upgrade_plan"]) == ("quota_exceeded", 5, 5, "team")
+    assert (body["code"], body["resource"], body["limit"], body["used"]) == ("quota_exceeded", "seats", 3, 3)
+    assert (body["plan"], body["upgrade_to"]) == ("free", "pro")
 
 
 async def test_audit_log(

@@ -79,7 +79,7 @@ async def test_import_is_all_or_nothing(
     client: httpx.AsyncClient, github_stub: GitHubStub, make_org: MakeOrg, make_member: MakeMember
 ) -> None:
     ada, gh_ada, _ = await github_sign_in(client, github_stub, "ada-gh")
-    engines = await make_org(ada, slug="engines")
+    engines = await make_org(ada, slug="engines", plan="pro")  # more repositories than the free plan's
     add_repos(github_stub, gh_ada)
 
     refused = await client.post(
@@ -141,7 +141,7 @@ async def test_import_is_all_or_nothing(
 async def test_import_is_one_quota_operation(
     make_client: MakeClient, github_stub: GitHubStub, make_org: MakeOrg
 ) -> None:
-    client = await make_client(DEFAULT_PLAN_LIMIT_REPOSITORIES=2)
+    client = await make_client(PLAN_LIMITS={"free": {"repositories": 2}})
     ada, gh_ada, _ = await github_sign_in(client, github_stub, "ada-gh")
     await make_org(ada, slug="engines")
     add_repos(github_stub, gh_ada)
@@ -149,7 +149,8 @@ async def test_import_is_one_quota_operation(
     refused = await client.post(IMPORT, headers=ada.headers, json={"full_names": ["ada-gh/alpha", "ada-gh/echo"]})
     assert refused.status_code == 402
     body = refused.json()
-    assert (body["code"], body["limit"], body["used"], body["upgrade_plan"]) == ("quota_exceeded", 2, 1, "team")
+    assert (body["code"], body["resource"], body["limit"], body["used"]) == ("quota_exceeded", "repositories", 2, 1)
+    assert (body["plan"], body["upgrade_to"]) == ("free", "pro")
     listed = (await client.get(f"{API}/orgs/engines/repositories", headers=ada.headers)).json()["items"]
     assert [r["name"] for r in listed] == ["octo/other"]
     fits = await client.post(IMPORT, headers=ada.headers, json={"full_names": ["ada-gh/alpha"]})

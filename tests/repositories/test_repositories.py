@@ -15,6 +15,7 @@ from codepulse.repositories.schemas import RepositoryOut
 from codepulse.repositories.service import get_repository, update_scan_summary
 from tests.auth.helpers import SignedIn
 from tests.factories import Account, MakeMember, MakeOrg, MakeUser, RepositoryFactory
+from tests.orgs.helpers import put_on_plan
 from tests.repositories.conftest import FakeResolver, MakeClient
 from tests.repositories.helpers import create_repository
 
@@ -83,7 +84,10 @@ async def test_create_read_update_delete(client: httpx.AsyncClient, owner: Accou
     ]
 
 
-async def test_defaults_overrides_and_branch_names(client: httpx.AsyncClient, owner: Account) -> None:
+async def test_defaults_overrides_and_branch_names(
+    client: httpx.AsyncClient, owner: Account, session: AsyncSession
+) -> None:
+    await put_on_plan(session, "engines", "pro")  # more repositories than the free plan's
     plain = await create_repository(client, owner, "ssh://git@git.example.org:2222/srv/Team/App.git")
     assert (plain["provider"], plain["name"]) == ("git", "srv/Team/App")
     hosted = await create_repository(
@@ -223,7 +227,7 @@ async def test_real_dns_and_local_hosts(make_client: MakeClient, resolver: FakeR
 
 
 async def test_repository_quota(make_client: MakeClient, owner: Account) -> None:
-    client = await make_client(DEFAULT_PLAN_LIMIT_REPOSITORIES=2)
+    client = await make_client(PLAN_LIMITS={"free": {"repositories": 2}})
     first = await create_repository(client, owner, "https://github.com/octo/one")
     await create_repository(client, owner, "https://github.com/octo/two")
     refused = await client.post(
@@ -231,7 +235,8 @@ async def test_repository_quota(make_client: MakeClient, owner: Account) -> None
     )
     assert refused.status_code == 402
     body = refused.json()
-    assert (body["code"], body["limit"], body["used"], body["upgrade_plan"]) == ("quota_exceeded", 2, 2, "team")
+    assert (body["code"], body["resource"], body["limit"], body["used"]) == ("quota_exceeded", "repositories", 2, 2)
+    assert (body["plan"], body["upgrade_to"]) == ("free", "pro")
     # Archived repositories do not count; bringing one back needs room again.
     archived = await client.patch(f"{API}/repositories/{first['id']}", headers=owner.headers, json={"archived": True})
     assert archived.json()["archived"] is True

@@ -81,7 +81,10 @@ class Flow:
 @pytest.fixture
 async def flow(database_server: DatabaseServer, smtp_server: SmtpServer, clock: FakeClock) -> AsyncIterator[Flow]:
     url = await database_server.clone("scans")
-    settings = build_settings(url, ALLOW_LOCAL_REPOSITORIES=True, SCAN_PROCESSES=2, **smtp_server.settings())
+    # The team plan: flows connect more repositories than the free plan allows (quotas: tests/billing).
+    settings = build_settings(
+        url, ALLOW_LOCAL_REPOSITORIES=True, SCAN_PROCESSES=2, DEFAULT_PLAN="team", **smtp_server.settings()
+    )
     database = Database.from_settings(settings)
     app = create_app(settings, database=database, clock=clock)
     try:

@@ -13,9 +13,9 @@ from fastapi import FastAPI
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse.config import Settings
+from codepulse.billing.service import month_start
+from codepulse.config import PlanLimitOverrides, Settings
 from codepulse.scans.models import Scan
-from codepulse.scans.service import month_start
 from codepulse.tasks import Task
 from codepulse.usage.service import count_events
 from tests.auth.helpers import SignedIn, register
@@ -86,7 +86,7 @@ async def test_create_queues_once_per_ref_meters_and_enqueues(
 async def test_monthly_quota(
     app_factory: Callable[[Settings], FastAPI], settings: Settings, session: AsyncSession
 ) -> None:
-    app = app_factory(settings.model_copy(update={"SCAN_MONTHLY_QUOTA": 2}))
+    app = app_factory(settings.model_copy(update={"PLAN_LIMITS": {"free": PlanLimitOverrides(scans_per_month=2)}}))
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
@@ -101,7 +101,13 @@ async def test_monthly_quota(
         )
         assert refused.status_code == 402, refused.text
         body = refused.json()
-        assert (body["code"], body["limit"], body["used"]) == ("quota_exceeded", 2, 2)
+        assert (body["code"], body["resource"], body["limit"], body["used"]) == (
+            "quota_exceeded",
+            "scans_per_month",
+            2,
+            2,
+        )
+        assert (body["plan"], body["upgrade_to"]) == ("free", "pro")
         assert refused.headers["content-type"] == "application/problem+json"
         # An active scan is still answered: it costs nothing.
         await request_scan(client, owner, repository["id"], "a", expect=200)

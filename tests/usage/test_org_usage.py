@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.auth.helpers import register
 from tests.helpers import FakeClock
-from tests.orgs.helpers import add_member, create_org
+from tests.orgs.helpers import add_member, create_org, put_on_plan
 from tests.stubs.smtp import SmtpServer
 from tests.usage.helpers import record, sync
 
@@ -22,6 +22,7 @@ async def test_admins_see_members_who_share_and_nobody_else(
     clock.now = NOON
     owner = await register(client, "owner")
     await create_org(client, owner, "engines")
+    await put_on_plan(session, "engines", "pro")  # four members: more seats than the free plan's
     admin = await add_member(client, session, mailbox, owner, "engines", "boss", "admin")
     sharer = await add_member(client, session, mailbox, owner, "engines", "sharer", "member")
     private = await add_member(client, session, mailbox, owner, "engines", "private", "member")

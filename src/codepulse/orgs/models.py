@@ -39,6 +39,8 @@ class Organization(UUIDPrimaryKey, Timestamps, Base):
     avatar_url: Mapped[str | None] = mapped_column(String(2048))
     created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     deleted_at: Mapped[datetime | None]
+    # The plan billing put the organization on; None: the deployment's DEFAULT_PLAN.
+    plan: Mapped[str | None] = mapped_column(String(20))
 
 
 class Membership(UUIDPrimaryKey, Timestamps, Base):

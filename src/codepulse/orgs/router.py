@@ -9,8 +9,10 @@ from typing import Annotated
 from fastapi import BackgroundTasks, Query, Request, Response, status
 
 from codepulse.auth.dependencies import CurrentUser, device_of
+from codepulse.config import Settings
 from codepulse.integrations.mailer import deliver
 from codepulse.orgs.dependencies import OrgAdmin, OrgOwner, OrgServiceDep, OrgViewer
+from codepulse.orgs.quotas import plan_id
 from codepulse.orgs.schemas import (
     AcceptIn,
     AuditEventOut,
@@ -26,7 +28,7 @@ from codepulse.orgs.schemas import (
     OrgUpdate,
     RoleUpdate,
 )
-from codepulse.orgs.service import Member, OrgAccess
+from codepulse.orgs.service import Member, OrgAccess, Organization, Role
 from codepulse.pagination import Page, PageParams
 from codepulse.routing import DomainRouter
 
@@ -34,9 +36,21 @@ router = DomainRouter(prefix="/orgs", tags=["orgs"])
 invitations_router = DomainRouter(prefix="/invitations", tags=["invitations"])
 
 
-def _org_out(access: OrgAccess) -> OrgOut:
+def _org_out(access: OrgAccess, settings: Settings) -> OrgOut:
     role = access.role if access.membership is not None else None
-    return OrgOut.model_validate(access.org).model_copy(update={"role": role})
+    return _org_with(access.org, role, settings)
+
+
+def _org_with(org: Organization, role: Role | None, settings: Settings) -> OrgOut:
+    return OrgOut(
+        id=org.id,
+        name=org.name,
+        slug=org.slug,
+        avatar_url=org.avatar_url,
+        created_at=org.created_at,
+        role=role,
+        plan=plan_id(org, settings),
+    )
 
 
 def _member_out(member: Member) -> MemberOut:
@@ -51,19 +65,19 @@ def _ip(request: Request) -> str | None:
 
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Create an organization (I become its owner)")
 async def create_org(body: OrgCreate, request: Request, user: CurrentUser, service: OrgServiceDep) -> OrgOut:
-    return _org_out(await service.create(user, body, _ip(request)))
+    return _org_out(await service.create(user, body, _ip(request)), service.settings)
 
 
 @router.get("", summary="My organizations, with my role")
 async def list_orgs(user: CurrentUser, service: OrgServiceDep, page: PageParams) -> Page[OrgOut]:
     rows, next_cursor = await service.list_mine(user, page)
-    items = [OrgOut.model_validate(org).model_copy(update={"role": role}) for org, role in rows]
+    items = [_org_with(org, role, service.settings) for org, role in rows]
     return Page(items=items, next_cursor=next_cursor)
 
 
 @router.get("/{org}", summary="One organization")
-async def get_org(access: OrgViewer) -> OrgOut:
-    return _org_out(access)
+async def get_org(access: OrgViewer, request: Request) -> OrgOut:
+    return _org_out(access, request.app.state.settings)
 
 
 @router.patch("/{org}", summary="Update name, slug or avatar (admin+)")
@@ -71,7 +85,7 @@ async def update_org(body: OrgUpdate, request: Request, access: OrgAdmin, servic
     """A new slug takes effect at once and the old one stops resolving (and may be taken by
     another organization): links should use the id."""
     await service.update(access, body, _ip(request))
-    return _org_out(access)
+    return _org_out(access, service.settings)
 
 
 @router.delete("/{org}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete the organization (owner)")
@@ -152,4 +166,4 @@ async def my_invitations(user: CurrentUser, service: OrgServiceDep, page: PagePa
 
 @invitations_router.post("/accept", summary="Accept an invitation (my verified email must match)")
 async def accept_invitation(body: AcceptIn, request: Request, user: CurrentUser, service: OrgServiceDep) -> OrgOut:
-    return _org_out(await service.accept(user, body.token, _ip(request)))
+    return _org_out(await service.accept(user, body.token, _ip(request)), service.settings)

@@ -58,14 +58,13 @@ class OrgDelete(BaseModel):
 
 
 class OrgOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
     id: uuid.UUID
     name: str
     slug: str
     avatar_url: str | None
     created_at: datetime
     role: Role | None = Field(default=None, description="My role here (null for a superuser who is not a member).")
+    plan: str = Field(description="The billing plan (GET /orgs/{org}/billing: limits and usage).")
 
 
 class MemberUser(BaseModel):

@@ -27,12 +27,13 @@ from codepulse.auth.service import User
 from codepulse.clock import ClockFunc
 from codepulse.config import Settings
 from codepulse.db import advisory_xact_lock
-from codepulse.errors import BadRequest, Conflict, FieldError, Forbidden, NotFound, QuotaExceeded, ValidationFailed
+from codepulse.errors import BadRequest, Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from codepulse.hooks import HookRegistry
 from codepulse.integrations.mailer import MailMessage
 from codepulse.orgs.models import AuditEvent, Invitation, Membership
 from codepulse.orgs.models import Organization as Organization
 from codepulse.orgs.models import Role as Role
+from codepulse.orgs.quotas import QuotaResource, check_quota
 from codepulse.orgs.repository import OrgRepository
 from codepulse.orgs.schemas import OrgCreate, OrgUpdate
 from codepulse.pagination import PageRequest, SortKey, paginate, paginate_rows
@@ -210,24 +211,6 @@ class OrgService:
                 code="last_owner",
             )
 
-    # --- seats ---------------------------------------------------------------------------
-
-    def member_limit(self, org: Organization) -> int:
-        # The one place that asks for the seat quota; the billing domain's plan replaces this.
-        return self.settings.DEFAULT_PLAN_LIMIT_MEMBERS
-
-    async def _ensure_seat(self, org: Organization, *, adding: int = 1) -> None:
-        now = self.clock()
-        used = await self.repo.count_members(org.id) + await self.repo.count_pending_invitations(org.id, now)
-        limit = self.member_limit(org)
-        if used + adding > limit:
-            raise QuotaExceeded(
-                f"This organization has {limit} seats and all are taken (members and pending invitations).",
-                limit=limit,
-                used=used,
-                upgrade_plan="team",
-            )
-
     # --- invitations ---------------------------------------------------------------------
 
     async def invite(self, access: OrgAccess, email: str, role: Role, ip: str | None) -> tuple[Invitation, MailMessage]:
@@ -244,7 +227,7 @@ class OrgService:
             raise Conflict("This person is already a member.", code="already_member")
         if await self.repo.pending_invitation_for(access.org.id, email, now) is not None:
             raise Conflict("This email already has a pending invitation.", code="already_invited")
-        await self._ensure_seat(access.org)
+        await check_quota(self.session, self.settings, access.org.id, QuotaResource.SEATS, now=now)
         await self.repo.revoke_expired_invitations(access.org.id, email, now)
         token = new_one_time_token()
         invitation = Invitation(

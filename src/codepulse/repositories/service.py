@@ -35,8 +35,7 @@ from codepulse.auth import service as auth_service
 from codepulse.auth.service import User
 from codepulse.clock import ClockFunc
 from codepulse.config import Settings
-from codepulse.db import advisory_xact_lock
-from codepulse.errors import Conflict, FieldError, QuotaExceeded, ServiceUnavailable, ValidationFailed
+from codepulse.errors import Conflict, FieldError, ServiceUnavailable, ValidationFailed
 from codepulse.integrations.github import (
     GitHubClient,
     GitHubRepository,
@@ -44,6 +43,7 @@ from codepulse.integrations.github import (
     GitHubTokenInvalid,
     GitHubUnavailable,
 )
+from codepulse.orgs.quotas import QuotaResource, check_quota
 from codepulse.orgs.service import OrgAccess, Organization, OrgService, Role, get_membership
 from codepulse.pagination import PageRequest, paginate
 from codepulse.repositories import credentials
@@ -69,8 +69,6 @@ from codepulse.security import SecretBox
 
 log = structlog.get_logger("codepulse.repositories")
 
-UPGRADE_PLAN = "team"
-
 
 @dataclass(frozen=True)
 class RepositoryAccess:
@@ -86,12 +84,6 @@ class CheckedCloneUrl:
     addresses: tuple[str, ...]
     """What the host resolved to when checked; empty when the check was waived (ALLOWED_GIT_HOSTS,
     ALLOW_LOCAL_REPOSITORIES)."""
-
-
-@dataclass(frozen=True)
-class RepositoryLimit:
-    limit: int
-    upgrade_plan: str | None
 
 
 @dataclass(frozen=True)
@@ -155,24 +147,11 @@ class RepositoryService:
 
     # --- quota ---------------------------------------------------------------------------
 
-    def repository_limit(self, org: Organization) -> RepositoryLimit:
-        # The one place that asks for the repository quota; the billing domain's plan replaces this.
-        return RepositoryLimit(limit=self.settings.DEFAULT_PLAN_LIMIT_REPOSITORIES, upgrade_plan=UPGRADE_PLAN)
-
     async def _ensure_quota(self, org: Organization, adding: int) -> None:
-        """Room for `adding` more active repositories. Serialised per organization, so two
-        concurrent requests cannot both take the last slot."""
-        await advisory_xact_lock(self.session, f"repositories.quota:{org.id}")
-        used = await self.repo.count_active(org.id)
-        quota = self.repository_limit(org)
-        if used + adding > quota.limit:
-            raise QuotaExceeded(
-                f"This organization's plan allows {quota.limit} repositories and {used} are connected"
-                + (f"; {adding} more do not fit." if adding > 1 else "."),
-                limit=quota.limit,
-                used=used,
-                upgrade_plan=quota.upgrade_plan,
-            )
+        """Room for `adding` more active repositories on the organization's plan."""
+        await check_quota(
+            self.session, self.settings, org.id, QuotaResource.REPOSITORIES, now=self.clock(), amount=adding
+        )
 
     # --- CRUD ----------------------------------------------------------------------------
 
@@ -490,3 +469,8 @@ async def update_scan_summary(
 async def scheduled_repositories(session: AsyncSession, schedules: Collection[ScanSchedule]) -> list[Repository]:
     """Active (not archived) repositories whose scan schedule is one of `schedules`."""
     return await RepositoryRepository(session).with_schedule([schedule.value for schedule in schedules])
+
+
+async def count_active_repositories(session: AsyncSession, org_id: uuid.UUID) -> int:
+    """An organization's connected repositories that are not archived (what its plan limits)."""
+    return await RepositoryRepository(session).count_active(org_id)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -29,8 +29,8 @@ from codepulse import __version__, tasks
 from codepulse.auth.service import User
 from codepulse.clock import ClockFunc
 from codepulse.config import Settings
-from codepulse.db import advisory_xact_lock
-from codepulse.errors import Conflict, FieldError, NotFound, QuotaExceeded, ValidationFailed
+from codepulse.errors import Conflict, FieldError, NotFound, ValidationFailed
+from codepulse.orgs.quotas import QuotaResource, check_quota
 from codepulse.orgs.service import OrgAccess, OrgService, Role
 from codepulse.pagination import PageRequest, paginate, paginate_rows
 from codepulse.repositories import service as repositories_service
@@ -57,7 +57,6 @@ log = structlog.get_logger("codepulse.scans")
 TASK_KIND = "scans.run"
 WORKER_LOST_MESSAGE = "The worker running this scan stopped before it finished, on every attempt."
 METER_KIND = "scan.run"
-UPGRADE_PLAN = "team"
 # Scheduled scans yield to the ones people asked for.
 SCHEDULED_PRIORITY = -10
 
@@ -89,11 +88,6 @@ class FindingFilters:
     statuses: Collection[str] = ()
     rule: str | None = None
     path: str | None = None
-
-
-def month_start(now: datetime) -> datetime:
-    """The start of `now`'s calendar month in UTC: the quota's period."""
-    return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
 def ref_key(repository: Repository, ref: str | None) -> str:
@@ -395,18 +389,13 @@ async def _task_gone(session: AsyncSession, scan: Scan) -> bool:
 
 
 async def _ensure_quota(session: AsyncSession, settings: Settings, org_id: uuid.UUID, now: datetime) -> None:
-    """Room for one more scan this month; serialised per organization, so concurrent requests
-    cannot both take the last one."""
-    await advisory_xact_lock(session, f"scans.quota:{org_id}")
-    limit = settings.SCAN_MONTHLY_QUOTA
-    used = await usage_service.count_events(session, org_id, METER_KIND, month_start(now))
-    if used >= limit:
-        raise QuotaExceeded(
-            f"This organization's plan allows {limit} scans a month and {used} ran this month.",
-            limit=limit,
-            used=used,
-            upgrade_plan=UPGRADE_PLAN,
-        )
+    """Room for one more scan this month on the organization's plan."""
+    await check_quota(session, settings, org_id, QuotaResource.SCANS_PER_MONTH, now=now)
+
+
+async def scans_since(session: AsyncSession, org_id: uuid.UUID, since: datetime) -> int:
+    """How many scans the organization started since `since` (metered when queued)."""
+    return await usage_service.count_events(session, org_id, METER_KIND, since)
 
 
 async def _refresh_summary_counts(session: AsyncSession, repository_id: uuid.UUID) -> None:

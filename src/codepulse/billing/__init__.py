@@ -1,0 +1,1 @@
+"""Billing: plans, quotas, subscriptions (codepulse.billing.service)."""
