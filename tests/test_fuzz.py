@@ -35,6 +35,7 @@ from codepulse.app import create_app
 from codepulse.repositories.dependencies import host_resolver
 from tests.auth.helpers import PASSWORD
 from tests.databases import DatabaseServer, build_settings
+from tests.stubs.stripe import StripeStub
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "6"))
 
@@ -69,7 +70,13 @@ async def fuzz_database_url(database_server: DatabaseServer) -> str:
 
 
 @pytest.fixture(scope="module")
-def fuzz_target(fuzz_database_url: str) -> Iterator[FuzzTarget]:
+def stripe_stub() -> Iterator[StripeStub]:
+    with StripeStub(prices=["price_pro"]) as stub:
+        yield stub
+
+
+@pytest.fixture(scope="module")
+def fuzz_target(fuzz_database_url: str, stripe_stub: StripeStub) -> Iterator[FuzzTarget]:
     app_settings = build_settings(
         fuzz_database_url,
         RATE_LIMIT_ENABLED=False,
@@ -77,6 +84,11 @@ def fuzz_target(fuzz_database_url: str) -> Iterator[FuzzTarget]:
         # No GitHub to reach: a closed loopback port answers at once.
         GITHUB_API_URL="http://127.0.0.1:9",
         GITHUB_URL="http://127.0.0.1:9",
+        # Billing's calls go to a local Stripe (without one, checkout answers 503 by design).
+        STRIPE_SECRET_KEY=stripe_stub.secret_key,
+        STRIPE_API_BASE=stripe_stub.url,
+        STRIPE_PRICE_PRO="price_pro",
+        STRIPE_WEBHOOK_SECRET="whsec_fuzz",
     )
     app = create_app(app_settings)
     app.dependency_overrides[host_resolver] = lambda: _offline_resolver

@@ -74,6 +74,8 @@ NOT_ORG_SCOPED = {
     # billing: the public plans; a superuser's plan assignment (any organization, by id or slug)
     "/api/v1/billing/plans",
     "/api/v1/admin/orgs/{org_ref}/plan",
+    # billing: Stripe's webhook (signed by Stripe, no bearer token)
+    "/api/v1/webhooks/stripe",
 }
 
 Context = dict[str, Any]

@@ -152,6 +152,15 @@ class Settings(BaseSettings):
     PLAN_LIMITS: dict[Literal["free", "pro", "team", "enterprise"], PlanLimitOverrides] = Field(default_factory=dict)
     STRIPE_PRICE_PRO: str | None = None
     STRIPE_PRICE_TEAM: str | None = None
+    # Stripe. Without a secret key billing runs self-hosted: every organization is on its assigned
+    # plan or DEFAULT_PLAN, and checkout, the portal and invoices answer 503.
+    STRIPE_SECRET_KEY: SecretStr | None = None
+    STRIPE_WEBHOOK_SECRET: SecretStr | None = None
+    # The API's address (tests point it at a local stub).
+    STRIPE_API_BASE: str = "https://api.stripe.com"
+    STRIPE_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0, le=120)
+    # A past-due subscription keeps its plan this long, then the free plan's limits apply.
+    BILLING_PAST_DUE_GRACE_DAYS: int = Field(default=7, ge=0, le=90)
 
     # Repositories: hosts that may be cloned although they are (or resolve to) non-public
     # addresses, and the development/test switch that allows every such host (unsafe elsewhere).

@@ -154,6 +154,15 @@ class ServiceUnavailable(DomainError):
     title = "Service unavailable"
 
 
+class BadGateway(DomainError):
+    """An outside service refused what we sent it (a misconfiguration on our side, not the
+    client's)."""
+
+    status = 502
+    code = "bad_gateway"
+    title = "Bad gateway"
+
+
 # Codes for errors raised by Starlette/FastAPI themselves (routing, method, body parsing).
 _HTTP_CODES = {
     400: "bad_request",

@@ -280,3 +280,31 @@ async def test_the_set_plan_command(
             assert list(actions) == ["billing.plan_changed", "billing.plan_changed"]
     finally:
         await database.dispose()
+
+
+async def test_without_stripe_payments_answer_503_and_plans_still_work(
+    client: httpx.AsyncClient, make_user: MakeUser, make_org: MakeOrg
+) -> None:
+    ada = await make_user("ada")
+    await make_org(ada, slug="engines")
+    for method, path, body in (
+        ("POST", "/orgs/engines/billing/checkout", {"plan": "pro"}),
+        ("POST", "/orgs/engines/billing/portal", None),
+        ("GET", "/orgs/engines/billing/invoices", None),
+    ):
+        response = await client.request(method, f"{API}{path}", headers=ada.headers, json=body)
+        assert (response.status_code, _problem(response)["code"]) == (503, "billing_not_configured"), path
+    assert (await client.get(f"{API}/orgs/engines/billing", headers=ada.headers)).json()["plan"] == "free"
+
+
+async def test_billing_routes_need_a_signed_in_caller_except_the_plans(client: httpx.AsyncClient) -> None:
+    assert (await client.get(f"{API}/billing/plans")).status_code == 200
+    for method, path in (
+        ("GET", "/orgs/engines/billing"),
+        ("POST", "/orgs/engines/billing/checkout"),
+        ("POST", "/orgs/engines/billing/portal"),
+        ("GET", "/orgs/engines/billing/invoices"),
+        ("PUT", "/admin/orgs/engines/plan"),
+    ):
+        response = await client.request(method, f"{API}{path}", json={"plan": "pro"})
+        assert (response.status_code, _problem(response)["code"]) == (401, "not_authenticated"), path

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth.service import User
+from codepulse.billing.models import BillingAccount
 from codepulse.billing.plans import Plan, PlanId, Resource, plan_of, upgrade_to
 from codepulse.clock import ClockFunc, utcnow
 from codepulse.config import Settings
@@ -42,17 +43,52 @@ def next_month_start(now: datetime) -> datetime:
     return start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
 
 
-async def used(session: AsyncSession, org_id: uuid.UUID, resource: Resource, now: datetime) -> int:
-    """How much of `resource` the organization uses now (scans: this month)."""
+async def used(
+    session: AsyncSession, org_id: uuid.UUID, resource: Resource, now: datetime, period_start: datetime
+) -> int:
+    """How much of `resource` the organization uses now (scans: since `period_start`)."""
     if resource is Resource.REPOSITORIES:
         return await repositories_service.count_active_repositories(session, org_id)
     if resource is Resource.SEATS:
         return await quotas.count_seats(session, org_id, now)
-    return await scans_service.scans_since(session, org_id, month_start(now))
+    return await scans_service.scans_since(session, org_id, period_start)
 
 
 def current_plan(org: Organization, settings: Settings) -> Plan:
     return plan_of(settings, quotas.plan_id(org, settings))
+
+
+# The subscription states that have a current period the scans are counted in.
+SUBSCRIBED = frozenset({"trialing", "active", "past_due"})
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where an organization stands now: the plan whose limits apply, the subscription's status
+    ("active" without one) and the period scans are counted in."""
+
+    plan: Plan
+    status: str
+    period_start: datetime
+    period_end: datetime
+    cancel_at_period_end: bool
+    account: BillingAccount | None = None
+
+
+async def standing(session: AsyncSession, settings: Settings, org: Organization, now: datetime) -> Standing:
+    """The organization's plan (past due beyond `BILLING_PAST_DUE_GRACE_DAYS`: the free plan's
+    limits) and its period: the subscription's current one, or the calendar month (UTC)."""
+    plan = current_plan(org, settings)
+    account = await session.get(BillingAccount, org.id)
+    if account is None or account.subscription_id is None or account.status is None:
+        return Standing(plan, "active", month_start(now), next_month_start(now), False, account)
+    grace = timedelta(days=settings.BILLING_PAST_DUE_GRACE_DAYS)
+    if account.status == "past_due" and account.past_due_since is not None and now - account.past_due_since >= grace:
+        plan = plan_of(settings, PlanId.FREE.value)
+    start, end = account.current_period_start, account.current_period_end
+    if account.status not in SUBSCRIBED or start is None or end is None or not start <= now < end:
+        start, end = month_start(now), next_month_start(now)
+    return Standing(plan, account.status, start, end, account.cancel_at_period_end, account)
 
 
 def _count(number: int, noun: str) -> str:
@@ -91,11 +127,12 @@ async def enforce_plan(session: AsyncSession, check: QuotaCheck) -> None:
     org = await quotas.live_organization(session, check.org_id)
     if org is None:  # the caller found it a moment ago in this transaction; nothing to add to
         return
-    plan = current_plan(org, check.settings)
+    now_standing = await standing(session, check.settings, org, check.now)
+    plan = now_standing.plan
     limit = plan.limit(check.resource)
     if limit is None:
         return
-    count = await used(session, check.org_id, check.resource, check.now)
+    count = await used(session, check.org_id, check.resource, check.now, now_standing.period_start)
     if count + check.amount > limit:
         raise _exceeded(plan, check, limit, count)
 
@@ -109,10 +146,8 @@ class UsageLine:
 
 @dataclass(frozen=True)
 class OrgBilling:
-    plan: Plan
+    standing: Standing
     assigned: bool  # False: the deployment's default plan
-    period_start: datetime
-    period_end: datetime
     usage: list[UsageLine]
 
 
@@ -129,14 +164,20 @@ class BillingService:
     async def overview(self, org: Organization) -> OrgBilling:
         """The organization's plan and its use of every limit, now."""
         now = self.clock()
-        plan = current_plan(org, self.settings)
+        now_standing = await standing(self.session, self.settings, org, now)
         usage = [
-            UsageLine(resource, await used(self.session, org.id, resource, now), plan.limit(resource))
+            UsageLine(
+                resource,
+                await used(self.session, org.id, resource, now, now_standing.period_start),
+                now_standing.plan.limit(resource),
+            )
             for resource in Resource
         ]
-        return OrgBilling(plan, org.plan is not None, month_start(now), next_month_start(now), usage)
+        return OrgBilling(now_standing, org.plan is not None, usage)
 
-    async def assign_plan(self, org: Organization, plan_id: str | None, actor: User | None, ip: str | None) -> Plan:
+    async def assign_plan(
+        self, org: Organization, plan_id: str | None, actor: User | None, ip: str | None, *, source: str
+    ) -> Plan:
         """Put the organization on `plan_id` (None: back to the deployment's default), audited as
         `billing.plan_changed` in the organization's log. What it has beyond the new limits stays;
         additions beyond them are refused."""
@@ -151,10 +192,10 @@ class BillingService:
             "billing.plan_changed",
             "organization",
             org.id,
-            {"from": before, "to": after, "assigned": plan_id is not None},
+            {"from": before, "to": after, "assigned": plan_id is not None, "source": source},
             ip,
         )
-        log.info("billing.plan_changed", org_id=str(org.id), plan_from=before, plan_to=after)
+        log.info("billing.plan_changed", org_id=str(org.id), plan_from=before, plan_to=after, source=source)
         return current_plan(org, self.settings)
 
 
@@ -179,7 +220,7 @@ async def assign_plan_by_ref(
         if org is None:
             raise OrganizationNotFound(ref)
         before = quotas.plan_id(org, settings)
-        after = await BillingService(session, settings, clock).assign_plan(org, plan_id, None, None)
+        after = await BillingService(session, settings, clock).assign_plan(org, plan_id, None, None, source="operator")
         return Assignment(org.slug, before, after)
 
 
