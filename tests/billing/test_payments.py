@@ -5,6 +5,7 @@ parameters, the pinned API version, refusals, Stripe's failures as problems."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -15,7 +16,9 @@ from codepulse.billing.models import BillingAccount
 from codepulse.config import Settings
 from codepulse.integrations.stripe import STRIPE_API_VERSION
 from codepulse.orgs.models import Organization
+from codepulse.usage.service import record_event
 from tests.factories import Account, MakeMember, MakeOrg, MakeUser
+from tests.helpers import FakeClock
 from tests.stubs.stripe import StripeStub
 
 API = "/api/v1"
@@ -199,3 +202,33 @@ async def test_stripe_failures_are_problems_and_nothing_is_kept(
     assert _code(refused) == (502, "stripe_rejected")
     # A later attempt works (and makes the customer then).
     assert (await _checkout(client, owner)).status_code == 200
+
+
+async def test_with_a_subscription_scans_are_counted_in_its_period(
+    client: httpx.AsyncClient, owner: Account, engines: Organization, session: AsyncSession, clock: FakeClock
+) -> None:
+    clock.now = datetime(2026, 12, 20, 12, tzinfo=UTC)
+    period_start, period_end = datetime(2026, 12, 15, tzinfo=UTC), datetime(2027, 1, 15, tzinfo=UTC)
+    session.add(
+        BillingAccount(
+            org_id=engines.id,
+            customer_id="cus_period",
+            subscription_id="sub_period",
+            status="active",
+            current_period_start=period_start,
+            current_period_end=period_end,
+            cancel_at_period_end=True,
+        )
+    )
+    for key, day in (("before", 10), ("inside", 16), ("today", 20)):
+        await record_event(
+            session, engines.id, "scan.run", idempotency_key=key, occurred_at=datetime(2026, 12, day, tzinfo=UTC)
+        )
+    await session.flush()
+    billing = (await client.get(f"{API}/orgs/engines/billing", headers=owner.headers)).json()
+    assert (billing["current_period_start"], billing["current_period_end"]) == (
+        "2026-12-15T00:00:00Z",
+        "2027-01-15T00:00:00Z",
+    )
+    assert (billing["status"], billing["cancel_at_period_end"]) == ("active", True)
+    assert billing["usage"]["scans_per_month"]["used"] == 2  # the 10th is in the month, not the period
