@@ -76,6 +76,14 @@ NOT_ORG_SCOPED = {
     "/api/v1/admin/orgs/{org_ref}/plan",
     # billing: Stripe's webhook (signed by Stripe, no bearer token)
     "/api/v1/webhooks/stripe",
+    # notifications: the caller's own (another user's id is a 404)
+    "/api/v1/notifications",
+    "/api/v1/notifications/unread-count",
+    "/api/v1/notifications/kinds",
+    "/api/v1/notifications/preferences",
+    "/api/v1/notifications/read-all",
+    "/api/v1/notifications/{notification_id}/read",
+    "/api/v1/notifications/{notification_id}",
 }
 
 Context = dict[str, Any]

@@ -14,6 +14,7 @@ from codepulse.health.router import router as health_router
 from codepulse.leaderboard.admin_router import admin_router as leaderboard_admin_router
 from codepulse.leaderboard.benchmark_router import benchmarks_router
 from codepulse.leaderboard.router import router as leaderboard_router
+from codepulse.notifications.router import router as notifications_router
 from codepulse.orgs.router import invitations_router
 from codepulse.orgs.router import router as orgs_router
 from codepulse.repositories.router import router as repositories_router
@@ -44,6 +45,7 @@ DOMAIN_ROUTERS: tuple[DomainRouter, ...] = (
     leaderboard_admin_router,
     benchmarks_router,
     billing_router,
+    notifications_router,
 )
 
 

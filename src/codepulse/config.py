@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     # A past-due subscription keeps its plan this long, then the free plan's limits apply.
     BILLING_PAST_DUE_GRACE_DAYS: int = Field(default=7, ge=0, le=90)
 
+    # Notifications: read ones are deleted this long after they were read.
+    NOTIFICATIONS_RETENTION_DAYS: int = Field(default=90, ge=1, le=3650)
+
     # Repositories: hosts that may be cloned although they are (or resolve to) non-public
     # addresses, and the development/test switch that allows every such host (unsafe elsewhere).
     ALLOWED_GIT_HOSTS: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -410,6 +410,10 @@ async def get_membership(session: AsyncSession, org_id: uuid.UUID, user_id: uuid
     return await OrgRepository(session).membership(org_id, user_id)
 
 
-def member_user_ids(org_id: uuid.UUID) -> Select[Any]:
-    """The organization's members' user ids, for upper slices to use in their own SQL."""
-    return select(Membership.user_id).where(Membership.org_id == org_id)
+def member_user_ids(org_id: uuid.UUID, min_role: Role | None = None) -> Select[Any]:
+    """The organization's members' user ids (at or above `min_role`, if given), for upper slices
+    to use in their own SQL."""
+    query = select(Membership.user_id).where(Membership.org_id == org_id)
+    if min_role is not None:
+        query = query.where(Membership.role.in_([role.value for role in Role if role.at_least(min_role)]))
+    return query
