@@ -33,6 +33,7 @@ from codepulse.leaderboard.hooks import register_hooks as register_leaderboard_h
 from codepulse.logging import REQUEST_ID_HEADER, configure_logging
 from codepulse.middleware import HttpLayer
 from codepulse.migrations import head_revision
+from codepulse.notifications.hooks import register_hooks as register_notifications_hooks
 from codepulse.orgs.hooks import register_hooks as register_orgs_hooks
 from codepulse.pagination import cursor_signer
 from codepulse.ratelimit import RateLimiter
@@ -71,6 +72,7 @@ def register_hooks() -> None:
     register_scans_hooks()
     register_leaderboard_hooks()
     register_billing_hooks()
+    register_notifications_hooks()
 
 
 def create_app(settings: Settings, *, database: Database | None = None, clock: ClockFunc = utcnow) -> FastAPI:

@@ -19,6 +19,7 @@ from codepulse.billing import jobs as billing_jobs
 from codepulse.billing.models import BillingAccount
 from codepulse.config import Settings
 from codepulse.db import Database
+from codepulse.notifications.models import Notification
 from codepulse.orgs.models import AuditEvent, Organization
 from codepulse.tasks import Task, TaskRegistry, TaskStatus, Worker
 from tests.auth.helpers import SignedIn, register
@@ -114,6 +115,13 @@ async def _tasks(env: Env) -> list[tuple[str, str]]:
         return [(row.kind, row.status) for row in (await session.execute(select(Task.kind, Task.status))).all()]
 
 
+async def _notifications(env: Env) -> list[tuple[str, dict[str, Any]]]:
+    """The owner's notifications, by kind, without the ids in their data."""
+    async with env.database.transaction(write=False) as session:
+        rows = (await session.execute(select(Notification.kind, Notification.data))).all()
+    return sorted((row.kind, {k: v for k, v in row.data.items() if not k.endswith("_id")}) for row in rows)
+
+
 async def test_a_paid_checkout_puts_the_organization_on_its_plan(env: Env) -> None:
     subscription = await env.paid_subscription()
     assert await env.run_tasks() == 1
@@ -135,6 +143,7 @@ async def test_a_paid_checkout_puts_the_organization_on_its_plan(env: Env) -> No
             await session.scalars(select(AuditEvent.details).where(AuditEvent.action == "billing.plan_changed"))
         ).all()
     assert [(d["from"], d["to"], d["source"]) for d in details] == [("free", "pro", "stripe")]
+    assert await _notifications(env) == [("subscription_changed", {"from": "free", "to": "pro", "status": "active"})]
 
 
 async def test_signatures_are_checked_against_the_raw_body(env: Env) -> None:
@@ -230,6 +239,7 @@ async def test_past_due_keeps_the_plan_for_the_grace_period(env: Env) -> None:
     await env.run_tasks()
     billing = await env.billing()
     assert (billing["plan"], billing["status"], billing["usage"]["seats"]["limit"]) == ("pro", "past_due", 10)
+    assert [kind for kind, _ in await _notifications(env)] == ["payment_failed", "subscription_changed"]
     env.clock.advance(days=7, minutes=1)
     billing = await env.billing()
     assert (billing["plan"], billing["status"], billing["usage"]["seats"]["limit"]) == ("free", "past_due", 3)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from codepulse import events
 from codepulse.auth.service import User
 from codepulse.billing.models import BillingAccount
 from codepulse.billing.plans import Plan, PlanId, Resource, plan_of, upgrade_to
@@ -24,6 +25,7 @@ from codepulse.clock import ClockFunc, utcnow
 from codepulse.config import Settings
 from codepulse.db import Database
 from codepulse.errors import QuotaExceeded
+from codepulse.events import OrgEvent
 from codepulse.orgs import quotas
 from codepulse.orgs.quotas import QuotaCheck
 from codepulse.orgs.service import Organization, OrgService
@@ -135,6 +137,39 @@ async def enforce_plan(session: AsyncSession, check: QuotaCheck) -> None:
     count = await used(session, check.org_id, check.resource, check.now, now_standing.period_start)
     if count + check.amount > limit:
         raise _exceeded(plan, check, limit, count)
+    await _announce_quota(session, check, plan, limit, count + check.amount, now_standing.period_start)
+
+
+QUOTA_WARNING_SHARE = 0.8
+_NOUNS = {Resource.REPOSITORIES: "repositories", Resource.SEATS: "seats", Resource.SCANS_PER_MONTH: "scans"}
+
+
+async def _announce_quota(
+    session: AsyncSession, check: QuotaCheck, plan: Plan, limit: int, after: int, period_start: datetime
+) -> None:
+    """`quota_reached` when this addition takes the last unit, `quota_warning` when it passes 80 %:
+    once per limit and period (the dedup key), to the organization's admins; in the adding
+    transaction, so a refused or failed addition announces nothing."""
+    if limit <= 0 or after < limit * QUOTA_WARNING_SHARE:
+        return
+    reached = after >= limit
+    kind = "quota_reached" if reached else "quota_warning"
+    noun = _NOUNS[check.resource]
+    title = (
+        f"All {limit:,} {noun} of the {plan.name} plan are used" if reached else f"{after:,} of {limit:,} {noun} used"
+    )
+    await events.announce(
+        session,
+        OrgEvent(
+            kind=kind,
+            org_id=check.org_id,
+            title=title,
+            body=f"This organization uses {after:,} of the {limit:,} {noun} its {plan.name} plan allows.",
+            dedup_key=f"{kind}:{check.resource.value}:{period_start.date().isoformat()}",
+            now=check.now,
+            data={"resource": check.resource.value, "limit": limit, "used": after, "plan": plan.id.value},
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,14 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse import tasks
+from codepulse import events, tasks
 from codepulse.billing.models import BillingAccount, WebhookEvent
 from codepulse.billing.plans import PlanId, plans, price_id
 from codepulse.billing.service import BillingService
 from codepulse.config import Settings
 from codepulse.db import advisory_xact_lock, upsert
 from codepulse.errors import BadRequest, ServiceUnavailable
+from codepulse.events import OrgEvent
 from codepulse.integrations.stripe import StripeGateway, StripeRejected, StripeSubscription
 from codepulse.orgs import quotas
 from codepulse.tasks import PermanentTaskError, TaskContext
@@ -187,14 +188,39 @@ async def apply_subscription(
         account.past_due_since = None
     elif not was_past_due or account.past_due_since is None:
         account.past_due_since = now
+        await events.announce(
+            session,
+            OrgEvent(
+                kind="payment_failed",
+                org_id=account.org_id,
+                title="A payment for the subscription failed",
+                body="Update the payment method in the billing portal to keep the plan.",
+                dedup_key=f"payment_failed:{subscription.id}:{now.date().isoformat()}",
+                now=now,
+                data={"subscription_id": subscription.id},
+            ),
+        )
     org = await quotas.live_organization(session, account.org_id)
     if org is None:
         return account
     paid = plan_for_price(settings, subscription.price_id) if subscription.status in ENTITLED else None
     target = paid.value if paid is not None else None
     if org.plan != target:
+        before = quotas.plan_id(org, settings)
         service = BillingService(session, settings, lambda: now)
-        await service.assign_plan(org, target, None, None, source="stripe")
+        after = (await service.assign_plan(org, target, None, None, source="stripe")).id.value
+        await events.announce(
+            session,
+            OrgEvent(
+                kind="subscription_changed",
+                org_id=org.id,
+                title=f"The organization is now on the {after} plan",
+                body=f"Its plan changed from {before} to {after} (subscription {subscription.status}).",
+                dedup_key=f"subscription_changed:{subscription.id}:{before}:{after}:{now.isoformat()}",
+                now=now,
+                data={"from": before, "to": after, "status": subscription.status},
+            ),
+        )
     await session.flush()
     return account
 

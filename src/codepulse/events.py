@@ -1,0 +1,42 @@
+"""Organization events: one slice announces, another reacts, and neither imports the other.
+
+Slices of the same layer (billing, notifications, leaderboard) may not import each other. When one
+has news for an organization's members (billing: a payment failed, the plan changed, a quota is
+nearly used up) it `announce`s an `OrgEvent` here, in its own transaction; notifications registers
+with `on_org_event` at start-up and turns each event into notifications (`codepulse.hooks`: the
+same mechanism, a hook runs in the caller's session and transaction, so a change that rolls back
+announces nothing). With nothing registered an event reaches nobody.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from codepulse.hooks import HookRegistry
+
+
+@dataclass(frozen=True)
+class OrgEvent:
+    """News for an organization's members at or above `audience` (a role name)."""
+
+    kind: str  # a notification kind (codepulse.notifications.kinds)
+    org_id: uuid.UUID
+    title: str
+    body: str
+    dedup_key: str  # the same event announced twice reaches each member once
+    now: datetime
+    audience: str = "admin"
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+org_event_hooks: HookRegistry[OrgEvent] = HookRegistry("org.event")
+on_org_event = org_event_hooks.register
+
+
+async def announce(session: AsyncSession, event: OrgEvent) -> None:
+    await org_event_hooks.run(session, event)

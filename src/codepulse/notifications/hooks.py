@@ -1,0 +1,28 @@
+"""Notifications' hooks: organization events announced by other slices become notifications."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from codepulse import events
+from codepulse.events import OrgEvent
+from codepulse.notifications.service import OrgMembers, notify
+from codepulse.orgs.service import Role
+
+
+async def notify_org_event(session: AsyncSession, event: OrgEvent) -> None:
+    """The organization's members at or above the event's audience, in the announcer's transaction."""
+    await notify(
+        session,
+        OrgMembers(event.org_id, Role(event.audience)),
+        event.kind,
+        event.title,
+        event.body,
+        {"org_id": str(event.org_id), **event.data},
+        event.dedup_key,
+        now=event.now,
+    )
+
+
+def register_hooks() -> None:
+    events.on_org_event(notify_org_event)
