@@ -22,7 +22,7 @@ from codepulse.hooks import HookRegistry
 
 @dataclass(frozen=True)
 class OrgEvent:
-    """News for an organization's members at or above `audience` (a role name)."""
+    """News for an organization's members at or above `audience` (a role name), or for `user_ids`."""
 
     kind: str  # a notification kind (codepulse.notifications.kinds)
     org_id: uuid.UUID
@@ -32,6 +32,8 @@ class OrgEvent:
     now: datetime
     audience: str = "admin"
     data: dict[str, Any] = field(default_factory=dict)
+    # Set: exactly these users (e.g. whoever started a scan) instead of the members by role.
+    user_ids: tuple[uuid.UUID, ...] = ()
 
 
 org_event_hooks: HookRegistry[OrgEvent] = HookRegistry("org.event")

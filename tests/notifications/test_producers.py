@@ -93,3 +93,23 @@ async def test_quota_warning_and_quota_reached_once_per_period_to_admins(
     listed = (await client.get(f"{API}/notifications", headers=admin.headers)).json()["items"]
     assert [item["kind"] for item in listed] == ["quota_reached", "quota_warning"]
     assert listed[0]["org_id"] == str(org.id)
+
+
+async def test_an_invited_user_with_a_verified_email_is_notified(
+    client: httpx.AsyncClient, session: AsyncSession, make_user: MakeUser, make_org: MakeOrg
+) -> None:
+    owner = await make_user("ada")
+    org = await make_org(owner, slug="engines")
+    grace = await make_user("grace")
+    unverified = await make_user("hedy", email_verified_at=None)
+    for user in (grace, unverified):
+        invited = await client.post(
+            f"{API}/orgs/engines/invitations", headers=owner.headers, json={"email": user.model.email, "role": "member"}
+        )
+        assert invited.status_code == 201, invited.text
+    # (The owner is told the seats are all taken: the free plan has three.)
+    notified = [entry for entry in await _notified(session) if entry[1] == "invitation_received"]
+    assert [(user, kind) for user, kind, _ in notified] == [(str(grace.model.id), "invitation_received")]
+    assert notified[0][2]["role"] == "member"
+    items = (await client.get(f"{API}/notifications", headers=grace.headers)).json()["items"]
+    assert (items[0]["title"], items[0]["org_id"]) == (f"{owner.model.name} invited you to {org.name}", str(org.id))

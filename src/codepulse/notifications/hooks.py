@@ -12,15 +12,17 @@ from codepulse.orgs.service import Role
 
 async def notify_org_event(session: AsyncSession, event: OrgEvent) -> None:
     """The organization's members at or above the event's audience, in the announcer's transaction."""
+    recipients = list(event.user_ids) if event.user_ids else OrgMembers(event.org_id, Role(event.audience))
     await notify(
         session,
-        OrgMembers(event.org_id, Role(event.audience)),
+        recipients,
         event.kind,
         event.title,
         event.body,
         {"org_id": str(event.org_id), **event.data},
         event.dedup_key,
         now=event.now,
+        org_id=event.org_id,
     )
 
 

@@ -22,12 +22,14 @@ import structlog
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from codepulse import events
 from codepulse.auth import service as auth_service
 from codepulse.auth.service import User
 from codepulse.clock import ClockFunc
 from codepulse.config import Settings
 from codepulse.db import advisory_xact_lock
 from codepulse.errors import BadRequest, Conflict, FieldError, Forbidden, NotFound, ValidationFailed
+from codepulse.events import OrgEvent
 from codepulse.hooks import HookRegistry
 from codepulse.integrations.mailer import MailMessage
 from codepulse.orgs.models import AuditEvent, Invitation, Membership
@@ -242,6 +244,20 @@ class OrgService:
         await self.repo.add(invitation)
         await self.audit(access.org.id, access.user, "invitation.created", "invitation", invitation.id,
                          {"email": email, "role": role}, ip)  # fmt: skip
+        if existing_user is not None and existing_user.email_verified_at is not None:
+            await events.announce(
+                self.session,
+                OrgEvent(
+                    kind="invitation_received",
+                    org_id=access.org.id,
+                    title=f"{access.user.name} invited you to {access.org.name}",
+                    body=f"Join {access.org.name} as {role.value}: accept from your invitations within 7 days.",
+                    dedup_key=f"invitation_received:{invitation.id}",
+                    now=now,
+                    user_ids=(existing_user.id,),
+                    data={"invitation_id": str(invitation.id), "role": role.value},
+                ),
+            )
         message = MailMessage(
             to=email,
             subject=f"{access.user.name} invited you to {access.org.name} on codepulse",

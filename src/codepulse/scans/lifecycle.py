@@ -18,7 +18,9 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from codepulse import events
 from codepulse.db import advisory_xact_lock
+from codepulse.events import OrgEvent
 from codepulse.repositories import service as repositories_service
 from codepulse.scans.models import (
     ERROR_CODE_MAX_LENGTH,
@@ -131,9 +133,74 @@ async def _finish_unsuccessfully(
         )
         if status is ScanStatus.FAILED:
             log.info("scan.failed", scan_id=str(scan_id), code=values["error_code"])
+            await _announce_failed(session, scan, values, now)
         else:
             log.info("scan.canceled", scan_id=str(scan_id))
     return done
+
+
+async def _subject(session: AsyncSession, scan: Scan) -> tuple[str, dict[str, Any]]:
+    repository = await repositories_service.get_repository(session, scan.repository_id)
+    name = repository.name if repository is not None else "a repository"
+    return name, {"scan_id": str(scan.id), "repository_id": str(scan.repository_id), "ref": scan.ref}
+
+
+async def _announce_failed(session: AsyncSession, scan: Scan, values: dict[str, Any], now: datetime) -> None:
+    """`scan_failed` to whoever started the scan (nobody for a scheduled one)."""
+    if scan.requested_by is None:
+        return
+    name, data = await _subject(session, scan)
+    await events.announce(
+        session,
+        OrgEvent(
+            kind="scan_failed",
+            org_id=scan.org_id,
+            title=f"The scan of {name} failed",
+            body=str(values.get("error_message") or values.get("error_code") or "The scan failed."),
+            dedup_key=f"scan_failed:{scan.id}",
+            now=now,
+            user_ids=(scan.requested_by,),
+            data=data | {"error_code": values.get("error_code")},
+        ),
+    )
+
+
+async def _announce_finished(
+    session: AsyncSession, scan: Scan, new_counts: dict[str, int], now: datetime, *, default_branch: bool
+) -> None:
+    """`scan_completed` to whoever started the scan; `new_critical_findings` to the organization's
+    admins when a scan of the default branch opened new high or critical findings (once per scan)."""
+    name, data = await _subject(session, scan)
+    new = sum(new_counts.values())
+    if scan.requested_by is not None:
+        await events.announce(
+            session,
+            OrgEvent(
+                kind="scan_completed",
+                org_id=scan.org_id,
+                title=f"The scan of {name} finished",
+                body=f"{new} new finding{'' if new == 1 else 's'}.",
+                dedup_key=f"scan_completed:{scan.id}",
+                now=now,
+                user_ids=(scan.requested_by,),
+                data=data | {"new": new},
+            ),
+        )
+    critical, high = new_counts.get("critical", 0), new_counts.get("high", 0)
+    if default_branch and critical + high:
+        await events.announce(
+            session,
+            OrgEvent(
+                kind="new_critical_findings",
+                org_id=scan.org_id,
+                title=f"{critical + high} new high or critical findings in {name}",
+                body=f"The scan of the default branch opened {critical} critical and {high} high findings.",
+                dedup_key=f"new_critical_findings:{scan.id}",
+                now=now,
+                audience="admin",
+                data=data | {"critical": critical, "high": high},
+            ),
+        )
 
 
 def _duration_ms(scan: Scan, now: datetime) -> int:
@@ -219,6 +286,7 @@ async def complete_scan(
         finished_at=now,
         open_findings=summary,
     )
+    await _announce_finished(session, scan, new_counts, now, default_branch=default_branch)
     log.info(
         "scan.finished",
         scan_id=str(scan_id),
