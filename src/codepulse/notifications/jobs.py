@@ -1,4 +1,5 @@
-"""Notifications' scheduled work: pruning read notifications past their retention.
+"""Notifications' scheduled work: pruning read notifications past their retention, and the
+hourly `streak_at_risk` nudges.
 
 `register(scheduler)` is found by `scheduler.discover_jobs`.
 """
@@ -9,6 +10,7 @@ from datetime import timedelta
 
 import structlog
 
+from codepulse.notifications.nudges import notify_streaks_at_risk, notify_weekly_summaries
 from codepulse.notifications.service import prune_read
 from codepulse.scheduler import JobContext, Scheduler
 
@@ -19,6 +21,8 @@ PRUNE_EVERY = timedelta(hours=6)
 
 def register(scheduler: Scheduler) -> None:
     scheduler.add("notifications.prune", prune, every=PRUNE_EVERY)
+    scheduler.add("notifications.streak_at_risk", streak_at_risk, every=timedelta(hours=1))
+    scheduler.add("notifications.weekly_summary", weekly_summary, every=timedelta(hours=1))
 
 
 async def prune(context: JobContext) -> None:
@@ -27,3 +31,17 @@ async def prune(context: JobContext) -> None:
     async with context.database.transaction() as session:
         pruned = await prune_read(session, context.scheduled_for, retention)
     log.info("notifications.pruned", count=pruned)
+
+
+async def streak_at_risk(context: JobContext) -> None:
+    """Nudge the users whose usage streak ends with their local day (notifications.nudges)."""
+    async with context.database.transaction() as session:
+        told = await notify_streaks_at_risk(session, context.scheduled_for)
+    log.info("notifications.streaks_at_risk", count=told)
+
+
+async def weekly_summary(context: JobContext) -> None:
+    """Monday 09:00 in each user's time zone: last week's usage (notifications.nudges)."""
+    async with context.database.transaction() as session:
+        told = await notify_weekly_summaries(session, context.scheduled_for)
+    log.info("notifications.weekly_summaries", count=told)
