@@ -72,6 +72,11 @@ async def user_by_username(session: AsyncSession, username: str) -> User | None:
     return await AuthRepository(session).user_by_username(username)
 
 
+async def user_timezones(session: AsyncSession) -> list[str]:
+    """The distinct time zones users have set (one entry per zone, not per user)."""
+    return list(await session.scalars(select(User.timezone).distinct()))
+
+
 def user_profiles() -> Select[Any, Any, Any, Any, Any, Any]:
     """Users' public-facing columns (`id`, `username`, `name`, `avatar_url`, `timezone`,
     `profile_public`), for upper slices to join in their own set-based SQL."""

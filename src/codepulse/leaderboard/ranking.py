@@ -131,8 +131,7 @@ def _metric_values(scored: Any) -> dict[Metric, tuple[ColumnElement[Any], Column
 async def _local_today_numbers(session: AsyncSession, now: datetime) -> dict[str, int]:
     """Day numbers of "today" in every time zone users have where it is not the UTC date: one
     entry per zone, not per user."""
-    profiles = auth_service.user_profiles().subquery()
-    names = (await session.scalars(select(profiles.c.timezone).distinct())).all()
+    names = await auth_service.user_timezones(session)
     utc_today = now.date()
     local = {name: now.astimezone(zone(name)).date() for name in names}
     return {name: _number(day) for name, day in local.items() if day != utc_today}

@@ -63,7 +63,7 @@ async def _at_risk(session: AsyncSession, zone_name: str, today: date) -> dict[u
 
 async def notify_streaks_at_risk(session: AsyncSession, now: datetime) -> int:
     """Tell everyone whose streak ends with their local day (see the module); how many were told."""
-    zone_names = list(await session.scalars(select(auth_service.user_profiles().subquery().c.timezone).distinct()))
+    zone_names = await auth_service.user_timezones(session)
     told = 0
     for zone_name in zone_names:
         today = local_day_ending(now, zone_name)
@@ -130,7 +130,7 @@ def _two_weeks(zone_name: str, monday: date) -> Any:
 async def notify_weekly_summaries(session: AsyncSession, now: datetime) -> int:
     """Monday 09:00 local: last week's tokens, cost and active days against the week before, to
     every user of the zones where it is that time; nobody without usage in those two weeks."""
-    zone_names = list(await session.scalars(select(auth_service.user_profiles().subquery().c.timezone).distinct()))
+    zone_names = await auth_service.user_timezones(session)
     told = 0
     for zone_name in zone_names:
         monday = summary_monday(now, zone_name)
