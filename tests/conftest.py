@@ -31,7 +31,7 @@ from codepulse.db import Database, create_engine
 from codepulse.logging import configure_logging
 from tests import factories
 from tests.databases import DatabaseServer, build_settings
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, Mailbox
 from tests.stubs.smtp import SmtpServer
 
 
@@ -207,10 +207,11 @@ def smtp_server() -> Iterator[SmtpServer]:
 
 
 @pytest.fixture
-def mailbox(smtp_server: SmtpServer) -> SmtpServer:
-    """The loopback SMTP server, emptied for this test; the app's settings point at it."""
+def mailbox(smtp_server: SmtpServer, db: Database, settings: Settings, clock: FakeClock) -> Mailbox:
+    """The loopback SMTP server, emptied for this test; the app's settings point at it. Mail
+    arrives after `await mailbox.deliver()` (the outbox's worker)."""
     smtp_server.clear()
-    return smtp_server
+    return Mailbox(smtp_server, db, settings, clock)
 
 
 @pytest.fixture

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from email.message import Message
 
 from fastapi import APIRouter
 
 from codepulse.api import build_api_router
+from codepulse.clock import ClockFunc
 from codepulse.config import Settings
+from codepulse.db import Database
+from codepulse.mail import jobs as mail_jobs
+from codepulse.tasks import TaskRegistry, Worker
+from tests.stubs.smtp import SmtpServer
 
 
 def with_api_prefix(router: APIRouter, settings: Settings) -> APIRouter:
@@ -33,3 +39,33 @@ class FakeClock:
     def advance(self, **delta: float) -> datetime:
         self.now += timedelta(**delta)
         return self.now
+
+
+class Mailbox:
+    """The loopback SMTP server's inbox, and `deliver()`: run the mail outbox the way a worker
+    does (`mail.deliver` tasks, until none is due), since tests run no worker of their own."""
+
+    def __init__(self, server: SmtpServer, database: Database, settings: Settings, clock: ClockFunc) -> None:
+        self.server = server
+        self.database = database
+        self.settings = settings
+        self.clock = clock
+
+    async def deliver(self) -> int:
+        registry = TaskRegistry()
+        mail_jobs.register_tasks(registry)
+        worker = Worker(self.database, self.settings, registry, clock=self.clock, concurrency=1)
+        return await worker.run_until_idle()
+
+    @property
+    def messages(self) -> list[Message]:
+        return self.server.messages
+
+    def messages_to(self, address: str) -> list[Message]:
+        return self.server.messages_to(address)
+
+    def clear(self) -> None:
+        self.server.clear()
+
+    link_token = staticmethod(SmtpServer.link_token)
+    link_token_in_path = staticmethod(SmtpServer.link_token_in_path)

@@ -28,9 +28,9 @@ from codepulse.errors import document_problem_responses, install_error_handlers
 from codepulse.health.service import ReadinessProbe
 from codepulse.integrations.github import GitHubClient, build_oauth
 from codepulse.integrations.github_app import build_github_app
-from codepulse.integrations.mailer import build_mailer
 from codepulse.leaderboard.hooks import register_hooks as register_leaderboard_hooks
 from codepulse.logging import REQUEST_ID_HEADER, configure_logging
+from codepulse.mail.outbox import register_hooks as register_mail_hooks
 from codepulse.middleware import HttpLayer
 from codepulse.migrations import head_revision
 from codepulse.notifications.hooks import register_hooks as register_notifications_hooks
@@ -67,6 +67,7 @@ class CodepulseAPI(FastAPI):
 
 def register_hooks() -> None:
     """Each slice's reactions to the events of slices below it (see `codepulse.hooks`); idempotent."""
+    register_mail_hooks()
     register_orgs_hooks()
     register_repositories_hooks()
     register_scans_hooks()
@@ -136,7 +137,6 @@ def create_app(settings: Settings, *, database: Database | None = None, clock: C
     app.state.clock = clock
     app.state.password_hasher = PasswordHasher(settings)
     app.state.auth_cache = AuthCache(settings.AUTH_CACHE_SECONDS, settings.AUTH_CACHE_MAX_ENTRIES, clock)
-    app.state.mailer = build_mailer(settings)
     app.state.rate_limiter = RateLimiter(settings.RATE_LIMIT_STORAGE_URL, enabled=settings.RATE_LIMIT_ENABLED)
     app.state.github_oauth = build_oauth(settings)
     app.state.github_client = GitHubClient(settings)

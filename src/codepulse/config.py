@@ -179,6 +179,11 @@ class Settings(BaseSettings):
     SMTP_SECURITY: Literal["starttls", "tls", "none"] = "starttls"
     SMTP_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
     MAIL_FROM: str = "codepulse <no-reply@codepulse.localhost>"
+    # The outbox: attempts per message (retried with TASK_RETRY_BACKOFF_SECONDS doubling), how
+    # long a sent or failed message's body is kept, and how long its row.
+    MAIL_MAX_ATTEMPTS: int = Field(default=8, ge=1, le=100)
+    MAIL_BODY_RETENTION_HOURS: int = Field(default=72, ge=0, le=24 * 365)
+    MAIL_OUTBOX_RETENTION_DAYS: int = Field(default=30, ge=1, le=3650)
 
     # GitHub OAuth (GitHub Enterprise: change both base URLs)
     GITHUB_CLIENT_ID: str | None = None

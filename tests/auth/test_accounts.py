@@ -11,8 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from codepulse.auth.models import User
 from codepulse.config import Settings
 from tests.auth.helpers import PASSWORD, login, register
-from tests.helpers import FakeClock
-from tests.stubs.smtp import SmtpServer
+from tests.helpers import FakeClock, Mailbox
 
 
 async def test_register_returns_a_session_and_the_user(client: httpx.AsyncClient) -> None:
@@ -228,10 +227,11 @@ async def test_delete_account_removes_user_and_sessions(client: httpx.AsyncClien
     assert again.user["id"] != ada.user["id"]
 
 
-async def test_email_verification_by_mail(client: httpx.AsyncClient, mailbox: SmtpServer) -> None:
+async def test_email_verification_by_mail(client: httpx.AsyncClient, mailbox: Mailbox) -> None:
     ada = await register(client, "ada")
     response = await client.post("/api/v1/auth/verify-email/request", headers=ada.headers)
     assert response.status_code == 202
+    await mailbox.deliver()
     [message] = mailbox.messages_to("ada@example.com")
     assert message["Subject"] == "Confirm your email for codepulse"
     token = mailbox.link_token(message, "http://localhost:3000/verify-email")
@@ -243,27 +243,30 @@ async def test_email_verification_by_mail(client: httpx.AsyncClient, mailbox: Sm
     assert replay.json()["code"] == "invalid_token"
     already = await client.post("/api/v1/auth/verify-email/request", headers=ada.headers)
     assert already.json()["detail"] == "Your email is already verified."
+    await mailbox.deliver()
     assert len(mailbox.messages) == 1
 
 
 async def test_verification_token_expires_after_24_hours(
-    client: httpx.AsyncClient, mailbox: SmtpServer, clock: FakeClock
+    client: httpx.AsyncClient, mailbox: Mailbox, clock: FakeClock
 ) -> None:
     ada = await register(client, "ada")
     await client.post("/api/v1/auth/verify-email/request", headers=ada.headers)
+    await mailbox.deliver()
     token = mailbox.link_token(mailbox.messages[-1], "/verify-email")
     clock.advance(hours=24, seconds=1)
     expired = await client.post("/api/v1/auth/verify-email", json={"token": token})
     assert expired.status_code == 400
 
 
-async def test_password_reset_flow(client: httpx.AsyncClient, mailbox: SmtpServer) -> None:
+async def test_password_reset_flow(client: httpx.AsyncClient, mailbox: Mailbox) -> None:
     ada = await register(client, "ada")
     other = await login(client, "ada")
     unknown = await client.post("/api/v1/auth/password-reset/request", json={"email": "nobody@example.com"})
     known = await client.post("/api/v1/auth/password-reset/request", json={"email": "ADA@example.com"})
     assert unknown.status_code == known.status_code == 202
     assert unknown.json() == known.json()
+    await mailbox.deliver()
     [message] = mailbox.messages
     assert message["To"] == "ada@example.com"
     token = mailbox.link_token(message, "/reset-password")
@@ -284,10 +287,11 @@ async def test_password_reset_flow(client: httpx.AsyncClient, mailbox: SmtpServe
 
 
 async def test_password_reset_token_expires_after_an_hour(
-    client: httpx.AsyncClient, mailbox: SmtpServer, clock: FakeClock
+    client: httpx.AsyncClient, mailbox: Mailbox, clock: FakeClock
 ) -> None:
     await register(client, "ada")
     await client.post("/api/v1/auth/password-reset/request", json={"email": "ada@example.com"})
+    await mailbox.deliver()
     token = mailbox.link_token(mailbox.messages[-1], "/reset-password")
     clock.advance(hours=1, seconds=1)
     response = await client.post(

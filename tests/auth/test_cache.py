@@ -24,8 +24,7 @@ from codepulse.db import Database, DbSession, SessionRoute
 from tests.auth.helpers import login, register
 from tests.databases import DatabaseServer
 from tests.factories import MakeUser
-from tests.helpers import FakeClock, with_api_prefix
-from tests.stubs.smtp import SmtpServer
+from tests.helpers import FakeClock, Mailbox, with_api_prefix
 
 
 @pytest.fixture
@@ -68,7 +67,7 @@ async def test_reads_reuse_a_recent_authentication(client: httpx.AsyncClient, en
     assert len(lookups) == 1  # writes always load fresh objects
 
 
-async def test_changes_through_the_api_apply_at_once(client: httpx.AsyncClient, mailbox: SmtpServer) -> None:
+async def test_changes_through_the_api_apply_at_once(client: httpx.AsyncClient, mailbox: Mailbox) -> None:
     ada = await register(client, "ada")
     phone = await login(client, "ada")
     assert (await client.get("/api/v1/auth/me", headers=phone.headers)).json()["name"] == "Ada Lovelace"
@@ -79,6 +78,7 @@ async def test_changes_through_the_api_apply_at_once(client: httpx.AsyncClient, 
     # An unauthenticated password reset ends cached sessions too.
     assert (await client.get("/api/v1/auth/me", headers=ada.headers)).status_code == 200
     await client.post("/api/v1/auth/password-reset/request", json={"email": "ada@example.com"})
+    await mailbox.deliver()
     token = mailbox.link_token(mailbox.messages[-1], "/reset-password")
     await client.post("/api/v1/auth/password-reset", json={"token": token, "new_password": "brand-new-secret-99"})
     assert (await client.get("/api/v1/auth/me", headers=ada.headers)).status_code == 401

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from codepulse.auth.models import User
 from codepulse.orgs.models import Organization
 from tests.auth.helpers import SignedIn, register
-from tests.stubs.smtp import SmtpServer
+from tests.helpers import Mailbox
 
 
 async def create_org(
@@ -38,7 +38,7 @@ async def verify_email(session: AsyncSession, username: str) -> None:
 async def add_member(
     client: httpx.AsyncClient,
     session: AsyncSession,
-    mailbox: SmtpServer,
+    mailbox: Mailbox,
     admin: SignedIn,
     org: str,
     username: str,
@@ -54,6 +54,7 @@ async def add_member(
         json={"email": f"{username}@example.com", "role": role},
     )
     assert invited.status_code == 201, invited.text
+    await mailbox.deliver()
     token = mailbox.link_token_in_path(mailbox.messages_to(f"{username}@example.com")[-1], "/invitations/")
     accepted = await client.post("/api/v1/invitations/accept", headers=member.headers, json={"token": token})
     assert accepted.status_code == 200, accepted.text

@@ -10,9 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from codepulse.orgs.models import Organization
 from codepulse.repositories.models import Repository
 from tests.factories import MakeMember, MakeOrg, MakeUser, RepositoryFactory
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, Mailbox
 from tests.orgs.helpers import add_member, create_org, verify_email
-from tests.stubs.smtp import SmtpServer
 
 
 async def test_create_and_read_by_id_or_slug(client: httpx.AsyncClient, make_user: MakeUser) -> None:
@@ -191,7 +190,7 @@ async def test_members_can_leave(
 
 
 async def test_invitation_flow(
-    client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer, make_user: MakeUser, make_org: MakeOrg
+    client: httpx.AsyncClient, session: AsyncSession, mailbox: Mailbox, make_user: MakeUser, make_org: MakeOrg
 ) -> None:
     ada = await make_user("ada")
     await make_org(ada, slug="engines", name="Engines")
@@ -200,6 +199,7 @@ async def test_invitation_flow(
     )
     assert invited.status_code == 201
     assert invited.json()["email"] == "grace@example.com"
+    await mailbox.deliver()
     [message] = mailbox.messages_to("grace@example.com")
     assert "Engines" in message["Subject"]
     token = mailbox.link_token_in_path(message, "http://localhost:3000/invitations/")
@@ -235,7 +235,7 @@ async def test_invitation_flow(
 
 async def test_invitation_rules(
     client: httpx.AsyncClient,
-    mailbox: SmtpServer,
+    mailbox: Mailbox,
     clock: FakeClock,
     make_user: MakeUser,
     make_org: MakeOrg,
@@ -255,6 +255,7 @@ async def test_invitation_rules(
     invited = await client.post(
         "/api/v1/orgs/engines/invitations", headers=admin.headers, json={"email": "late@example.com"}
     )
+    await mailbox.deliver()
     token = mailbox.link_token_in_path(mailbox.messages_to("late@example.com")[-1], "/invitations/")
     late = await make_user("late")
     clock.advance(days=7, seconds=1)
@@ -267,13 +268,14 @@ async def test_invitation_rules(
 
 
 async def test_revoked_invitation_cannot_be_accepted(
-    client: httpx.AsyncClient, mailbox: SmtpServer, make_user: MakeUser, make_org: MakeOrg
+    client: httpx.AsyncClient, mailbox: Mailbox, make_user: MakeUser, make_org: MakeOrg
 ) -> None:
     ada = await make_user("ada")
     await make_org(ada, slug="engines")
     invited = await client.post(
         "/api/v1/orgs/engines/invitations", headers=ada.headers, json={"email": "grace@example.com"}
     )
+    await mailbox.deliver()
     token = mailbox.link_token_in_path(mailbox.messages[-1], "/invitations/")
     assert (
         await client.delete(f"/api/v1/orgs/engines/invitations/{invited.json()['id']}", headers=ada.headers)
@@ -284,7 +286,7 @@ async def test_revoked_invitation_cannot_be_accepted(
 
 
 async def test_seat_limit_counts_pending_invitations(
-    client: httpx.AsyncClient, mailbox: SmtpServer, make_user: MakeUser, make_org: MakeOrg
+    client: httpx.AsyncClient, mailbox: Mailbox, make_user: MakeUser, make_org: MakeOrg
 ) -> None:
     ada = await make_user("ada")
     await make_org(ada, slug="engines")
@@ -304,7 +306,7 @@ async def test_seat_limit_counts_pending_invitations(
 async def test_audit_log(
     client: httpx.AsyncClient,
     session: AsyncSession,
-    mailbox: SmtpServer,
+    mailbox: Mailbox,
     clock: FakeClock,
     make_user: MakeUser,
     make_member: MakeMember,

@@ -20,10 +20,9 @@ from codepulse.tasks import Task
 from codepulse.usage.service import count_events
 from tests.auth.helpers import SignedIn, register
 from tests.factories import FindingFactory
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, Mailbox
 from tests.orgs.helpers import add_member, create_org
 from tests.scans.helpers import API, create_repository, request_scan
-from tests.stubs.smtp import SmtpServer
 
 PUBLIC_URL = "https://140.82.112.3/octo/engine.git"
 
@@ -193,7 +192,7 @@ async def test_roles_outsiders_and_validation(
     owner: SignedIn,
     repository: dict[str, object],
     session: AsyncSession,
-    mailbox: SmtpServer,
+    mailbox: Mailbox,
 ) -> None:
     viewer = await add_member(client, session, mailbox, owner, "engines", "vera", "viewer")
     member = await add_member(client, session, mailbox, owner, "engines", "mia", "member")

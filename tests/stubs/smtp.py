@@ -17,6 +17,16 @@ class _Inbox:
     def __init__(self) -> None:
         self.messages: list[Message] = []
         self.arrived = asyncio.Event()
+        # Addresses answered "550 no such user", as a real server refuses an unknown mailbox.
+        self.refused: set[str] = set()
+
+    async def handle_RCPT(
+        self, _server: SMTP, _session: Session, envelope: Envelope, address: str, _options: list[str]
+    ) -> str:
+        if address in self.refused:
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, _server: SMTP, _session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
@@ -33,12 +43,22 @@ class SmtpServer:
             sock.bind(("127.0.0.1", 0))
             self.port = int(sock.getsockname()[1])
         self._controller = Controller(self._inbox, hostname="127.0.0.1", port=self.port)
+        self.started = False
 
     def start(self) -> None:
         self._controller.start()
+        self.started = True
 
     def stop(self) -> None:
         self._controller.stop()
+        self.started = False
+
+    def close(self) -> None:
+        """Stop it, or release the event loop aiosmtpd made for a server never started."""
+        if self.started:
+            self.stop()
+        else:
+            self._controller.loop.close()
 
     @property
     def messages(self) -> list[Message]:
@@ -46,6 +66,10 @@ class SmtpServer:
 
     def clear(self) -> None:
         self._inbox.messages.clear()
+        self._inbox.refused.clear()
+
+    def refuse(self, address: str) -> None:
+        self._inbox.refused.add(address)
 
     def settings(self) -> dict[str, Any]:
         return {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": self.port, "SMTP_SECURITY": "none", "SMTP_TIMEOUT_SECONDS": 5}

@@ -8,16 +8,15 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.auth.helpers import register
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, Mailbox
 from tests.orgs.helpers import add_member, create_org, put_on_plan
-from tests.stubs.smtp import SmtpServer
 from tests.usage.helpers import record, sync
 
 NOON = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
 async def test_admins_see_members_who_share_and_nobody_else(
-    client: httpx.AsyncClient, session: AsyncSession, mailbox: SmtpServer, clock: FakeClock
+    client: httpx.AsyncClient, session: AsyncSession, mailbox: Mailbox, clock: FakeClock
 ) -> None:
     clock.now = NOON
     owner = await register(client, "owner")

@@ -27,6 +27,7 @@ from codepulse.db import Database
 from codepulse.errors import BadRequest, Conflict, FieldError, NotFound, Unauthorized, ValidationFailed
 from codepulse.hooks import HookRegistry
 from codepulse.integrations.mailer import MailMessage
+from codepulse.mail.outbox import queue_mail
 from codepulse.security import PasswordHasher, password_problems
 
 log = structlog.get_logger("codepulse.auth")
@@ -171,19 +172,26 @@ class AccountService:
 
     # --- email verification and password reset -----------------------------------------
 
-    async def request_email_verification(self, user: User) -> MailMessage | None:
+    async def _queue_mail(self, message: MailMessage, category: str) -> None:
+        # In this transaction: a request that rolls back mails nothing.
+        await queue_mail(self.repo.session, message, settings=self.settings, now=self.clock(), category=category)
+
+    async def request_email_verification(self, user: User) -> bool:
+        """Queue a verification mail; False when the email is verified already."""
         if user.email_verified:
-            return None
+            return False
         token = await self.sessions.issue_token(
             user, TokenPurpose.VERIFY_EMAIL, VERIFY_EMAIL_LIFETIME, email=user.email
         )
         link = f"{self.settings.FRONTEND_URL}/verify-email?token={token}"
-        return MailMessage(
+        message = MailMessage(
             to=user.email,
             subject="Confirm your email for codepulse",
             text=f"Hello {user.name},\n\nconfirm your email address by opening this link within 24 hours:\n\n"
             f"{link}\n\nIf you did not create a codepulse account, ignore this message.\n",
         )
+        await self._queue_mail(message, "auth.verify_email")
+        return True
 
     async def verify_email(self, raw_token: str) -> User:
         token = await self.sessions.consume_token(raw_token, TokenPurpose.VERIFY_EMAIL)
@@ -195,19 +203,21 @@ class AccountService:
         self.sessions.forget(user)
         return user
 
-    async def request_password_reset(self, email: str) -> MailMessage | None:
-        """A message for the account with this email, or None; callers answer 202 either way."""
+    async def request_password_reset(self, email: str) -> None:
+        """Queue a reset mail for the account with this email, if there is one; callers answer 202
+        either way."""
         user = await self.repo.user_by_email(email)
         if user is None:
-            return None
+            return
         token = await self.sessions.issue_token(user, TokenPurpose.PASSWORD_RESET, PASSWORD_RESET_LIFETIME)
         link = f"{self.settings.FRONTEND_URL}/reset-password?token={token}"
-        return MailMessage(
+        message = MailMessage(
             to=user.email,
             subject="Reset your codepulse password",
             text=f"Hello {user.name},\n\nset a new password by opening this link within one hour:\n\n{link}\n\n"
             "If you did not ask for this, ignore this message: your password stays as it is.\n",
         )
+        await self._queue_mail(message, "auth.password_reset")
 
     async def reset_password(self, raw_token: str, new_password: str) -> User:
         token = await self.sessions.consume_token(raw_token, TokenPurpose.PASSWORD_RESET)

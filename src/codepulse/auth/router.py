@@ -6,7 +6,7 @@ import uuid
 import weakref
 from typing import cast
 
-from fastapi import BackgroundTasks, Request, Response, status
+from fastapi import Request, Response, status
 from pydantic import BaseModel
 
 from codepulse.auth.dependencies import (
@@ -36,7 +36,6 @@ from codepulse.auth.schemas import (
 )
 from codepulse.auth.sessions import IssuedSession
 from codepulse.errors import Unauthorized
-from codepulse.integrations.mailer import MailMessage, deliver
 from codepulse.pagination import Page, PageParams
 from codepulse.ratelimit import Rule
 from codepulse.routing import DomainRouter
@@ -65,12 +64,6 @@ def _ip(request: Request) -> str:
 
 def token_out(issued: IssuedSession) -> TokenOut:
     return TokenOut(token=issued.token, expires_at=issued.session.expires_at, user=UserOut.model_validate(issued.user))
-
-
-def _send_after_commit(background: BackgroundTasks, request: Request, message: MailMessage | None) -> None:
-    # Background tasks run after the response, hence after the request's commit.
-    if message is not None:
-        background.add_task(deliver, request.app.state.mailer, message)
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, summary="Create an account and sign in")
@@ -172,13 +165,10 @@ async def change_password(
 
 
 @router.post("/verify-email/request", status_code=status.HTTP_202_ACCEPTED, summary="Mail me a link to verify my email")
-async def request_email_verification(
-    request: Request, background: BackgroundTasks, user: CurrentUser, service: AuthServiceDep, limiter: Limiter
-) -> Accepted:
+async def request_email_verification(user: CurrentUser, service: AuthServiceDep, limiter: Limiter) -> Accepted:
     await limiter.hit([Rule("verify-mail:user", str(user.id), VERIFY_MAIL_PER_USER)])
-    message = await service.accounts.request_email_verification(user)
-    _send_after_commit(background, request, message)
-    detail = "A verification link is on its way." if message else "Your email is already verified."
+    queued = await service.accounts.request_email_verification(user)
+    detail = "A verification link is on its way." if queued else "Your email is already verified."
     return Accepted(detail=detail)
 
 
@@ -194,12 +184,12 @@ async def verify_email(body: TokenIn, request: Request, service: AuthServiceDep,
     summary="Mail a password reset link (always 202: no account enumeration)",
 )
 async def request_password_reset(
-    body: EmailIn, request: Request, background: BackgroundTasks, service: AuthServiceDep, limiter: Limiter
+    body: EmailIn, request: Request, service: AuthServiceDep, limiter: Limiter
 ) -> Accepted:
     await limiter.hit(
         [Rule("reset:ip", _ip(request), RESET_PER_IP), Rule("reset:account", body.email, RESET_PER_ACCOUNT)]
     )
-    _send_after_commit(background, request, await service.accounts.request_password_reset(body.email))
+    await service.accounts.request_password_reset(body.email)
     return Accepted(detail="If an account uses this email, a reset link is on its way.")
 
 

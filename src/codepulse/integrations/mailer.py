@@ -1,6 +1,7 @@
-"""The one way codepulse sends mail: SMTP when SMTP_HOST is set, otherwise the log.
+"""How codepulse talks to a mail server: SMTP when SMTP_HOST is set, otherwise the log.
 
-Other domains (orgs' invitations, notifications) send through `Mailer` too.
+Nothing sends through a `Mailer` directly: senders queue a message in their transaction
+(`codepulse.mail.outbox.queue_mail`) and the task queue delivers it through here.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ class MailMessage:
     to: str
     subject: str
     text: str
+    # Extra headers (List-Unsubscribe, Message-ID, ...), in order.
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class Mailer(Protocol):
@@ -37,6 +40,8 @@ class SmtpMailer:
         email["From"] = self.settings.MAIL_FROM
         email["To"] = message.to
         email["Subject"] = message.subject
+        for name, value in message.headers:
+            email[name] = value
         email.set_content(message.text)
         return email
 
@@ -73,11 +78,3 @@ class LogMailer:
 
 def build_mailer(settings: Settings) -> Mailer:
     return SmtpMailer(settings) if settings.SMTP_HOST else LogMailer(settings)
-
-
-async def deliver(mailer: Mailer, message: MailMessage) -> None:
-    """Send after the response (the data it refers to is committed); a failure is logged, not raised."""
-    try:
-        await mailer.send(message)
-    except Exception as exc:  # SMTP down must not turn a committed request into an error
-        log.error("mail.failed", subject=message.subject, error=f"{type(exc).__name__}: {exc}"[:300])

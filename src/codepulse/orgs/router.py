@@ -6,11 +6,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import BackgroundTasks, Query, Request, Response, status
+from fastapi import Query, Request, Response, status
 
 from codepulse.auth.dependencies import CurrentUser, device_of
 from codepulse.config import Settings
-from codepulse.integrations.mailer import deliver
 from codepulse.orgs.dependencies import OrgAdmin, OrgOwner, OrgServiceDep, OrgViewer
 from codepulse.orgs.quotas import plan_id
 from codepulse.orgs.schemas import (
@@ -118,13 +117,10 @@ async def remove_member(user_id: uuid.UUID, request: Request, access: OrgViewer,
 async def create_invitation(
     body: InvitationCreate,
     request: Request,
-    background: BackgroundTasks,
     access: OrgAdmin,
     service: OrgServiceDep,
 ) -> InvitationOut:
-    invitation, message = await service.invite(access, body.email, body.role, _ip(request))
-    background.add_task(deliver, request.app.state.mailer, message)
-    return InvitationOut.model_validate(invitation)
+    return InvitationOut.model_validate(await service.invite(access, body.email, body.role, _ip(request)))
 
 
 @router.get("/{org}/invitations", summary="Pending invitations (admin+)")

@@ -32,6 +32,7 @@ from codepulse.errors import BadRequest, Conflict, FieldError, Forbidden, NotFou
 from codepulse.events import OrgEvent
 from codepulse.hooks import HookRegistry
 from codepulse.integrations.mailer import MailMessage
+from codepulse.mail.outbox import queue_mail
 from codepulse.orgs.models import AuditEvent, Invitation, Membership
 from codepulse.orgs.models import Organization as Organization
 from codepulse.orgs.models import Role as Role
@@ -215,7 +216,7 @@ class OrgService:
 
     # --- invitations ---------------------------------------------------------------------
 
-    async def invite(self, access: OrgAccess, email: str, role: Role, ip: str | None) -> tuple[Invitation, MailMessage]:
+    async def invite(self, access: OrgAccess, email: str, role: Role, ip: str | None) -> Invitation:
         access.require(Role.ADMIN)
         if not access.role.at_least(role):
             raise Forbidden("You cannot invite someone above your own role.", code="insufficient_role")
@@ -264,7 +265,8 @@ class OrgService:
             text=f"{access.user.name} invited you to join {access.org.name} on codepulse as {role.value}.\n\n"
             f"Accept within 7 days: {self.settings.FRONTEND_URL}/invitations/{token}\n",
         )
-        return invitation, message
+        await queue_mail(self.session, message, settings=self.settings, now=now, category="orgs.invitation")
+        return invitation
 
     async def pending_invitations(self, access: OrgAccess, page: PageRequest) -> tuple[list[Invitation], str | None]:
         access.require(Role.ADMIN)
