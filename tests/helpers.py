@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import Message
 
-from fastapi import APIRouter
+import uvicorn
+from fastapi import APIRouter, FastAPI
 
 from codepulse.api import build_api_router
 from codepulse.clock import ClockFunc
 from codepulse.config import Settings
 from codepulse.db import Database
 from codepulse.mail import jobs as mail_jobs
+from codepulse.notifications import jobs as notifications_jobs
 from codepulse.tasks import TaskRegistry, Worker
 from tests.stubs.smtp import SmtpServer
 
@@ -43,7 +48,8 @@ class FakeClock:
 
 class Mailbox:
     """The loopback SMTP server's inbox, and `deliver()`: run the mail outbox the way a worker
-    does (`mail.deliver` tasks, until none is due), since tests run no worker of their own."""
+    does (`notifications.mail` and `mail.deliver` tasks, until none is due), since tests run no
+    worker of their own."""
 
     def __init__(self, server: SmtpServer, database: Database, settings: Settings, clock: ClockFunc) -> None:
         self.server = server
@@ -54,6 +60,7 @@ class Mailbox:
     async def deliver(self) -> int:
         registry = TaskRegistry()
         mail_jobs.register_tasks(registry)
+        notifications_jobs.register_tasks(registry)
         worker = Worker(self.database, self.settings, registry, clock=self.clock, concurrency=1)
         return await worker.run_until_idle()
 
@@ -69,3 +76,38 @@ class Mailbox:
 
     link_token = staticmethod(SmtpServer.link_token)
     link_token_in_path = staticmethod(SmtpServer.link_token_in_path)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # pytest owns the signals
+
+
+@contextlib.asynccontextmanager
+async def served(app: FastAPI, scheme: str = "ws") -> AsyncIterator[str]:
+    """The app (whose lifespan the test already runs) on a loopback port; yields its origin,
+    ws://127.0.0.1:port (or http:// with `scheme="http"`). Streams still open at the end are cut
+    after a second."""
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=1,
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            await task
+            raise RuntimeError("uvicorn stopped during start-up")
+        await asyncio.sleep(0.005)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"{scheme}://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

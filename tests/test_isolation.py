@@ -84,6 +84,9 @@ NOT_ORG_SCOPED = {
     "/api/v1/notifications/read-all",
     "/api/v1/notifications/{notification_id}/read",
     "/api/v1/notifications/{notification_id}",
+    "/api/v1/notifications/stream",
+    # a signed link for one user and kind; no sign-in (tests/notifications/test_mail.py)
+    "/api/v1/notifications/unsubscribe",
 }
 
 Context = dict[str, Any]

@@ -34,6 +34,7 @@ from codepulse.mail.outbox import register_hooks as register_mail_hooks
 from codepulse.middleware import HttpLayer
 from codepulse.migrations import head_revision
 from codepulse.notifications.hooks import register_hooks as register_notifications_hooks
+from codepulse.notifications.live import NotificationHub
 from codepulse.orgs.hooks import register_hooks as register_orgs_hooks
 from codepulse.pagination import cursor_signer
 from codepulse.ratelimit import RateLimiter
@@ -84,6 +85,7 @@ def create_app(settings: Settings, *, database: Database | None = None, clock: C
     register_hooks()
     db = database or Database.from_settings(settings)
     scheduler = Scheduler(db, settings, clock=clock)
+    notification_hub = NotificationHub(db)
     discover_jobs(scheduler)
     worker: Worker | None = None
     if settings.WORKER_CONCURRENCY > 0:
@@ -112,6 +114,7 @@ def create_app(settings: Settings, *, database: Database | None = None, clock: C
                 # Its scans are stopped: the engine pool's processes and the clones go too.
                 await asyncio.to_thread(scans_runner.release_process)
             await scheduler.stop()
+            await notification_hub.close()
             if owns_database:
                 await db.dispose()
             log.info("app.stopped")
@@ -144,6 +147,7 @@ def create_app(settings: Settings, *, database: Database | None = None, clock: C
     app.state.secret_box = SecretBox(settings.secret_key)
     app.state.cursor_signer = cursor_signer(settings.secret_key)
     app.state.scheduler = scheduler
+    app.state.notification_hub = notification_hub
     app.state.readiness = ReadinessProbe(
         database=db,
         expected_revision=head_revision(),

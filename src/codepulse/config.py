@@ -122,6 +122,8 @@ class Settings(BaseSettings):
 
     # Web dashboard (links in mail, OAuth redirects)
     FRONTEND_URL: str = "http://localhost:3000"
+    # This API as mail readers reach it: links that work without the dashboard (unsubscribe).
+    PUBLIC_API_URL: str = "http://127.0.0.1:8000"
 
     # Auth
     FIRST_SUPERUSER_EMAIL: str | None = None
@@ -164,6 +166,9 @@ class Settings(BaseSettings):
 
     # Notifications: read ones are deleted this long after they were read.
     NOTIFICATIONS_RETENTION_DAYS: int = Field(default=90, ge=1, le=3650)
+    # The live stream: a comment this often keeps proxies from closing an idle stream (and the
+    # stream looks for anything a lost wake-up missed).
+    NOTIFICATIONS_STREAM_KEEPALIVE_SECONDS: float = Field(default=15.0, gt=0, le=300)
 
     # Repositories: hosts that may be cloned although they are (or resolve to) non-public
     # addresses, and the development/test switch that allows every such host (unsafe elsewhere).
@@ -259,7 +264,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
         return [origin.rstrip("/") for origin in origins]
 
-    @field_validator("FRONTEND_URL", "GITHUB_URL", "GITHUB_API_URL")
+    @field_validator("FRONTEND_URL", "PUBLIC_API_URL", "GITHUB_URL", "GITHUB_API_URL")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):

@@ -11,12 +11,11 @@ import contextlib
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -26,6 +25,7 @@ from codepulse.logging import configure_logging
 from codepulse.scans import live
 from codepulse.scans.models import Scan
 from tests.auth.helpers import register
+from tests.helpers import served
 from tests.scans.conftest import Flow
 from tests.scans.helpers import API, GitRepo, aws_key, config_file, request_scan
 
@@ -99,31 +99,6 @@ async def test_events_are_for_members_only(flow: Flow, tmp_path: Path) -> None:
 
 
 # --- WebSocket ---------------------------------------------------------------------------------
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # pytest owns the signals
-
-
-@contextlib.asynccontextmanager
-async def served(app: FastAPI) -> AsyncIterator[str]:
-    """The app (whose lifespan the test already runs) on a loopback port; yields its ws:// origin."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_config=None, access_log=False)
-    server = _Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            await task
-            raise RuntimeError("uvicorn stopped during start-up")
-        await asyncio.sleep(0.005)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"ws://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def _messages(socket: ClientConnection) -> list[dict[str, Any]]:

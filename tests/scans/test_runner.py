@@ -11,6 +11,7 @@ from sqlalchemy import func, select, update
 
 from codepulse.config import Settings
 from codepulse.repositories.models import Repository
+from codepulse.scans import service as scans_service
 from codepulse.scans.jobs import enqueue_scheduled_scans
 from codepulse.scans.models import Finding, Scan, ScanFinding
 from codepulse.scans.pipeline import scan_repository
@@ -99,7 +100,7 @@ async def test_failures_and_cancel_before_start(flow: Flow, tmp_path: Path) -> N
     assert missing["error"]["code"] == "ref_not_found"
     assert (await flow.get(f"/repositories/{repository['id']}"))["last_scan"]["status"] == "failed"
     async with flow.database.transaction(write=False) as session:
-        statuses = set((await session.scalars(select(Task.status))).all())
+        statuses = set((await session.scalars(select(Task.status).where(Task.kind == scans_service.TASK_KIND))).all())
     assert statuses == {"succeeded"}  # a failed scan is a finished task, not retried
 
     # The clone URL is checked again before cloning: here local repositories are no longer allowed.

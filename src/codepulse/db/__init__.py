@@ -40,7 +40,7 @@ from codepulse.db.dialect import (
     upsert,
 )
 from codepulse.db.engine import SQLITE_BEGIN_OPTION, Database, after_commit, create_engine, rowcount, unit_of_work
-from codepulse.db.notify import Listener, listen, notify
+from codepulse.db.notify import Listener, listen, listen_in_process, notify
 from codepulse.db.percentiles import percentiles
 from codepulse.db.session import DbSession, SessionRoute, is_write_request, writes
 
@@ -79,6 +79,7 @@ __all__ = [
     "is_write_request",
     "list_partitioned",
     "listen",
+    "listen_in_process",
     "notify",
     "partition_tables",
     "percentiles",

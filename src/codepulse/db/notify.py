@@ -1,4 +1,5 @@
-"""PostgreSQL LISTEN/NOTIFY (no-ops on SQLite, whose listeners poll)."""
+"""PostgreSQL LISTEN/NOTIFY; on SQLite (one process) an in-process stand-in for the channels
+someone listens to with `listen_in_process` (the task queue's workers poll instead)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,38 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from codepulse.db.dialect import is_postgresql
-from codepulse.db.engine import Database
+from codepulse.db.engine import Database, after_commit
+
+# SQLite: the callbacks of `listen_in_process`, per channel.
+_in_process: dict[str, list[Callable[[str], None]]] = {}
 
 
 async def notify(session: AsyncSession, channel: str, payload: str = "") -> None:
     """PostgreSQL NOTIFY on `channel`, delivered when the session's transaction commits (and
-    never if it rolls back). SQLite has no notifications: a no-op, its listeners poll."""
+    never if it rolls back). On SQLite, the in-process listeners of `channel` are called after
+    the commit; without any, a no-op (listeners poll)."""
     if is_postgresql(session):
         await session.execute(select(func.pg_notify(channel, payload)))
+    elif _in_process.get(channel):
+        after_commit(session, lambda: _deliver_in_process(channel, payload))
+
+
+def _deliver_in_process(channel: str, payload: str) -> None:
+    for callback in tuple(_in_process.get(channel, ())):
+        callback(payload)
+
+
+def listen_in_process(channel: str, callback: Callable[[str], None]) -> Callable[[], None]:
+    """SQLite: call `callback(payload)` after each commit that `notify`-ed `channel` in this
+    process (an SQLite database has one serving process). Returns the function that stops it."""
+    _in_process.setdefault(channel, []).append(callback)
+
+    def stop() -> None:
+        callbacks = _in_process.get(channel, [])
+        if callback in callbacks:
+            callbacks.remove(callback)
+
+    return stop
 
 
 class Listener:

@@ -7,7 +7,9 @@ Nothing sends through a `Mailer` directly: senders queue a message in their tran
 from __future__ import annotations
 
 from dataclasses import dataclass
+from email import policy
 from email.message import EmailMessage
+from email.utils import parseaddr
 from typing import Protocol
 
 import aiosmtplib
@@ -16,6 +18,8 @@ import structlog
 from codepulse.config import Settings
 
 log = structlog.get_logger("codepulse.mail")
+
+HEADER_POLICY = policy.SMTP.clone(max_line_length=998)
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,9 @@ class SmtpMailer:
         self.settings = settings
 
     def _email(self, message: MailMessage) -> EmailMessage:
-        email = EmailMessage()
+        # Header lines up to RFC 5322's 998-character limit: a long URL (List-Unsubscribe) has
+        # no space to fold at, and the default 78 would turn it into encoded words no client reads.
+        email = EmailMessage(policy=HEADER_POLICY)
         email["From"] = self.settings.MAIL_FROM
         email["To"] = message.to
         email["Subject"] = message.subject
@@ -49,8 +55,11 @@ class SmtpMailer:
         settings = self.settings
         if settings.SMTP_HOST is None:
             raise RuntimeError("SmtpMailer needs SMTP_HOST")
+        # Flattened here, with our header policy (aiosmtplib would flatten with a 78-column one).
         await aiosmtplib.send(
-            self._email(message),
+            self._email(message).as_bytes(policy=HEADER_POLICY),
+            sender=parseaddr(settings.MAIL_FROM)[1],
+            recipients=[message.to],
             hostname=settings.SMTP_HOST,
             port=settings.SMTP_PORT,
             username=settings.SMTP_USERNAME,
@@ -59,7 +68,6 @@ class SmtpMailer:
             use_tls=settings.SMTP_SECURITY == "tls",
             timeout=settings.SMTP_TIMEOUT_SECONDS,
         )
-        log.info("mail.sent", subject=message.subject)
 
 
 class LogMailer:

@@ -1,7 +1,8 @@
-"""Notifications' scheduled work: pruning read notifications past their retention, and the
-hourly `streak_at_risk` nudges.
+"""Notifications' scheduled work (pruning read notifications past their retention, the hourly
+nudges) and their task (`notifications.mail`).
 
-`register(scheduler)` is found by `scheduler.discover_jobs`.
+`register(scheduler)` and `register_tasks(registry)` are found by `scheduler.discover_jobs` and
+`discover_task_handlers`.
 """
 
 from __future__ import annotations
@@ -10,13 +11,19 @@ from datetime import timedelta
 
 import structlog
 
+from codepulse.notifications.mail import send_notification_mail
 from codepulse.notifications.nudges import notify_streaks_at_risk, notify_weekly_summaries
-from codepulse.notifications.service import prune_read
+from codepulse.notifications.service import MAIL_TASK, prune_read
 from codepulse.scheduler import JobContext, Scheduler
+from codepulse.tasks import TaskRegistry
 
 log = structlog.get_logger("codepulse.notifications")
 
 PRUNE_EVERY = timedelta(hours=6)
+
+
+def register_tasks(registry: TaskRegistry) -> None:
+    registry.register(MAIL_TASK, send_notification_mail)
 
 
 def register(scheduler: Scheduler) -> None:

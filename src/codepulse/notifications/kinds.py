@@ -24,7 +24,8 @@ KINDS: dict[str, Kind] = {
             "A scan of a default branch opened new high or critical findings (organization admins).",
             email=True,
         ),
-        Kind("invitation_received", "You were invited to an organization.", email=True),
+        # Not mailed by default: the invitation itself is mailed (with its link) to every invitee.
+        Kind("invitation_received", "You were invited to an organization."),
         Kind("quota_warning", "An organization you administer used 80 % of a plan limit.", email=True),
         Kind("quota_reached", "An organization you administer reached a plan limit.", email=True),
         Kind("payment_failed", "A payment for an organization's subscription failed.", email=True),

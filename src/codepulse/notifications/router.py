@@ -4,13 +4,20 @@ kinds there are. Another user's notification is a 404."""
 from __future__ import annotations
 
 import uuid
+from html import escape
 from typing import Annotated
 
-from fastapi import Depends, Query, Request, Response, status
+from fastapi import Depends, Header, Query, Request, Response, status
+from fastapi.responses import HTMLResponse, StreamingResponse
 
+from codepulse.auth import service as auth_service
 from codepulse.auth.dependencies import CurrentUser
 from codepulse.db import DbSession
-from codepulse.notifications.kinds import KINDS
+from codepulse.db.session import RequestScope
+from codepulse.errors import BadRequest
+from codepulse.notifications.kinds import KINDS, Kind
+from codepulse.notifications.live import EventId, NotificationHub, stream_events
+from codepulse.notifications.mail import read_unsubscribe_token
 from codepulse.notifications.schemas import (
     KindOut,
     MarkedRead,
@@ -25,6 +32,17 @@ from codepulse.pagination import Page, PageParams
 from codepulse.routing import DomainRouter
 
 router = DomainRouter(prefix="/notifications", tags=["notifications"])
+
+# One Server-Sent Event (OpenAPI 3.2's `itemSchema` for event streams).
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["ready", "notification"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
 
 
 async def notification_service(user: CurrentUser, session: DbSession) -> NotificationService:
@@ -52,6 +70,46 @@ async def list_notifications(
 @router.get("/unread-count", summary="How many of my notifications are unread")
 async def unread_count(service: NotificationServiceDep) -> UnreadCount:
     return UnreadCount(count=await service.unread_count())
+
+
+@router.get(
+    "/stream",
+    summary="My new notifications as they come (Server-Sent Events)",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "An event stream: `ready` (`{unread_count}`) once, then a `notification` event "
+            "(the list's item shape) per new notification, each with an `id:`; keep-alive comments when idle. "
+            "Send the last id back as `Last-Event-ID` to resume without missing any.",
+            "content": {"text/event-stream": {"itemSchema": SSE_EVENT_SCHEMA}},
+        }
+    },
+)
+async def stream(
+    request: Request,
+    user: CurrentUser,
+    scope: RequestScope,
+    last_event_id: Annotated[str | None, Header(max_length=100, description="Resume after this event.")] = None,
+) -> StreamingResponse:
+    """400 `invalid_last_event_id` for an id this stream did not send. The request's own session
+    ends here; the stream reads with short transactions when woken."""
+    resume = EventId.parse(last_event_id) if last_event_id else None
+    # Authenticated: give the request's connection back now. Starting the listener needs one of
+    # its own, and a burst of streams each holding theirs while waiting for it would drain the pool.
+    await scope.commit()
+    hub: NotificationHub = request.app.state.notification_hub
+    await hub.ensure_listening()  # the database unreachable: a 503 now, not a stream that never wakes
+    settings = request.app.state.settings
+    events = stream_events(
+        hub,
+        user.id,
+        clock=request.app.state.clock,
+        keepalive_seconds=settings.NOTIFICATIONS_STREAM_KEEPALIVE_SECONDS,
+        last_event_id=resume,
+    )
+    return StreamingResponse(
+        events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
 
 
 @router.get("/kinds", summary="The kinds of notifications, with their defaults")
@@ -87,4 +145,49 @@ async def read_one(notification_id: uuid.UUID, service: NotificationServiceDep, 
 async def delete_one(notification_id: uuid.UUID, service: NotificationServiceDep) -> Response:
     """404 `notification_not_found`."""
     await service.delete(notification_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# --- one-click unsubscribe (from a notification mail; no sign-in) --------------------------------
+
+UnsubscribeToken = Annotated[str, Query(max_length=400, description="The token of the mail's unsubscribe link.")]
+
+
+async def _unsubscribe(request: Request, session: DbSession, token: str) -> Kind:
+    found = read_unsubscribe_token(request.app.state.settings, token)
+    if found is None or found[1] not in KINDS:
+        raise BadRequest("This unsubscribe link is not valid.", code="invalid_unsubscribe_token")
+    user_id, kind = found
+    # A deleted account has nothing left to unsubscribe: the same answer.
+    if await auth_service.user_by_id(session, user_id) is not None:
+        await NotificationService(session, user_id).set_preferences([(kind, None, False)], request.app.state.clock())
+    return KINDS[kind]
+
+
+@router.get(
+    "/unsubscribe",
+    response_class=HTMLResponse,
+    summary="Stop one kind of notification mail (the link in the mail; no sign-in)",
+)
+async def unsubscribe_link(request: Request, session: DbSession, token: UnsubscribeToken) -> HTMLResponse:
+    """Turns the kind's email off for the user the link was made for, and says so; idempotent.
+    400 `invalid_unsubscribe_token` for a link this server did not sign."""
+    kind = await _unsubscribe(request, session, token)
+    page = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Unsubscribed</title>'
+        '<meta name="viewport" content="width=device-width"></head><body>'
+        f"<h1>Unsubscribed</h1><p>You will get no more email for: {escape(kind.description)}</p>"
+        "<p>In-app notifications stay on; change any choice in your notification settings.</p></body></html>"
+    )
+    return HTMLResponse(page)
+
+
+@router.post(
+    "/unsubscribe",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="One-click unsubscribe (RFC 8058, sent by mail clients; no sign-in)",
+)
+async def unsubscribe_one_click(request: Request, session: DbSession, token: UnsubscribeToken) -> Response:
+    """The same as the link, for a mail client's `List-Unsubscribe-Post` request."""
+    await _unsubscribe(request, session, token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -2,8 +2,11 @@
 
 Other domains call `notify(session, recipients, kind, title, body, data, dedup_key, now=...)` inside
 their own transaction, so a change that rolls back notifies nobody. Recipients are user ids or
-`OrgMembers(org_id, min_role)`. A user who turned a kind's in-app notifications off gets none of
-it; `dedup_key` is unique per user, so one event never notifies twice.
+`OrgMembers(org_id, min_role)`. A user who turned a kind's in-app notifications off gets none in
+the app; one whose email preference for the kind is on gets it by mail (the `notifications.mail`
+task, queued in the same transaction, writes the mail outbox). `dedup_key` is unique per user, so
+one event never notifies, nor mails, twice. Live streams of the recipients are woken when the
+transaction commits (`STREAM_CHANNEL`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import structlog
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from codepulse.db import notify as db_notify
 from codepulse.db import rowcount, upsert
 from codepulse.errors import FieldError, NotFound, ValidationFailed
 from codepulse.notifications.kinds import KINDS, Kind
@@ -25,6 +29,13 @@ from codepulse.notifications.models import Notification, NotificationPreference
 from codepulse.orgs import service as orgs_service
 from codepulse.orgs.service import Role
 from codepulse.pagination import PageRequest, SortKey, paginate
+from codepulse.tasks import enqueue
+
+# NOTIFY channel of new notifications; the payload is the recipients' user ids, comma-separated.
+STREAM_CHANNEL = "codepulse_notifications"
+# PostgreSQL's payload limit is 8,000 bytes: 200 ids (37 bytes each with the comma) per NOTIFY.
+IDS_PER_NOTIFY = 200
+MAIL_TASK = "notifications.mail"
 
 log = structlog.get_logger("codepulse.notifications")
 
@@ -69,12 +80,23 @@ async def notify(
     if not user_ids:
         return 0
     rows_chosen = await session.execute(
-        select(NotificationPreference.user_id, NotificationPreference.in_app).where(
+        select(NotificationPreference.user_id, NotificationPreference.in_app, NotificationPreference.email).where(
             NotificationPreference.kind == kind, NotificationPreference.user_id.in_(user_ids)
         )
     )
-    chosen: dict[uuid.UUID, bool] = {row.user_id: row.in_app for row in rows_chosen}
-    muted = {user_id for user_id in user_ids if not chosen.get(user_id, spec.in_app)}
+    chosen = {row.user_id: (row.in_app, row.email) for row in rows_chosen}
+    muted = {user_id for user_id in user_ids if not chosen.get(user_id, (spec.in_app, spec.email))[0]}
+    mailed = [user_id for user_id in user_ids if chosen.get(user_id, (spec.in_app, spec.email))[1]]
+    if mailed:
+        payload = {
+            "kind": kind,
+            "user_ids": [str(user_id) for user_id in mailed],
+            "title": title[:200],
+            "body": body[:2000],
+            "data": data,
+            "dedup_key": dedup_key[:200],
+        }
+        await enqueue(session, MAIL_TASK, payload, now=now)
     rows = [
         {
             "id": uuid.uuid4(),
@@ -95,12 +117,14 @@ async def notify(
         return 0
     table = Notification.__table__
     created = await session.execute(
-        upsert(session, table, conflict=["user_id", "dedup_key"]).returning(Notification.id),  # type: ignore[arg-type]
+        upsert(session, table, conflict=["user_id", "dedup_key"]).returning(Notification.user_id),  # type: ignore[arg-type]
         rows,
     )
-    count = len(created.all())
-    log.info("notifications.created", kind=kind, count=count, dedup_key=dedup_key)
-    return count
+    notified = [str(user_id) for user_id in created.scalars()]
+    for start in range(0, len(notified), IDS_PER_NOTIFY):
+        await db_notify(session, STREAM_CHANNEL, ",".join(notified[start : start + IDS_PER_NOTIFY]))
+    log.info("notifications.created", kind=kind, count=len(notified), dedup_key=dedup_key)
+    return len(notified)
 
 
 @dataclass(frozen=True)
