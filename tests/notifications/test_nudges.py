@@ -5,10 +5,15 @@ today are told when their own local day has under three hours left, once per loc
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from codepulse.db import attach_partition, create_partition_table, list_partitioned
+from codepulse.leaderboard.hooks import register_hooks as register_leaderboard_hooks
+from codepulse.leaderboard.models import LeaderboardSnapshot, LeaderboardStanding, SnapshotState
+from codepulse.leaderboard.ranking import partition_name
 from codepulse.notifications.models import Notification
 from codepulse.notifications.nudges import (
     local_day_ending,
@@ -117,3 +122,39 @@ async def test_weekly_summaries_on_monday_morning_local(session: AsyncSession, m
         "active_days": 2,
     }
     assert summary.title == "Your week: 40 tokens on 2 active days"
+
+
+async def test_the_weekly_summary_names_the_best_leaderboard_rank(session: AsyncSession, make_user: MakeUser) -> None:
+    register_leaderboard_hooks()
+    ada = await make_user("ada", timezone="UTC")
+    unranked = await make_user("private", timezone="UTC")
+    for user in (ada, unranked):
+        session.add(_usage(user, date(2026, 12, 1)))
+    snapshot = LeaderboardSnapshot(
+        state=SnapshotState.CURRENT.value,
+        computed_at=datetime(2026, 12, 7, 8, tzinfo=UTC),
+        today=date(2026, 12, 7),
+        duration_ms=1,
+        totals={"7d": {"tokens": 40, "cost": 40, "active_days": 40, "streak": 40, "cache_efficiency": 12}},
+    )
+    session.add(snapshot)
+    await session.flush()
+    if list_partitioned(session):  # PostgreSQL: the snapshot's standings go in a partition of their own
+        parent = cast(Table, LeaderboardStanding.__table__)
+        await create_partition_table(session, parent, partition_name(snapshot.id))
+        await attach_partition(session, parent, partition_name(snapshot.id), snapshot.id)
+    ranks = {"tokens_rank": 9, "cost_rank": 12, "active_days_rank": 3, "streak_rank": 5}
+    standing = {"snapshot_id": snapshot.id, "tokens": 1, "cost": 1, "active_days": 1, "streak": 1}
+    session.add(LeaderboardStanding(**standing, period="7d", user_id=ada.model.id, public=True, **ranks))
+    # A better rank on another period's board does not count: the summary is about the last 7 days.
+    session.add(LeaderboardStanding(**standing, period="all", user_id=ada.model.id, public=True, tokens_rank=1))
+    session.add(LeaderboardStanding(**standing, period="7d", user_id=unranked.model.id, public=False))
+    await session.flush()
+
+    assert await notify_weekly_summaries(session, datetime(2026, 12, 7, 9, 5, tzinfo=UTC)) == 2
+    rows = (await session.execute(select(Notification.user_id, Notification.data, Notification.body))).all()
+    by_user = {row.user_id: row for row in rows}
+    told = by_user[ada.model.id]
+    assert told.data["best_rank"] == {"period": "7d", "metric": "active_days", "rank": 3, "ranked": 40}
+    assert "#3 of 40 by active days over the last 7 days" in told.body
+    assert "best_rank" not in by_user[unranked.model.id].data

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from codepulse import events
 from codepulse.auth import service as auth_service
 from codepulse.auth.service import User
 from codepulse.db import after_commit
+from codepulse.leaderboard.best_rank import best_ranks
 from codepulse.leaderboard.cache import board_cache
 
 
@@ -21,3 +23,4 @@ def register_hooks() -> None:
     """Called by `create_app` at start-up; registering again is a no-op."""
     auth_service.on_user_update(forget_cached_boards)
     auth_service.on_user_delete(forget_cached_boards)
+    events.provide_best_ranks(best_ranks)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from dataclasses import asdict
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import case, distinct, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from codepulse import events
 from codepulse.auth import service as auth_service
 from codepulse.notifications.service import notify
 from codepulse.usage import service as usage_service
@@ -137,23 +139,31 @@ async def notify_weekly_summaries(session: AsyncSession, now: datetime) -> int:
         if monday is None:
             continue
         last_week = monday - timedelta(days=7)
-        weeks = _two_weeks(zone_name, monday)
-        for row in await session.execute(weeks):
+        rows = (await session.execute(_two_weeks(zone_name, monday))).all()
+        ranks = await events.best_ranks(session, [row.user_id for row in rows])
+        for row in rows:
             tokens, before = int(row.tokens), int(row.tokens_before)
             dollars = int(row.cost) / 1e9
+            data: dict[str, Any] = {
+                "week_start": last_week.isoformat(),
+                "tokens": tokens,
+                "tokens_week_before": before,
+                "cost_nanousd": int(row.cost),
+                "active_days": int(row.days),
+            }
+            body = f"Last week you used {tokens:,} tokens ({_change(tokens, before)}) for ${dollars:,.2f}."
+            best = ranks.get(row.user_id)
+            if best is not None:
+                data["best_rank"] = asdict(best)
+                metric = best.metric.replace("_", " ")
+                body += f" Your best leaderboard rank: #{best.rank} of {best.ranked} by {metric} over the last 7 days."
             told += await notify(
                 session,
                 [row.user_id],
                 "weekly_summary",
                 f"Your week: {tokens:,} tokens on {int(row.days)} active days",
-                f"Last week you used {tokens:,} tokens ({_change(tokens, before)}) for ${dollars:,.2f}.",
-                {
-                    "week_start": last_week.isoformat(),
-                    "tokens": tokens,
-                    "tokens_week_before": before,
-                    "cost_nanousd": int(row.cost),
-                    "active_days": int(row.days),
-                },
+                body,
+                data,
                 f"weekly_summary:{monday.isoformat()}",
                 now=now,
             )
