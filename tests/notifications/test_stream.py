@@ -273,3 +273,25 @@ async def test_a_notification_created_in_another_process_reaches_the_stream(live
     event = await reader.notification()
     assert event.data["title"] == "from afar"
     assert event.data["kind"] == "scan_failed"
+
+
+async def test_a_lost_listener_connection_is_replaced_and_nothing_is_missed(live: Live) -> None:
+    """PostgreSQL: the listener's connection is cut (a database restart, a proxy); the next
+    keep-alive starts another and every stream looks again. SQLite has no such connection: the
+    same notification arrives through the in-process wake-up."""
+    ada = await live.user("ada")
+    reader = await live.open(ada)
+    if live.database.dialect == "postgresql":
+        async with live.database.transaction() as session:
+            cut = await session.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                )
+            )
+        assert cut == 1
+    await live.notify(ada, "after the cut")  # NOTIFY reaches no listener on PostgreSQL
+    assert (await reader.notification()).data["title"] == "after the cut"
+    await asyncio.wait_for(_until(lambda: live.hub.listening), timeout=WAIT)
+    await live.notify(ada, "and live again")
+    assert (await reader.notification()).data["title"] == "and live again"

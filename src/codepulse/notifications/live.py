@@ -36,7 +36,7 @@ from sqlalchemy import func, select, tuple_
 
 from codepulse.clock import ClockFunc
 from codepulse.db import Database, Listener, listen, listen_in_process
-from codepulse.errors import BadRequest
+from codepulse.errors import DATABASE_UNAVAILABLE_ERRORS, BadRequest
 from codepulse.notifications.models import Notification
 from codepulse.notifications.schemas import NotificationOut
 from codepulse.notifications.service import STREAM_CHANNEL
@@ -224,7 +224,14 @@ async def stream_events(
                 await asyncio.wait_for(wake.wait(), timeout=keepalive_seconds)
             except TimeoutError:
                 yield KEEPALIVE_COMMENT
-                await hub.ensure_listening()
             wake.clear()
-            for notification in await stream.new_notifications():
+            try:
+                await hub.ensure_listening()
+                found = await stream.new_notifications()
+            except DATABASE_UNAVAILABLE_ERRORS as error:
+                # End the stream: the client reconnects (after `retry`) with Last-Event-ID and
+                # gets a 503 until the database is back, then everything it missed.
+                log.warning("notifications.stream_ended", reason="database_unavailable", error=type(error).__name__)
+                return
+            for notification in found:
                 yield _event(notification)
