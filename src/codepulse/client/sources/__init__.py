@@ -1,0 +1,19 @@
+"""The tools whose logs the client reads: one module each, behind `ParsedChunk` and the functions
+each module offers (`log_files(environ, home)`, `parse_chunk(data)`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from codepulse.client.records import UsageRecord
+
+
+@dataclass
+class ParsedChunk:
+    """What one read of a log file gave: its records, the malformed lines skipped, and how many
+    bytes were consumed (complete lines only: a last line still being written is left for the
+    next read)."""
+
+    records: list[UsageRecord] = field(default_factory=list)
+    malformed: int = 0
+    consumed: int = 0
