@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -20,6 +21,21 @@ from codepulse.cli import app as cli
 from tests.databases import DatabaseServer
 
 runner = CliRunner()
+
+
+SERVER_PACKAGES = ("sqlalchemy", "fastapi", "starlette", "uvicorn", "alembic", "pydantic", "structlog", "httpx")
+
+
+@pytest.mark.parametrize(
+    "module", ["codepulse.cli", "codepulse.client.sources.claude_code", "codepulse.client.sources.codex"]
+)
+def test_the_command_and_the_client_load_nothing_of_the_server(module: str) -> None:
+    """`codepulse --help` and the client's commands start fast: importing them loads no server
+    library (each server command imports its own when it runs)."""
+    script = f"import sys, {module}; print(sorted({{name.split('.')[0] for name in sys.modules}}))"
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert [package for package in SERVER_PACKAGES if f"'{package}'" in loaded] == []
+    assert "'codepulse'" in loaded
 
 
 def test_version() -> None:

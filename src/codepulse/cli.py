@@ -10,26 +10,35 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
-from sqlalchemy.exc import SQLAlchemyError
 
 from codepulse import __version__
-from codepulse.config import Settings, SettingsError, load_settings
-from codepulse.logging import configure_logging
+
+if TYPE_CHECKING:
+    from codepulse.config import Settings
+
+# Only typer and the standard library at import: `codepulse --help` and the CLI client's commands
+# must start fast, so each server command imports what it needs (settings, SQLAlchemy, uvicorn,
+# the domains) when it runs (tests/test_cli.py checks what `import codepulse.cli` loads).
 
 app = typer.Typer(name="codepulse", help="codepulse backend.", no_args_is_help=True, add_completion=False)
 
 
 def _settings() -> Settings:
+    """The settings from the environment, with logging configured from them."""
+    from codepulse.config import SettingsError, load_settings
+    from codepulse.logging import configure_logging
+
     try:
-        return load_settings()
+        settings = load_settings()
     except SettingsError as error:
         # One line per bad variable, no traceback: this is an operator's mistake, not a bug.
         typer.echo(f"codepulse: configuration error: {error}", err=True)
         raise typer.Exit(2) from None
+    configure_logging(settings)
+    return settings
 
 
 def _fail(message: str) -> typer.Exit:
@@ -37,7 +46,10 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-_DATABASE_ERRORS = (OSError, TimeoutError, SQLAlchemyError)
+def _database_errors() -> tuple[type[Exception], ...]:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return (OSError, TimeoutError, SQLAlchemyError)
 
 
 def _database_error(error: Exception) -> str:
@@ -57,7 +69,6 @@ def serve(
     from codepulse import migrations
 
     settings = _settings()
-    configure_logging(settings)
     try:
         if settings.is_sqlite or migrate:
             migrations.upgrade_database(settings)
@@ -66,8 +77,10 @@ def serve(
                 "the database schema is not at the latest migration; "
                 "run `codepulse migrate` first (or start with `codepulse serve --migrate`)"
             )
-    except _DATABASE_ERRORS as error:
+    except _database_errors() as error:
         raise _fail(_database_error(error)) from None
+    import uvicorn
+
     uvicorn.run(
         "codepulse.app:create_app_from_env",
         factory=True,
@@ -90,10 +103,9 @@ def migrate() -> None:
     from codepulse import migrations
 
     settings = _settings()
-    configure_logging(settings)
     try:
         migrations.upgrade_database(settings)
-    except _DATABASE_ERRORS as error:
+    except _database_errors() as error:
         raise _fail(_database_error(error)) from None
     typer.echo(f"database at {migrations.head_revision()}")
 
@@ -114,12 +126,11 @@ def worker(
     from codepulse.tasks import run_worker_process
 
     settings = _settings()
-    configure_logging(settings)
     try:
         # A worker never migrates: that is `migrate`'s (or an SQLite `serve`'s) job.
         if not migrations.schema_is_current(settings):
             raise _fail("the database schema is not at the latest migration; run `codepulse migrate` first")
-    except _DATABASE_ERRORS as error:
+    except _database_errors() as error:
         raise _fail(_database_error(error)) from None
     # WORKER_CONCURRENCY=0 only turns off the workers inside `serve`; a dedicated worker still runs.
     default = settings.WORKER_CONCURRENCY or type(settings).model_fields["WORKER_CONCURRENCY"].default
@@ -146,10 +157,9 @@ def usage_reprice(
     from codepulse.usage.service import reprice_database
 
     settings = _settings()
-    configure_logging(settings)
     try:
         report = reprice_database(settings, since.date() if since else None)
-    except _DATABASE_ERRORS as error:
+    except _database_errors() as error:
         raise _fail(_database_error(error)) from None
     typer.echo(
         f"repriced {report.changed:,} of {report.records:,} records of {report.users:,} users; "
@@ -179,12 +189,11 @@ def billing_set_plan(
     from codepulse.billing.service import OrganizationNotFound, assign_plan_in_database
 
     settings = _settings()
-    configure_logging(settings)
     try:
         done = assign_plan_in_database(settings, org, None if plan is PlanChoice.default else plan.value)
     except OrganizationNotFound:
         raise _fail(f"no organization {org!r} (give its id or slug)") from None
-    except _DATABASE_ERRORS as error:
+    except _database_errors() as error:
         raise _fail(_database_error(error)) from None
     typer.echo(f"{done.slug}: {done.before} -> {done.after.id.value}")
 
