@@ -27,7 +27,14 @@ SERVER_PACKAGES = ("sqlalchemy", "fastapi", "starlette", "uvicorn", "alembic", "
 
 
 @pytest.mark.parametrize(
-    "module", ["codepulse.cli", "codepulse.client.sources.claude_code", "codepulse.client.sources.codex"]
+    "module",
+    [
+        "codepulse.cli",
+        "codepulse.client.sources.claude_code",
+        "codepulse.client.sources.codex",
+        "codepulse.client.sources.gemini_cli",
+        "codepulse.client.state",
+    ],
 )
 def test_the_command_and_the_client_load_nothing_of_the_server(module: str) -> None:
     """`codepulse --help` and the client's commands start fast: importing them loads no server
