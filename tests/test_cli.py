@@ -34,6 +34,7 @@ SERVER_PACKAGES = ("sqlalchemy", "fastapi", "starlette", "uvicorn", "alembic", "
         "codepulse.client.sources.codex",
         "codepulse.client.sources.gemini_cli",
         "codepulse.client.state",
+        "codepulse.client.credentials",
     ],
 )
 def test_the_command_and_the_client_load_nothing_of_the_server(module: str) -> None:
