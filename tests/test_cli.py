@@ -35,6 +35,7 @@ SERVER_PACKAGES = ("sqlalchemy", "fastapi", "starlette", "uvicorn", "alembic", "
         "codepulse.client.sources.gemini_cli",
         "codepulse.client.state",
         "codepulse.client.credentials",
+        "codepulse.client.collect",
     ],
 )
 def test_the_command_and_the_client_load_nothing_of_the_server(module: str) -> None:

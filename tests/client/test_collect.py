@@ -1,0 +1,91 @@
+"""A collection pass over a home directory with every supported tool's logs: figures per source,
+each record once, and incremental reads from the saved state (appended, truncated, unchanged)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from codepulse.client.collect import SOURCES, collect
+from codepulse.client.state import SyncState
+from tests.client.test_claude_code import assistant
+from tests.client.test_codex import ROLLOUT
+from tests.client.test_gemini_cli import CHAT
+
+
+def _home(tmp_path: Path) -> tuple[Path, Path]:
+    home = tmp_path / "home"
+    transcript = home / ".claude" / "projects" / "-work-app" / "s.jsonl"
+    transcript.parent.mkdir(parents=True)
+    transcript.write_bytes(
+        b"".join(
+            json.dumps(entry).encode() + b"\n"
+            for entry in (
+                assistant("msg_1", "req_1", output=1),
+                assistant("msg_1", "req_1", output=42, cache_creation_input_tokens=30),
+                assistant("msg_2", "req_2", output=8),
+            )
+        )
+    )
+    rollout = home / ".codex" / "sessions" / "2026" / "11" / "23" / "rollout-1.jsonl"
+    rollout.parent.mkdir(parents=True)
+    rollout.write_bytes(ROLLOUT)
+    chat = home / ".gemini" / "tmp" / "p" / "chats" / "session-1.json"
+    chat.parent.mkdir(parents=True)
+    chat.write_text(json.dumps(CHAT))
+    return home, transcript
+
+
+def test_one_pass_counts_every_source_once(tmp_path: Path) -> None:
+    home, _ = _home(tmp_path)
+    collection = collect(SOURCES, SyncState(), {}, home)
+    assert collection.summary() == {
+        "sources": {
+            "claude-code": {
+                "files": 1,
+                "records": 2,
+                "input_tokens": 24,
+                "output_tokens": 50,
+                "cache_creation_tokens": 30,
+                "cache_read_tokens": 200,
+                "reasoning_tokens": 0,
+            },
+            "codex": {
+                "files": 1,
+                "records": 2,
+                "input_tokens": 900,
+                "output_tokens": 80,
+                "cache_creation_tokens": 0,
+                "cache_read_tokens": 2100,
+                "reasoning_tokens": 20,
+            },
+            "gemini-cli": {
+                "files": 1,
+                "records": 2,
+                "input_tokens": 820,
+                "output_tokens": 90,
+                "cache_creation_tokens": 0,
+                "cache_read_tokens": 900,
+                "reasoning_tokens": 30,
+            },
+        }
+    }
+    assert collection.malformed == {}
+    assert collection.unreadable == []
+
+
+def test_the_next_pass_reads_only_what_is_new(tmp_path: Path) -> None:
+    home, transcript = _home(tmp_path)
+    first = collect(SOURCES, SyncState(), {}, home)
+    again = collect(SOURCES, first.state, {}, home)
+    assert len(again.records) == 0  # nothing new anywhere
+
+    with transcript.open("ab") as handle:
+        handle.write(json.dumps(assistant("msg_3", "req_3", output=5)).encode() + b"\n")
+    appended = collect(["claude-code"], first.state, {}, home)
+    assert [record.message_id for record in appended.records] == ["msg_3"]
+
+    transcript.write_bytes(json.dumps(assistant("msg_9", "req_9", output=1)).encode() + b"\n")  # shrank
+    reread = collect(["claude-code"], appended.state, {}, home)
+    assert [record.message_id for record in reread.records] == ["msg_9"]
+    assert reread.state.file("claude-code", transcript).offset == transcript.stat().st_size
