@@ -36,6 +36,7 @@ SERVER_PACKAGES = ("sqlalchemy", "fastapi", "starlette", "uvicorn", "alembic", "
         "codepulse.client.state",
         "codepulse.client.credentials",
         "codepulse.client.collect",
+        "codepulse.client.commands",
     ],
 )
 def test_the_command_and_the_client_load_nothing_of_the_server(module: str) -> None:

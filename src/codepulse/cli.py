@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from codepulse import __version__
+from codepulse.client import commands as client_commands
 
 if TYPE_CHECKING:
     from codepulse.config import Settings
@@ -248,6 +249,9 @@ def scan(
         processes=processes,
     )
     raise typer.Exit(code)
+
+
+client_commands.register(app)
 
 
 @app.command()
