@@ -13,7 +13,7 @@ from tests.client.test_codex import ROLLOUT
 from tests.client.test_gemini_cli import CHAT
 
 
-def _home(tmp_path: Path) -> tuple[Path, Path]:
+def logs_home(tmp_path: Path) -> tuple[Path, Path]:
     home = tmp_path / "home"
     transcript = home / ".claude" / "projects" / "-work-app" / "s.jsonl"
     transcript.parent.mkdir(parents=True)
@@ -37,7 +37,7 @@ def _home(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_one_pass_counts_every_source_once(tmp_path: Path) -> None:
-    home, _ = _home(tmp_path)
+    home, _ = logs_home(tmp_path)
     collection = collect(SOURCES, SyncState(), {}, home)
     assert collection.summary() == {
         "sources": {
@@ -75,7 +75,7 @@ def test_one_pass_counts_every_source_once(tmp_path: Path) -> None:
 
 
 def test_the_next_pass_reads_only_what_is_new(tmp_path: Path) -> None:
-    home, transcript = _home(tmp_path)
+    home, transcript = logs_home(tmp_path)
     first = collect(SOURCES, SyncState(), {}, home)
     again = collect(SOURCES, first.state, {}, home)
     assert len(again.records) == 0  # nothing new anywhere

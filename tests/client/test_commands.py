@@ -5,6 +5,7 @@ retries of 429/503 honouring Retry-After."""
 from __future__ import annotations
 
 import asyncio
+import json
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +18,9 @@ from typer.testing import CliRunner, Result
 from codepulse.cli import app as cli
 from codepulse.client.api import Api, ApiError
 from codepulse.client.credentials import CREDENTIALS_FILE, Credentials
+from codepulse.client.state import STATE_FILE
 from tests.auth.helpers import PASSWORD, register
+from tests.client.test_collect import logs_home
 from tests.helpers import served
 
 runner = CliRunner()
@@ -101,3 +104,48 @@ def test_the_http_layer_retries_429_and_503_honouring_retry_after() -> None:
     with api, pytest.raises(ApiError) as raised:
         api.request("GET", "/api/v1/health")
     assert (raised.value.status, raised.value.code) == (503, "down")
+
+
+async def test_sync_uploads_what_is_new_and_the_server_counts_each_record_once(
+    client: httpx.AsyncClient, origin: str, tmp_path: Path
+) -> None:
+    ada = await register(client, "ada")
+    token = (await client.post("/api/v1/auth/tokens", headers=ada.headers, json={"name": "laptop"})).json()["token"]
+    home, _ = logs_home(tmp_path)
+    env = {
+        "CODEPULSE_CONFIG_DIR": str(tmp_path / "config"),
+        "CODEPULSE_STATE_DIR": str(tmp_path / "state"),
+        "HOME": str(home),
+        "CLAUDE_CONFIG_DIR": str(home / ".claude"),
+        "CODEX_HOME": str(home / ".codex"),
+    }
+
+    async def cli_run(*args: str) -> Result:
+        return await asyncio.to_thread(runner.invoke, cli, list(args), env=env)
+
+    assert (await cli_run("login", "--server", origin, "--token", token)).exit_code == 0
+    dry = await cli_run("sync", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.output
+    figures = json.loads(dry.output)["sources"]
+    assert {name: (f["files"], f["records"]) for name, f in figures.items()} == {
+        "claude-code": (1, 2),
+        "codex": (1, 2),
+        "gemini-cli": (1, 2),
+    }
+    # Hand-computed: input + output + cache writes + cache reads of the six responses.
+    expected_tokens = (24 + 50 + 30 + 200) + (900 + 80 + 2100) + (820 + 90 + 900)
+
+    first = await cli_run("sync", "--json")
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.output)
+    assert (summary["received"], summary["inserted"], summary["rejected"]) == (6, 6, 0)
+    assert summary["totals"]["tokens"] == expected_tokens
+
+    again = await cli_run("sync")
+    assert again.exit_code == 0
+    assert "Nothing new to sync." in again.output  # the state says everything was read
+
+    (tmp_path / "state" / STATE_FILE).unlink()  # forgotten: everything is read and sent again
+    resent = json.loads((await cli_run("sync", "--json")).output)
+    assert (resent["received"], resent["inserted"], resent["unchanged"]) == (6, 0, 6)
+    assert resent["totals"]["tokens"] == expected_tokens

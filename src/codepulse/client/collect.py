@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from codepulse.client.records import RecordSet
+from codepulse.client.records import RecordSet, UsageRecord
 from codepulse.client.sources import ParsedChunk, claude_code, codex, gemini_cli
 from codepulse.client.state import FileState, SyncState
 
@@ -89,9 +90,27 @@ def _read_new_bytes(path: Path, start: int) -> bytes:
         return handle.read()
 
 
+def _on_or_after(since: datetime) -> Callable[[UsageRecord], bool]:
+    def keep(record: UsageRecord) -> bool:
+        try:
+            moment = datetime.fromisoformat(record.timestamp)
+        except ValueError:
+            return True  # the server judges (and rejects) a bad timestamp
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)) >= since
+
+    return keep
+
+
 def collect(
-    sources: Iterable[str], state: SyncState, environ: Mapping[str, str] = os.environ, home: Path | None = None
+    sources: Iterable[str],
+    state: SyncState,
+    environ: Mapping[str, str] = os.environ,
+    home: Path | None = None,
+    *,
+    since: datetime | None = None,
 ) -> Collection:
+    """`since`: only records from then on (the files are still read, and marked read, whole)."""
+    keep = _on_or_after(since) if since is not None else None
     collection = Collection(
         state=SyncState(files={k: dict(v) for k, v in state.files.items()}, last_sync=dict(state.last_sync))
     )
@@ -111,7 +130,7 @@ def collect(
                 collection.unreadable.append((path, error.strerror or type(error).__name__))
                 continue
             chunk, extra = source.read(data, path, known.extra, start == 0)
-            collection.records.extend(chunk.records)
+            collection.records.extend(chunk.records if keep is None else filter(keep, chunk.records))
             if chunk.malformed:
                 collection.malformed[name] = collection.malformed.get(name, 0) + chunk.malformed
             collection.state.remember(

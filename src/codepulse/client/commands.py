@@ -1,4 +1,4 @@
-"""The client's commands under `codepulse`: `login`, `logout`, `whoami` (sync and status next).
+"""The client's commands under `codepulse`: `login`, `logout`, `whoami`, `sync` (status next).
 
 Each imports the HTTP layer (`codepulse.client.api`, httpx) only when it runs. Errors are one
 line on stderr and exit status 1; nothing a command prints contains the token.
@@ -6,15 +6,25 @@ line on stderr and exit status 1; nothing a command prints contains the token.
 
 from __future__ import annotations
 
+import gzip
+import json
 import socket
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from codepulse.client.credentials import Credentials, config_dir
+from codepulse import __version__
+from codepulse.client.collect import SOURCES, collect
+from codepulse.client.credentials import Credentials, config_dir, state_dir
+from codepulse.client.state import SyncAlreadyRunning, SyncState, sync_lock
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 CLI_TOKEN_DAYS = 365
+BATCH = 5000
+MACHINE_ID_FILE = "machine-id"
 
 
 def _fail(message: str) -> typer.Exit:
@@ -96,8 +106,122 @@ def whoami() -> None:
     typer.echo(f"{me['username']} <{me['email']}> on {saved.server}")
 
 
+def _machine_id(directory: Path) -> str:
+    """A random id for this machine, made once: the server tells one machine's uploads from another's."""
+    path = directory / MACHINE_ID_FILE
+    try:
+        known = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        known = ""
+    if known:
+        return known
+    directory.mkdir(parents=True, exist_ok=True)
+    made = uuid.uuid4().hex
+    path.write_text(made, encoding="utf-8")
+    return made
+
+
+def _upload(credentials: Credentials, records: list[dict[str, Any]], machine_id: str) -> dict[str, Any]:
+    """Every record in gzip batches of BATCH; the server's answers added up (totals: the last)."""
+    from codepulse.client.api import Api, ApiError
+
+    summary: dict[str, Any] = {"received": 0, "inserted": 0, "updated": 0, "unchanged": 0, "rejected": 0}
+    client = {"name": "codepulse-cli", "version": __version__}
+    try:
+        with Api(credentials.server, credentials.token) as api:
+            for start in range(0, len(records), BATCH):
+                body = json.dumps(
+                    {"client": client, "machine_id": machine_id, "records": records[start : start + BATCH]}
+                )
+                answer = api.request(
+                    "POST",
+                    "/api/v1/sync",
+                    content=gzip.compress(body.encode(), compresslevel=6),
+                    headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+                )
+                for key in ("received", "inserted", "updated", "unchanged"):
+                    summary[key] += int(answer[key])
+                summary["rejected"] += len(answer["rejected"])
+                summary["totals"] = answer["totals"]
+    except ApiError as error:
+        if error.unauthorized:
+            raise _fail("your session has ended: run `codepulse login` again") from None
+        raise _fail(f"{error.detail} (nothing is marked synced: the next sync sends it again)") from None
+    return summary
+
+
+def _since(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(tzinfo=value.tzinfo or UTC)
+
+
+def sync(
+    source: Annotated[
+        list[str] | None, typer.Option("--source", help=f"Only this tool (repeatable): {', '.join(SOURCES)}.")
+    ] = None,
+    since: Annotated[
+        datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Only usage from this day on (YYYY-MM-DD).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and count, send nothing.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON only (the figures, or the server's summary).")
+    ] = False,
+) -> None:
+    """Read your AI coding assistants' local logs and upload what is new."""
+    names = source or list(SOURCES)
+    unknown = [name for name in names if name not in SOURCES]
+    if unknown:
+        raise _fail(f"unknown source {unknown[0]!r} (known: {', '.join(SOURCES)})")
+    credentials = Credentials.load(config_dir())
+    if not dry_run and credentials is None:
+        raise _fail("not signed in: run `codepulse login`")
+    directory = state_dir()
+    try:
+        with sync_lock(directory):
+            state = SyncState.load(directory)
+            collection = collect(names, state, since=_since(since))
+            if dry_run or credentials is None:  # dry run: the state stays as it was
+                typer.echo(json.dumps(collection.summary()) if as_json else _figures_text(collection.summary()))
+                return
+            records = [record.payload() for record in collection.records]
+            summary = _upload(credentials, records, _machine_id(config_dir())) if records else None
+            now = datetime.now(UTC).isoformat()
+            for name in names:
+                collection.state.last_sync[name] = now
+            collection.state.save(directory)
+    except SyncAlreadyRunning as error:
+        raise _fail(str(error)) from None
+    for path, reason in collection.unreadable:
+        typer.echo(f"codepulse: could not read {path}: {reason}", err=True)
+    for name, count in collection.malformed.items():
+        typer.echo(f"codepulse: {name}: skipped {count} malformed line(s)", err=True)
+    if as_json:
+        typer.echo(json.dumps(summary or {"received": 0}))
+    elif summary is None:
+        typer.echo("Nothing new to sync.")
+    else:
+        totals = summary.get("totals", {})
+        typer.echo(
+            f"Synced {summary['received']:,} records: {summary['inserted']:,} new, {summary['updated']:,} updated, "
+            f"{summary['unchanged']:,} unchanged, {summary['rejected']:,} rejected. "
+            f"All time: {int(totals.get('tokens', 0)):,} tokens, ${totals.get('cost_usd', '0')}; "
+            f"streak {totals.get('current_streak', 0)} days."
+        )
+
+
+def _figures_text(summary: dict[str, Any]) -> str:
+    lines = []
+    for name, figures in summary["sources"].items():
+        lines.append(
+            f"{name}: {figures['files']:,} files, {figures['records']:,} records, "
+            f"{figures['input_tokens']:,} input, {figures['output_tokens']:,} output, "
+            f"{figures['cache_creation_tokens']:,} cache writes, {figures['cache_read_tokens']:,} cache reads"
+        )
+    return "\n".join(lines)
+
+
 def register(app: typer.Typer) -> None:
     """Add the client's commands to the `codepulse` command."""
     app.command()(login)
     app.command()(logout)
     app.command()(whoami)
+    app.command()(sync)
