@@ -149,3 +149,45 @@ async def test_sync_uploads_what_is_new_and_the_server_counts_each_record_once(
     resent = json.loads((await cli_run("sync", "--json")).output)
     assert (resent["received"], resent["inserted"], resent["unchanged"]) == (6, 0, 6)
     assert resent["totals"]["tokens"] == expected_tokens
+
+
+async def test_status_shows_the_server_the_user_and_what_waits(
+    client: httpx.AsyncClient, origin: str, tmp_path: Path
+) -> None:
+    ada = await register(client, "ada")
+    token = (await client.post("/api/v1/auth/tokens", headers=ada.headers, json={"name": "laptop"})).json()["token"]
+    home, transcript = logs_home(tmp_path)
+    env = {
+        "CODEPULSE_CONFIG_DIR": str(tmp_path / "config"),
+        "CODEPULSE_STATE_DIR": str(tmp_path / "state"),
+        "HOME": str(home),
+        "CLAUDE_CONFIG_DIR": str(home / ".claude"),
+        "CODEX_HOME": str(home / ".codex"),
+    }
+
+    async def cli_run(*args: str) -> Result:
+        return await asyncio.to_thread(runner.invoke, cli, list(args), env=env)
+
+    signed_out = json.loads((await cli_run("status", "--json")).output)
+    assert (signed_out["server"], signed_out["user"]) == (None, None)
+    assert signed_out["sources"]["claude-code"] == {
+        "last_sync": None,
+        "pending_files": 1,
+        "pending_bytes": transcript.stat().st_size,
+    }
+    await cli_run("login", "--server", origin, "--token", token)
+    await cli_run("sync")
+    synced = json.loads((await cli_run("status", "--json")).output)
+    assert (synced["server"], synced["reachable"], synced["user"]) == (origin, True, "ada")
+    assert {name: s["pending_files"] for name, s in synced["sources"].items()} == {
+        "claude-code": 0,
+        "codex": 0,
+        "gemini-cli": 0,
+    }
+    assert all(s["last_sync"] for s in synced["sources"].values())
+    with transcript.open("ab") as handle:
+        handle.write(b'{"type": "user"}\n')
+    text = (await cli_run("status")).output
+    assert f"{origin}: reachable; signed in as ada" in text
+    assert "claude-code: last sync" in text
+    assert "1 files (17 bytes) waiting" in text

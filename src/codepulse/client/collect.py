@@ -84,6 +84,11 @@ class Collection:
         return {"sources": {name: asdict(figures) for name, figures in self.figures.items()}}
 
 
+def _unchanged(known: FileState, stat: os.stat_result) -> bool:
+    """A file read whole (rewritten, not appended to) is the one read last time, at the same size."""
+    return bool(known.offset) and (known.size, known.inode) == (stat.st_size, stat.st_ino)
+
+
 def _read_new_bytes(path: Path, start: int) -> bytes:
     with path.open("rb") as handle:
         handle.seek(start)
@@ -123,8 +128,8 @@ def collect(
                 stat = path.stat()
                 known = state.file(name, path)
                 start = 0 if source.whole_file else known.start_for(stat)
-                if source.whole_file and (known.size, known.inode) == (stat.st_size, stat.st_ino) and known.offset:
-                    continue  # unchanged since the last sync
+                if source.whole_file and _unchanged(known, stat):
+                    continue
                 data = _read_new_bytes(path, start)
             except OSError as error:
                 collection.unreadable.append((path, error.strerror or type(error).__name__))
@@ -149,3 +154,35 @@ def collect(
         figures.cache_read_tokens += record.cache_read_tokens
         figures.reasoning_tokens += record.reasoning_tokens
     return collection
+
+
+@dataclass
+class Pending:
+    files: int = 0
+    bytes: int = 0
+
+
+def pending(
+    sources: Iterable[str], state: SyncState, environ: Mapping[str, str] = os.environ, home: Path | None = None
+) -> dict[str, Pending]:
+    """Per source: the files with bytes not read yet, and how many bytes (nothing is parsed)."""
+    found: dict[str, Pending] = {}
+    for name in sources:
+        source = SOURCES[name]
+        waiting = found.setdefault(name, Pending())
+        for path in source.log_files(environ, home):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            known = state.file(name, path)
+            if source.whole_file:
+                unread = (
+                    0 if (known.size, known.inode) == (stat.st_size, stat.st_ino) and known.offset else stat.st_size
+                )
+            else:
+                unread = stat.st_size - known.start_for(stat)
+            if unread > 0:
+                waiting.files += 1
+                waiting.bytes += unread
+    return found

@@ -1,4 +1,4 @@
-"""The client's commands under `codepulse`: `login`, `logout`, `whoami`, `sync` (status next).
+"""The client's commands under `codepulse`: `login`, `logout`, `whoami`, `sync`, `status`.
 
 Each imports the HTTP layer (`codepulse.client.api`, httpx) only when it runs. Errors are one
 line on stderr and exit status 1; nothing a command prints contains the token.
@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from codepulse import __version__
-from codepulse.client.collect import SOURCES, collect
+from codepulse.client.collect import SOURCES, collect, pending
 from codepulse.client.credentials import Credentials, config_dir, state_dir
 from codepulse.client.state import SyncAlreadyRunning, SyncState, sync_lock
 
@@ -219,9 +219,49 @@ def _figures_text(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """The server, who you are, and per tool the last sync and what is waiting to be synced."""
+    from codepulse.client.api import Api, ApiError
+
+    saved = Credentials.load(config_dir())
+    report: dict[str, Any] = {"server": saved.server if saved else None, "reachable": None, "user": None}
+    if saved is not None:
+        with Api(saved.server, saved.token, attempts=1, timeout=10) as api:
+            try:
+                api.request("GET", "/api/v1/health")
+                report["reachable"] = True
+                report["user"] = api.request("GET", "/api/v1/auth/me")["username"]
+            except ApiError as error:
+                report["reachable"] = error.status is not None
+                report["error"] = error.detail
+    state = SyncState.load(state_dir())
+    waiting = pending(SOURCES, state)
+    report["sources"] = {
+        name: {"last_sync": state.last_sync.get(name), "pending_files": w.files, "pending_bytes": w.bytes}
+        for name, w in waiting.items()
+    }
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    if saved is None:
+        typer.echo("Not signed in: run `codepulse login`.")
+    else:
+        reach = "reachable" if report["reachable"] else "not reachable"
+        who = f"signed in as {report['user']}" if report["user"] else report.get("error", "")
+        typer.echo(f"{saved.server}: {reach}; {who}")
+    for name, figures in report["sources"].items():
+        last = figures["last_sync"] or "never"
+        typer.echo(
+            f"{name}: last sync {last}; {figures['pending_files']:,} files ({figures['pending_bytes']:,} bytes) waiting"
+        )
+
+
 def register(app: typer.Typer) -> None:
     """Add the client's commands to the `codepulse` command."""
     app.command()(login)
     app.command()(logout)
     app.command()(whoami)
     app.command()(sync)
+    app.command()(status)
