@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from codepulse.client.collect import SOURCES, collect
+from codepulse.client.sources import SOURCE_NAMES
 from codepulse.client.state import SyncState
 from tests.client.test_claude_code import assistant
 from tests.client.test_codex import ROLLOUT
@@ -89,3 +90,7 @@ def test_the_next_pass_reads_only_what_is_new(tmp_path: Path) -> None:
     reread = collect(["claude-code"], appended.state, {}, home)
     assert [record.message_id for record in reread.records] == ["msg_9"]
     assert reread.state.file("claude-code", transcript).offset == transcript.stat().st_size
+
+
+def test_the_commands_list_every_source_collect_reads() -> None:
+    assert tuple(SOURCES) == SOURCE_NAMES

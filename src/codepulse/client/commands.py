@@ -6,20 +6,20 @@ line on stderr and exit status 1; nothing a command prints contains the token.
 
 from __future__ import annotations
 
-import gzip
-import json
-import socket
-import uuid
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Annotated, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from codepulse import __version__
-from codepulse.client.collect import SOURCES, collect, pending
-from codepulse.client.credentials import Credentials, config_dir, state_dir
-from codepulse.client.state import SyncAlreadyRunning, SyncState, sync_lock
+from codepulse.client.sources import SOURCE_NAMES
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from codepulse.client.credentials import Credentials
+
+# Each command imports what it uses when it runs (the state's lock, the parsers, httpx): `codepulse
+# --help` imports this module, and must start fast.
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 CLI_TOKEN_DAYS = 365
@@ -42,6 +42,13 @@ def _call(server: str, token: str | None, method: str, path: str, **options: Any
         raise _fail(error.detail) from None
 
 
+def _credentials() -> tuple[Path, Credentials | None]:
+    from codepulse.client.credentials import Credentials, config_dir
+
+    directory = config_dir()
+    return directory, Credentials.load(directory)
+
+
 def login(
     server: Annotated[
         str | None, typer.Option(help=f"The codepulse server [default: the saved one, or {DEFAULT_SERVER}].")
@@ -51,8 +58,11 @@ def login(
     ] = None,
 ) -> None:
     """Sign in and keep a CLI token in your config directory (readable by you only)."""
-    directory = config_dir()
-    saved = Credentials.load(directory)
+    import socket
+
+    from codepulse.client.credentials import Credentials
+
+    directory, saved = _credentials()
     base = (server or (saved.server if saved else DEFAULT_SERVER)).rstrip("/")
     if token is None:
         login_name = typer.prompt("Email or username")
@@ -73,9 +83,9 @@ def login(
 def logout() -> None:
     """Revoke the CLI token on the server and forget it here."""
     from codepulse.client.api import Api, ApiError
+    from codepulse.client.credentials import Credentials
 
-    directory = config_dir()
-    saved = Credentials.load(directory)
+    directory, saved = _credentials()
     if saved is None:
         typer.echo("Not signed in.")
         return
@@ -93,7 +103,7 @@ def whoami() -> None:
     """Who the saved token signs in as, on which server."""
     from codepulse.client.api import Api, ApiError
 
-    saved = Credentials.load(config_dir())
+    _directory, saved = _credentials()
     if saved is None:
         raise _fail("not signed in: run `codepulse login`")
     try:
@@ -108,6 +118,8 @@ def whoami() -> None:
 
 def _machine_id(directory: Path) -> str:
     """A random id for this machine, made once: the server tells one machine's uploads from another's."""
+    import uuid
+
     path = directory / MACHINE_ID_FILE
     try:
         known = path.read_text(encoding="utf-8").strip()
@@ -123,6 +135,10 @@ def _machine_id(directory: Path) -> str:
 
 def _upload(credentials: Credentials, records: list[dict[str, Any]], machine_id: str) -> dict[str, Any]:
     """Every record in gzip batches of BATCH; the server's answers added up (totals: the last)."""
+    import gzip
+    import json
+
+    from codepulse import __version__
     from codepulse.client.api import Api, ApiError
 
     summary: dict[str, Any] = {"received": 0, "inserted": 0, "updated": 0, "unchanged": 0, "rejected": 0}
@@ -151,12 +167,14 @@ def _upload(credentials: Credentials, records: list[dict[str, Any]], machine_id:
 
 
 def _since(value: datetime | None) -> datetime | None:
+    from datetime import UTC
+
     return None if value is None else value.replace(tzinfo=value.tzinfo or UTC)
 
 
 def sync(
     source: Annotated[
-        list[str] | None, typer.Option("--source", help=f"Only this tool (repeatable): {', '.join(SOURCES)}.")
+        list[str] | None, typer.Option("--source", help=f"Only this tool (repeatable): {', '.join(SOURCE_NAMES)}.")
     ] = None,
     since: Annotated[
         datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Only usage from this day on (YYYY-MM-DD).")
@@ -167,11 +185,18 @@ def sync(
     ] = False,
 ) -> None:
     """Read your AI coding assistants' local logs and upload what is new."""
-    names = source or list(SOURCES)
-    unknown = [name for name in names if name not in SOURCES]
+    names = source or list(SOURCE_NAMES)
+    unknown = [name for name in names if name not in SOURCE_NAMES]
     if unknown:
-        raise _fail(f"unknown source {unknown[0]!r} (known: {', '.join(SOURCES)})")
-    credentials = Credentials.load(config_dir())
+        raise _fail(f"unknown source {unknown[0]!r} (known: {', '.join(SOURCE_NAMES)})")
+    import json
+    from datetime import UTC
+
+    from codepulse.client.collect import collect
+    from codepulse.client.credentials import config_dir, state_dir
+    from codepulse.client.state import SyncAlreadyRunning, SyncState, sync_lock
+
+    _directory, credentials = _credentials()
     if not dry_run and credentials is None:
         raise _fail("not signed in: run `codepulse login`")
     directory = state_dir()
@@ -223,9 +248,14 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
     """The server, who you are, and per tool the last sync and what is waiting to be synced."""
-    from codepulse.client.api import Api, ApiError
+    import json
 
-    saved = Credentials.load(config_dir())
+    from codepulse.client.api import Api, ApiError
+    from codepulse.client.collect import SOURCES, pending
+    from codepulse.client.credentials import state_dir
+    from codepulse.client.state import SyncState
+
+    _directory, saved = _credentials()
     report: dict[str, Any] = {"server": saved.server if saved else None, "reachable": None, "user": None}
     if saved is not None:
         with Api(saved.server, saved.token, attempts=1, timeout=10) as api:

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 
 from codepulse.client.records import UsageRecord
 
+# The tools `codepulse sync` reads, in the order it reads them (`codepulse.client.collect.SOURCES`).
+SOURCE_NAMES = ("claude-code", "codex", "gemini-cli")
+
 
 @dataclass
 class ParsedChunk:
