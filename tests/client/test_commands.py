@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -35,6 +35,22 @@ async def origin(app: FastAPI) -> AsyncIterator[str]:
 async def run(config: Path, *args: str, answers: str = "") -> Result:
     env = {"CODEPULSE_CONFIG_DIR": str(config)}
     return await asyncio.to_thread(runner.invoke, cli, list(args), input=answers, env=env)
+
+
+def cli_over(tmp_path: Path, home: Path) -> Callable[..., Awaitable[Result]]:
+    """The command with its config and state under `tmp_path` and every tool's logs under `home`."""
+    env = {
+        "CODEPULSE_CONFIG_DIR": str(tmp_path / "config"),
+        "CODEPULSE_STATE_DIR": str(tmp_path / "state"),
+        "HOME": str(home),
+        "CLAUDE_CONFIG_DIR": str(home / ".claude"),
+        "CODEX_HOME": str(home / ".codex"),
+    }
+
+    async def cli_run(*args: str) -> Result:
+        return await asyncio.to_thread(runner.invoke, cli, list(args), env=env)
+
+    return cli_run
 
 
 async def test_login_whoami_logout(client: httpx.AsyncClient, origin: str, tmp_path: Path) -> None:
@@ -112,16 +128,7 @@ async def test_sync_uploads_what_is_new_and_the_server_counts_each_record_once(
     ada = await register(client, "ada")
     token = (await client.post("/api/v1/auth/tokens", headers=ada.headers, json={"name": "laptop"})).json()["token"]
     home, _ = logs_home(tmp_path)
-    env = {
-        "CODEPULSE_CONFIG_DIR": str(tmp_path / "config"),
-        "CODEPULSE_STATE_DIR": str(tmp_path / "state"),
-        "HOME": str(home),
-        "CLAUDE_CONFIG_DIR": str(home / ".claude"),
-        "CODEX_HOME": str(home / ".codex"),
-    }
-
-    async def cli_run(*args: str) -> Result:
-        return await asyncio.to_thread(runner.invoke, cli, list(args), env=env)
+    cli_run = cli_over(tmp_path, home)
 
     assert (await cli_run("login", "--server", origin, "--token", token)).exit_code == 0
     dry = await cli_run("sync", "--dry-run", "--json")
@@ -157,16 +164,7 @@ async def test_status_shows_the_server_the_user_and_what_waits(
     ada = await register(client, "ada")
     token = (await client.post("/api/v1/auth/tokens", headers=ada.headers, json={"name": "laptop"})).json()["token"]
     home, transcript = logs_home(tmp_path)
-    env = {
-        "CODEPULSE_CONFIG_DIR": str(tmp_path / "config"),
-        "CODEPULSE_STATE_DIR": str(tmp_path / "state"),
-        "HOME": str(home),
-        "CLAUDE_CONFIG_DIR": str(home / ".claude"),
-        "CODEX_HOME": str(home / ".codex"),
-    }
-
-    async def cli_run(*args: str) -> Result:
-        return await asyncio.to_thread(runner.invoke, cli, list(args), env=env)
+    cli_run = cli_over(tmp_path, home)
 
     signed_out = json.loads((await cli_run("status", "--json")).output)
     assert (signed_out["server"], signed_out["user"]) == (None, None)

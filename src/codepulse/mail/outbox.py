@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.utils import parseaddr
+from functools import lru_cache
 from typing import cast
 
 import aiosmtplib
@@ -45,6 +46,12 @@ OUTBOX = cast(Table, OutboxMail.__table__)
 
 class MailNotSentYet(Exception):
     """Another run holds the message's lease: try again after it (the task's retry)."""
+
+
+@lru_cache(maxsize=4)
+def _box(secret_key: str) -> SecretBox:
+    # Deriving the key costs an HKDF per box: one per SECRET_KEY, not one per message.
+    return SecretBox(secret_key)
 
 
 def _seal(box: SecretBox, message: MailMessage) -> str:
@@ -81,7 +88,7 @@ async def queue_mail(
         "id": outbox_id,
         "to_address": message.to,
         "subject": message.subject[:300],
-        "sealed": _seal(SecretBox(settings.secret_key), message),
+        "sealed": _seal(_box(settings.secret_key), message),
         "category": category[:64],
         "dedup_key": dedup_key[:200] if dedup_key is not None else None,
         "status": MailStatus.QUEUED.value,
@@ -180,13 +187,8 @@ async def deliver(context: TaskContext) -> None:
     if taken is None:
         return
     settings = context.settings
-    message = _unseal(SecretBox(settings.secret_key), taken.row)
-    message = MailMessage(
-        to=message.to,
-        subject=message.subject,
-        text=message.text,
-        headers=(("Message-ID", message_id(outbox_id, settings)), *message.headers),
-    )
+    message = _unseal(_box(settings.secret_key), taken.row)
+    message = replace(message, headers=(("Message-ID", message_id(outbox_id, settings)), *message.headers))
     try:
         await build_mailer(settings).send(message)
     except Exception as error:

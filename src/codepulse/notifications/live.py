@@ -32,14 +32,14 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import select, tuple_
 
 from codepulse.clock import ClockFunc
 from codepulse.db import Database, Listener, listen, listen_in_process
 from codepulse.errors import DATABASE_UNAVAILABLE_ERRORS, BadRequest
 from codepulse.notifications.models import Notification
-from codepulse.notifications.schemas import NotificationOut
-from codepulse.notifications.service import STREAM_CHANNEL
+from codepulse.notifications.schemas import NotificationOut, ReadyOut
+from codepulse.notifications.service import STREAM_CHANNEL, NotificationService
 
 log = structlog.get_logger("codepulse.notifications.live")
 
@@ -157,10 +157,7 @@ class NotificationStream:
 
     async def unread_count(self) -> int:
         async with self.database.transaction(write=False) as session:
-            count = await session.scalar(
-                select(func.count()).where(Notification.user_id == self.user_id, Notification.read_at.is_(None))
-            )
-        return int(count or 0)
+            return await NotificationService(session, self.user_id).unread_count()
 
     async def new_notifications(self) -> list[Notification]:
         """Everything not sent yet, oldest first (one read transaction per page)."""
@@ -216,7 +213,8 @@ async def stream_events(
         # Subscribed before the first read: a notification committed from now on wakes us, one
         # committed before is in this read.
         backlog = await stream.new_notifications()
-        yield format_sse_event(data_str=f'{{"unread_count":{await stream.unread_count()}}}', event="ready")
+        ready = ReadyOut(unread_count=await stream.unread_count())
+        yield format_sse_event(data_str=ready.model_dump_json(), event="ready")
         for notification in backlog:
             yield _event(notification)
         while True:

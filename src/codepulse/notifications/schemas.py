@@ -26,6 +26,12 @@ class UnreadCount(BaseModel):
     count: int
 
 
+class ReadyOut(BaseModel):
+    """The stream's first event: it is live, and this many of the user's notifications are unread."""
+
+    unread_count: int
+
+
 class MarkedRead(BaseModel):
     updated: int = Field(description="How many were unread.")
 
