@@ -48,6 +48,8 @@ class Source:
     read: Reader
     # Rewritten rather than appended to: read whole every time it changed.
     whole_file: bool = False
+    # A database (SQLite) or other file the reader opens itself: it is handed no bytes (`b""`).
+    opens_file: bool = False
 
 
 SOURCES: dict[str, Source] = {
@@ -130,11 +132,12 @@ def collect(
                 start = 0 if source.whole_file else known.start_for(stat)
                 if source.whole_file and _unchanged(known, stat):
                     continue
-                data = _read_new_bytes(path, start)
+                data = b"" if source.opens_file else _read_new_bytes(path, start)
+                # A reader that opens the file itself reports a file it cannot read as OSError.
+                chunk, extra = source.read(data, path, known.extra, start == 0)
             except OSError as error:
-                collection.unreadable.append((path, error.strerror or type(error).__name__))
+                collection.unreadable.append((path, error.strerror or str(error) or type(error).__name__))
                 continue
-            chunk, extra = source.read(data, path, known.extra, start == 0)
             collection.records.extend(chunk.records if keep is None else filter(keep, chunk.records))
             if chunk.malformed:
                 collection.malformed[name] = collection.malformed.get(name, 0) + chunk.malformed
