@@ -31,9 +31,14 @@ def assistant(
     return entry
 
 
+def compact(entry: dict[str, Any]) -> bytes:
+    """One transcript line as Claude Code writes it (JavaScript's JSON.stringify: no spaces)."""
+    return json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def write(path: Path, entries: list[dict[str, Any]], tail: bytes = b"") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"".join(json.dumps(entry).encode() + b"\n" for entry in entries) + tail)
+    path.write_bytes(b"".join(compact(entry) + b"\n" for entry in entries) + tail)
     return path
 
 
@@ -126,15 +131,77 @@ def test_entries_that_are_not_billed_model_responses_are_skipped(tmp_path: Path)
 
 def test_malformed_lines_are_counted_and_a_last_line_being_written_is_left_for_later(tmp_path: Path) -> None:
     complete = [assistant("msg_1", "req_1", output=2)]
-    partial = json.dumps(assistant("msg_2", "req_2", output=8)).encode()[:60]  # no newline yet
-    path = write(tmp_path / "t.jsonl", complete, tail=b'{"usage": broken\n' + partial)
+    partial = compact(assistant("msg_2", "req_2", output=8))[:60]  # no newline yet
+    cut_short = compact(assistant("msg_0", "req_0", output=4))  # a crash mid-line, then a newline
+    cut_short = cut_short[: cut_short.index(b'"usage":{') + 20] + b"\n"
+    path = write(tmp_path / "t.jsonl", complete, tail=cut_short + partial)
     chunk = claude_code.parse_chunk(path.read_bytes())
     assert [record.message_id for record in chunk.records] == ["msg_1"]
     assert chunk.malformed == 1
     assert chunk.consumed == len(path.read_bytes()) - len(partial)
     # Once the writer finishes the line, reading on from `consumed` finds it.
-    path.write_bytes(
-        path.read_bytes()[: chunk.consumed] + json.dumps(assistant("msg_2", "req_2", output=8)).encode() + b"\n"
-    )
+    path.write_bytes(path.read_bytes()[: chunk.consumed] + compact(assistant("msg_2", "req_2", output=8)) + b"\n")
     rest = claude_code.parse_chunk(path.read_bytes()[chunk.consumed :])
     assert [(record.message_id, record.output_tokens) for record in rest.records] == [("msg_2", 8)]
+
+
+def test_the_typed_decoder_agrees_with_the_general_reading_on_every_shape() -> None:
+    """`line_record` decodes only the keys a record needs, typed; whatever the line holds, it must
+    give what decoding the whole line and reading it with `record_of` gives."""
+    base = assistant("msg_1", "req_1", output=5, cache_creation_input_tokens=30)
+    usage = base["message"]["usage"]
+
+    def variant(**changes: Any) -> dict[str, Any]:
+        entry: dict[str, Any] = json.loads(json.dumps(base))
+        for dotted, value in changes.items():
+            target = entry
+            *parents, last = dotted.split("__")
+            for parent in parents:
+                target = target[parent]
+            if value is KeyError:
+                target.pop(last, None)
+            else:
+                target[last] = value
+        return entry
+
+    shapes = [
+        base,
+        {**base, "message": {"model": "claude-opus-4-1", **base["message"]}},  # a later version's key order
+        variant(requestId=KeyError),
+        variant(requestId=""),
+        variant(requestId=7),
+        variant(sessionId=KeyError),
+        variant(sessionId=3),
+        variant(timestamp=KeyError),
+        variant(timestamp=17),
+        variant(type="user"),
+        variant(type=None),
+        variant(message="text"),
+        variant(message=None),
+        variant(message__id=""),
+        variant(message__id=KeyError),
+        variant(message__model="<synthetic>"),
+        variant(message__model=KeyError),
+        variant(message__usage=KeyError),
+        variant(message__usage=None),
+        variant(message__usage=[1, 2]),
+        variant(message__usage={}),
+        variant(message__usage={**usage, "input_tokens": "12"}),
+        variant(message__usage={**usage, "input_tokens": 1.5}),
+        variant(message__usage={**usage, "output_tokens": True}),
+        variant(message__usage={**usage, "output_tokens": -4}),
+        variant(message__usage={**usage, "output_tokens": 2**70}),
+        variant(message__usage={**usage, "cache_creation": None}),
+        variant(message__usage={**usage, "cache_creation": {}}),
+        variant(message__usage={**usage, "cache_creation": {"ephemeral_1h_input_tokens": 9}}),
+        variant(message__usage={**usage, "cache_creation": {"ephemeral_5m_input_tokens": -1}}),
+        variant(message__usage={**usage, "cache_creation": {"ephemeral_5m_input_tokens": "9"}}),
+        variant(message__usage={**usage, "cache_creation": 5}),
+        variant(message__usage={**usage, "server_tool_use": {"web_search_requests": 1}}),
+        variant(message__content=[{"type": "tool_use", "input": {"usage": {"input_tokens": 999}, "model": "x"}}]),
+        {"type": "user", "toolUseResult": {"usage": usage}, "message": {"role": "user", "content": "done"}},
+    ]
+    for entry in shapes:
+        line = compact(entry)
+        assert claude_code.line_record(line) == claude_code.record_of(json.loads(line)), entry
+    assert claude_code.line_record(compact(base)) is not None

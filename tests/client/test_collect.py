@@ -9,7 +9,7 @@ from pathlib import Path
 from codepulse.client.collect import SOURCES, collect
 from codepulse.client.sources import SOURCE_NAMES
 from codepulse.client.state import SyncState
-from tests.client.test_claude_code import assistant
+from tests.client.test_claude_code import assistant, compact
 from tests.client.test_codex import ROLLOUT
 from tests.client.test_gemini_cli import CHAT
 
@@ -20,7 +20,7 @@ def logs_home(tmp_path: Path) -> tuple[Path, Path]:
     transcript.parent.mkdir(parents=True)
     transcript.write_bytes(
         b"".join(
-            json.dumps(entry).encode() + b"\n"
+            compact(entry) + b"\n"
             for entry in (
                 assistant("msg_1", "req_1", output=1),
                 assistant("msg_1", "req_1", output=42, cache_creation_input_tokens=30),
@@ -82,11 +82,11 @@ def test_the_next_pass_reads_only_what_is_new(tmp_path: Path) -> None:
     assert len(again.records) == 0  # nothing new anywhere
 
     with transcript.open("ab") as handle:
-        handle.write(json.dumps(assistant("msg_3", "req_3", output=5)).encode() + b"\n")
+        handle.write(compact(assistant("msg_3", "req_3", output=5)) + b"\n")
     appended = collect(["claude-code"], first.state, {}, home)
     assert [record.message_id for record in appended.records] == ["msg_3"]
 
-    transcript.write_bytes(json.dumps(assistant("msg_9", "req_9", output=1)).encode() + b"\n")  # shrank
+    transcript.write_bytes(compact(assistant("msg_9", "req_9", output=1)) + b"\n")  # shrank
     reread = collect(["claude-code"], appended.state, {}, home)
     assert [record.message_id for record in reread.records] == ["msg_9"]
     assert reread.state.file("claude-code", transcript).offset == transcript.stat().st_size
@@ -94,3 +94,30 @@ def test_the_next_pass_reads_only_what_is_new(tmp_path: Path) -> None:
 
 def test_the_commands_list_every_source_collect_reads() -> None:
     assert tuple(SOURCES) == SOURCE_NAMES
+
+
+def test_a_parse_pool_gives_what_one_process_gives(tmp_path: Path) -> None:
+    """Every file, its state and its malformed lines, and every record once, whichever process
+    read it: a response repeated in files read by two processes is still one record."""
+    home, transcript = logs_home(tmp_path)
+    project = transcript.parent
+    for number in range(7):  # shares for both processes, with copies of one response across them
+        lines = [assistant(f"msg_{number}_{n}", f"req_{number}_{n}", output=n + 1) for n in range(30)]
+        lines.append(assistant("msg_shared", "req_shared", output=number + 10))
+        (project / f"more-{number}.jsonl").write_bytes(
+            b"".join(compact(line) + b"\n" for line in lines) + b'{"usage":{"broken\n'
+        )
+    (project / "gone.jsonl").symlink_to(tmp_path / "deleted.jsonl")  # listed, then unreadable
+
+    serial = collect(SOURCES, SyncState(), {"CODEPULSE_PARSE_PROCESSES": "1"}, home)
+    pooled = collect(SOURCES, SyncState(), {"CODEPULSE_PARSE_PROCESSES": "2"}, home)
+
+    assert pooled.summary() == serial.summary()
+    assert serial.summary()["sources"]["claude-code"]["records"] == 2 + 7 * 30 + 1
+    shared = [record for record in pooled.records if record.message_id == "msg_shared"]
+    assert [record.output_tokens for record in shared] == [16]  # the largest of its copies
+    assert sorted(pooled.records, key=lambda record: record.key) == sorted(serial.records, key=lambda r: r.key)
+    assert pooled.malformed == serial.malformed == {"claude-code": 7}
+    assert pooled.state == serial.state
+    assert [path.name for path, _reason in pooled.unreadable] == ["gone.jsonl"]
+    assert pooled.unreadable == serial.unreadable

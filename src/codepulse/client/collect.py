@@ -9,25 +9,25 @@ that fails to upload saves nothing, so the next one reads the same bytes again).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from codepulse.client.records import RecordSet, UsageRecord
+from codepulse.client.records import RecordSet, UsageRecord, decode_records, encode_records
 from codepulse.client.sources import ParsedChunk, claude_code, codex, gemini_cli
 from codepulse.client.state import FileState, SyncState
 
 # (the chunk's records, the source's reading state after it)
 Read = tuple[ParsedChunk, dict[str, Any]]
+# (the bytes read, the file, the source's saved reading state, whether it is read from the start)
 Reader = Callable[[bytes, Path, dict[str, Any], bool], Read]
 
-
-def _read_claude_code(
-    data: bytes, _path: Path, _extra: dict[str, Any], _fresh: bool
-) -> tuple[ParsedChunk, dict[str, Any]]:
-    return claude_code.parse_chunk(data), {}
+# Below this many bytes to read, a pool's start-up costs more than it saves.
+POOL_THRESHOLD_BYTES = 64 * 2**20
+PROCESSES_VARIABLE = "CODEPULSE_PARSE_PROCESSES"
 
 
 def _read_codex(data: bytes, path: Path, extra: dict[str, Any], fresh: bool) -> Read:
@@ -45,17 +45,19 @@ def _read_gemini_cli(
 class Source:
     name: str
     log_files: Callable[[Mapping[str, str], Path | None], list[Path]]
-    read: Reader
+    read: Reader | None = None
     # Rewritten rather than appended to: read whole every time it changed.
     whole_file: bool = False
     # A database (SQLite) or other file the reader opens itself: it is handed no bytes (`b""`).
     opens_file: bool = False
+    # An append-only log the source reads itself from an offset (memory-mapped: no copy).
+    read_from: Callable[[Path, int], ParsedChunk] | None = None
 
 
 SOURCES: dict[str, Source] = {
     source.name: source
     for source in (
-        Source(claude_code.NAME, claude_code.log_files, _read_claude_code),
+        Source(claude_code.NAME, claude_code.log_files, read_from=claude_code.read_file),
         Source(codex.NAME, codex.log_files, _read_codex),
         Source(gemini_cli.NAME, gemini_cli.log_files, _read_gemini_cli, whole_file=True),
     )
@@ -108,6 +110,132 @@ def _on_or_after(since: datetime) -> Callable[[UsageRecord], bool]:
     return keep
 
 
+@dataclass(frozen=True)
+class FileTask:
+    """One file to read: from where, and what the source remembered of it."""
+
+    source: str
+    path: Path
+    start: int
+    extra: dict[str, Any]
+    size: int
+    device: int
+    inode: int
+
+
+@dataclass
+class FileRead:
+    records: list[UsageRecord] = field(default_factory=list)
+    found: int = 0  # records in the file (a pool's worker sends its records separately)
+    malformed: int = 0
+    consumed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # why the file could not be read
+
+
+def read_task(task: FileTask) -> FileRead:
+    """Reads one file (in this process or a pool's)."""
+    source = SOURCES[task.source]
+    extra: dict[str, Any] = {}
+    try:
+        if source.read_from is not None:
+            chunk = source.read_from(task.path, task.start)
+        elif source.read is not None:
+            data = b"" if source.opens_file else _read_new_bytes(task.path, task.start)
+            # A reader that opens the file itself reports a file it cannot read as OSError.
+            chunk, extra = source.read(data, task.path, task.extra, task.start == 0)
+        else:
+            raise TypeError(f"source {source.name} has no reader")
+    except OSError as error:
+        return FileRead(error=error.strerror or str(error) or type(error).__name__)
+    return FileRead(
+        records=chunk.records,
+        found=len(chunk.records),
+        malformed=chunk.malformed,
+        consumed=chunk.consumed,
+        extra=extra,
+    )
+
+
+def parse_processes(environ: Mapping[str, str], pending_bytes: int) -> int:
+    """`CODEPULSE_PARSE_PROCESSES` when set, else one per usable core (at most 4) for a large read."""
+    configured = environ.get(PROCESSES_VARIABLE, "").strip()
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    if pending_bytes < POOL_THRESHOLD_BYTES:
+        return 1
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(usable, 4))
+
+
+Progress = Callable[[FileTask, FileRead], None]
+
+
+def _read_all(tasks: list[FileTask], processes: int, progress: Progress | None) -> list[FileRead]:
+    """Every task's read, in the tasks' order (so a run's result does not depend on the pool)."""
+    if processes <= 1 or len(tasks) <= 1:
+        in_order = []
+        for task in tasks:
+            in_order.append(read_task(task))
+            if progress is not None:
+                progress(task, in_order[-1])
+        return in_order
+    import multiprocessing
+
+    # The files split into one share per process by bytes, largest first. This process reads the
+    # first share itself while each worker reads another: on two cores, a pool of two workers
+    # and a parent decoding their results would compete for the same cores.
+    shares: list[list[int]] = [[] for _ in range(min(processes, len(tasks)))]
+    loads = [0] * len(shares)
+    for index in sorted(range(len(tasks)), key=lambda index: tasks[index].size - tasks[index].start, reverse=True):
+        lightest = loads.index(min(loads))
+        shares[lightest].append(index)
+        loads[lightest] += tasks[index].size - tasks[index].start
+    # fork starts a worker in milliseconds; elsewhere (macOS, Windows) only spawn is safe.
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    done = context.SimpleQueue()  # (index, read without records) as each worker's file is read
+    reads: dict[int, FileRead] = {}
+
+    def heard(index: int, read: FileRead) -> None:
+        reads[index] = read
+        if progress is not None:
+            progress(tasks[index], read)
+
+    with context.Pool(len(shares) - 1, initializer=_start_worker, initargs=(done,)) as pool:
+        jobs = [pool.apply_async(_read_share, ([(index, tasks[index]) for index in share],)) for share in shares[1:]]
+        for index in shares[0]:
+            heard(index, read_task(tasks[index]))
+            while not done.empty():
+                heard(*done.get())
+        while len(reads) < len(tasks):
+            heard(*done.get())
+        # Each worker's records, sent once at its end: attached to the first file of its share.
+        for share, job in zip(shares[1:], jobs, strict=True):
+            reads[share[0]].records = decode_records(job.get())
+    return [reads[index] for index in range(len(tasks))]
+
+
+_worker_done: Any = None  # a pool worker's queue back to the parent (set by `_start_worker`)
+
+
+def _start_worker(done: Any) -> None:
+    global _worker_done  # a pool initializer's only way to hand its worker the queue
+    _worker_done = done
+
+
+def _read_share(share: list[tuple[int, FileTask]]) -> bytes:
+    """A pool worker's share of the files: each file's figures go back as it is read; the records
+    go back at the end, each once (a response repeated across the share's files is one record),
+    as MessagePack (a fraction of pickle's cost)."""
+    once = RecordSet()
+    for index, task in share:
+        read = read_task(task)
+        once.extend(read.records)
+        read.records = []
+        _worker_done.put((index, read))
+    return encode_records(once)
+
+
 def collect(
     sources: Iterable[str],
     state: SyncState,
@@ -115,12 +243,16 @@ def collect(
     home: Path | None = None,
     *,
     since: datetime | None = None,
+    progress: Progress | None = None,
+    on_files: Callable[[list[FileTask]], None] | None = None,
 ) -> Collection:
-    """`since`: only records from then on (the files are still read, and marked read, whole)."""
+    """`since`: only records from then on (the files are still read, and marked read, whole).
+    `on_files` hears the files about to be read, `progress` each one once read."""
     keep = _on_or_after(since) if since is not None else None
     collection = Collection(
         state=SyncState(files={k: dict(v) for k, v in state.files.items()}, last_sync=dict(state.last_sync))
     )
+    tasks: list[FileTask] = []
     for name in sources:
         source = SOURCES[name]
         figures = collection.figures.setdefault(name, SourceFigures())
@@ -128,34 +260,50 @@ def collect(
             figures.files += 1
             try:
                 stat = path.stat()
-                known = state.file(name, path)
-                start = 0 if source.whole_file else known.start_for(stat)
-                if source.whole_file and _unchanged(known, stat):
-                    continue
-                data = b"" if source.opens_file else _read_new_bytes(path, start)
-                # A reader that opens the file itself reports a file it cannot read as OSError.
-                chunk, extra = source.read(data, path, known.extra, start == 0)
             except OSError as error:
-                collection.unreadable.append((path, error.strerror or str(error) or type(error).__name__))
+                collection.unreadable.append((path, error.strerror or type(error).__name__))
                 continue
-            collection.records.extend(chunk.records if keep is None else filter(keep, chunk.records))
-            if chunk.malformed:
-                collection.malformed[name] = collection.malformed.get(name, 0) + chunk.malformed
-            collection.state.remember(
-                name,
-                path,
-                FileState(
-                    offset=start + chunk.consumed, size=stat.st_size, device=stat.st_dev, inode=stat.st_ino, extra=extra
-                ),
-            )
+            known = state.file(name, path)
+            if source.whole_file and _unchanged(known, stat):
+                continue
+            start = 0 if source.whole_file else known.start_for(stat)
+            if start and start == stat.st_size:
+                continue  # nothing appended since: the saved state already says so
+            tasks.append(FileTask(name, path, start, known.extra, stat.st_size, stat.st_dev, stat.st_ino))
+    if on_files is not None:
+        on_files(tasks)
+    processes = parse_processes(environ, sum(task.size - task.start for task in tasks))
+    for task, read in zip(tasks, _read_all(tasks, processes, progress), strict=True):
+        if read.error is not None:
+            collection.unreadable.append((task.path, read.error))
+            continue
+        collection.records.extend(read.records if keep is None else filter(keep, read.records))
+        if read.malformed:
+            collection.malformed[task.source] = collection.malformed.get(task.source, 0) + read.malformed
+        collection.state.remember(
+            task.source,
+            task.path,
+            FileState(
+                offset=task.start + read.consumed,
+                size=task.size,
+                device=task.device,
+                inode=task.inode,
+                extra=read.extra,
+            ),
+        )
+    by_source: dict[str, list[UsageRecord]] = {}
     for record in collection.records:
-        figures = collection.figures[record.source]
-        figures.records += 1
-        figures.input_tokens += record.input_tokens
-        figures.output_tokens += record.output_tokens
-        figures.cache_creation_tokens += record.cache_creation_5m_tokens + record.cache_creation_1h_tokens
-        figures.cache_read_tokens += record.cache_read_tokens
-        figures.reasoning_tokens += record.reasoning_tokens
+        by_source.setdefault(record.source, []).append(record)
+    for name, records in by_source.items():
+        figures = collection.figures[name]
+        figures.records = len(records)
+        figures.input_tokens = sum(record.input_tokens for record in records)
+        figures.output_tokens = sum(record.output_tokens for record in records)
+        figures.cache_creation_tokens = sum(
+            record.cache_creation_5m_tokens + record.cache_creation_1h_tokens for record in records
+        )
+        figures.cache_read_tokens = sum(record.cache_read_tokens for record in records)
+        figures.reasoning_tokens = sum(record.reasoning_tokens for record in records)
     return collection
 
 
