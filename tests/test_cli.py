@@ -48,6 +48,35 @@ def test_the_command_and_the_client_load_nothing_of_the_server(module: str) -> N
     assert "'codepulse'" in loaded
 
 
+_RUN_AND_LIST_MODULES = """
+import sys
+from codepulse.cli import main
+sys.argv = ["codepulse", *sys.argv[1:]]
+try:
+    main()
+except SystemExit:
+    pass
+print("MODULES", sorted({name.split(".")[0] for name in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("arguments", [["--help"], ["sync", "--help"], ["sync", "--dry-run", "--json"], ["status"]])
+def test_running_a_client_command_loads_nothing_of_the_server(arguments: list[str], tmp_path: Path) -> None:
+    """Not only importing: parsing the options (typer 0.29 coerces them through pydantic) and
+    printing help (rich) cost a tenth of a second each, which the client's start cannot afford."""
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "CODEPULSE_CONFIG_DIR": str(tmp_path / "config"),
+        "CODEPULSE_STATE_DIR": str(tmp_path / "state"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN_AND_LIST_MODULES, *arguments], capture_output=True, text=True, env=env, check=True
+    )
+    loaded = done.stdout.rsplit("MODULES", 1)[1]
+    assert [package for package in (*SERVER_PACKAGES, "rich") if f"'{package}'" in loaded] == []
+
+
 def test_version() -> None:
     result = runner.invoke(cli, ["version"])
     assert result.exit_code == 0

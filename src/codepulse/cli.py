@@ -24,7 +24,15 @@ if TYPE_CHECKING:
 # must start fast, so each server command imports what it needs (settings, SQLAlchemy, uvicorn,
 # the domains) when it runs (tests/test_cli.py checks what `import codepulse.cli` loads).
 
-app = typer.Typer(name="codepulse", help="codepulse backend.", no_args_is_help=True, add_completion=False)
+# Plain help and errors: rich's rendering would import rich on every `--help` (about 80 ms).
+app = typer.Typer(
+    name="codepulse",
+    help="codepulse: the backend server and the CLI client.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
 
 
 def _settings() -> Settings:

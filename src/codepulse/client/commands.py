@@ -250,7 +250,6 @@ def status(
     """The server, who you are, and per tool the last sync and what is waiting to be synced."""
     import json
 
-    from codepulse.client.api import Api, ApiError
     from codepulse.client.collect import SOURCES, pending
     from codepulse.client.credentials import state_dir
     from codepulse.client.state import SyncState
@@ -258,6 +257,8 @@ def status(
     _directory, saved = _credentials()
     report: dict[str, Any] = {"server": saved.server if saved else None, "reachable": None, "user": None}
     if saved is not None:
+        from codepulse.client.api import Api, ApiError  # httpx: only to ask a server
+
         with Api(saved.server, saved.token, attempts=1, timeout=10) as api:
             try:
                 api.request("GET", "/api/v1/health")

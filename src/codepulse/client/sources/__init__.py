@@ -4,8 +4,10 @@ each module offers (`log_files(environ, home)`, `parse_chunk(data)`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from codepulse.client.records import UsageRecord
+if TYPE_CHECKING:  # `codepulse --help` imports this module for SOURCE_NAMES: nothing more
+    from codepulse.client.records import UsageRecord
 
 # The tools `codepulse sync` reads, in the order it reads them (`codepulse.client.collect.SOURCES`).
 SOURCE_NAMES = ("claude-code", "codex", "gemini-cli")
