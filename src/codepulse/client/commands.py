@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from codepulse.client.credentials import Credentials
+    from codepulse.client.progress import SyncProgress
+    from codepulse.client.records import UsageRecord
 
 # Each command imports what it uses when it runs (the state's lock, the parsers, httpx): `codepulse
 # --help` imports this module, and must start fast.
@@ -133,32 +135,38 @@ def _machine_id(directory: Path) -> str:
     return made
 
 
-def _upload(credentials: Credentials, records: list[dict[str, Any]], machine_id: str) -> dict[str, Any]:
+def _upload(
+    credentials: Credentials, records: list[UsageRecord], machine_id: str, progress: SyncProgress
+) -> dict[str, Any]:
     """Every record in gzip batches of BATCH; the server's answers added up (totals: the last)."""
     import gzip
-    import json
+
+    import msgspec
 
     from codepulse import __version__
     from codepulse.client.api import Api, ApiError
 
     summary: dict[str, Any] = {"received": 0, "inserted": 0, "updated": 0, "unchanged": 0, "rejected": 0}
     client = {"name": "codepulse-cli", "version": __version__}
+    progress.uploading(len(records))
     try:
         with Api(credentials.server, credentials.token) as api:
             for start in range(0, len(records), BATCH):
-                body = json.dumps(
+                # A record encodes as exactly the fields of `POST /api/v1/sync` (UsageRecord.payload).
+                body = msgspec.json.encode(
                     {"client": client, "machine_id": machine_id, "records": records[start : start + BATCH]}
                 )
                 answer = api.request(
                     "POST",
                     "/api/v1/sync",
-                    content=gzip.compress(body.encode(), compresslevel=6),
+                    content=gzip.compress(body, compresslevel=6),
                     headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
                 )
                 for key in ("received", "inserted", "updated", "unchanged"):
                     summary[key] += int(answer[key])
                 summary["rejected"] += len(answer["rejected"])
                 summary["totals"] = answer["totals"]
+                progress.uploaded(min(start + BATCH, len(records)), len(records))
     except ApiError as error:
         if error.unauthorized:
             raise _fail("your session has ended: run `codepulse login` again") from None
@@ -194,31 +202,40 @@ def sync(
 
     from codepulse.client.collect import collect
     from codepulse.client.credentials import config_dir, state_dir
+    from codepulse.client.progress import SyncProgress, wanted
     from codepulse.client.state import SyncAlreadyRunning, SyncState, sync_lock
 
     _directory, credentials = _credentials()
     if not dry_run and credentials is None:
         raise _fail("not signed in: run `codepulse login`")
     directory = state_dir()
+    progress = SyncProgress(wanted(as_json))
+    summary: dict[str, Any] | None = None
     try:
         with sync_lock(directory):
             state = SyncState.load(directory)
-            collection = collect(names, state, since=_since(since))
-            if dry_run or credentials is None:  # dry run: the state stays as it was
-                typer.echo(json.dumps(collection.summary()) if as_json else _figures_text(collection.summary()))
-                return
-            records = [record.payload() for record in collection.records]
-            summary = _upload(credentials, records, _machine_id(config_dir())) if records else None
-            now = datetime.now(UTC).isoformat()
-            for name in names:
-                collection.state.last_sync[name] = now
-            collection.state.save(directory)
+            collection = collect(names, state, since=_since(since), on_files=progress.found, progress=progress.read)
+            if not dry_run and credentials is not None:
+                records = list(collection.records)
+                summary = _upload(credentials, records, _machine_id(config_dir()), progress) if records else None
+                now = datetime.now(UTC).isoformat()
+                for name in names:
+                    collection.state.last_sync[name] = now
+                collection.state.save(directory)
     except SyncAlreadyRunning as error:
         raise _fail(str(error)) from None
-    for path, reason in collection.unreadable:
-        typer.echo(f"codepulse: could not read {path}: {reason}", err=True)
+    finally:
+        progress.close()
+    # Never fatal, always said: what could not be read, and lines that are not JSON.
     for name, count in collection.malformed.items():
-        typer.echo(f"codepulse: {name}: skipped {count} malformed line(s)", err=True)
+        typer.echo(f"codepulse: warning: {name}: skipped {count:,} malformed line(s)", err=True)
+    if collection.unreadable:
+        typer.echo(f"codepulse: warning: {len(collection.unreadable):,} file(s) could not be read:", err=True)
+        for path, reason in collection.unreadable:
+            typer.echo(f"  {path}: {reason}", err=True)
+    if dry_run:  # the state stays as it was
+        typer.echo(json.dumps(collection.summary()) if as_json else _figures_text(collection.summary()))
+        return
     if as_json:
         typer.echo(json.dumps(summary or {"received": 0}))
     elif summary is None:
