@@ -17,7 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from codepulse.client.records import RecordSet, UsageRecord, decode_records, encode_records
-from codepulse.client.sources import ParsedChunk, claude_code, codex, gemini_cli
+from codepulse.client.sources import (
+    ParsedChunk,
+    aider,
+    claude_code,
+    cline,
+    codex,
+    continue_dev,
+    factory_droid,
+    gemini_cli,
+    kilo_code,
+    opencode,
+    roo_code,
+)
 from codepulse.client.state import FileState, SyncState
 
 # (the chunk's records, the source's reading state after it)
@@ -52,14 +64,45 @@ class Source:
     opens_file: bool = False
     # An append-only log the source reads itself from an offset (memory-mapped: no copy).
     read_from: Callable[[Path, int], ParsedChunk] | None = None
+    # For a whole file: whether it is as last read, judged from its saved reading state (a file
+    # rewritten in place at the same size, a database whose new rows are in its -wal file). By
+    # default: the same size and inode.
+    unchanged: Callable[[Path, dict[str, Any]], bool] | None = None
+
+    def as_last_read(self, path: Path, known: FileState, stat: os.stat_result) -> bool:
+        if not known.offset:
+            return False
+        if self.unchanged is not None:
+            return self.unchanged(path, known.extra)
+        return (known.size, known.inode) == (stat.st_size, stat.st_ino)
 
 
 SOURCES: dict[str, Source] = {
     source.name: source
-    for source in (
+    for source in (  # in SOURCE_NAMES' order
         Source(claude_code.NAME, claude_code.log_files, read_from=claude_code.read_file),
         Source(codex.NAME, codex.log_files, _read_codex),
         Source(gemini_cli.NAME, gemini_cli.log_files, _read_gemini_cli, whole_file=True),
+        Source(cline.NAME, cline.log_files, cline.read, whole_file=True),
+        Source(roo_code.NAME, roo_code.log_files, roo_code.read, whole_file=True),
+        Source(kilo_code.NAME, kilo_code.log_files, kilo_code.read, whole_file=True),
+        Source(continue_dev.NAME, continue_dev.log_files, continue_dev.read),
+        Source(
+            opencode.NAME,
+            opencode.log_files,
+            opencode.read,
+            whole_file=True,
+            opens_file=True,
+            unchanged=opencode.unchanged,
+        ),
+        Source(
+            factory_droid.NAME,
+            factory_droid.log_files,
+            factory_droid.read,
+            whole_file=True,
+            unchanged=factory_droid.unchanged,
+        ),
+        Source(aider.NAME, aider.log_files, aider.read),
     )
 }
 
@@ -86,11 +129,6 @@ class Collection:
     def summary(self) -> dict[str, Any]:
         """`{"sources": {NAME: {"files", "records", "input_tokens", ...}}}`."""
         return {"sources": {name: asdict(figures) for name, figures in self.figures.items()}}
-
-
-def _unchanged(known: FileState, stat: os.stat_result) -> bool:
-    """A file read whole (rewritten, not appended to) is the one read last time, at the same size."""
-    return bool(known.offset) and (known.size, known.inode) == (stat.st_size, stat.st_ino)
 
 
 def _read_new_bytes(path: Path, start: int) -> bytes:
@@ -264,7 +302,7 @@ def collect(
                 collection.unreadable.append((path, error.strerror or type(error).__name__))
                 continue
             known = state.file(name, path)
-            if source.whole_file and _unchanged(known, stat):
+            if source.whole_file and source.as_last_read(path, known, stat):
                 continue
             start = 0 if source.whole_file else known.start_for(stat)
             if start and start == stat.st_size:
@@ -328,9 +366,7 @@ def pending(
                 continue
             known = state.file(name, path)
             if source.whole_file:
-                unread = (
-                    0 if (known.size, known.inode) == (stat.st_size, stat.st_ino) and known.offset else stat.st_size
-                )
+                unread = 0 if source.as_last_read(path, known, stat) else stat.st_size
             else:
                 unread = stat.st_size - known.start_for(stat)
             if unread > 0:

@@ -10,7 +10,18 @@ if TYPE_CHECKING:  # `codepulse --help` imports this module for SOURCE_NAMES: no
     from codepulse.client.records import UsageRecord
 
 # The tools `codepulse sync` reads, in the order it reads them (`codepulse.client.collect.SOURCES`).
-SOURCE_NAMES = ("claude-code", "codex", "gemini-cli")
+SOURCE_NAMES = (
+    "claude-code",
+    "codex",
+    "gemini-cli",
+    "cline",
+    "roo-code",
+    "kilo-code",
+    "continue",
+    "opencode",
+    "factory-droid",
+    "aider",
+)
 
 
 @dataclass
