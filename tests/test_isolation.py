@@ -46,6 +46,8 @@ NOT_ORG_SCOPED = {
     "/api/v1/auth/oauth/github/callback",
     "/api/v1/auth/oauth/exchange",
     "/api/v1/auth/oauth/github/device",
+    "/api/v1/auth/oauth/github/device/code",
+    "/api/v1/auth/oauth/github/device/token",
     "/api/v1/users/me",
     "/api/v1/users/{username}",
     "/api/v1/orgs",

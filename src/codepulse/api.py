@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
+from codepulse.auth.device_flow import router as device_flow_router
 from codepulse.auth.oauth import router as oauth_router
 from codepulse.auth.router import router as auth_router
 from codepulse.auth.router import users_router
@@ -34,6 +35,7 @@ DOMAIN_ROUTERS: tuple[DomainRouter, ...] = (
     leaderboard_router,
     auth_router,
     oauth_router,
+    device_flow_router,
     users_router,
     orgs_router,
     invitations_router,

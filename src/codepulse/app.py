@@ -28,6 +28,7 @@ from codepulse.errors import document_problem_responses, install_error_handlers
 from codepulse.health.service import ReadinessProbe
 from codepulse.integrations.github import GitHubClient, build_oauth
 from codepulse.integrations.github_app import build_github_app
+from codepulse.integrations.github_device import build_github_device
 from codepulse.leaderboard.hooks import register_hooks as register_leaderboard_hooks
 from codepulse.logging import REQUEST_ID_HEADER, configure_logging
 from codepulse.mail.outbox import register_hooks as register_mail_hooks
@@ -144,6 +145,7 @@ def create_app(settings: Settings, *, database: Database | None = None, clock: C
     app.state.github_oauth = build_oauth(settings)
     app.state.github_client = GitHubClient(settings)
     app.state.github_app = build_github_app(settings)
+    app.state.github_device = build_github_device(settings)
     app.state.secret_box = SecretBox(settings.secret_key)
     app.state.cursor_signer = cursor_signer(settings.secret_key)
     app.state.scheduler = scheduler

@@ -20,6 +20,20 @@ Protocol details mirrored from GitHub:
 - REST: `Authorization: Bearer <t>` or `token <t>`; 401 `Bad credentials` for unknown or revoked
   tokens, 401 `Requires authentication` without one; `/user/emails` is 404 without the
   `user:email` (or `user`) scope, as GitHub hides resources a token cannot see.
+- Device flow (RFC 8628): `POST /login/device/code` (`client_id`, `scope`; form or JSON body)
+  answers a 40-hex `device_code`, a `user_code` like `WDJB-MJHT`, `verification_uri`
+  (`.url + "/login/device"`), `expires_in` (900) and `interval` (5); form-encoded unless
+  `Accept: application/json`. An unknown client id is a 404 (assumed: GitHub does not document
+  it); `state.device_flow_enabled = False` answers 400 `device_flow_disabled`. Polls go to
+  `/login/oauth/access_token` with `grant_type=urn:ietf:params:oauth:grant-type:device_code`,
+  `client_id` and `device_code` (no secret), answered **HTTP 200** like the web flow's errors:
+  `incorrect_client_credentials`, `incorrect_device_code` (unknown, another app's, or already
+  redeemed), `expired_token`, `slow_down` (a poll sooner than `interval` after the previous
+  request, or one the test asked for with `slow_down_device`; the interval grows by 5 s and the
+  answer carries it), `access_denied` (declined, and for every later poll), `authorization_pending`;
+  then, once `approve_device(user_code, user)`, the access token (single use), issued to the app
+  and usable on the REST endpoints. The flow's clock is `state.device_time`, in seconds: it moves
+  only with `state.pass_time(seconds)`, so tests never wait.
 - Token check (`POST /applications/{client_id}/token`, HTTP Basic with the app's client id and
   secret, JSON `{"access_token"}`): 200 with the token's `app` and `user` when the token is live
   and was issued to that app; 404 for wrong app credentials and for unknown, revoked, personal or
@@ -61,6 +75,9 @@ API_PREFIX = "/api/v3"
 _DOCS = "https://docs.github.com"
 _TOKEN_ERRORS_DOC = f"{_DOCS}/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/"
 _AUTHORIZE_ERRORS_DOC = f"{_DOCS}/apps/managing-oauth-apps/troubleshooting-authorization-request-errors/"
+_DEVICE_ERRORS_DOC = f"{_DOCS}/developers/apps/authorizing-oauth-apps#error-codes-for-the-device-flow"
+DEVICE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
+_USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"  # GitHub's user codes: no vowels, no digits
 _TOKEN_ALPHABET = string.ascii_letters + string.digits
 
 
@@ -117,6 +134,21 @@ class IssuedToken:
     client_id: str | None = None
 
 
+@dataclass
+class IssuedDeviceCode:
+    device_code: str
+    user_code: str
+    client_id: str
+    scopes: frozenset[str]
+    expires_at: float
+    interval: int
+    last_request_at: float
+    # Who approved it on GitHub's device page; None while pending.
+    user_id: int | None = None
+    denied: bool = False
+    slow_down_next: bool = False
+
+
 class ApiFault(StrEnum):
     """A failure every REST endpoint answers with while `state.api_fault` is set."""
 
@@ -150,6 +182,12 @@ class GitHubStubState:
     repos: dict[int, StubRepo] = field(default_factory=dict)
     # The web host in repository URLs (clone_url, ssh_url, html_url).
     repo_host: str = "github.com"
+    # Device flow: "Enable Device Flow" in the OAuth app's settings; the codes by device_code; the
+    # flow's clock in seconds (moved by pass_time); the form fields of every device-flow request.
+    device_flow_enabled: bool = True
+    device_codes: dict[str, IssuedDeviceCode] = field(default_factory=dict)
+    device_time: float = 0.0
+    device_requests: list[dict[str, str]] = field(default_factory=list)
     _next_user_id: int = 583_231  # octocat's id; later users count up from there
     _next_repo_id: int = 1_296_269  # Hello-World's id
 
@@ -238,6 +276,34 @@ class GitHubStubState:
     def revoke(self, token: str) -> None:
         self.revoked.add(token)
 
+    # -- the device flow, as the person at GitHub's device page and as time passing ------------
+
+    def pass_time(self, seconds: float) -> None:
+        self.device_time += seconds
+
+    def device_code_for(self, user_code: str) -> IssuedDeviceCode:
+        """The live device code a user code belongs to (typed in any case, with or without the hyphen)."""
+        wanted = user_code.upper().replace("-", "")
+        for issued in self.device_codes.values():
+            if issued.user_code.replace("-", "") == wanted:
+                return issued
+        raise KeyError(f"no device code with the user code {user_code!r}")
+
+    def approve_device(self, user_code: str, user: StubUser) -> None:
+        """`user`, signed in to GitHub, enters the code and authorizes the app."""
+        self.device_code_for(user_code).user_id = user.id
+
+    def deny_device(self, user_code: str) -> None:
+        """The person clicks Cancel on GitHub's authorization page."""
+        self.device_code_for(user_code).denied = True
+
+    def expire_device(self, user_code: str) -> None:
+        self.device_code_for(user_code).expires_at = self.device_time
+
+    def slow_down_device(self, user_code: str) -> None:
+        """GitHub throttles the next poll of this code with `slow_down`, however long it waited."""
+        self.device_code_for(user_code).slow_down_next = True
+
     def token_owner(self, token: str) -> tuple[StubUser, IssuedToken] | None:
         issued = self.tokens.get(token)
         if issued is None or token in self.revoked:
@@ -280,6 +346,26 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     return client_id, secret
+
+
+async def _oauth_fields(request: Request) -> dict[str, str]:
+    """The parameters of a POST to GitHub's OAuth endpoints: a form (parsed by hand: Starlette's
+    request.form() needs python-multipart, not a dependency here) or a JSON object."""
+    body = await request.body()
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return {}
+        return {str(k): str(v) for k, v in parsed.items()} if isinstance(parsed, dict) else {}
+    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+def _oauth_answer(request: Request, body: dict[str, str | int], status: int = 200) -> Response:
+    """GitHub's OAuth answers: form-encoded, or JSON with `Accept: application/json`."""
+    if "application/json" in request.headers.get("accept", ""):
+        return JSONResponse(body, status_code=status)
+    return Response(urlencode(body), status_code=status, media_type="application/x-www-form-urlencoded; charset=utf-8")
 
 
 def _api_error(status: int, message: str, doc: str = f"{_DOCS}/rest") -> JSONResponse:
@@ -410,15 +496,13 @@ class _Handlers:
 
     async def access_token(self, request: Request) -> Response:
         state = self.stub.state
-        # Parsed by hand: Starlette's request.form() needs python-multipart, not a dependency here.
-        fields = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
-        wants_json = "application/json" in request.headers.get("accept", "")
+        fields = await _oauth_fields(request)
+        if fields.get("grant_type") == DEVICE_GRANT_TYPE:
+            return self.device_token(request, fields)
 
-        def answer(body: dict[str, str]) -> Response:
+        def answer(body: dict[str, str | int]) -> Response:
             # GitHub answers 200 for token errors too; the body says what went wrong.
-            if wants_json:
-                return JSONResponse(body)
-            return Response(urlencode(body), media_type="application/x-www-form-urlencoded; charset=utf-8")
+            return _oauth_answer(request, body)
 
         def error(code: str, description: str, anchor: str) -> Response:
             return answer({"error": code, "error_description": description, "error_uri": _TOKEN_ERRORS_DOC + anchor})
@@ -451,6 +535,78 @@ class _Handlers:
         user = state.users[issued.user_id]
         token = state.issue_token(user, sorted(issued.scopes))
         return answer({"access_token": token, "token_type": "bearer", "scope": ",".join(sorted(issued.scopes))})
+
+    async def device_code(self, request: Request) -> Response:
+        state = self.stub.state
+        fields = await _oauth_fields(request)
+        state.device_requests.append(fields)
+        if fields.get("client_id") != state.client_id:
+            return PlainTextResponse("Not Found", status_code=404)
+        if not state.device_flow_enabled:
+            return _oauth_answer(
+                request,
+                {
+                    "error": "device_flow_disabled",
+                    "error_description": "Device Flow must be explicitly enabled for this App",
+                    "error_uri": _DEVICE_ERRORS_DOC,
+                },
+                status=400,
+            )
+        letters = [secrets.choice(_USER_CODE_ALPHABET) for _ in range(8)]
+        issued = IssuedDeviceCode(
+            device_code=secrets.token_hex(20),
+            user_code="".join(letters[:4]) + "-" + "".join(letters[4:]),
+            client_id=state.client_id,
+            scopes=_split_scopes(fields.get("scope")),
+            expires_at=state.device_time + 900,
+            interval=5,
+            last_request_at=state.device_time,
+        )
+        state.device_codes[issued.device_code] = issued
+        body: dict[str, str | int] = {
+            "device_code": issued.device_code,
+            "user_code": issued.user_code,
+            "verification_uri": f"{self.stub.url}/login/device",
+            "expires_in": 900,
+            "interval": issued.interval,
+        }
+        return _oauth_answer(request, body)
+
+    def device_token(self, request: Request, fields: dict[str, str]) -> Response:
+        """A poll of the device flow (the access-token endpoint with the device grant)."""
+        state = self.stub.state
+        state.device_requests.append(fields)
+
+        def error(code: str, description: str, **more: int) -> Response:
+            return _oauth_answer(
+                request, {"error": code, "error_description": description, "error_uri": _DEVICE_ERRORS_DOC, **more}
+            )
+
+        if fields.get("client_id") != state.client_id:
+            return error("incorrect_client_credentials", "The client_id and/or client_secret passed are incorrect.")
+        issued = state.device_codes.get(fields.get("device_code", ""))
+        if issued is None or issued.client_id != fields["client_id"]:
+            return error("incorrect_device_code", "The device_code provided is not valid.")
+        now = state.device_time
+        if now >= issued.expires_at:
+            return error("expired_token", "The device_code has expired.")
+        too_soon = now < issued.last_request_at + issued.interval
+        issued.last_request_at = now
+        if too_soon or issued.slow_down_next:
+            issued.slow_down_next = False
+            issued.interval += 5
+            return error(
+                "slow_down", "Too many requests have been made in the same timeframe.", interval=issued.interval
+            )
+        if issued.denied:
+            return error("access_denied", "The authorization request was denied.")
+        if issued.user_id is None:
+            return error("authorization_pending", "The authorization request is still pending.")
+        del state.device_codes[issued.device_code]  # redeemed once
+        token = state.issue_token(state.users[issued.user_id], sorted(issued.scopes))
+        return _oauth_answer(
+            request, {"access_token": token, "token_type": "bearer", "scope": ",".join(sorted(issued.scopes))}
+        )
 
     def authenticate(self, request: Request) -> tuple[StubUser, IssuedToken] | Response:
         state = self.stub.state
@@ -600,6 +756,7 @@ def build_app(stub: GitHubStub) -> Starlette:
         routes=[
             Route("/login/oauth/authorize", handlers.authorize, methods=["GET"]),
             Route("/login/oauth/access_token", handlers.access_token, methods=["POST"]),
+            Route("/login/device/code", handlers.device_code, methods=["POST"]),
             Route(f"{API_PREFIX}/applications/{{client_id}}/token", handlers.check_token, methods=["POST"]),
             Route(f"{API_PREFIX}/user", handlers.user, methods=["GET"]),
             Route(f"{API_PREFIX}/user/emails", handlers.user_emails, methods=["GET"]),

@@ -1,5 +1,7 @@
 """GitHub sign-in: the browser flow (authorize -> callback -> one-time code -> exchange), linking,
-and the CLI's device-flow token hand-over.
+and the Burntop CLI's device-flow token hand-over (`POST /auth/oauth/github/device`: that CLI
+runs GitHub's device flow itself). The codepulse CLI's device flow, driven by the server, is in
+`auth.device_flow`.
 
 Once the callback has verified the OAuth `state`, the browser always goes back to the dashboard
 (`FRONTEND_URL/auth/callback`) with `?code=` on success or `?error=&error_description=` on
@@ -72,7 +74,8 @@ def _github(request: Request) -> GitHubOAuth:
     return oauth
 
 
-def _secret_box(request: Request) -> SecretBox:
+def secret_box_of(request: Request) -> SecretBox:
+    """The app's SecretBox: GitHub tokens are stored sealed with it."""
     box: SecretBox = request.app.state.secret_box
     return box
 
@@ -239,8 +242,8 @@ async def github_callback(request: Request, service: AuthServiceDep) -> Redirect
     try:
         if link_user_id is not None:
             return await _link_callback(request, service, link_user_id, link_binding, token, next_path)
-        profile = await _profile(request, token)
-        user = await service.github.sign_in_with_github(profile, token, _secret_box(request))
+        profile = await github_profile(request, token)
+        user = await service.github.sign_in_with_github(profile, token, secret_box_of(request))
         code = await service.github.issue_oauth_exchange_code(user, device_of(request))
     except DomainError as refused:
         # Refusals happen before any write, so the committed transaction holds nothing of them.
@@ -265,8 +268,8 @@ async def _link_callback(
     user = await service.accounts.user(uuid.UUID(link_user_id))
     if user is None:
         raise Unauthorized("Sign in again before linking GitHub.", code="not_authenticated")
-    profile = await _profile(request, token)
-    await service.github.link_github(user, profile, token, _secret_box(request))
+    profile = await github_profile(request, token)
+    await service.github.link_github(user, profile, token, secret_box_of(request))
     response = _to_dashboard(settings, linked=GITHUB, account=user.username, login=profile.login, next=next_path)
     if binding is not None:
         response.delete_cookie(LINK_COOKIE, path=request.url_for("github_authorize").path)
@@ -297,10 +300,10 @@ async def github_device(
         await limiter.hit([Rule("oauth-device:ip", request.client.host if request.client else "?", DEVICE_PER_IP)])
         checked = await _check_app_token(request, body.access_token)
         token = GitHubToken(access_token=body.access_token, scopes=checked.scopes)
-        profile = await _profile(request, token)
+        profile = await github_profile(request, token)
         if profile.id != checked.user_id:  # pragma: no cover - GitHub answers both for one token
             raise Unauthorized("GitHub did not accept this token.", code="github_token_invalid")
-        user = await service.github.sign_in_with_github(profile, token, _secret_box(request), replace_token=False)
+        user = await service.github.sign_in_with_github(profile, token, secret_box_of(request), replace_token=False)
         issued = await service.sessions.create_session(
             user, SessionKind.CLI, device_of(request), name="GitHub device sign-in", lifetime=DEVICE_SESSION_LIFETIME
         )
@@ -342,7 +345,9 @@ async def _check_app_token(request: Request, access_token: str) -> GitHubAppToke
         raise ServiceUnavailable("GitHub did not answer; try again shortly.", code="github_unavailable") from None
 
 
-async def _profile(request: Request, token: GitHubToken) -> GitHubProfile:
+async def github_profile(request: Request, token: GitHubToken) -> GitHubProfile:
+    """The token owner's GitHub profile (with the verified emails), GitHub's refusals as problems;
+    every GitHub sign-in path reads it here."""
     client: GitHubClient = request.app.state.github_client
     try:
         return await client.fetch_profile(token.access_token)

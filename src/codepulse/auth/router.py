@@ -66,6 +66,17 @@ def token_out(issued: IssuedSession) -> TokenOut:
     return TokenOut(token=issued.token, expires_at=issued.session.expires_at, user=UserOut.model_validate(issued.user))
 
 
+def cli_token_out(issued: IssuedSession) -> CliTokenOut:
+    """A new CLI token as `POST /auth/tokens` answers it (the GitHub device sign-in too)."""
+    return CliTokenOut(
+        id=issued.session.id,
+        name=issued.session.name,
+        token=issued.token,
+        expires_at=issued.session.expires_at,
+        created_at=issued.session.created_at,
+    )
+
+
 @router.post("/register", status_code=status.HTTP_201_CREATED, summary="Create an account and sign in")
 async def register(body: RegisterIn, request: Request, service: AuthServiceDep, limiter: Limiter) -> TokenOut:
     await limiter.hit([Rule("register:ip", _ip(request), REGISTER_PER_IP)])
@@ -146,13 +157,7 @@ async def create_cli_token(
     body: CliTokenIn, request: Request, user: CurrentUser, service: AuthServiceDep
 ) -> CliTokenOut:
     issued = await service.sessions.create_cli_token(user, body.name, body.expires_in_days, device_of(request))
-    return CliTokenOut(
-        id=issued.session.id,
-        name=issued.session.name,
-        token=issued.token,
-        expires_at=issued.session.expires_at,
-        created_at=issued.session.created_at,
-    )
+    return cli_token_out(issued)
 
 
 @router.post("/password", status_code=status.HTTP_204_NO_CONTENT, summary="Change my password")

@@ -181,3 +181,42 @@ class SessionOut(BaseModel):
     ip: str | None
     user_agent: str | None
     current: bool = False
+
+
+class GitHubDeviceCodeOut(BaseModel):
+    """A started GitHub device sign-in: show `user_code` and `verification_uri`, then poll."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "device_code": "gAAAAABn...opaque...",
+                    "user_code": "WDJB-MJHT",
+                    "verification_uri": "https://github.com/login/device",
+                    "expires_in": 900,
+                    "interval": 5,
+                }
+            ]
+        }
+    )
+
+    device_code: str = Field(
+        description="Opaque, sealed by this server (not GitHub's device code): send it back to "
+        "`POST /auth/oauth/github/device/token`. A secret until it expires: never show or log it."
+    )
+    user_code: str = Field(description="The code the user types at `verification_uri`.")
+    verification_uri: str = Field(description="Where the user enters `user_code` (GitHub's device page).")
+    expires_in: int = Field(description="Seconds until both codes expire.")
+    interval: int = Field(description="Seconds to wait between two polls (more after a `slow_down`).")
+
+
+class GitHubDeviceTokenIn(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"device_code": "gAAAAABn...opaque...", "name": "laptop", "expires_in_days": 90}]
+        }
+    )
+
+    device_code: Line = Field(min_length=1, max_length=1024, description="From `POST .../device/code`.")
+    name: DisplayName | None = Field(default=None, description="The CLI token's name [default: GitHub device sign-in].")
+    expires_in_days: int = Field(default=90, ge=1, le=365)

@@ -21,13 +21,15 @@ MAX_RETRY_WAIT = 60.0
 
 
 class ApiError(Exception):
-    """The server answered with an error (its problem's `code` and `detail`), or could not be reached."""
+    """The server answered with an error (its problem's `code` and `detail`), or could not be reached.
+    `problem` is the whole problem document, for its extension members (e.g. `interval`)."""
 
-    def __init__(self, status: int | None, code: str, detail: str) -> None:
+    def __init__(self, status: int | None, code: str, detail: str, problem: dict[str, Any] | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
+        self.problem = problem or {}
 
     @property
     def unauthorized(self) -> bool:
@@ -43,7 +45,7 @@ def _problem(response: httpx.Response) -> ApiError:
         body = {}
     code = str(body.get("code") or f"http_{response.status_code}")
     detail = str(body.get("detail") or body.get("title") or response.reason_phrase or "request failed")
-    return ApiError(response.status_code, code, detail)
+    return ApiError(response.status_code, code, detail, body)
 
 
 def _retry_after(response: httpx.Response | None, attempt: int, backoff: float) -> float:

@@ -58,6 +58,9 @@ def login(
     token: Annotated[
         str | None, typer.Option("--token", help="A CLI token made in the dashboard, instead of a password.")
     ] = None,
+    github: Annotated[
+        bool, typer.Option("--github", help="Sign in with GitHub (enter a code on GitHub), when the server has it.")
+    ] = False,
 ) -> None:
     """Sign in and keep a CLI token in your config directory (readable by you only)."""
     import socket
@@ -66,12 +69,16 @@ def login(
 
     directory, saved = _credentials()
     base = (server or (saved.server if saved else DEFAULT_SERVER)).rstrip("/")
-    if token is None:
+    name = f"codepulse CLI on {socket.gethostname()}"[:100]
+    if token is not None and github:
+        raise _fail("use either --token or --github")
+    if github:
+        token = _github_token(base, name)
+    elif token is None:
         login_name = typer.prompt("Email or username")
         password = typer.prompt("Password", hide_input=True)
         signed_in = _call(base, None, "POST", "/api/v1/auth/login", json={"login": login_name, "password": password})
         web_token = str(signed_in["token"])
-        name = f"codepulse CLI on {socket.gethostname()}"[:100]
         created = _call(
             base, web_token, "POST", "/api/v1/auth/tokens", json={"name": name, "expires_in_days": CLI_TOKEN_DAYS}
         )
@@ -80,6 +87,29 @@ def login(
     me = _call(base, token, "GET", "/api/v1/auth/me")
     Credentials(base, token).save(directory)
     typer.echo(f"Signed in to {base} as {me['username']}.")
+
+
+def _wait(seconds: float) -> None:
+    """The pause between two polls of the device sign-in (a test replaces it, so as not to wait)."""
+    import time
+
+    time.sleep(seconds)
+
+
+def _github_token(base: str, name: str) -> str:
+    """GitHub's device flow through the server: the user enters a code on GitHub, the server
+    answers a CLI token once they approve."""
+    from codepulse.client.api import Api, ApiError
+    from codepulse.client.github_login import sign_in_with_github
+
+    def show(user_code: str, verification_uri: str) -> None:
+        typer.echo(f"Open {verification_uri} and enter the code {user_code} (waiting for GitHub)...")
+
+    try:
+        with Api(base) as api:
+            return sign_in_with_github(api, show, name=name, expires_in_days=CLI_TOKEN_DAYS, sleep=_wait)
+    except ApiError as error:
+        raise _fail(error.detail) from None
 
 
 def logout() -> None:

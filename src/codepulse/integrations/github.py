@@ -8,6 +8,9 @@ Two entry points:
 - `build_oauth(settings)` returns a `GitHubOAuth` for the browser flow, or None when
   `GITHUB_CLIENT_ID` is unset (the routes then answer 404 `oauth_not_configured`).
 
+The device flow's two calls (for `codepulse login --github`) are in `github_device`, the app's
+token check in `github_app`; both use `send` and the errors below.
+
 Errors are this module's own (`GitHubError` and subclasses); Authlib's and httpx's exceptions do
 not leak out, so callers never import Authlib. Access tokens are never logged or put in messages.
 """
@@ -192,7 +195,7 @@ _REPOSITORIES = TypeAdapter(list[_RepositoryPayload])
 _LINK = re.compile(r'<([^>]*)>\s*;\s*rel="([^"]*)"')
 
 
-def _parse_scopes(value: object) -> frozenset[str]:
+def parse_scopes(value: object) -> frozenset[str]:
     # GitHub separates granted scopes with commas; requested ones with spaces.
     if not isinstance(value, str):
         return frozenset()
@@ -295,7 +298,7 @@ class GitHubClient:
         return GitHubRepositoryPage(
             items=[repository.to_repository() for repository in repositories],
             next_page=_next_page(response.headers.get("link")),
-            scopes=_parse_scopes(scopes) if scopes is not None else None,
+            scopes=parse_scopes(scopes) if scopes is not None else None,
         )
 
     async def get_repositories(
@@ -484,7 +487,7 @@ class GitHubOAuth:
         access_token = token.get("access_token")
         if not isinstance(access_token, str) or not access_token:
             raise GitHubOAuthError("invalid_token_response", "GitHub returned no access token")
-        return GitHubToken(access_token=access_token, scopes=_parse_scopes(token.get("scope")))
+        return GitHubToken(access_token=access_token, scopes=parse_scopes(token.get("scope")))
 
 
 def build_oauth(settings: Settings) -> GitHubOAuth | None:
