@@ -1,4 +1,4 @@
-"""`codepulse sync` end to end: the real command over real HTTP against the app, on a home holding
+"""`codepulse sync` end to end: the real command over real HTTP against the app, on homes holding
 every supported tool's logs, through a server that first refuses with 429 and 503.
 
 Every count below is written by hand; the dashboard's totals must equal them after each step:
@@ -292,3 +292,193 @@ async def test_sync_counts_every_response_once_through_refusals_appends_and_repl
     again = json.loads((await run("sync", "--json")).stdout)
     assert (again["received"], again["inserted"], again["updated"], again["unchanged"]) == (12, 0, 0, 12)
     assert await dashboard() == after
+
+
+# --- the other tools: task folders, append-only logs, a database, running totals ------------------
+
+MS = int(WHEN.timestamp() * 1000)
+CLINE_MODEL = {"providerId": "anthropic", "modelId": "claude-sonnet-4-5-20250929", "mode": "act"}
+
+
+def api_request(ts: int, tokens_in: int, tokens_out: int, writes: int, reads: int, **extra: Any) -> dict[str, Any]:
+    """A VS Code task folder's `api_req_started` message (Cline, Roo Code, Kilo Code)."""
+    counts = {"tokensIn": tokens_in, "tokensOut": tokens_out, "cacheWrites": writes, "cacheReads": reads, "cost": 0.01}
+    return {"ts": ts, "type": "say", "say": "api_req_started", "text": json.dumps(counts), **extra}
+
+
+def roo_history(ts: int, model: str) -> list[dict[str, Any]]:
+    details = f"<environment_details>\n# Current Mode\n<model>{model}</model>\n</environment_details>"
+    return [{"role": "user", "content": [{"type": "text", "text": details}], "ts": ts}]
+
+
+def task(storage: Path, extension: str, messages: list[Any], history: list[Any] | None = None) -> Path:
+    folder = storage / extension / "tasks" / f"{MS}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ui_messages.json").write_text(json.dumps(messages))
+    if history is not None:
+        (folder / "api_conversation_history.json").write_text(json.dumps(history))
+    return folder / "ui_messages.json"
+
+
+def continue_event(seconds: int, prompt: int, generated: int) -> bytes:
+    return (
+        json.dumps(
+            {
+                "eventName": "tokensGenerated",
+                "schema": "0.2.0",
+                "timestamp": stamp(seconds),
+                "model": "claude-sonnet-4-5",
+                "provider": "anthropic",
+                "promptTokens": prompt,
+                "generatedTokens": generated,
+            }
+        ).encode()
+        + b"\n"
+    )
+
+
+def opencode_row(message_id: str, seconds: int, **tokens: int) -> tuple[str, str]:
+    counts = {"input": tokens["input"], "output": tokens["output"], "reasoning": 0}
+    counts["cache"] = {"read": tokens.get("read", 0), "write": tokens.get("write", 0)}  # type: ignore[assignment]
+    counts["total"] = tokens["input"] + tokens["output"] + tokens.get("read", 0) + tokens.get("write", 0)
+    message = {
+        "role": "assistant",
+        "time": {"created": MS + seconds * 1000, "completed": MS + seconds * 1000 + 900},
+        "modelID": "claude-sonnet-4-5",
+        "providerID": "anthropic",
+        "tokens": counts,
+    }
+    return message_id, json.dumps(message)
+
+
+def opencode_insert(database: Path, *rows: tuple[str, str]) -> None:
+    import sqlite3
+
+    connection = sqlite3.connect(database)
+    with connection:
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS message (id text PRIMARY KEY, session_id text NOT NULL,"
+            " time_created integer NOT NULL, time_updated integer NOT NULL, data text NOT NULL)"
+        )
+        connection.executemany("INSERT INTO message VALUES (?, 'ses_1', 0, 0, ?)", rows)
+    connection.close()
+
+
+def droid_settings(**usage: int) -> str:
+    totals = {"inputTokens": 0, "outputTokens": 0, "cacheCreationTokens": 0, "cacheReadTokens": 0, "thinkingTokens": 0}
+    document = {"model": "claude-sonnet-4-5-20250929", "providerLockTimestamp": stamp(), "tokenUsage": totals | usage}
+    return json.dumps(document, indent=2)
+
+
+def aider_send(seconds: int, prompt: int, completion: int) -> bytes:
+    properties = {
+        "main_model": "anthropic/claude-sonnet-4-5-20250929",
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    moment = int(WHEN.timestamp()) + seconds
+    return json.dumps({"event": "message_send", "properties": properties, "time": moment}).encode() + b"\n"
+
+
+async def test_every_other_tool_syncs_once_and_again_only_what_changed(
+    client: httpx.AsyncClient, door: tuple[str, Refusing], tmp_path: Path
+) -> None:
+    origin, _refusing = door
+    ada = await register(client, "ada")
+    token = (await client.post("/api/v1/auth/tokens", headers=ada.headers, json={"name": "laptop"})).json()["token"]
+    home = tmp_path / "home"
+    storage = home / ".config" / "Code" / "User" / "globalStorage"
+    cline_r1 = api_request(MS + 1_000, 3, 120, 900, 0, modelInfo=CLINE_MODEL)  # Anthropic: input without cache
+    cline_r2 = api_request(MS + 5_000, 5, 200, 300, 9_000, modelInfo=CLINE_MODEL)
+    cline_file = task(storage, "saoudrizwan.claude-dev", [cline_r1, cline_r2])
+    # Roo and Kilo log input with the cache inside it: 10,500 = 500 + 10,000 read; 2,300 = 1,000 + 300 + 1,000
+    task(
+        storage,
+        "rooveterinaryinc.roo-cline",
+        [api_request(MS + 2_000, 10_500, 50, 0, 10_000, apiProtocol="anthropic")],
+        roo_history(MS + 1_900, "claude-sonnet-4-5"),
+    )
+    task(
+        storage,
+        "kilocode.kilo-code",
+        [api_request(MS + 3_000, 2_300, 30, 300, 1_000, apiProtocol="anthropic")],
+        roo_history(MS + 2_900, "claude-sonnet-4-5"),
+    )
+    continue_log = home / ".continue" / "dev_data" / "0.2.0" / "tokensGenerated.jsonl"
+    continue_log.parent.mkdir(parents=True)
+    continue_log.write_bytes(continue_event(4, 1_200, 80))
+    database = home / ".local" / "share" / "opencode" / "opencode.db"
+    database.parent.mkdir(parents=True)
+    opencode_insert(database, opencode_row("msg_1", 5, input=100, output=20, read=1_000, write=50))
+    droid = home / ".factory" / "sessions" / "7f3c2a10-5b6d-4e8f-9a01-2b3c4d5e6f70.settings.json"
+    droid.parent.mkdir(parents=True)
+    droid.write_text(droid_settings(inputTokens=500, outputTokens=40, cacheCreationTokens=10, cacheReadTokens=2_000))
+    aider_log = home / "aider-analytics.jsonl"
+    aider_log.write_bytes(b'{"event": "launched", "properties": {}, "time": 1}\n' + aider_send(6, 900, 100))
+
+    env: dict[str, str | None] = {
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+        "AIDER_ANALYTICS_LOG": str(aider_log),
+        "CODEPULSE_CONFIG_DIR": str(tmp_path / "config"),
+        "CODEPULSE_STATE_DIR": str(tmp_path / "state"),
+        "CODEPULSE_PROGRESS": "0",
+    }
+    for variable in ("CLAUDE_CONFIG_DIR", "CODEX_HOME", "APPDATA", "VSCODE_PORTABLE", "VSCODE_APPDATA"):
+        env[variable] = None
+    for variable in ("CLINE_DATA_DIR", "CLINE_DIR", "CLINE_SESSION_DATA_DIR", "CONTINUE_GLOBAL_DIR", "OPENCODE_DB"):
+        env[variable] = None
+
+    async def run(*args: str) -> Result:
+        return await asyncio.to_thread(runner.invoke, cli, list(args), env=env)
+
+    async def per_source() -> dict[str, int]:
+        sources = (await client.get("/api/v1/dashboard/sources?range=all", headers=ada.headers)).json()
+        return {item["source"]: item["tokens"]["total"] for item in sources["items"]}
+
+    assert (await run("login", "--server", origin, "--token", token)).exit_code == 0
+    first = await run("sync", "--json")
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.stdout)
+    assert (summary["received"], summary["inserted"], summary["rejected"]) == (8, 8, 0)
+    assert await per_source() == {
+        "cline": (3 + 120 + 900) + (5 + 200 + 300 + 9_000),
+        "roo-code": 500 + 50 + 10_000,
+        "kilo-code": 1_000 + 30 + 300 + 1_000,
+        "continue": 1_200 + 80,
+        "opencode": 100 + 20 + 1_000 + 50,
+        "factory-droid": 500 + 40 + 10 + 2_000,
+        "aider": 900 + 100,
+    }
+    assert json.loads((await run("sync", "--json")).stdout) == {"received": 0}  # nothing changed
+
+    cline_file.write_text(
+        json.dumps([cline_r1, cline_r2, api_request(MS + 9_000, 7, 10, 0, 100, modelInfo=CLINE_MODEL)])
+    )
+    with continue_log.open("ab") as handle:
+        handle.write(continue_event(8, 300, 20))
+    opencode_insert(database, opencode_row("msg_2", 9, input=10, output=5))
+    droid.write_text(droid_settings(inputTokens=600, outputTokens=60, cacheCreationTokens=10, cacheReadTokens=2_000))
+    with aider_log.open("ab") as handle:
+        handle.write(aider_send(66, 300, 30))
+    more = json.loads((await run("sync", "--json")).stdout)
+    # New: Cline's third request, Continue's and Aider's appended events, OpenCode's new row; raised:
+    # Droid's session; sent again unchanged: the rewritten task's first two requests, OpenCode's first row.
+    assert (more["received"], more["inserted"], more["updated"], more["unchanged"]) == (8, 4, 1, 3)
+    after = {
+        "cline": 10_528 + (7 + 10 + 100),
+        "roo-code": 10_550,
+        "kilo-code": 2_330,
+        "continue": 1_280 + 320,
+        "opencode": 1_170 + 15,
+        "factory-droid": 600 + 60 + 10 + 2_000,
+        "aider": 1_000 + 330,
+    }
+    assert await per_source() == after
+
+    (tmp_path / "state" / STATE_FILE).unlink()
+    again = json.loads((await run("sync", "--json")).stdout)
+    assert (again["received"], again["inserted"], again["updated"], again["unchanged"]) == (12, 0, 0, 12)
+    assert await per_source() == after
