@@ -227,6 +227,7 @@ def sync(
     unknown = [name for name in names if name not in SOURCE_NAMES]
     if unknown:
         raise _fail(f"unknown source {unknown[0]!r} (known: {', '.join(SOURCE_NAMES)})")
+    import contextlib
     import json
     from datetime import UTC
 
@@ -242,7 +243,8 @@ def sync(
     progress = SyncProgress(wanted(as_json))
     summary: dict[str, Any] | None = None
     try:
-        with sync_lock(directory):
+        # A dry run writes nothing: it reads the state (replaced atomically) without the lock.
+        with contextlib.nullcontext() if dry_run else sync_lock(directory):
             state = SyncState.load(directory)
             collection = collect(names, state, since=_since(since), on_files=progress.found, progress=progress.read)
             if not dry_run and credentials is not None:

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-from filelock import FileLock, Timeout
 
 STATE_FILE = "sync-state.json"
 LOCK_FILE = "sync.lock"
@@ -83,6 +80,8 @@ class SyncState:
             },
             "last_sync": self.last_sync,
         }
+        import tempfile  # here: only a sync that uploaded saves the state
+
         descriptor, temporary = tempfile.mkstemp(prefix=".sync-state-", dir=directory)
         try:
             with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
@@ -99,6 +98,8 @@ class SyncState:
 def sync_lock(directory: Path, *, wait_seconds: float = 0) -> Iterator[None]:
     """Hold the state directory's lock; SyncAlreadyRunning when another run holds it longer than
     `wait_seconds`."""
+    from filelock import FileLock, Timeout  # here: a dry run takes no lock, and starts faster
+
     directory.mkdir(parents=True, exist_ok=True)
     lock = FileLock(directory / LOCK_FILE)
     try:

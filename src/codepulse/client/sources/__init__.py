@@ -33,3 +33,11 @@ class ParsedChunk:
     records: list[UsageRecord] = field(default_factory=list)
     malformed: int = 0
     consumed: int = 0
+
+
+def digest(data: bytes) -> str:
+    """A short stable id for bytes (a line, a file) a tool logs without one. hashlib is imported
+    here, when a source first needs it: its import is a noticeable part of a sync's start."""
+    import hashlib
+
+    return hashlib.blake2b(data, digest_size=16).hexdigest()

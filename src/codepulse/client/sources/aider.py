@@ -19,7 +19,6 @@ litellm's model list is logged as `provider/REDACTED` (sent as such) or `None` (
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from codepulse.client.records import UsageRecord
-from codepulse.client.sources import ParsedChunk
+from codepulse.client.sources import ParsedChunk, digest
 
 NAME = "aider"
 LOG_VARIABLE = "AIDER_ANALYTICS_LOG"
@@ -68,7 +67,7 @@ def record_of(line: bytes, entry: Any) -> UsageRecord | None:
         return None
     return UsageRecord(
         source=NAME,
-        message_id="aider-" + hashlib.blake2b(line, digest_size=16).hexdigest(),
+        message_id="aider-" + digest(line),
         request_id=None,
         model=model.strip(),
         timestamp=datetime.fromtimestamp(moment, UTC).isoformat(),

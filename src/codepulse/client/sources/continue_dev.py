@@ -20,7 +20,6 @@ identical in all of these within one millisecond would be one record (a loss too
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from codepulse.client.records import UsageRecord
-from codepulse.client.sources import ParsedChunk
+from codepulse.client.sources import ParsedChunk, digest
 
 NAME = "continue"
 EVENTS_FILE = "tokensGenerated.jsonl"
@@ -82,10 +81,10 @@ def record_of(event: Any) -> UsageRecord | None:
     if not (prompt or generated):
         return None
     provider = provider if isinstance(provider, str) else ""
-    digest = hashlib.sha256(f"{model}\0{provider}\0{prompt}\0{generated}".encode()).hexdigest()[:16]
+    fingerprint = digest(f"{model}\0{provider}\0{prompt}\0{generated}".encode())
     return UsageRecord(
         source=NAME,
-        message_id=f"{timestamp}:{digest}",
+        message_id=f"{timestamp}:{fingerprint}",
         request_id=None,
         model=model.strip(),
         timestamp=timestamp,

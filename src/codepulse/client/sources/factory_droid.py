@@ -28,7 +28,6 @@ prefix, bracketed provider and trailing index.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from codepulse.client.records import UsageRecord
-from codepulse.client.sources import ParsedChunk
+from codepulse.client.sources import ParsedChunk, digest
 
 NAME = "factory-droid"
 SETTINGS_SUFFIX = ".settings.json"
@@ -132,10 +131,6 @@ def parse_settings(data: bytes, path: Path) -> ParsedChunk:
         )
     )
     return chunk
-
-
-def digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def unchanged(path: Path, extra: dict[str, Any]) -> bool:

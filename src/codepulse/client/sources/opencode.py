@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -193,6 +192,8 @@ def read_database(path: Path) -> ParsedChunk:
     latest writes, read through SQLite's shared locks. Without one nobody has the database open,
     and it is read as immutable: a read-only connection would otherwise leave an empty `-wal` and
     `-shm` behind."""
+    import sqlite3  # here, not at the top: every `codepulse sync` imports this module
+
     quiet = not path.with_name(path.name + "-wal").exists()
     try:
         size = path.stat().st_size
