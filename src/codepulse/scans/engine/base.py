@@ -15,6 +15,9 @@ from typing import Final, Protocol, runtime_checkable
 SEVERITIES: Final = ("critical", "high", "medium", "low", "info")
 SEVERITY_RANK: Final = {name: rank for rank, name in enumerate(reversed(SEVERITIES))}
 """info=0 ... critical=4: compare severities with `SEVERITY_RANK[a] >= SEVERITY_RANK[b]`."""
+CONFIDENCES: Final = ("high", "medium", "low")
+"""How sure a finding is: a secret in a provider's format whose checksum verifies is `high`, a
+provider's format `medium`, a generic assignment `low`; bandit's own confidence for its findings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,7 @@ class RawFinding:
     snippet: str
     cwe: str | None
     fingerprint_basis: str
+    confidence: str = "medium"  # one of CONFIDENCES; cached results of older engines lack it
 
 
 @dataclass(frozen=True)
