@@ -231,6 +231,7 @@ async def test_sync_counts_every_response_once_through_refusals_appends_and_repl
     subagents = project / "s-a" / "subagents"
     subagents.mkdir(parents=True)
     (subagents / "agent-1.jsonl").write_bytes(lines(SUBAGENT))
+    (project / "gone.jsonl").symlink_to(tmp_path / "deleted.jsonl")  # listed, unreadable
     b2_line = compact(B2)
     # Resumed: session b starts with a copy of session a, then goes on; its last line is cut short.
     session_b.write_bytes(lines(*A1_STREAMED, A2, B1, SYNTHETIC) + b2_line[:70])
@@ -255,6 +256,8 @@ async def test_sync_counts_every_response_once_through_refusals_appends_and_repl
     summary = json.loads(first.stdout)
     assert (summary["received"], summary["inserted"], summary["rejected"]) == (8, 8, 0)
     assert "skipped 1 malformed line" in first.stderr
+    assert "1 file(s) could not be read" in first.stderr
+    assert f"{project / 'gone.jsonl'}: No such file or directory" in first.stderr
     assert await dashboard() == (
         CLAUDE_FIRST + CODEX_FIRST + GEMINI_FIRST,
         {"claude-code": CLAUDE_FIRST, "codex": CODEX_FIRST, "gemini-cli": GEMINI_FIRST},
