@@ -4,6 +4,7 @@ each record once, and incremental reads from the saved state (appended, truncate
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from codepulse.client.collect import SOURCES, collect
@@ -14,26 +15,38 @@ from tests.client.test_codex import ROLLOUT
 from tests.client.test_gemini_cli import CHAT
 
 
+def recent(data: bytes) -> bytes:
+    """The fixtures' day moved to yesterday: a server refuses records more than 400 days old."""
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat().encode()
+    return data.replace(FIXTURE_DAY, yesterday)
+
+
+FIXTURE_DAY = b"2026-11-23"
+
+
 def logs_home(tmp_path: Path) -> tuple[Path, Path]:
+    """Claude Code, Codex and Gemini CLI logs (their modules' fixtures, dated yesterday)."""
     home = tmp_path / "home"
     transcript = home / ".claude" / "projects" / "-work-app" / "s.jsonl"
     transcript.parent.mkdir(parents=True)
     transcript.write_bytes(
-        b"".join(
-            compact(entry) + b"\n"
-            for entry in (
-                assistant("msg_1", "req_1", output=1),
-                assistant("msg_1", "req_1", output=42, cache_creation_input_tokens=30),
-                assistant("msg_2", "req_2", output=8),
+        recent(
+            b"".join(
+                compact(entry) + b"\n"
+                for entry in (
+                    assistant("msg_1", "req_1", output=1),
+                    assistant("msg_1", "req_1", output=42, cache_creation_input_tokens=30),
+                    assistant("msg_2", "req_2", output=8),
+                )
             )
         )
     )
     rollout = home / ".codex" / "sessions" / "2026" / "11" / "23" / "rollout-1.jsonl"
     rollout.parent.mkdir(parents=True)
-    rollout.write_bytes(ROLLOUT)
+    rollout.write_bytes(recent(ROLLOUT))
     chat = home / ".gemini" / "tmp" / "p" / "chats" / "session-1.json"
     chat.parent.mkdir(parents=True)
-    chat.write_text(json.dumps(CHAT))
+    chat.write_bytes(recent(json.dumps(CHAT).encode()))
     return home, transcript
 
 
