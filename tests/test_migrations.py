@@ -7,6 +7,7 @@ import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -193,5 +194,47 @@ async def test_0015_allows_platform_audit_events_and_its_downgrade_drops_only_th
             await migrations.downgrade(connection, "0013")
             kept = await connection.execute(sa.select(events.c.id, events.c.org_id, events.c.action))
             assert [tuple(row) for row in kept] == [(org_event, org_id, "org.created")]
+    finally:
+        await engine.dispose()
+
+
+async def test_0023_existing_findings_are_medium_confidence(database_server: DatabaseServer) -> None:
+    """Findings recorded before confidence existed read as `medium`; new rows must say theirs
+    (the server default is gone after the upgrade); a downgrade keeps the findings."""
+    engine: AsyncEngine = create_engine(build_settings(await database_server.create_empty()))
+    at = datetime(2026, 12, 4, tzinfo=UTC)
+    org_id, repository_id, finding_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    stamps = {"created_at": at, "updated_at": at}
+
+    def kind(key: str) -> sa.types.TypeEngine[Any] | None:
+        if key.endswith("_at"):
+            return UTCDateTime()
+        return sa.Uuid() if key in ("id", "org_id", "repository_id") else None
+
+    def table(name: str, values: dict[str, object]) -> sa.TableClause:
+        return sa.table(name, *(sa.column(key, kind(key)) for key in values))
+
+    organization = {"id": org_id, "name": "E", "slug": "e", **stamps}
+    repository = {"id": repository_id, "org_id": org_id, "name": "app", "provider": "github",
+                  "clone_url": "https://github.com/e/app", "canonical_url": "https://github.com/e/app",
+                  "private": False, "scan_schedule": "none", "archived": False, "open_critical": 0, "open_high": 0,
+                  "open_medium": 0, "open_low": 0, **stamps}  # fmt: skip
+    finding = {"id": finding_id, "org_id": org_id, "repository_id": repository_id, "status": "open",
+               "first_seen_at": at, "last_seen_at": at, "reopened_count": 0, "fingerprint": "f" * 64,
+               "rule_id": "aws-access-key-id", "engine": "secrets", "severity": "high", "severity_rank": 1,
+               "title": "t", "message": "m", "path": "a.py", "start_line": 1, "end_line": 1, "start_column": 1,
+               "end_column": 2, "snippet": "s", **stamps}  # fmt: skip
+    findings = sa.table("findings", sa.column("id", sa.Uuid()), sa.column("confidence", sa.String()))
+    try:
+        async with engine.begin() as connection:
+            await migrations.upgrade(connection, "0022")
+            for name, values in (("organizations", organization), ("repositories", repository), ("findings", finding)):
+                await connection.execute(table(name, values).insert().values(**values))
+            await migrations.upgrade(connection, "0023")
+            stored = await connection.execute(sa.select(findings.c.id, findings.c.confidence))
+            assert [tuple(row) for row in stored] == [(finding_id, "medium")]
+            await migrations.downgrade(connection, "0022")
+            kept = await connection.execute(sa.select(sa.table("findings", sa.column("id", sa.Uuid())).c.id))
+            assert [row.id for row in kept] == [finding_id]
     finally:
         await engine.dispose()

@@ -142,9 +142,16 @@ async def test_other_branches_change_nothing(flow: Flow, tmp_path: Path) -> None
 
 async def test_sarif_export(flow: Flow, tmp_path: Path) -> None:
     git = GitRepo(tmp_path / "app")
-    git.commit({"src/config.py": config_file(aws_key(5)), "src/ok.py": "x = 1\n"})
-    repository = await flow.repository(git.url)
+    commit = git.commit(
+        {"src/config.py": config_file(aws_key(5)), "src/fixture.py": config_file(aws_key(6)), "src/ok.py": "x = 1\n"}
+    )
+    repository = await flow.repository(git.url, default_branch="main")
     scan = await flow.scan(repository["id"])
+    fixture = next(f for f in await flow.findings(repository["id"]) if f["location"]["path"] == "src/fixture.py")
+    dismissed = await flow.client.patch(
+        f"{API}/findings/{fixture['id']}", headers=flow.owner.headers, json={"status": "ignored", "reason": "Fixture."}
+    )
+    assert dismissed.status_code == 200, dismissed.text
     response = await flow.client.get(f"{API}/scans/{scan['id']}/sarif", headers=flow.owner.headers)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/sarif+json"
@@ -152,8 +159,55 @@ async def test_sarif_export(flow: Flow, tmp_path: Path) -> None:
     document: dict[str, Any] = json.loads(response.content)
     jsonschema.validate(document, json.loads(SCHEMA.read_text()))
     [run] = document["runs"]
-    [result] = run["results"]
-    assert result["ruleId"] == "aws-access-key-id"
-    assert result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "src/config.py"
-    assert result["partialFingerprints"]
+    config, ignored = run["results"]
+    assert config["ruleId"] == "aws-access-key-id"
+    assert config["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "src/config.py"
+    assert config["partialFingerprints"]
+    assert config["properties"]["confidence"] in ("high", "medium", "low")
+    assert "suppressions" not in config
+    assert ignored["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "src/fixture.py"
+    assert ignored["suppressions"] == [{"kind": "external", "status": "accepted", "justification": "Fixture."}]
     assert any(rule["id"] == "aws-access-key-id" for rule in run["tool"]["driver"]["rules"])
+    assert run["versionControlProvenance"] == [
+        {"repositoryUri": repository["canonical_url"], "revisionId": commit, "branch": "main"}
+    ]
+
+
+async def test_confidence_is_stored_listed_filtered_and_exported(flow: Flow, tmp_path: Path) -> None:
+    git = GitRepo(tmp_path / "app")
+    git.commit(
+        {
+            # bandit: B602 with high confidence; B608 with low confidence, shown since the config asks.
+            "app.py": "import subprocess\n"
+            "subprocess.call(cmd, shell=True)\n"
+            "query = \"SELECT * FROM users WHERE id = '%s'\" % uid\n",
+            ".codepulse.yml": "rules:\n  min_confidence: low\n  disable: [B404]\n",
+        }
+    )
+    repository = await flow.repository(git.url)
+    scan = await flow.scan(repository["id"])
+    assert scan["warnings"] == []
+    findings = await flow.findings(repository["id"])
+    assert sorted((f["rule_id"], f["confidence"]) for f in findings) == [
+        ("bandit.B602", "high"),
+        ("bandit.B608", "low"),
+    ]
+    low = await flow.findings(repository["id"], confidence="low")
+    assert [f["rule_id"] for f in low] == ["bandit.B608"]
+    high_or_medium = await flow.findings(repository["id"], confidence=["high", "medium"])
+    assert [f["rule_id"] for f in high_or_medium] == ["bandit.B602"]
+    seen = (await flow.get(f"/scans/{scan['id']}/findings"))["items"]
+    assert sorted((f["rule_id"], f["confidence"]) for f in seen) == [("bandit.B602", "high"), ("bandit.B608", "low")]
+    seen_high = (await flow.get(f"/scans/{scan['id']}/findings", confidence="high"))["items"]
+    assert [f["rule_id"] for f in seen_high] == ["bandit.B602"]
+    response = await flow.client.get(f"{API}/scans/{scan['id']}/findings?confidence=sure", headers=flow.owner.headers)
+    assert response.status_code == 422
+    sarif = await flow.get(f"/scans/{scan['id']}/sarif")
+    assert sorted((r["ruleId"], r["properties"]["confidence"]) for r in sarif["runs"][0]["results"]) == [
+        ("bandit.B602", "high"),
+        ("bandit.B608", "low"),
+    ]
+    # A re-scan of the same commit reuses the stored findings: their confidence comes back too.
+    again = await flow.scan(repository["id"])
+    reused = (await flow.get(f"/scans/{again['id']}/findings"))["items"]
+    assert sorted((f["rule_id"], f["confidence"]) for f in reused) == [("bandit.B602", "high"), ("bandit.B608", "low")]

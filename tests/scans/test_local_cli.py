@@ -77,6 +77,7 @@ def test_json_and_fail_on(repo: Repo) -> None:
     assert document["summary"]["by_severity"]["high"] == 2
     assert document["commit_sha"]
     assert all(finding["fingerprint"] for finding in document["findings"])
+    assert all(finding["confidence"] in ("high", "medium", "low") for finding in document["findings"])
 
     assert _scan(str(repo.root), "-f", "json", "--fail-on", "critical", "-e", "secrets").exit_code == 0
 

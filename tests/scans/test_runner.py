@@ -7,16 +7,19 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select, update
 
 from codepulse.config import Settings
 from codepulse.repositories.models import Repository
+from codepulse.scans import ruleset
 from codepulse.scans import service as scans_service
 from codepulse.scans.jobs import enqueue_scheduled_scans
 from codepulse.scans.models import Finding, Scan, ScanFinding
 from codepulse.scans.pipeline import scan_repository
 from codepulse.scans.pool import EnginePool
 from codepulse.scans.results import PipelineResult
+from codepulse.scans.ruleset import RuleOverrides
 from codepulse.scans.runner import ScanRunner
 from codepulse.scans.supervisor import Progress
 from codepulse.scheduler import JobContext
@@ -205,8 +208,13 @@ async def test_rescan_of_an_unchanged_commit_reuses_results_without_cloning(
     assert sum(third["counts"]["fixed"].values()) == 1
 
 
-def test_pipeline_signature_follows_what_results_depend_on(flow: Flow) -> None:
+def test_pipeline_signature_follows_what_results_depend_on(flow: Flow, monkeypatch: pytest.MonkeyPatch) -> None:
     signature = ScanRunner(flow.database, flow.settings).pipeline_signature()
     assert signature == ScanRunner(flow.database, flow.settings).pipeline_signature()
     smaller_files = flow.settings.model_copy(update={"SCAN_MAX_FILE_BYTES": 4096})
     assert ScanRunner(flow.database, smaller_files).pipeline_signature() != signature
+    # The default profile of rules: a change to it re-scans unchanged commits.
+    monkeypatch.setattr(
+        ruleset, "DEFAULT_RULES", ruleset.DEFAULT_RULES.with_overrides(RuleOverrides(enable=("bandit.B101",)))
+    )
+    assert ScanRunner(flow.database, flow.settings).pipeline_signature() != signature

@@ -15,9 +15,12 @@ from typing import Any
 import pytest
 from jsonschema import Draft4Validator
 
+from codepulse.repositories.models import Repository
 from codepulse.scans.engine import RawFinding, RuleInfo, available_engines, fingerprints
+from codepulse.scans.models import Scan
 from codepulse.scans.results import LocatedFinding
-from codepulse.scans.sarif import FINGERPRINT_KEY, artifact_uri, build_sarif
+from codepulse.scans.sarif import FINGERPRINT_KEY, artifact_uri, build_sarif, public_repository_uri
+from codepulse.scans.service import scanned_branch
 
 SCHEMA = json.loads((Path(__file__).parent / "sarif-schema-2.1.0.json").read_text())
 
@@ -27,7 +30,9 @@ def _validate(document: dict[str, Any]) -> None:
     assert not errors, "\n".join(f"{list(error.path)}: {error.message}" for error in errors[:10])
 
 
-def _finding(rule_id: str, severity: str, path: str, line: int, engine: str = "secrets") -> LocatedFinding:
+def _finding(
+    rule_id: str, severity: str, path: str, line: int, engine: str = "secrets", confidence: str = "medium"
+) -> LocatedFinding:
     raw = RawFinding(
         rule_id=rule_id,
         engine=engine,
@@ -41,6 +46,7 @@ def _finding(rule_id: str, severity: str, path: str, line: int, engine: str = "s
         snippet="key = AKIA************",
         cwe="CWE-798",
         fingerprint_basis="basis",
+        confidence=confidence,
     )
     return LocatedFinding(path=path, finding=raw, fingerprint=fingerprints(path, [raw])[0])
 
@@ -135,3 +141,69 @@ def test_regions_are_kept_consistent() -> None:
 )
 def test_artifact_uri(path: str, uri: str) -> None:
     assert artifact_uri(path) == uri
+
+
+def test_dismissed_findings_are_suppressed_with_their_reason() -> None:
+    findings = [
+        _finding("aws-access-key-id", "high", "a.py", 1, confidence="high"),
+        _finding("aws-access-key-id", "high", "b.py", 1),
+        _finding("bandit.B608", "low", "c.py", 1, engine="python", confidence="low"),
+    ]
+    dismissed = {findings[1].fingerprint: "A test fixture.", findings[2].fingerprint: None}
+    document = build_sarif(findings, [], tool_version="0.1.0", dismissed=dismissed)
+    _validate(document)
+    kept, fixture, without_reason = document["runs"][0]["results"]
+    assert "suppressions" not in kept
+    assert fixture["suppressions"] == [{"kind": "external", "status": "accepted", "justification": "A test fixture."}]
+    assert without_reason["suppressions"] == [{"kind": "external", "status": "accepted"}]
+    assert [result["properties"]["confidence"] for result in (kept, fixture, without_reason)] == [
+        "high",
+        "medium",
+        "low",
+    ]
+
+
+def test_provenance_names_the_repository_without_credentials() -> None:
+    document = build_sarif(
+        [],
+        [],
+        tool_version="0.1.0",
+        repository_uri="https://bot:s3cret@github.com:8443/acme/app?token=x#frag",
+        commit_sha="b" * 40,
+        branch="release/1.x",
+    )
+    _validate(document)
+    assert document["runs"][0]["versionControlProvenance"] == [
+        {"repositoryUri": "https://github.com:8443/acme/app", "revisionId": "b" * 40, "branch": "release/1.x"}
+    ]
+    assert "versionControlProvenance" not in build_sarif([], [], tool_version="0.1.0", commit_sha="b" * 40)["runs"][0]
+
+
+@pytest.mark.parametrize(
+    ("url", "public"),
+    [
+        ("https://github.com/acme/app", "https://github.com/acme/app"),
+        ("https://x-access-token:ghs_abc@github.com/acme/app.git", "https://github.com/acme/app.git"),
+        ("ssh://git@[::1]:2222/srv/app", "ssh://[::1]:2222/srv/app"),
+        ("file:///srv/git/app", "file:///srv/git/app"),
+        ("git@github.com:acme/app.git", "git@github.com:acme/app.git"),  # not a URL: left alone
+    ],
+)
+def test_public_repository_uri(url: str, public: str) -> None:
+    assert public_repository_uri(url) == public
+
+
+@pytest.mark.parametrize(
+    ("ref", "default_branch", "branch"),
+    [
+        (None, "main", "main"),
+        (None, None, None),  # the remote's HEAD, name unknown
+        ("release/1.x", "main", "release/1.x"),
+        ("refs/heads/topic", None, "topic"),
+        ("refs/tags/v1.0", None, None),
+        ("c0ffee1", None, None),  # the commit itself
+    ],
+)
+def test_scanned_branch(ref: str | None, default_branch: str | None, branch: str | None) -> None:
+    scan = Scan(ref=ref, ref_key="" if ref is None else ref, commit_sha="c0ffee1" + "0" * 33)
+    assert scanned_branch(scan, Repository(default_branch=default_branch)) == branch

@@ -248,6 +248,7 @@ def render_json(scan: LocalScan) -> str:
                 "rule_id": f.rule_id,
                 "engine": f.engine,
                 "severity": f.severity,
+                "confidence": f.confidence,
                 "title": f.title,
                 "message": f.message,
                 "start_line": f.start_line,

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from codepulse.db import Base, Timestamps, UUIDPrimaryKey
 from codepulse.scans.engine import RawFinding
+from codepulse.scans.engine.base import CONFIDENCES
 from codepulse.scans.results import LocatedFinding
 
 REF_MAX_LENGTH = 255
@@ -86,6 +87,19 @@ class FindingSeverity(StrEnum):
     MEDIUM = "medium"
     LOW = "low"
     INFO = "info"
+
+
+class FindingConfidence(StrEnum):
+    """How sure the engine is (a verified checksum, a provider's format, bandit's own word)."""
+
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+def stored_confidence(confidence: str) -> str:
+    """A confidence as stored: one of FindingConfidence, an unknown one as medium."""
+    return confidence if confidence in CONFIDENCES else FindingConfidence.MEDIUM.value
 
 
 def severity_rank(severity: str) -> int:
@@ -189,6 +203,8 @@ class FindingDetails:
     title: Mapped[str] = mapped_column(String(TITLE_MAX_LENGTH))
     message: Mapped[str] = mapped_column(Text)
     cwe: Mapped[str | None] = mapped_column(String(20))
+    # Rows from before confidence was recorded (migration 0023) are `medium`.
+    confidence: Mapped[str] = mapped_column(String(10), default=FindingConfidence.MEDIUM.value)
     path: Mapped[str] = mapped_column(String(PATH_MAX_LENGTH))
     start_line: Mapped[int] = mapped_column(Integer)
     end_line: Mapped[int] = mapped_column(Integer)
@@ -216,6 +232,7 @@ class FindingDetails:
             "title": raw.title[:TITLE_MAX_LENGTH],
             "message": raw.message,
             "cwe": raw.cwe,
+            "confidence": stored_confidence(raw.confidence),
             "path": found.path,
             "start_line": raw.start_line,
             "end_line": raw.end_line,
@@ -239,6 +256,7 @@ class FindingDetails:
             snippet=self.snippet,
             cwe=self.cwe,
             fingerprint_basis="",  # only fingerprints are compared, and they are stored
+            confidence=self.confidence,
         )
         return LocatedFinding(path=self.path, finding=raw, fingerprint=self.fingerprint)
 

@@ -8,6 +8,9 @@ scans it; `scan_source(source, ...)` any `FileSource` (the local CLI's directori
   sent to the pool, and their results (empty ones too) are put back. A re-scan of an unchanged
   repository reads no blob and makes no engine call (`PipelineResult.engine_calls`).
 - A blob is scanned once per scan however many paths hold it.
+- **Rules after the cache.** Engines report everything; each file's findings are fingerprinted, then
+  the default profile with the repository's `.codepulse.yml` `rules:` applied decides what is kept,
+  and one secret gets one finding (see `ruleset`).
 - **Progress** and **cancel** are watched by a `Supervisor` (see `supervisor`). On cancel the
   pipeline stops reading and submitting, cancels its queued chunks, gives running chunks a moment,
   then kills the pool's workers; `ScanCancelled` is raised well within 2 s. The partial results
@@ -30,7 +33,7 @@ from typing import Final
 import structlog
 
 from codepulse.config import Settings
-from codepulse.scans import repoconfig
+from codepulse.scans import repoconfig, ruleset
 from codepulse.scans.cache import CacheKey, ResultCache
 from codepulse.scans.clone import clone
 from codepulse.scans.engine import RawFinding, fingerprints
@@ -98,6 +101,7 @@ class _Pipeline:
         """blob SHA -> the reason its content was not scanned"""
         self.failed: set[IndexEntry] = set()
         self.engine_calls = 0
+        self.rules = ruleset.DEFAULT_RULES
 
     async def scan(self, source: FileSource) -> PipelineResult:
         self.supervisor.update(phase="indexing")
@@ -108,6 +112,7 @@ class _Pipeline:
             # The repository's own config: parsed and matched in the engine pool (hostile input).
             outcome = await repoconfig.exclusions(self.pool, raw_config, paths, self.config_budget)
             self.warnings.extend(outcome.warnings)
+            self.rules = ruleset.DEFAULT_RULES.with_overrides(outcome.rules)
             return outcome.excluded
 
         index = await source.index(rules, exclude if raw_config is not None else None)
@@ -212,7 +217,8 @@ class _Pipeline:
             await self._collect()
 
     def _locate(self, wanted: Mapping[IndexEntry, tuple[str, ...]]) -> tuple[list[LocatedFinding], int, int]:
-        """Every scanned file's findings, located and fingerprinted; files and bytes scanned."""
+        """Every scanned file's findings, located and fingerprinted (before the rules are applied:
+        a rule turned on or off moves no other finding's fingerprint); files and bytes scanned."""
         findings: list[LocatedFinding] = []
         files_scanned = 0
         bytes_scanned = 0
@@ -223,8 +229,11 @@ class _Pipeline:
             files_scanned += 1
             bytes_scanned += entry.size
             raw.sort(key=lambda f: (f.start_line, f.start_column, f.engine, f.rule_id))
-            for finding, fingerprint in zip(raw, fingerprints(entry.path, raw), strict=True):
-                findings.append(LocatedFinding(path=entry.path, finding=finding, fingerprint=fingerprint))
+            located = [
+                LocatedFinding(path=entry.path, finding=finding, fingerprint=fingerprint)
+                for finding, fingerprint in zip(raw, fingerprints(entry.path, raw), strict=True)
+            ]
+            findings.extend(ruleset.one_finding_per_secret(self.rules.apply(located)))
         findings.sort(key=lambda f: (f.path, f.start_line, f.start_column, f.rule_id))
         return findings, files_scanned, bytes_scanned
 

@@ -1,5 +1,14 @@
 """A repository's own `.codepulse.yml`: parsing it and matching its `exclude:` globs, with limits.
 
+```yaml
+exclude: [fixtures/, "docs/**/*.md"]   # a glob or a list of globs
+rules:                                  # see `ruleset` for the default profile
+  enable: [B101]
+  disable: [bandit.B311]
+  severity: {generic-api-key: low}
+  min_confidence: low
+```
+
 The file is written by whoever can push to the repository, so it is hostile input. It is parsed
 and its globs are matched against the scan's paths in the engine pool's process, never on the
 event loop (a worker inside `codepulse serve` shares its loop with the API):
@@ -7,13 +16,15 @@ event loop (a worker inside `codepulse serve` shares its loop with the API):
 - the file is read up to `CONFIG_MAX_BYTES`; larger, it is ignored;
 - YAML aliases (`*name`, `<<: *name`) are refused (an alias chain doubles its size per level)
   and nesting is capped at `MAX_YAML_DEPTH`;
-- at most `MAX_EXCLUDE_PATTERNS` globs of at most `MAX_GLOB_LENGTH` characters are used;
+- at most `MAX_EXCLUDE_PATTERNS` globs of at most `MAX_GLOB_LENGTH` characters are used, and at
+  most `MAX_RULE_ENTRIES` rule ids (`RULE_ID_MAX_LENGTH` characters) per `rules:` list;
 - parsing and matching together get `SCAN_CONFIG_TIME_BUDGET_SECONDS` (a SIGALRM in the pool's
   process interrupts even a regex stuck backtracking); past it the globs are ignored and every
   file is scanned;
 
-each limit hit is a scan warning, never a failure: a broken config must not stop secrets from
-being found. Warnings and logs describe what was refused, never a `repr` of what was parsed.
+each limit hit, and each entry of `rules:` that is not valid, is a scan warning, never a failure:
+a broken config must not stop secrets from being found. Warnings and logs describe what was
+refused, never a `repr` of what was parsed.
 """
 
 from __future__ import annotations
@@ -26,12 +37,15 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 import yaml
+
+from codepulse.scans.engine.base import CONFIDENCES, SEVERITIES
+from codepulse.scans.ruleset import RuleOverrides, normalise_rule_id
 
 if TYPE_CHECKING:
     from codepulse.scans.pool import EnginePool
@@ -43,6 +57,10 @@ CONFIG_MAX_BYTES: Final = 65_536
 MAX_YAML_DEPTH: Final = 16
 MAX_EXCLUDE_PATTERNS: Final = 200
 MAX_GLOB_LENGTH: Final = 256
+MAX_RULE_ENTRIES: Final = 200
+RULE_ID_MAX_LENGTH: Final = 100
+_RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*")
+_RULES_KEYS: Final = ("enable", "disable", "severity", "min_confidence")
 KILL_MARGIN_SECONDS: Final = 5.0
 """How long past the budget the parent waits for the pool before killing its workers (the
 alarm in the worker normally answers first)."""
@@ -62,6 +80,7 @@ class BudgetExceeded(Exception):
 @dataclass(frozen=True)
 class RepositoryConfig:
     exclude: tuple[str, ...] = ()
+    rules: RuleOverrides = field(default_factory=RuleOverrides)
     warnings: tuple[str, ...] = ()
 
 
@@ -118,7 +137,8 @@ def _load(raw: bytes) -> tuple[Any, str | None]:
 
 
 def parse_config(raw: bytes | None) -> RepositoryConfig:
-    """`.codepulse.yml`: `exclude:` a glob or a list of globs. Problems become warnings."""
+    """`.codepulse.yml`: `exclude:` a glob or a list of globs; `rules:` overrides of the default
+    profile. Problems become warnings (a part that is not valid is ignored, the rest applies)."""
     if raw is None:
         return RepositoryConfig()
     data, problem = _load(raw)
@@ -128,12 +148,18 @@ def parse_config(raw: bytes | None) -> RepositoryConfig:
         return RepositoryConfig()
     if not isinstance(data, dict):
         return RepositoryConfig(warnings=(".codepulse.yml must be a mapping; ignored",))
-    raw_exclude = data.get("exclude", [])
+    warnings: list[str] = []
+    patterns = _parse_exclude(data.get("exclude", []), warnings)
+    rules = _parse_rules(data.get("rules"), warnings)
+    return RepositoryConfig(exclude=tuple(patterns), rules=rules, warnings=tuple(warnings))
+
+
+def _parse_exclude(raw_exclude: object, warnings: list[str]) -> list[str]:
     if isinstance(raw_exclude, str):
         raw_exclude = [raw_exclude]
     if not isinstance(raw_exclude, list):
-        return RepositoryConfig(warnings=(".codepulse.yml `exclude` must be a list of globs; ignored",))
-    warnings: list[str] = []
+        warnings.append(".codepulse.yml `exclude` must be a list of globs; ignored")
+        return []
     patterns: list[str] = []
     for number, item in enumerate(raw_exclude[:MAX_EXCLUDE_PATTERNS], start=1):
         problem = _glob_problem(item)
@@ -143,7 +169,88 @@ def parse_config(raw: bytes | None) -> RepositoryConfig:
             patterns.append(str(item).strip())
     if len(raw_exclude) > MAX_EXCLUDE_PATTERNS:
         warnings.append(f".codepulse.yml `exclude`: only the first {MAX_EXCLUDE_PATTERNS} globs are used")
-    return RepositoryConfig(exclude=tuple(patterns), warnings=tuple(warnings))
+    return patterns
+
+
+def _parse_rules(raw: object, warnings: list[str]) -> RuleOverrides:
+    """`rules:` {enable: [ids], disable: [ids], severity: {id: level}, min_confidence: level}."""
+    if raw is None:
+        return RuleOverrides()
+    if not isinstance(raw, dict):
+        warnings.append(".codepulse.yml `rules` must be a mapping; ignored")
+        return RuleOverrides()
+    for key in raw:
+        if key not in _RULES_KEYS:
+            name = f"`{key[:40]}`" if isinstance(key, str) and _RULE_ID.fullmatch(key) else _kind(key)
+            warnings.append(f".codepulse.yml `rules`: unknown key {name} (expected {', '.join(_RULES_KEYS)}); ignored")
+    return RuleOverrides(
+        enable=_rule_ids(raw.get("enable"), "enable", warnings),
+        disable=_rule_ids(raw.get("disable"), "disable", warnings),
+        severity=_severities(raw.get("severity"), warnings),
+        min_confidence=_level(raw.get("min_confidence"), "rules.min_confidence", CONFIDENCES, warnings),
+    )
+
+
+def _rule_id_problem(item: object) -> str | None:
+    if not isinstance(item, str):
+        return f"{_kind(item)}, not a rule id"
+    if len(item.strip()) > RULE_ID_MAX_LENGTH:
+        return f"a rule id longer than {RULE_ID_MAX_LENGTH} characters"
+    if not _RULE_ID.fullmatch(item.strip()):
+        return "not a rule id (letters, digits and . _ : / - only)"
+    return None
+
+
+def _rule_ids(raw: object, key: str, warnings: list[str]) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list):
+        warnings.append(f".codepulse.yml `rules.{key}` must be a list of rule ids; ignored")
+        return ()
+    ids: list[str] = []
+    for number, item in enumerate(raw[:MAX_RULE_ENTRIES], start=1):
+        problem = _rule_id_problem(item)
+        if problem is not None:
+            warnings.append(f".codepulse.yml `rules.{key}` entry {number}: {problem}; ignored")
+        else:
+            ids.append(normalise_rule_id(str(item)))
+    if len(raw) > MAX_RULE_ENTRIES:
+        warnings.append(f".codepulse.yml `rules.{key}`: only the first {MAX_RULE_ENTRIES} rule ids are used")
+    return tuple(dict.fromkeys(ids))
+
+
+def _severities(raw: object, warnings: list[str]) -> tuple[tuple[str, str], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        warnings.append(".codepulse.yml `rules.severity` must be a mapping of rule ids to severities; ignored")
+        return ()
+    pairs: dict[str, str] = {}
+    for number, (item, value) in enumerate(list(raw.items())[:MAX_RULE_ENTRIES], start=1):
+        problem = _rule_id_problem(item)
+        if problem is not None:
+            warnings.append(f".codepulse.yml `rules.severity` entry {number}: {problem}; ignored")
+            continue
+        rule = normalise_rule_id(str(item))
+        level = _level(value, f"rules.severity` for `{rule}", SEVERITIES, warnings)
+        if level is not None:
+            pairs[rule] = level
+    if len(raw) > MAX_RULE_ENTRIES:
+        warnings.append(f".codepulse.yml `rules.severity`: only the first {MAX_RULE_ENTRIES} rules are used")
+    return tuple(sorted(pairs.items()))
+
+
+def _level(raw: object, key: str, levels: tuple[str, ...], warnings: list[str]) -> str | None:
+    """One of `levels` (case-insensitive), or None (a warning when something else was given)."""
+    if raw is None:
+        return None
+    if isinstance(raw, str) and raw.strip().lower() in levels:
+        return raw.strip().lower()
+    what = f"`{raw[:20]}`" if isinstance(raw, str) and _RULE_ID.fullmatch(raw) else _kind(raw)
+    warnings.append(f".codepulse.yml `{key}`: {what} is not one of {', '.join(levels)}; ignored")
+    return None
 
 
 def _glob_problem(item: object) -> str | None:
@@ -236,6 +343,8 @@ class Exclusions:
 
     excluded: frozenset[int] = frozenset()
     warnings: tuple[str, ...] = ()
+    rules: RuleOverrides = field(default_factory=RuleOverrides)
+    """The config's `rules:` (also when its globs were cut short by the budget)."""
 
 
 def _raise_budget_exceeded(signum: int, frame: object) -> None:
@@ -269,11 +378,12 @@ def evaluate(raw: bytes | None, paths: Sequence[str], budget: float) -> Exclusio
     """Runs in an engine process: parse the config and match its globs against `paths` within
     `budget` seconds."""
     deadline = time.monotonic() + budget
+    config = RepositoryConfig()
     try:
         with _alarm(budget):
             config = parse_config(raw)
             if not config.exclude:
-                return Exclusions(warnings=config.warnings)
+                return Exclusions(warnings=config.warnings, rules=config.rules)
             matchers = [compile_glob(pattern).match for pattern in config.exclude]
             excluded: set[int] = set()
             for index, path in enumerate(paths):
@@ -281,9 +391,9 @@ def evaluate(raw: bytes | None, paths: Sequence[str], budget: float) -> Exclusio
                     raise BudgetExceeded
                 if any(match(path) for match in matchers):
                     excluded.add(index)
-            return Exclusions(frozenset(excluded), config.warnings)
+            return Exclusions(frozenset(excluded), config.warnings, config.rules)
     except BudgetExceeded:
-        return Exclusions(warnings=(budget_warning(budget),))
+        return Exclusions(warnings=(budget_warning(budget),), rules=config.rules)
 
 
 async def exclusions(pool: EnginePool, raw: bytes | None, paths: Sequence[str], budget: float) -> Exclusions:

@@ -229,6 +229,7 @@ class ScanRepository:
         statuses: Collection[str] = (),
         rule: str | None = None,
         path: str | None = None,
+        confidences: Collection[str] = (),
     ) -> Select[Finding]:
         query = select(Finding).where(Finding.repository_id == repository_id)
         if severities:
@@ -239,6 +240,8 @@ class ScanRepository:
             query = query.where(Finding.rule_id == rule)
         if path is not None:
             query = query.where(Finding.path.startswith(path, autoescape=True))
+        if confidences:
+            query = query.where(Finding.confidence.in_(list(confidences)))
         return query
 
     @staticmethod
@@ -260,6 +263,7 @@ class ScanRepository:
         statuses: Collection[str] = (),
         rule: str | None = None,
         path: str | None = None,
+        confidences: Collection[str] = (),
     ) -> Select[ScanFinding, str]:
         """Rows of (what the scan saw, the tracked finding's current status or None)."""
         query = (
@@ -275,6 +279,8 @@ class ScanRepository:
             query = query.where(ScanFinding.rule_id == rule)
         if path is not None:
             query = query.where(ScanFinding.path.startswith(path, autoescape=True))
+        if confidences:
+            query = query.where(ScanFinding.confidence.in_(list(confidences)))
         return query
 
     @staticmethod
@@ -307,6 +313,17 @@ class ScanRepository:
             .order_by(ScanFinding.path, ScanFinding.start_line, ScanFinding.start_column, ScanFinding.id)
         )
         return list(rows)
+
+    async def dismissed_reasons(self, scan_id: uuid.UUID) -> dict[str, str | None]:
+        """The fingerprints of what the scan saw whose tracked finding is dismissed now (ignored,
+        false positive), each with its triage reason."""
+        dismissed = [status.value for status in FindingStatus if status.dismissed]
+        rows = await self.session.execute(
+            select(ScanFinding.fingerprint, Finding.dismissed_reason)
+            .join(Finding, Finding.id == ScanFinding.finding_id)
+            .where(ScanFinding.scan_id == scan_id, Finding.status.in_(dismissed))
+        )
+        return {str(fingerprint): reason for fingerprint, reason in rows.all()}
 
     # --- result cache --------------------------------------------------------------------
 

@@ -65,6 +65,10 @@ class LocatedFinding:
     def cwe(self) -> str | None:
         return self.finding.cwe
 
+    @property
+    def confidence(self) -> str:
+        return self.finding.confidence
+
 
 @dataclass
 class PipelineResult:

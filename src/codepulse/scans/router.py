@@ -16,7 +16,14 @@ from codepulse.pagination import Page, PageParams
 from codepulse.repositories.dependencies import RepositoryMemberAccess, RepositoryViewer
 from codepulse.routing import DomainRouter
 from codepulse.scans.dependencies import FindingMemberAccess, ScanMemberAccess, ScanServiceDep, ScanViewer
-from codepulse.scans.models import RULE_MAX_LENGTH, FindingSeverity, FindingStatus, ScanStatus, ScanTrigger
+from codepulse.scans.models import (
+    RULE_MAX_LENGTH,
+    FindingConfidence,
+    FindingSeverity,
+    FindingStatus,
+    ScanStatus,
+    ScanTrigger,
+)
 from codepulse.scans.schemas import FindingRead, FindingUpdate, ScanCreate, ScanFindingRead, ScanRead
 from codepulse.scans.service import FindingFilters
 
@@ -26,6 +33,7 @@ SARIF_MEDIA_TYPE = "application/sarif+json"
 
 StatusFilter = Annotated[list[ScanStatus] | None, Query(description="Only scans with these statuses (repeatable).")]
 SeverityFilter = Annotated[list[FindingSeverity] | None, Query(description="Only these severities (repeatable).")]
+ConfidenceFilter = Annotated[list[FindingConfidence] | None, Query(description="Only these confidences (repeatable).")]
 FindingStatusFilter = Annotated[list[FindingStatus] | None, Query(description="Only these statuses (repeatable).")]
 RuleFilter = Annotated[str | None, Query(min_length=1, max_length=RULE_MAX_LENGTH, description="A rule id.")]
 PathFilter = Annotated[
@@ -42,9 +50,11 @@ def _filters(
     finding_status: list[FindingStatus] | None,
     rule: str | None,
     path: str | None,
+    confidence: list[FindingConfidence] | None = None,
 ) -> FindingFilters:
     return FindingFilters(
         severities=[s.value for s in severity or ()],
+        confidences=[c.value for c in confidence or ()],
         statuses=[s.value for s in finding_status or ()],
         rule=rule,
         path=path,
@@ -123,9 +133,11 @@ async def list_scan_findings(
     status: FindingStatusFilter = None,
     rule: RuleFilter = None,
     path: PathFilter = None,
+    confidence: ConfidenceFilter = None,
 ) -> Page[ScanFindingRead]:
     """Most severe first. `status` filters on each finding's current status."""
-    rows, next_cursor = await service.scan_findings(target, _filters(severity, status, rule, path), page)
+    filters = _filters(severity, status, rule, path, confidence)
+    rows, next_cursor = await service.scan_findings(target, filters, page)
     return Page(items=[ScanFindingRead.of(row, current) for row, current in rows], next_cursor=next_cursor)
 
 
@@ -156,9 +168,11 @@ async def list_repository_findings(
     ] = None,
     rule: RuleFilter = None,
     path: PathFilter = None,
+    confidence: ConfidenceFilter = None,
 ) -> Page[FindingRead]:
     """Most severe first; from the default branch's scans and triage."""
-    findings, next_cursor = await service.repository_findings(target, _filters(severity, status, rule, path), page)
+    filters = _filters(severity, status, rule, path, confidence)
+    findings, next_cursor = await service.repository_findings(target, filters, page)
     return Page(items=[FindingRead.model_validate(finding) for finding in findings], next_cursor=next_cursor)
 
 

@@ -38,7 +38,7 @@ from codepulse.errors import ValidationFailed
 from codepulse.integrations.github import GitHubClient
 from codepulse.repositories import service as repositories_service
 from codepulse.repositories.urls import Resolver, system_resolver
-from codepulse.scans import lifecycle
+from codepulse.scans import lifecycle, ruleset
 from codepulse.scans.cache import CacheKey
 from codepulse.scans.clone import remote_commit
 from codepulse.scans.engine import RawFinding
@@ -233,12 +233,14 @@ class ScanRunner:
 
     def pipeline_signature(self) -> str:
         """What a scan's results depend on besides the commit: the engines' versions (each with
-        its ruleset's hash), the settings that decide which files are read, and codepulse's
-        version (skip rules, fingerprints)."""
+        its ruleset's hash), the default profile of rules, the settings that decide which files
+        are read, and codepulse's version (skip rules, fingerprints). A repository's own rule
+        overrides are in `.codepulse.yml`, read from the commit: a changed file is a new commit."""
         parts = {
             "codepulse": __version__,
             "engines": {name: engine.version for name, engine in sorted(self.pool.engines.items())},
             "max_file_bytes": self.settings.SCAN_MAX_FILE_BYTES,
+            "profile": ruleset.DEFAULT_RULES.describe(),
         }
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

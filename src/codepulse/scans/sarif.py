@@ -3,16 +3,20 @@
 One run; `tool.driver` names codepulse and lists the rules (id, name, short and full
 description, help as text and Markdown, `security-severity`, tags, precision, the default level);
 each result carries its rule id and index, level, message, a relative `%SRCROOT%` location with
-a region, and `partialFingerprints["codepulseFingerprint/v1"]` so alerts follow a finding when
-lines move. Validated in tests against the official schema (tests/scans/sarif-schema-2.1.0.json).
+a region, `partialFingerprints["codepulseFingerprint/v1"]` so alerts follow a finding when
+lines move, and `properties` (severity, confidence). A dismissed finding (ignored, false positive)
+carries an accepted external suppression with the triage reason as its justification (GitHub
+closes such alerts as dismissed). `versionControlProvenance` names the repository (its URL
+without credentials, query or fragment), the commit and the branch when they are known.
+Validated in tests against the official schema (tests/scans/sarif-schema-2.1.0.json).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from codepulse.scans.engine import RuleInfo
 from codepulse.scans.results import LocatedFinding
@@ -36,6 +40,22 @@ _WORD = re.compile(r"[A-Za-z0-9]+")
 def artifact_uri(path: str) -> str:
     """A repository path as a relative URI reference: forward slashes, percent-encoded."""
     return quote(path.replace("\\", "/").lstrip("/"), safe="/!$&'()*+,;=:@-._~")
+
+
+def public_repository_uri(url: str) -> str:
+    """A repository URL as provenance: without user name, password, query or fragment."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = f"{host}:{port}" if port is not None else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _rule_name(rule: RuleInfo) -> str:
@@ -109,6 +129,37 @@ def _region(finding: LocatedFinding) -> dict[str, Any]:
     return region
 
 
+def _result(finding: LocatedFinding, rule_index: int, dismissed: Mapping[str, str | None]) -> dict[str, Any]:
+    severity = finding.severity if finding.severity in LEVELS else "medium"
+    result: dict[str, Any] = {
+        "ruleId": finding.rule_id,
+        "ruleIndex": rule_index,
+        "level": LEVELS[severity],
+        "message": {"text": finding.message or finding.title},
+        "locations": [
+            {
+                "physicalLocation": {
+                    "artifactLocation": {"uri": artifact_uri(finding.path), "uriBaseId": SRCROOT},
+                    "region": _region(finding),
+                }
+            }
+        ],
+        "partialFingerprints": {FINGERPRINT_KEY: finding.fingerprint},
+        "properties": {"severity": severity, "confidence": finding.confidence},
+    }
+    if finding.fingerprint in dismissed:
+        result["suppressions"] = [_suppression(dismissed[finding.fingerprint])]
+    return result
+
+
+def _suppression(reason: str | None) -> dict[str, Any]:
+    """A dismissal, as SARIF says it: suppressed outside the code, the suppression accepted."""
+    suppression: dict[str, Any] = {"kind": "external", "status": "accepted"}
+    if reason:
+        suppression["justification"] = reason
+    return suppression
+
+
 def build_sarif(
     findings: Sequence[LocatedFinding],
     rules: Sequence[RuleInfo],
@@ -118,15 +169,18 @@ def build_sarif(
     repository_uri: str | None = None,
     commit_sha: str | None = None,
     branch: str | None = None,
+    dismissed: Mapping[str, str | None] | None = None,
 ) -> dict[str, Any]:
     """A SARIF 2.1.0 log (a JSON-ready dict) of `findings`.
 
     `rules`: the engines' rules (every one goes in the driver, so a later upload can tell a
     fixed alert from a removed rule); a finding whose rule is not among them gets a descriptor
     made from its title and severity. `automation_id` goes in `automationDetails.id` (e.g.
-    "codepulse/<repository id>/"); `repository_uri`/`commit_sha`/`branch` in
-    `versionControlProvenance`.
+    "codepulse/<repository id>/"); `repository_uri` (credentials removed)/`commit_sha`/`branch`
+    in `versionControlProvenance`. `dismissed`: the fingerprints of dismissed findings, each with
+    its triage reason (the suppression's justification).
     """
+    dismissed = dismissed or {}
     by_id: dict[str, RuleInfo] = {}
     for rule in sorted(rules, key=lambda rule: rule.id):
         by_id.setdefault(rule.id, rule)
@@ -136,27 +190,7 @@ def build_sarif(
     descriptors = [_rule_descriptor(rule) for rule in by_id.values()]
     index = {rule_id: position for position, rule_id in enumerate(by_id)}
 
-    results: list[dict[str, Any]] = []
-    for finding in findings:
-        severity = finding.severity if finding.severity in LEVELS else "medium"
-        results.append(
-            {
-                "ruleId": finding.rule_id,
-                "ruleIndex": index[finding.rule_id],
-                "level": LEVELS[severity],
-                "message": {"text": finding.message or finding.title},
-                "locations": [
-                    {
-                        "physicalLocation": {
-                            "artifactLocation": {"uri": artifact_uri(finding.path), "uriBaseId": SRCROOT},
-                            "region": _region(finding),
-                        }
-                    }
-                ],
-                "partialFingerprints": {FINGERPRINT_KEY: finding.fingerprint},
-                "properties": {"severity": severity},
-            }
-        )
+    results = [_result(finding, index[finding.rule_id], dismissed) for finding in findings]
 
     run: dict[str, Any] = {
         "tool": {
@@ -174,7 +208,7 @@ def build_sarif(
     if automation_id:
         run["automationDetails"] = {"id": automation_id}
     if repository_uri:
-        provenance: dict[str, Any] = {"repositoryUri": repository_uri}
+        provenance: dict[str, Any] = {"repositoryUri": public_repository_uri(repository_uri)}
         if commit_sha:
             provenance["revisionId"] = commit_sha
         if branch:

@@ -17,6 +17,7 @@ from codepulse.scans.models import (
     REASON_MAX_LENGTH,
     REF_MAX_LENGTH,
     SEVERITIES,
+    FindingConfidence,
     FindingSeverity,
     FindingStatus,
     Scan,
@@ -169,6 +170,12 @@ class ScanRead(BaseModel):
         )
 
 
+CONFIDENCE_DESCRIPTION = (
+    "How sure the engine is: `high` (a secret whose checksum verifies, bandit's high confidence), `medium` "
+    "(a provider's format), `low` (a generic rule; bandit's low-confidence results are hidden by default)."
+)
+
+
 class Location(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -191,6 +198,7 @@ class FindingRead(BaseModel):
     rule_id: str
     engine: str
     severity: FindingSeverity
+    confidence: FindingConfidence = Field(description=CONFIDENCE_DESCRIPTION)
     title: str
     message: str
     cwe: str | None
@@ -221,6 +229,7 @@ class ScanFindingRead(BaseModel):
     rule_id: str
     engine: str
     severity: FindingSeverity
+    confidence: FindingConfidence = Field(description=CONFIDENCE_DESCRIPTION)
     title: str
     message: str
     cwe: str | None
@@ -238,6 +247,7 @@ class ScanFindingRead(BaseModel):
             rule_id=row.rule_id,
             engine=row.engine,
             severity=FindingSeverity(row.severity),
+            confidence=FindingConfidence(row.confidence),
             title=row.title,
             message=row.message,
             cwe=row.cwe,

@@ -88,6 +88,7 @@ class FindingFilters:
     statuses: Collection[str] = ()
     rule: str | None = None
     path: str | None = None
+    confidences: Collection[str] = ()
 
 
 def ref_key(repository: Repository, ref: str | None) -> str:
@@ -216,6 +217,7 @@ class ScanService:
             statuses=filters.statuses,
             rule=filters.rule,
             path=filters.path,
+            confidences=filters.confidences,
         )
         rows, next_cursor = await paginate_rows(self.session, query, order=self.repo.scan_finding_order(), params=page)
         return [(row[0], row[1]) for row in rows], next_cursor
@@ -230,6 +232,7 @@ class ScanService:
             statuses=filters.statuses or (FindingStatus.OPEN.value,),
             rule=filters.rule,
             path=filters.path,
+            confidences=filters.confidences,
         )
         return await paginate(self.session, query, order=self.repo.finding_order(), params=page)
 
@@ -280,8 +283,10 @@ class ScanService:
         return finding
 
     async def sarif(self, target: ScanAccess) -> dict[str, Any]:
-        """The scan's findings as a SARIF 2.1.0 log (GitHub code scanning accepts it)."""
-        located = [row.located() for row in await self.repo.scan_findings(target.scan.id)]
+        """The scan's findings as a SARIF 2.1.0 log (GitHub code scanning accepts it): dismissed
+        ones suppressed with their triage reason, the repository, commit and branch as provenance."""
+        scan = target.scan
+        located = [row.located() for row in await self.repo.scan_findings(scan.id)]
         # Only the engines this scan's findings come from (the python engine's rules load bandit).
         known: dict[str, RuleInfo] = {}
         engines = available_engines()
@@ -293,8 +298,31 @@ class ScanService:
         for finding in located:
             if finding.rule_id not in rules:
                 rules[finding.rule_id] = known.get(finding.rule_id) or fallback_rule(finding)
-        document: dict[str, Any] = build_sarif(located, list(rules.values()), tool_version=__version__)
+        repository = await repositories_service.get_repository(self.session, scan.repository_id)
+        document: dict[str, Any] = build_sarif(
+            located,
+            list(rules.values()),
+            tool_version=__version__,
+            repository_uri=repository.canonical_url if repository is not None else None,
+            commit_sha=scan.commit_sha,
+            branch=scanned_branch(scan, repository),
+            dismissed=await self.repo.dismissed_reasons(scan.id),
+        )
         return document
+
+
+def scanned_branch(scan: Scan, repository: Repository | None) -> str | None:
+    """The branch a scan looked at, when known: the repository's default branch (when it names
+    one) for a scan of the default branch; else the ref asked for, unless it is a tag or the
+    commit itself."""
+    if scan.ref_key == "":
+        return repository.default_branch if repository is not None else None
+    ref = scan.ref or ""
+    if ref.startswith("refs/heads/"):
+        return ref.removeprefix("refs/heads/") or None
+    if not ref or ref.startswith("refs/") or (scan.commit_sha and scan.commit_sha.startswith(ref.lower())):
+        return None
+    return ref
 
 
 # --- for other domains and the worker ----------------------------------------------------------

@@ -4,6 +4,14 @@ bandit is imported only inside this engine's methods (first scan or rule listing
 `codepulse.scans.engine` is imported, so the API process does not pay for it. One bandit manager
 is built per process and reused for every file; its per-file state is reset before each scan.
 `# nosec` comments are honoured by bandit itself.
+
+Every bandit result is reported with bandit's own confidence (HIGH/MEDIUM/LOW → high/medium/low);
+which of them a scan shows (the default profile hides `B101` and low-confidence results) is decided
+after the result cache, by `codepulse.scans.ruleset`, so a repository's `.codepulse.yml` can turn
+them back on without a re-analysis. One kind of result is dropped here, since it is never right: a
+hard-coded "password" (B105/B106/B107) whose string is a password *hash* (argon2, bcrypt, PBKDF2,
+crypt SHA-256/512, scrypt in passlib's, Werkzeug's or Django's formats). Storing a hash is what
+code is supposed to do.
 """
 
 from __future__ import annotations
@@ -22,13 +30,31 @@ from typing import Any, Final
 from codepulse.scans.engine.base import RawFinding, RuleInfo, decode, mask_secret, normalise_whitespace, sha256_hex
 
 ENGINE_NAME: Final = "python"
-MAPPING_VERSION: Final = "1"
+MAPPING_VERSION: Final = "2"
 """Bump when the mapping of bandit's results onto findings changes (part of the cache key)."""
 
 _SUFFIXES: Final = (".py", ".pyw")
 _SNIPPET_MAX_LINES: Final = 3
 _SNIPPET_MAX_CHARS: Final = 300
 _HARDCODED_PASSWORD_TESTS: Final = frozenset({"B105", "B106", "B107"})
+_PASSWORD_TEXT_PREFIX: Final = "Possible hardcoded password: '"  # noqa: S105 - bandit's message
+_B64: Final = r"[A-Za-z0-9+/.=_-]+"
+_PASSWORD_HASH: Final = re.compile(
+    "|".join(
+        (
+            rf"\$argon2(?:id|i|d)\$(?:v=\d+\$)?m=\d+,t=\d+,p=\d+\${_B64}\${_B64}",
+            r"\$2[abxy]\$\d{2}\$[./A-Za-z0-9]{53}",  # bcrypt
+            rf"\$pbkdf2(?:-sha(?:1|256|512))?\$\d+\${_B64}\${_B64}",  # passlib
+            rf"pbkdf2_sha(?:1|256)\$\d+\${_B64}\${_B64}",  # Django
+            rf"pbkdf2:sha(?:1|256|512)(?::\d+)?\${_B64}\$[0-9a-f]+",  # Werkzeug
+            r"\$[56]\$(?:rounds=\d+\$)?[./A-Za-z0-9]{1,16}\$[./A-Za-z0-9]{43,86}",  # crypt SHA-256/512
+            rf"scrypt:\d+:\d+:\d+\${_B64}\$[0-9a-f]+",  # Werkzeug
+            rf"\$scrypt\$ln=\d+,r=\d+,p=\d+\${_B64}\${_B64}",  # passlib
+        )
+    )
+)
+"""A password hash literal, as a whole string (matched with `fullmatch`)."""
+_CONFIDENCE: Final = {"HIGH": "high", "MEDIUM": "medium", "LOW": "low"}
 _STRING_LITERAL = re.compile(r"""(?P<q>['"])(?P<body>(?:\\.|(?!(?P=q)).){4,}?)(?P=q)""")
 
 # (bandit severity, bandit confidence) -> our severity
@@ -48,6 +74,26 @@ _SEVERITY: Final = {
 def map_severity(severity: str, confidence: str) -> str:
     """bandit's severity and confidence (LOW/MEDIUM/HIGH/UNDEFINED) onto our five levels."""
     return _SEVERITY.get((severity.upper(), confidence.upper()), "info")
+
+
+def map_confidence(confidence: str) -> str:
+    """bandit's confidence onto ours (an UNDEFINED one as medium, the default)."""
+    return _CONFIDENCE.get(confidence.upper(), "medium")
+
+
+def is_password_hash(value: str) -> bool:
+    """Whether a string is a password hash (argon2, bcrypt, PBKDF2, crypt SHA, scrypt), not a password."""
+    return _PASSWORD_HASH.fullmatch(value.strip()) is not None
+
+
+def hashed_password_result(test_id: str, text: str) -> bool:
+    """Whether a bandit result is a hard-coded password (B105/B106/B107) whose string is a hash.
+
+    bandit's text for them is `Possible hardcoded password: '<the string>'`.
+    """
+    if test_id not in _HARDCODED_PASSWORD_TESTS or not text.startswith(_PASSWORD_TEXT_PREFIX):
+        return False
+    return text.endswith("'") and is_password_hash(text[len(_PASSWORD_TEXT_PREFIX) : -1])
 
 
 def rule_id(test_id: str) -> str:
@@ -102,7 +148,11 @@ class PythonEngine:
             # bandit's per-file entry point (what `run_tests` calls for each file it opens):
             # tokenizes for `# nosec`, parses, runs the test set; failures land in `skipped`.
             manager._parse_file(path, io.BytesIO(content), [path])
-            issues = list(manager.results)
+            issues = [
+                issue
+                for issue in manager.results
+                if not hashed_password_result(str(issue.test_id), str(issue.text or ""))
+            ]
             manager.results = []
         if not issues:
             return []
@@ -142,6 +192,7 @@ class PythonEngine:
             snippet=shown,
             cwe=_cwe(issue.cwe),
             fingerprint_basis=sha256_hex(normalise_whitespace(context)),
+            confidence=map_confidence(str(issue.confidence)),
         )
 
     def rules(self) -> list[RuleInfo]:
