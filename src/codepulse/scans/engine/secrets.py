@@ -9,6 +9,14 @@ bisecting newline offsets that are computed the first time a file has a hit. Con
 from the original text at the same offsets (when lower-casing changed the length, which some
 non-ASCII characters do, the same pattern runs with IGNORECASE over the original instead).
 
+Confidence: each finding carries its rule's `confidence` (provider formats `medium`, generic
+assignments `low`). A rule may name an offline checker (`verify`, a key of `secrets_verify.VERIFIERS`): the
+checksum or structure embedded in some token formats (GitHub's and npm's CRC32, age's Bech32, a
+PyPI macaroon, a JWT's JSON header, a Discord bot token's user ID, base64 JSON). A candidate whose
+check passes is reported `high`, one whose check fails `low` (still reported: it has the
+provider's shape, but is most likely a test value or a truncated copy); a checker returns None
+when the candidate's shape carries no checksum.
+
 A candidate secret is dropped when its Shannon entropy is below the rule's threshold, when it
 matches an allow-list regex or contains a stopword (the rule's or the global ones), when the path
 matches an allow-listed path, when it overlaps a secret already reported in the file (rules run
@@ -24,6 +32,7 @@ import re
 import tomllib
 from bisect import bisect_left
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -31,10 +40,11 @@ from typing import Any, Final
 
 import ahocorasick
 
-from codepulse.scans.engine.base import SEVERITIES, RawFinding, RuleInfo, decode, mask_secret, sha256_hex
+from codepulse.scans.engine.base import CONFIDENCES, SEVERITIES, RawFinding, RuleInfo, decode, mask_secret, sha256_hex
+from codepulse.scans.engine.secrets_verify import VERIFIERS
 
 ENGINE_NAME: Final = "secrets"
-ENGINE_VERSION: Final = "1.0"
+ENGINE_VERSION: Final = "1.1"
 """Bump when the engine's matching logic changes; the ruleset hash covers the rules file."""
 
 SUPPRESSION_MARKERS: Final = ("codepulse:ignore", "gitleaks:allow", "pragma: allowlist secret")
@@ -71,6 +81,10 @@ class SecretRule:
     allow_regexes: tuple[re.Pattern[str], ...]
     stopwords: tuple[str, ...]
     allow_paths: tuple[re.Pattern[str], ...]
+    confidence: str = "medium"
+    """One of CONFIDENCES: of a finding when the rule has no checker or its checker abstains."""
+    verify: Callable[[str], bool | None] | None = None
+    """Offline checksum/structure check of a candidate: True -> high, False -> low, None -> `confidence`."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,12 @@ def _parse_rule(raw: dict[str, Any], defaults: dict[str, Any]) -> SecretRule:
             raise RulesetError(f"{where}: secret_group {group} does not exist")
     elif not isinstance(group, str) or group not in regex.groupindex:
         raise RulesetError(f"{where}: secret_group {group!r} does not exist")
+    confidence = raw.get("confidence", defaults.get("confidence", "medium"))
+    if confidence not in CONFIDENCES:
+        raise RulesetError(f"{where}: confidence must be one of {CONFIDENCES}")
+    verify_name = raw.get("verify")
+    if verify_name is not None and verify_name not in VERIFIERS:
+        raise RulesetError(f"{where}: unknown verify {verify_name!r} (known: {sorted(VERIFIERS)})")
     allowlist = raw.get("allowlist", {})
     title = str(raw.get("title") or rule_id)
     help_template = str(defaults.get("help", "Remove the {title} from the code, revoke and rotate it."))
@@ -138,6 +158,8 @@ def _parse_rule(raw: dict[str, Any], defaults: dict[str, Any]) -> SecretRule:
         allow_regexes=tuple(_compile(p, where) for p in _str_list(allowlist.get("regexes"), where)),
         stopwords=tuple(word.lower() for word in _str_list(allowlist.get("stopwords"), where)),
         allow_paths=tuple(_compile(p, where) for p in _str_list(allowlist.get("paths"), where)),
+        confidence=confidence,
+        verify=VERIFIERS[verify_name] if verify_name is not None else None,
     )
 
 
@@ -183,6 +205,7 @@ class _Hit:
     start: int
     end: int
     secret: str
+    confidence: str
 
 
 class _Lines:
@@ -302,7 +325,7 @@ class SecretsEngine:
                     continue
                 if self._allowed(rule, secret):
                     continue
-                hits.append(_Hit(rule, start, end, secret))
+                hits.append(_Hit(rule, start, end, secret, _confidence(rule, secret)))
         if not hits:
             return []
         return self._findings(text, hits)
@@ -335,9 +358,22 @@ class SecretsEngine:
                     snippet=_snippet(text, line_start, line_end, hit, hits),
                     cwe=hit.rule.cwe,
                     fingerprint_basis=sha256_hex(hit.secret),
+                    confidence=hit.confidence,
                 )
             )
         return findings
+
+
+def _confidence(rule: SecretRule, secret: str) -> str:
+    if rule.verify is None:
+        return rule.confidence
+    try:
+        verdict = rule.verify(secret)
+    except ValueError:  # binascii and Unicode errors included: a checker never breaks a scan
+        verdict = False
+    if verdict is None:
+        return rule.confidence
+    return "high" if verdict else "low"
 
 
 def _snippet(text: str, line_start: int, line_end: int, hit: _Hit, hits: list[_Hit]) -> str:
