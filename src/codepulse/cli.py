@@ -240,6 +240,14 @@ def scan(
         int | None,
         typer.Option(min=0, max=64, help="Engine processes (default: SCAN_PROCESSES; 0 = one per CPU core)."),
     ] = None,
+    history: Annotated[
+        bool,
+        typer.Option(
+            "--history",
+            help="Scan every version of every file in the local repository's history (a secret deleted since "
+            "is still leaked): each finding with the commit that introduced it, and whether HEAD still has it.",
+        ),
+    ] = False,
 ) -> None:
     """Scan a directory or repository for leaked secrets and insecure code, locally (no server).
 
@@ -255,6 +263,7 @@ def scan(
         ref=ref,
         engines=engine,
         processes=processes,
+        history=history,
     )
     raise typer.Exit(code)
 

@@ -4,11 +4,16 @@ the scanned commit's own files."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+import structlog
+from typer.testing import CliRunner, Result
 
+from codepulse.cli import app as cli
 from codepulse.scans.errors import ScanFailure
 from codepulse.scans.git import git_environment
 from codepulse.scans.history import head_blobs, history_blobs, parse_log
@@ -96,3 +101,61 @@ def test_odd_log_output_is_skipped_not_fatal() -> None:
     )  # fmt: skip
     found = parse_log(output)
     assert [(item.path, item.blob_sha) for item in found] == [("w\x01ird\nname.txt", blob)]
+
+
+# --- `codepulse scan --history` -------------------------------------------------------------------
+
+
+def _scan(*args: str) -> Result:
+    return CliRunner().invoke(cli, ["scan", *args], catch_exceptions=False)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The command points structlog at stderr; give the other tests theirs back."""
+    config = structlog.get_config()
+    yield
+    structlog.configure(**config)
+
+
+def test_the_command_finds_a_secret_deleted_from_head_and_says_where_it_came_in(tmp_path: Path) -> None:
+    repo = Repo(tmp_path / "project")
+    repo.commit({"README.md": "hello\n"}, "start")
+    leaked = repo.commit({"config/settings.py": f'AWS_KEY_ID = "{AWS_KEY}"\n'}, "add the key")
+    repo.commit({"config/settings.py": f'# keys\nAWS_KEY_ID = "{AWS_KEY}"\nDEBUG = True\n'}, "edit around it")
+    git(repo.root, "rm", "-q", "config/settings.py")
+    repo.commit(message="remove the key")
+    still = repo.commit({"deploy.env": f"AWS_KEY_ID={AWS_KEY}\n"}, "a copy that stays")
+
+    head_only = _scan(str(repo.root), "--format", "json", "--engine", "secrets", "--processes", "1")
+    assert [finding["path"] for finding in json.loads(head_only.stdout)["findings"]] == ["deploy.env"]
+
+    done = _scan(str(repo.root), "--history", "--format", "json", "--engine", "secrets", "--processes", "1")
+    assert done.exit_code == 0, done.output
+    findings = {finding["path"]: finding for finding in json.loads(done.stdout)["findings"]}
+    # Two versions of settings.py hold the key at the same place in the file: one finding, the older.
+    assert sorted(findings) == ["config/settings.py", "deploy.env"]
+    gone = findings["config/settings.py"]
+    assert gone["introduced"]["commit_sha"] == leaked
+    assert gone["introduced"]["author"] == "Test"
+    assert gone["at_head"] is False
+    assert findings["deploy.env"]["introduced"]["commit_sha"] == still
+    assert findings["deploy.env"]["at_head"] is True
+
+    table = _scan(str(repo.root), "--history", "--engine", "secrets", "--processes", "1")
+    assert f"since {leaked[:12]}" in table.stdout
+    assert "only in history: rotate it" in table.stdout
+    assert "still at HEAD" in table.stdout
+    assert AWS_KEY not in table.stdout
+
+
+def test_history_needs_a_local_repository(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "a.txt").write_text("x\n")
+    done = _scan(str(plain), "--history")
+    assert done.exit_code == 2
+    assert "not in a Git repository" in done.output
+    single = _scan(str(plain / "a.txt"), "--history")
+    assert single.exit_code == 2
+    assert "give its directory" in single.output

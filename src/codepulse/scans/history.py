@@ -16,14 +16,17 @@ This module only reads git; the pipeline decides what to scan, and the lifecycle
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Final
 
 from codepulse.scans.errors import ScanFailure
-from codepulse.scans.git import is_commit_sha, run_git
+from codepulse.scans.files import ExcludeFilter, IndexEntry, SkipRules, SourceIndex, apply_exclude
+from codepulse.scans.git import GitTreeSource, is_commit_sha, rev_parse, run_git
+from codepulse.scans.results import LocatedFinding
 
 _COMMIT_MARK: Final = b"\x01"
 _NO_BLOB: Final = frozenset({"0" * 40, "0" * 64})
@@ -135,3 +138,113 @@ async def head_blobs(repository: Path, commit: str, *, env: Mapping[str, str]) -
         if len(parts) == 3 and parts[1] == b"blob" and parts[0].decode("ascii") in _FILE_MODES:
             files[path.decode("utf-8", "surrogateescape")] = parts[2].decode("ascii")
     return files
+
+
+async def blob_sizes(repository: Path, *, env: Mapping[str, str]) -> dict[str, int]:
+    """Every blob's size in the object store (one `cat-file` over all objects, not one per blob)."""
+    result = await run_git(
+        [
+            "-c",
+            "core.hooksPath=/dev/null",
+            "cat-file",
+            "--batch-all-objects",
+            "--batch-check=%(objectname) %(objecttype) %(objectsize)",
+        ],
+        env=env,
+        cwd=repository,
+    )
+    if result.returncode != 0:
+        raise ScanFailure("clone_failed", "git could not list the repository's objects.")
+    sizes: dict[str, int] = {}
+    for line in result.stdout.split(b"\n"):
+        parts = line.split()
+        if len(parts) == 3 and parts[1] == b"blob":
+            sizes[parts[0].decode("ascii")] = int(parts[2])
+    return sizes
+
+
+class GitHistorySource:
+    """Every file version of the history as the pipeline's files (a `FileSource`): each (path,
+    blob) pair once, read from git's object store; the configuration of the scanned commit.
+    `introductions` tells, after `index`, which commit brought each version in."""
+
+    def __init__(
+        self, repository: Path, *, commit: str = "HEAD", refs: Sequence[str] = ("HEAD",), env: Mapping[str, str]
+    ) -> None:
+        self.repository = repository
+        self.refs = tuple(refs)
+        self.env = dict(env)
+        self.tree = GitTreeSource(repository, commit=commit, env=self.env)
+        self.introductions: dict[tuple[str, str], Introduction] = {}
+        self.head: dict[str, str] = {}
+
+    async def config(self) -> bytes | None:
+        return await self.tree.config()
+
+    async def index(self, rules: SkipRules, exclude: ExcludeFilter | None = None) -> SourceIndex:
+        commit_sha = await rev_parse(self.repository, f"{self.tree.commit}^{{commit}}", env=self.env)
+        if commit_sha is None:
+            raise ScanFailure("clone_failed", "The repository has no commit to scan.")
+        versions = await history_blobs(self.repository, self.refs, env=self.env)
+        sizes = await blob_sizes(self.repository, env=self.env)
+        self.head = await head_blobs(self.repository, commit_sha, env=self.env)
+        skipped: Counter[str] = Counter()
+        entries: list[IndexEntry] = []
+        for version in versions:
+            self.introductions[(version.path, version.blob_sha)] = version.introduced
+            entry = IndexEntry.of(
+                version.path.encode("utf-8", "surrogateescape"), version.blob_sha, sizes.get(version.blob_sha, 0)
+            )
+            reason = rules.path_reason(entry.path)
+            if reason is not None:
+                skipped[reason] += 1
+                continue
+            entries.append(entry)
+        candidates = await apply_exclude(entries, [entry.path for entry in entries], exclude, skipped)
+        kept: list[IndexEntry] = []
+        for entry in candidates:
+            reason = rules.size_reason(entry.size)
+            if reason is not None:
+                skipped[reason] += 1
+            else:
+                kept.append(entry)
+        return SourceIndex(
+            entries=kept,
+            skipped=skipped,
+            files_total=len(versions),
+            total_bytes=sum(sizes.get(version.blob_sha, 0) for version in versions),
+            commit_sha=commit_sha,
+        )
+
+    def read(self, entries: Sequence[IndexEntry]) -> AsyncGenerator[tuple[IndexEntry, bytes], None]:
+        return self.tree.read(entries)
+
+    def findings(self, located: Sequence[LocatedFinding]) -> list[HistoryFinding]:
+        """One per secret or issue (fingerprint): the version it first appeared in, and whether
+        the scanned commit still has it."""
+        order = {key: position for position, key in enumerate(self.introductions)}  # the walk's order
+        at_head = {finding.fingerprint for finding in located if self.head.get(finding.path) == finding.blob_sha}
+        first: dict[str, LocatedFinding] = {}
+        for finding in located:
+            known = first.get(finding.fingerprint)
+            position = order.get((finding.path, finding.blob_sha or ""), len(order))
+            if known is None or position < order.get((known.path, known.blob_sha or ""), len(order)):
+                first[finding.fingerprint] = finding
+        return [
+            HistoryFinding(
+                finding=finding,
+                introduced=self.introductions.get((finding.path, finding.blob_sha or "")),
+                at_head=finding.fingerprint in at_head,
+            )
+            for finding in first.values()
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryFinding:
+    """A finding of a history scan: where it was first seen, and whether HEAD still has it
+    (`at_head`: remove it, then rotate it) or only the history (rotate it)."""
+
+    finding: LocatedFinding
+    introduced: Introduction | None
+    at_head: bool

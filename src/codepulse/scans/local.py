@@ -38,10 +38,11 @@ from codepulse.scans.cache import MemoryCache
 from codepulse.scans.engine import SEVERITIES, SEVERITY_RANK, Engine, RuleInfo
 from codepulse.scans.errors import ScanCancelled, ScanFailure
 from codepulse.scans.files import DirectorySource
-from codepulse.scans.git import work_tree_files
+from codepulse.scans.git import git_environment, run_git, work_tree_files
+from codepulse.scans.history import GitHistorySource, HistoryFinding
 from codepulse.scans.pipeline import scan_repository, scan_source
 from codepulse.scans.pool import EnginePool
-from codepulse.scans.results import PipelineResult
+from codepulse.scans.results import LocatedFinding, PipelineResult
 from codepulse.scans.sarif import build_sarif
 from codepulse.scans.scratch import close_scratches
 
@@ -67,6 +68,9 @@ class LocalScan:
     result: PipelineResult
     engines: Mapping[str, Engine]
     seconds: float
+    # A history scan (`--history`): per finding, the commit that introduced it and whether HEAD
+    # still has it, keyed by fingerprint (the result's findings are then one per fingerprint).
+    history: dict[str, HistoryFinding] | None = None
 
     def rules(self) -> list[RuleInfo]:
         """The engines' rules (SARIF only: loading bandit's plugins takes a moment)."""
@@ -158,10 +162,32 @@ async def scan_target(
     raise UsageError(f"{target}: no such file or directory (and not a repository URL)")
 
 
+async def scan_history(
+    target: str, *, settings: Settings, pool: EnginePool, cache: MemoryCache | None = None
+) -> tuple[PipelineResult, dict[str, HistoryFinding]]:
+    """Every file version in the history of the Git repository holding the directory `target`
+    (reachable from HEAD), each once; findings one per fingerprint, with where they came in."""
+    path, kind = await asyncio.to_thread(_classify, target)
+    if kind != "directory":
+        raise UsageError("--history scans a local Git repository: give its directory")
+    env = git_environment(inherit=True)
+    top = await run_git(["rev-parse", "--show-toplevel"], env=env, cwd=path)
+    if top.returncode != 0:
+        raise UsageError(f"{target} is not in a Git repository (--history reads its commits)")
+    source = GitHistorySource(Path(top.stdout.decode("utf-8", "surrogateescape").strip()), env=env)
+    result = await scan_source(source, settings=settings, cache=cache or MemoryCache(), pool=pool)
+    found = source.findings(result.findings)
+    result.findings = sorted(
+        (item.finding for item in found), key=lambda f: (f.path, f.start_line, f.start_column, f.rule_id)
+    )
+    return result, {item.finding.fingerprint: item for item in found}
+
+
 def run(
     target: str,
     *,
     ref: str | None = None,
+    history: bool = False,
     engines: Sequence[str] | None = None,
     processes: int | None = None,
     settings: Settings | None = None,
@@ -179,6 +205,12 @@ def run(
         except ValueError as error:
             raise UsageError(str(error)) from None
         started = time.monotonic()
+        if history:
+            if ref is not None:
+                raise UsageError("--history reads every commit: it takes no --ref")
+            result, found = asyncio.run(scan_history(target, settings=settings, pool=pool))
+            seconds = time.monotonic() - started
+            return LocalScan(target=target, result=result, engines=engine_map, seconds=seconds, history=found)
         result = asyncio.run(scan_target(target, settings=settings, pool=pool, ref=ref))
         seconds = time.monotonic() - started
         return LocalScan(target=target, result=result, engines=engine_map, seconds=seconds)
@@ -210,7 +242,7 @@ def render_table(scan: LocalScan) -> str:
         result.findings,
         key=lambda f: (-SEVERITY_RANK.get(f.severity, 0), f.path, f.start_line, f.start_column, f.rule_id),
     )
-    rows = [(f"{f.path}:{f.start_line}", f.severity, f.rule_id, f.title) for f in findings]
+    rows = [(f"{f.path}:{f.start_line}", f.severity, f.rule_id, f.title + _history_note(scan, f)) for f in findings]
     lines: list[str] = []
     if rows:
         widths = [max(len(row[column]) for row in rows) for column in range(3)]
@@ -222,6 +254,31 @@ def render_table(scan: LocalScan) -> str:
     lines.append(summary_line(scan))
     lines.extend(f"warning: {warning}" for warning in result.warnings)
     return "\n".join(lines) + "\n"
+
+
+def _history_note(scan: LocalScan, finding: LocatedFinding) -> str:
+    seen = scan.history.get(finding.fingerprint) if scan.history is not None else None
+    if seen is None or seen.introduced is None:
+        return ""
+    where = "still at HEAD" if seen.at_head else "only in history: rotate it"
+    return f" (since {seen.introduced.commit_sha[:12]}, {seen.introduced.authored_at.date()}; {where})"
+
+
+def _history_fields(scan: LocalScan, finding: LocatedFinding) -> dict[str, Any]:
+    seen = scan.history.get(finding.fingerprint) if scan.history is not None else None
+    if seen is None:
+        return {}
+    introduced = seen.introduced
+    return {
+        "introduced": None
+        if introduced is None
+        else {
+            "commit_sha": introduced.commit_sha,
+            "author": introduced.author,
+            "authored_at": introduced.authored_at.isoformat(),
+        },
+        "at_head": seen.at_head,
+    }
 
 
 def summary_line(scan: LocalScan) -> str:
@@ -258,6 +315,7 @@ def render_json(scan: LocalScan) -> str:
                 "snippet": f.snippet,
                 "cwe": f.cwe,
                 "fingerprint": f.fingerprint,
+                **_history_fields(scan, f),
             }
             for f in result.findings
         ],
@@ -303,6 +361,7 @@ def main(
     ref: str | None = None,
     engines: Sequence[str] | None = None,
     processes: int | None = None,
+    history: bool = False,
     stderr: IO[str] | None = None,
 ) -> int:
     """The `codepulse scan` command; returns the exit code."""
@@ -315,7 +374,7 @@ def main(
         return EXIT_ERROR
     _configure_logging()
     try:
-        scan = run(target, ref=ref, engines=engines, processes=processes)
+        scan = run(target, ref=ref, engines=engines, processes=processes, history=history)
     except UsageError as error:
         err.write(f"codepulse: {error}\n")
         return EXIT_ERROR

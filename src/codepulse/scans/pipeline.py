@@ -230,7 +230,7 @@ class _Pipeline:
             bytes_scanned += entry.size
             raw.sort(key=lambda f: (f.start_line, f.start_column, f.engine, f.rule_id))
             located = [
-                LocatedFinding(path=entry.path, finding=finding, fingerprint=fingerprint)
+                LocatedFinding(path=entry.path, finding=finding, fingerprint=fingerprint, blob_sha=entry.blob_sha)
                 for finding, fingerprint in zip(raw, fingerprints(entry.path, raw), strict=True)
             ]
             findings.extend(ruleset.one_finding_per_secret(self.rules.apply(located)))

@@ -20,6 +20,7 @@ class LocatedFinding:
     path: str
     finding: RawFinding
     fingerprint: str
+    blob_sha: str | None = None  # the file version it was found in (a history scan reports its commit)
 
     @property
     def rule_id(self) -> str:

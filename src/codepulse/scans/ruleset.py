@@ -100,11 +100,7 @@ class RuleSet:
                 continue
             severity = self.severity.get(found.rule_id)
             if severity is not None and severity != found.severity:
-                found = LocatedFinding(
-                    path=found.path,
-                    finding=dataclasses.replace(found.finding, severity=severity),
-                    fingerprint=found.fingerprint,
-                )
+                found = dataclasses.replace(found, finding=dataclasses.replace(found.finding, severity=severity))
             kept.append(found)
         return kept
 
