@@ -118,7 +118,9 @@ SAMPLES: dict[str, Sample] = {
     "gitlab-runner-token": Sample('gl = "glrt-{w:20}"', 'gl = "glrt-{w:10}"'),
     "gitlab-deploy-token": Sample('gl = "gldt-{w:20}"', 'gl = "gldt-{w:10}"'),
     "gitlab-pipeline-trigger-token": Sample('gl = "glptt-{h:40}"', 'gl = "glptt-{h:20}"'),
-    "npm-access-token": Sample("//registry.npmjs.org/:_authToken=npm_{a:36}", "//registry.npmjs.org/:_auth=npm_{a:20}"),
+    "npm-access-token": Sample(
+        "//registry.npmjs.org/:_authToken=npm_{a:36}", "//registry.npmjs.org/:_authToken=${{NPM_TOKEN}}"
+    ),
     "pypi-upload-token": Sample('pypi = "pypi-AgEIcHlwaS5vcmc{w:70}"', 'pypi = "pypi-AgEIcHlwaS5vcmc{w:20}"'),
     "rubygems-api-key": Sample('gem = "rubygems_{h:48}"', 'gem = "rubygems_{h:30}"'),
     "dockerhub-pat": Sample('hub = "dckr_pat_{w:27}"', 'hub = "dckr_pat_{w:12}"'),
@@ -337,4 +339,11 @@ SAMPLES: dict[str, Sample] = {
     "generic-secret": Sample('client_secret = "{a:24}"', 'client_secret = "${{CLIENT_SECRET}}"'),
     "generic-token": Sample('auth_token = "{a:32}"', 'auth_token = "{{{{ auth_token }}}}"'),
     "generic-api-key": Sample('api_key = "{a:32}"', 'api_key = "<your-api-key>"'),
+    "generic-access-key": Sample('storage_access_key = "{a:32}"', 'access_key_id = "{U:20}"'),
+    "generic-private-key": Sample('wallet_private_key = "{a:44}"', 'private_key_path = "~/.ssh/id_ed25519"'),
+    "generic-credentials": Sample("credentials: {a:28}", 'credentials_file = "service-account-2.json"'),
+    "generic-auth": Sample("_auth={a:40}", "_auth=${{NPM_AUTH}}"),
+    "generic-set-property": Sample(
+        'System.setProperty("db.password", "{a:20}");', 'System.setProperty("db.password", System.getenv("DB_PW"));'
+    ),
 }

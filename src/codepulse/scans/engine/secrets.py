@@ -44,7 +44,7 @@ from codepulse.scans.engine.base import CONFIDENCES, SEVERITIES, RawFinding, Rul
 from codepulse.scans.engine.secrets_verify import VERIFIERS
 
 ENGINE_NAME: Final = "secrets"
-ENGINE_VERSION: Final = "1.1"
+ENGINE_VERSION: Final = "1.2"
 """Bump when the engine's matching logic changes; the ruleset hash covers the rules file."""
 
 SUPPRESSION_MARKERS: Final = ("codepulse:ignore", "gitleaks:allow", "pragma: allowlist secret")
@@ -76,7 +76,9 @@ class SecretRule:
     regex_ignorecase: re.Pattern[str] | None
     """For lower-case rules: the same pattern with IGNORECASE, run on the original text when
     lower-casing changed the text's length (some non-ASCII characters), so offsets differ."""
-    secret_group: int | str
+    secret_group: tuple[int | str, ...]
+    """The group(s) holding the secret: the first one that took part in the match is reported
+    (a regex with one branch per assignment style has one secret group per branch)."""
     entropy: float
     allow_regexes: tuple[re.Pattern[str], ...]
     stopwords: tuple[str, ...]
@@ -127,12 +129,16 @@ def _parse_rule(raw: dict[str, Any], defaults: dict[str, Any]) -> SecretRule:
     lowercase = bool(raw.get("lowercase", False))
     if lowercase and _UPPER_OUTSIDE_CLASSES.search(_CLASS_OR_ESCAPE.sub("", pattern)):
         raise RulesetError(f"{where}: a lowercase rule's regex must be written in lower case")
-    group = raw.get("secret_group", 1 if regex.groups else 0)
-    if isinstance(group, int):
-        if not 0 <= group <= regex.groups:
-            raise RulesetError(f"{where}: secret_group {group} does not exist")
-    elif not isinstance(group, str) or group not in regex.groupindex:
-        raise RulesetError(f"{where}: secret_group {group!r} does not exist")
+    raw_group = raw.get("secret_group", 1 if regex.groups else 0)
+    groups: tuple[Any, ...] = tuple(raw_group) if isinstance(raw_group, list) else (raw_group,)
+    if not groups:
+        raise RulesetError(f"{where}: secret_group is empty")
+    for group in groups:
+        if isinstance(group, int) and not isinstance(group, bool):
+            if not 0 <= group <= regex.groups:
+                raise RulesetError(f"{where}: secret_group {group} does not exist")
+        elif not isinstance(group, str) or group not in regex.groupindex:
+            raise RulesetError(f"{where}: secret_group {group!r} does not exist")
     confidence = raw.get("confidence", defaults.get("confidence", "medium"))
     if confidence not in CONFIDENCES:
         raise RulesetError(f"{where}: confidence must be one of {CONFIDENCES}")
@@ -153,7 +159,7 @@ def _parse_rule(raw: dict[str, Any], defaults: dict[str, Any]) -> SecretRule:
         regex=regex,
         lowercase=lowercase,
         regex_ignorecase=re.compile(pattern, re.IGNORECASE) if lowercase else None,
-        secret_group=group,
+        secret_group=groups,
         entropy=float(raw.get("entropy", 0.0)),
         allow_regexes=tuple(_compile(p, where) for p in _str_list(allowlist.get("regexes"), where)),
         stopwords=tuple(word.lower() for word in _str_list(allowlist.get("stopwords"), where)),
@@ -307,7 +313,7 @@ class SecretsEngine:
         for rule in rules:
             if rule.allow_paths and self._path_allowed(rule, path):
                 continue
-            group = rule.secret_group
+            groups = rule.secret_group
             if rule.lowercase and same_offsets:
                 matches = rule.regex.finditer(lowered)
             elif rule.lowercase and rule.regex_ignorecase is not None:
@@ -315,7 +321,7 @@ class SecretsEngine:
             else:
                 matches = rule.regex.finditer(text)
             for match in matches:
-                start, end = match.span(group)
+                start, end = _secret_span(match, groups)
                 if start < 0 or start == end:
                     continue
                 secret = text[start:end]
@@ -362,6 +368,15 @@ class SecretsEngine:
                 )
             )
         return findings
+
+
+def _secret_span(match: re.Match[str], groups: tuple[int | str, ...]) -> tuple[int, int]:
+    """The span of the first of `groups` that took part in `match`, (-1, -1) when none did."""
+    for group in groups:
+        start, end = match.span(group)
+        if start >= 0:
+            return start, end
+    return -1, -1
 
 
 def _confidence(rule: SecretRule, secret: str) -> str:
