@@ -3,8 +3,10 @@ each module offers (`log_files(environ, home)`, `parse_chunk(data)`)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # `codepulse --help` imports this module for SOURCE_NAMES: nothing more
     from codepulse.client.records import UsageRecord
@@ -41,3 +43,25 @@ def digest(data: bytes) -> str:
     import hashlib
 
     return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def parse_json_lines(
+    data: bytes, record_of: Callable[[bytes, Any], UsageRecord | None], marker: bytes | None = None
+) -> ParsedChunk:
+    """The records of the complete lines of an append-only JSON-lines log (a last line without
+    its newline is still being written); `record_of(line, decoded)` reads one. With `marker`, a
+    line without it is skipped undecoded. A line that is not JSON counts as malformed."""
+    end = data.rfind(b"\n") + 1
+    chunk = ParsedChunk(consumed=end)
+    for raw in data[:end].split(b"\n"):
+        line = raw.strip()
+        if not line or (marker is not None and marker not in line):
+            continue
+        try:
+            record = record_of(line, json.loads(line))
+        except ValueError:
+            chunk.malformed += 1
+            continue
+        if record is not None:
+            chunk.records.append(record)
+    return chunk

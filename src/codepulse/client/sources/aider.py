@@ -19,7 +19,6 @@ litellm's model list is logged as `provider/REDACTED` (sent as such) or `None` (
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from codepulse.client.records import UsageRecord
-from codepulse.client.sources import ParsedChunk, digest
+from codepulse.client.sources import ParsedChunk, digest, parse_json_lines
 
 NAME = "aider"
 LOG_VARIABLE = "AIDER_ANALYTICS_LOG"
@@ -77,22 +76,9 @@ def record_of(line: bytes, entry: Any) -> UsageRecord | None:
 
 
 def parse_chunk(data: bytes) -> ParsedChunk:
-    """The records of complete lines (a last line without its newline is still being written)."""
-    end = data.rfind(b"\n") + 1
-    chunk = ParsedChunk(consumed=end)
-    for raw in data[:end].split(b"\n"):
-        line = raw.strip()
-        # Only the lines of the one event are decoded: the log is mostly other events.
-        if not line or EVENT.encode() not in line:
-            continue
-        try:
-            record = record_of(line, json.loads(line))
-        except ValueError:
-            chunk.malformed += 1
-            continue
-        if record is not None:
-            chunk.records.append(record)
-    return chunk
+    """The records of complete lines; only the lines of the one event are decoded (the log is
+    mostly other events)."""
+    return parse_json_lines(data, record_of, EVENT.encode())
 
 
 def read(data: bytes, _path: Path, _extra: dict[str, Any], _fresh: bool) -> tuple[ParsedChunk, dict[str, Any]]:

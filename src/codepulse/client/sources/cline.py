@@ -14,26 +14,26 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from codepulse.client.sources import vscode_tasks
+from codepulse.client.sources import vscode_paths, vscode_tasks
 
 NAME = "cline"
 TOOL = vscode_tasks.Tool(NAME, ("saoudrizwan.claude-dev",), (), vscode_tasks.cline_input)
 
 
 def data_dir(environ: Mapping[str, str], home: Path) -> Path:
-    configured = vscode_tasks.folder_of(environ.get("CLINE_DATA_DIR"))
+    configured = vscode_paths.folder_of(environ.get("CLINE_DATA_DIR"))
     if configured is not None:
         return configured
-    return (vscode_tasks.folder_of(environ.get("CLINE_DIR")) or home / ".cline") / "data"
+    return (vscode_paths.folder_of(environ.get("CLINE_DIR")) or home / ".cline") / "data"
 
 
 def sessions_dir(environ: Mapping[str, str], home: Path) -> Path:
-    return vscode_tasks.folder_of(environ.get("CLINE_SESSION_DATA_DIR")) or data_dir(environ, home) / "sessions"
+    return vscode_paths.folder_of(environ.get("CLINE_SESSION_DATA_DIR")) or data_dir(environ, home) / "sessions"
 
 
 def log_files(environ: Mapping[str, str] = os.environ, home: Path | None = None) -> list[Path]:
     home = home or Path.home()
-    found = vscode_tasks.task_files([*vscode_tasks.storage_dirs(TOOL, environ, home), data_dir(environ, home)])
+    found = vscode_paths.task_files([*vscode_tasks.storage_dirs(TOOL, environ, home), data_dir(environ, home)])
     sessions = sessions_dir(environ, home)
     if sessions.is_dir():
         found.extend(path for path in sorted(sessions.glob(f"*/*{vscode_tasks.SESSION_SUFFIX}")) if path.is_file())

@@ -20,7 +20,6 @@ identical in all of these within one millisecond would be one record (a loss too
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from datetime import datetime
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from codepulse.client.records import UsageRecord
-from codepulse.client.sources import ParsedChunk, digest
+from codepulse.client.sources import ParsedChunk, digest, parse_json_lines
 
 NAME = "continue"
 EVENTS_FILE = "tokensGenerated.jsonl"
@@ -95,20 +94,7 @@ def record_of(event: Any) -> UsageRecord | None:
 
 def parse_chunk(data: bytes) -> ParsedChunk:
     """The records of complete lines (a last line still being written is left for the next read)."""
-    chunk = ParsedChunk()
-    end = data.rfind(b"\n") + 1
-    chunk.consumed = end
-    for line in data[:end].split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            record = record_of(json.loads(line))
-        except ValueError:
-            chunk.malformed += 1
-            continue
-        if record is not None:
-            chunk.records.append(record)
-    return chunk
+    return parse_json_lines(data, lambda _line, event: record_of(event))
 
 
 def read(data: bytes, _path: Path, _extra: dict[str, Any], _fresh: bool) -> tuple[ParsedChunk, dict[str, Any]]:
