@@ -217,6 +217,9 @@ class Settings(BaseSettings):
     # Scans
     SCAN_MAX_FILE_BYTES: int = Field(default=1_048_576, ge=1024)
     SCAN_MAX_REPOSITORY_BYTES: int = Field(default=524_288_000, ge=1024)
+    # A history scan: every file version it reads, added up (the clone itself is held to the
+    # repository limit above).
+    SCAN_MAX_HISTORY_BYTES: int = Field(default=2_147_483_648, ge=1024)
     SCAN_CLONE_TIMEOUT_SECONDS: float = Field(default=300.0, gt=0, le=3600)
     # Engine processes per worker process; 0: one per CPU core.
     SCAN_PROCESSES: int = Field(default=0, ge=0, le=64)

@@ -65,9 +65,9 @@ class Flow:
         assert response.status_code == 200, response.text
         return response.json()
 
-    async def scan(self, repository_id: str, ref: str | None = None) -> dict[str, Any]:
+    async def scan(self, repository_id: str, ref: str | None = None, *, mode: str | None = None) -> dict[str, Any]:
         """Request a scan, run the worker, and answer the finished scan."""
-        scan = await request_scan(self.client, self.owner, repository_id, ref)
+        scan = await request_scan(self.client, self.owner, repository_id, ref, mode=mode)
         assert await self.run_worker() == 1
         finished: dict[str, Any] = await self.get(f"/scans/{scan['id']}")
         return finished

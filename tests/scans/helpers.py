@@ -86,9 +86,17 @@ async def create_repository(
 
 
 async def request_scan(
-    client: httpx.AsyncClient, user: SignedIn, repository_id: str, ref: str | None = None, *, expect: int = 202
+    client: httpx.AsyncClient,
+    user: SignedIn,
+    repository_id: str,
+    ref: str | None = None,
+    *,
+    expect: int = 202,
+    mode: str | None = None,
 ) -> dict[str, Any]:
-    body = {"ref": ref} if ref is not None else {}
+    body: dict[str, str] = {"ref": ref} if ref is not None else {}
+    if mode is not None:
+        body["mode"] = mode
     response = await client.post(f"{API}/repositories/{repository_id}/scans", headers=user.headers, json=body)
     assert response.status_code == expect, response.text
     scan: dict[str, Any] = response.json()

@@ -3,6 +3,7 @@ case by case, and its edges (duplicates, unknown severities, counts)."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
@@ -40,24 +41,47 @@ def _tracked(status: FindingStatus, reopened: int = 0) -> Tracked:
 DISMISSED = (FindingStatus.IGNORED, FindingStatus.FALSE_POSITIVE)
 
 
-# (default branch, tracked status or None) -> (change, status after, new, counted)
+OP, H, F, IG, FP = (
+    FindingStatus.OPEN,
+    FindingStatus.IN_HISTORY,
+    FindingStatus.FIXED,
+    FindingStatus.IGNORED,
+    FindingStatus.FALSE_POSITIVE,
+)
+
+# (default branch, seen at the head, tracked status or None) -> (change, status after, new, counted)
 TABLE = [
-    (True, None, Change.OPENED, FindingStatus.OPEN, True, True),
-    (True, FindingStatus.OPEN, Change.SEEN, FindingStatus.OPEN, False, True),
-    (True, FindingStatus.FIXED, Change.REOPENED, FindingStatus.OPEN, True, True),
-    (True, FindingStatus.IGNORED, Change.SEEN, FindingStatus.IGNORED, False, False),
-    (True, FindingStatus.FALSE_POSITIVE, Change.SEEN, FindingStatus.FALSE_POSITIVE, False, False),
-    (False, None, Change.RECORDED, FindingStatus.OPEN, True, True),
-    (False, FindingStatus.OPEN, Change.RECORDED, FindingStatus.OPEN, False, True),
-    (False, FindingStatus.FIXED, Change.RECORDED, FindingStatus.FIXED, True, True),
-    (False, FindingStatus.IGNORED, Change.RECORDED, FindingStatus.IGNORED, False, False),
-    (False, FindingStatus.FALSE_POSITIVE, Change.RECORDED, FindingStatus.FALSE_POSITIVE, False, False),
+    (True, True, None, Change.OPENED, OP, True, True),
+    (True, True, OP, Change.SEEN, OP, False, True),
+    (True, True, H, Change.SEEN, OP, False, True),  # back at the head
+    (True, True, F, Change.REOPENED, OP, True, True),
+    (True, True, IG, Change.SEEN, IG, False, False),
+    (True, True, FP, Change.SEEN, FP, False, False),
+    (True, False, None, Change.OPENED, H, True, True),
+    (True, False, OP, Change.SEEN, H, False, True),  # removed from the head since: rotate it
+    (True, False, H, Change.SEEN, H, False, True),
+    (True, False, F, Change.SEEN, H, False, True),  # fixed at the head, still leaked
+    (True, False, IG, Change.SEEN, IG, False, False),
+    (True, False, FP, Change.SEEN, FP, False, False),
+    *[
+        (False, at_head, before, Change.RECORDED, after, new, counted)
+        for at_head in (True, False)
+        for before, after, new, counted in [
+            (None, OP, True, True),
+            (OP, OP, False, True),
+            (H, H, False, True),
+            (F, F, True, True),
+            (IG, IG, False, False),
+            (FP, FP, False, False),
+        ]
+    ],
 ]
 
 
-@pytest.mark.parametrize(("default_branch", "before", "change", "after", "new", "counted"), TABLE)
+@pytest.mark.parametrize(("default_branch", "at_head", "before", "change", "after", "new", "counted"), TABLE)
 def test_the_table(
     default_branch: bool,
+    at_head: bool,
     before: FindingStatus | None,
     change: Change,
     after: FindingStatus,
@@ -65,14 +89,21 @@ def test_the_table(
     counted: bool,
 ) -> None:
     tracked = _tracked(before) if before is not None else None
-    result = outcome(_found(), tracked, default_branch=default_branch)
+    found = dataclasses.replace(_found(), at_head=at_head)
+    result = outcome(found, tracked, default_branch=default_branch)
     assert (result.change, result.status, result.new, result.counted) == (change, after, new, counted)
     assert result.tracked is tracked
 
 
-def test_every_status_on_both_kinds_of_ref_is_in_the_table() -> None:
-    cases = {(row[0], row[1]) for row in TABLE}
-    assert cases == {(branch, status) for branch in (True, False) for status in (None, *FindingStatus)}
+def test_every_status_on_both_kinds_of_ref_and_at_both_places_is_in_the_table() -> None:
+    cases = {(row[0], row[1], row[2]) for row in TABLE}
+    assert len(cases) == len(TABLE)
+    assert cases == {
+        (branch, at_head, status)
+        for branch in (True, False)
+        for at_head in (True, False)
+        for status in (None, *FindingStatus)
+    }
 
 
 def test_a_reopening_counts_one_more_regression() -> None:

@@ -282,6 +282,7 @@ async def clone(
     resolve: tuple[str, ...] = (),
     allow_local: bool | None = None,
     isolated: bool = True,
+    history: bool = False,
 ) -> str:
     """Clone `url` at `ref` (branch, tag or full commit SHA; the default branch when None) into
     `dest` (created; must not exist or be empty) without a checkout; returns the commit SHA.
@@ -291,6 +292,8 @@ async def clone(
     `allow_local`: file:// URLs and local paths (default ALLOW_LOCAL_REPOSITORIES).
     `isolated`: no user or system git config (the server); the local CLI passes False so a
     developer's SSH agent and credential helpers work.
+    `history`: the ref's whole history (a history scan) instead of its one commit; the same
+    safety settings, time and size limits.
 
     Raises ScanFailure: clone_failed, clone_timeout, ref_not_found, invalid_ref,
     repository_too_large.
@@ -311,10 +314,18 @@ async def clone(
             await asyncio.to_thread(dest.mkdir, mode=0o700, parents=True, exist_ok=True)
             if ref is not None and is_commit_sha(ref):
                 sha = await _fetch_commit(
-                    clean_url, ref.lower(), dest, env=env, config=config, limit=limit, secrets=secrets
+                    clean_url, ref.lower(), dest, env=env, config=config, limit=limit, secrets=secrets, history=history
                 )
             else:
-                args = [*config, "clone", "--quiet", "--template=", "--no-checkout", "--depth", "1", "--single-branch"]
+                args = [
+                    *config,
+                    "clone",
+                    "--quiet",
+                    "--template=",
+                    "--no-checkout",
+                    *_depth(history),
+                    "--single-branch",
+                ]
                 args += ["--no-tags", "--no-recurse-submodules"]
                 if ref is not None:
                     args += ["--branch", ref]
@@ -343,6 +354,11 @@ async def clone(
     return sha
 
 
+def _depth(history: bool) -> list[str]:
+    """One commit, unless the whole history is wanted."""
+    return [] if history else ["--depth", "1"]
+
+
 async def _fetch_commit(
     url: str,
     sha: str,
@@ -352,11 +368,12 @@ async def _fetch_commit(
     config: Sequence[str],
     limit: int,
     secrets: Sequence[str],
+    history: bool,
 ) -> str | None:
     result = await run_git([*config, "init", "--quiet", "--template=", "--", str(dest)], env=env)
     if result.returncode != 0:
         raise _failure(result, ref=None, secrets=secrets)
-    fetch = [*config, "fetch", "--quiet", "--depth", "1", "--no-tags", "--no-recurse-submodules"]
+    fetch = [*config, "fetch", "--quiet", *_depth(history), "--no-tags", "--no-recurse-submodules"]
     fetch += ["--no-write-fetch-head", "--", url, f"{sha}:refs/codepulse/scan"]
     result = await run_git(fetch, env=env, cwd=dest, watch=(dest, limit))
     if result.returncode != 0:

@@ -154,6 +154,9 @@ class SourceIndex:
     total_bytes: int
     """The size of every blob in the tree (the checkout's size)."""
     commit_sha: str | None = None
+    past_versions: frozenset[IndexEntry] = frozenset()
+    """Of `entries`, the file versions the scanned commit no longer has (a history scan's): only
+    the engines that look for leaks read them (see `pipeline.HISTORY_ENGINES`)."""
 
 
 T = TypeVar("T")

@@ -16,6 +16,7 @@ This module only reads git; the pipeline decides what to scan, and the lifecycle
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,21 +27,12 @@ from typing import Final
 from codepulse.scans.errors import ScanFailure
 from codepulse.scans.files import ExcludeFilter, IndexEntry, SkipRules, SourceIndex, apply_exclude
 from codepulse.scans.git import GitTreeSource, is_commit_sha, rev_parse, run_git
-from codepulse.scans.results import LocatedFinding
+from codepulse.scans.results import Introduction, LocatedFinding
 
 _COMMIT_MARK: Final = b"\x01"
 _NO_BLOB: Final = frozenset({"0" * 40, "0" * 64})
 # Regular files and executables: not symlinks (120000), submodules (160000) or trees.
 _FILE_MODES: Final = frozenset({"100644", "100755", "100664"})
-
-
-@dataclass(frozen=True, slots=True)
-class Introduction:
-    """The commit that first added a file version: its SHA, author and author date."""
-
-    commit_sha: str
-    author: str
-    authored_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,29 +206,41 @@ class GitHistorySource:
             files_total=len(versions),
             total_bytes=sum(sizes.get(version.blob_sha, 0) for version in versions),
             commit_sha=commit_sha,
+            past_versions=frozenset(entry for entry in kept if self.head.get(entry.path) != entry.blob_sha),
         )
 
     def read(self, entries: Sequence[IndexEntry]) -> AsyncGenerator[tuple[IndexEntry, bytes], None]:
         return self.tree.read(entries)
 
     def findings(self, located: Sequence[LocatedFinding]) -> list[HistoryFinding]:
-        """One per secret or issue (fingerprint): the version it first appeared in, and whether
-        the scanned commit still has it."""
+        """One per secret or issue (fingerprint): the commit that first brought it in, and whether
+        the scanned commit still has it. Where it is (path, lines) is the scanned commit's when
+        it still has it, else the version it first appeared in."""
         order = {key: position for position, key in enumerate(self.introductions)}  # the walk's order
-        at_head = {finding.fingerprint for finding in located if self.head.get(finding.path) == finding.blob_sha}
         first: dict[str, LocatedFinding] = {}
+        at_head: dict[str, LocatedFinding] = {}
         for finding in located:
+            if self.head.get(finding.path) == finding.blob_sha:
+                at_head.setdefault(finding.fingerprint, finding)
             known = first.get(finding.fingerprint)
             position = order.get((finding.path, finding.blob_sha or ""), len(order))
             if known is None or position < order.get((known.path, known.blob_sha or ""), len(order)):
                 first[finding.fingerprint] = finding
         return [
             HistoryFinding(
-                finding=finding,
+                finding=at_head.get(fingerprint, finding),
                 introduced=self.introductions.get((finding.path, finding.blob_sha or "")),
-                at_head=finding.fingerprint in at_head,
+                at_head=fingerprint in at_head,
             )
-            for finding in first.values()
+            for fingerprint, finding in first.items()
+        ]
+
+    def located(self, found: Sequence[LocatedFinding]) -> list[LocatedFinding]:
+        """`findings` as the pipeline's findings: one per fingerprint, each carrying its
+        introduction and whether the scanned commit still has it."""
+        return [
+            dataclasses.replace(item.finding, introduced=item.introduced, at_head=item.at_head)
+            for item in self.findings(found)
         ]
 
 

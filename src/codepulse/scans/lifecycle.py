@@ -28,8 +28,8 @@ from codepulse.scans.models import (
     SUMMARY_SEVERITIES,
     WARNING_MAX_LENGTH,
     FindingDetails,
-    FindingStatus,
     Scan,
+    ScanMode,
     ScanPhase,
     ScanStatus,
     stored_severity,
@@ -242,14 +242,15 @@ async def complete_scan(
     rows = [(outcome, FindingDetails.columns_of(outcome.found), _finding_id(outcome)) for outcome in outcomes]
     if default_branch:
         await repo.insert_findings(
-            [_new_finding(scan, details, finding_id, now) for outcome, details, finding_id in rows
+            [_new_finding(scan, outcome, details, finding_id, now) for outcome, details, finding_id in rows
              if outcome.change is Change.OPENED]
         )  # fmt: skip
         await repo.update_findings(
             [_seen_again(outcome, details, finding_id, scan_id, now) for outcome, details, finding_id in rows
              if outcome.change in (Change.SEEN, Change.REOPENED)]
         )  # fmt: skip
-        for severity in await repo.fix_unseen(scan.repository_id, scan_id, now):
+        history = scan.mode == ScanMode.HISTORY.value
+        for severity in await repo.fix_unseen(scan.repository_id, scan_id, now, history=history):
             fixed_counts[stored_severity(severity)] += 1
         current = await repo.open_counts(scan.repository_id)
         summary = {severity: current.get(severity, 0) for severity in SUMMARY_SEVERITIES}
@@ -307,9 +308,11 @@ def _finding_id(outcome: Outcome) -> uuid.UUID | None:
     return uuid.uuid4() if outcome.change is Change.OPENED else None
 
 
-def _new_finding(scan: Scan, details: dict[str, Any], finding_id: uuid.UUID | None, now: datetime) -> dict[str, Any]:
+def _new_finding(
+    scan: Scan, outcome: Outcome, details: dict[str, Any], finding_id: uuid.UUID | None, now: datetime
+) -> dict[str, Any]:
     return {"id": finding_id, "org_id": scan.org_id, "repository_id": scan.repository_id, **details,
-            "status": FindingStatus.OPEN.value, "first_seen_scan_id": scan.id, "last_seen_scan_id": scan.id,
+            "status": outcome.status.value, "first_seen_scan_id": scan.id, "last_seen_scan_id": scan.id,
             "first_seen_at": now, "last_seen_at": now, "reopened_count": 0, "created_at": now,
             "updated_at": now}  # fmt: skip
 
@@ -317,12 +320,15 @@ def _new_finding(scan: Scan, details: dict[str, Any], finding_id: uuid.UUID | No
 def _seen_again(
     outcome: Outcome, details: dict[str, Any], finding_id: uuid.UUID | None, scan_id: uuid.UUID, now: datetime
 ) -> dict[str, Any]:
-    """A tracked finding seen again: its location and last sighting move; reopened when it was fixed."""
-    values = {"id": finding_id, **details, "last_seen_scan_id": scan_id, "last_seen_at": now,
-              "updated_at": now}  # fmt: skip
+    """A tracked finding seen again: its location, last sighting and status (open at the head, or
+    only in the history) move; reopened when it was fixed. Where it came from stays known when
+    this scan (of one commit) cannot tell."""
+    if details["introduced_commit_sha"] is None:
+        details = {key: value for key, value in details.items() if not key.startswith("introduced_")}
+    values = {"id": finding_id, **details, "status": outcome.status.value, "last_seen_scan_id": scan_id,
+              "last_seen_at": now, "updated_at": now}  # fmt: skip
     if outcome.change is Change.REOPENED:
-        values |= {"status": outcome.status.value, "fixed_in_scan_id": None, "fixed_at": None,
-                   "reopened_count": outcome.reopened_count}  # fmt: skip
+        values |= {"fixed_in_scan_id": None, "fixed_at": None, "reopened_count": outcome.reopened_count}
     return values
 
 

@@ -30,13 +30,14 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     text,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
 from codepulse.db import Base, Timestamps, UUIDPrimaryKey
 from codepulse.scans.engine import RawFinding
 from codepulse.scans.engine.base import CONFIDENCES
-from codepulse.scans.results import LocatedFinding
+from codepulse.scans.results import Introduction, LocatedFinding
 
 REF_MAX_LENGTH = 255
 FINGERPRINT_LENGTH = 64
@@ -49,6 +50,7 @@ ERROR_CODE_MAX_LENGTH = 64
 REASON_MAX_LENGTH = 1000
 MAX_WARNINGS = 50
 WARNING_MAX_LENGTH = 500
+AUTHOR_MAX_LENGTH = 255
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 SUMMARY_SEVERITIES = SEVERITIES[:4]
@@ -70,6 +72,13 @@ class ScanTrigger(StrEnum):
     MANUAL = "manual"
     SCHEDULE = "schedule"
     API = "api"
+
+
+class ScanMode(StrEnum):
+    HEAD = "head"
+    """The files of the scanned commit."""
+    HISTORY = "history"
+    """Every file version reachable from the scanned commit (a secret deleted since is still leaked)."""
 
 
 class ScanPhase(StrEnum):
@@ -109,6 +118,9 @@ def severity_rank(severity: str) -> int:
 
 class FindingStatus(StrEnum):
     OPEN = "open"
+    """At the default branch's head: remove it (and, for a secret, rotate it)."""
+    IN_HISTORY = "in_history"
+    """Gone from the head but still in the history a history scan read: rotate it."""
     FIXED = "fixed"
     IGNORED = "ignored"
     FALSE_POSITIVE = "false_positive"
@@ -116,6 +128,14 @@ class FindingStatus(StrEnum):
     @property
     def dismissed(self) -> bool:
         return self in (FindingStatus.IGNORED, FindingStatus.FALSE_POSITIVE)
+
+    @property
+    def unresolved(self) -> bool:
+        """Needs work: counted among a repository's open findings."""
+        return self in (FindingStatus.OPEN, FindingStatus.IN_HISTORY)
+
+
+UNRESOLVED_STATUSES = tuple(status.value for status in FindingStatus if status.unresolved)
 
 
 def stored_severity(severity: str) -> str:
@@ -153,6 +173,7 @@ class Scan(UUIDPrimaryKey, Timestamps, Base):
     # As requested (None: the default branch); ref_key is "" for the default branch, else the ref.
     ref: Mapped[str | None] = mapped_column(String(REF_MAX_LENGTH))
     ref_key: Mapped[str] = mapped_column(String(REF_MAX_LENGTH), default="")
+    mode: Mapped[str] = mapped_column(String(10), default=ScanMode.HEAD.value, server_default=ScanMode.HEAD.value)
     commit_sha: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(20), default=ScanStatus.QUEUED.value)
     # The task that runs it (the tasks table prunes finished tasks: no foreign key).
@@ -211,6 +232,19 @@ class FindingDetails:
     start_column: Mapped[int] = mapped_column(Integer)
     end_column: Mapped[int] = mapped_column(Integer)
     snippet: Mapped[str] = mapped_column(Text)  # masked by the engine
+    # Found by a history scan: the commit that introduced it (None: not known, a scan of one
+    # commit), and whether the scanned commit still has it.
+    introduced_commit_sha: Mapped[str | None] = mapped_column(String(64))
+    introduced_by: Mapped[str | None] = mapped_column(String(AUTHOR_MAX_LENGTH))
+    introduced_at: Mapped[datetime | None]
+    at_head: Mapped[bool] = mapped_column(default=True, server_default=true())
+
+    @property
+    def introduced(self) -> Introduction | None:
+        """The commit that introduced it, when a history scan told."""
+        if self.introduced_commit_sha is None or self.introduced_at is None:
+            return None
+        return Introduction(self.introduced_commit_sha, self.introduced_by or "", self.introduced_at)
 
     @property
     def location(self) -> FindingDetails:
@@ -222,6 +256,7 @@ class FindingDetails:
         """A located finding's values for these columns, as stored (lengths held to the columns',
         an unknown severity stored as info)."""
         raw = found.finding
+        introduced = found.introduced
         severity = stored_severity(raw.severity)
         return {
             "fingerprint": found.fingerprint,
@@ -239,6 +274,10 @@ class FindingDetails:
             "start_column": raw.start_column,
             "end_column": raw.end_column,
             "snippet": raw.snippet,
+            "introduced_commit_sha": introduced.commit_sha if introduced is not None else None,
+            "introduced_by": introduced.author[:AUTHOR_MAX_LENGTH] if introduced is not None else None,
+            "introduced_at": introduced.authored_at if introduced is not None else None,
+            "at_head": found.at_head,
         }
 
     def located(self) -> LocatedFinding:
@@ -258,7 +297,9 @@ class FindingDetails:
             fingerprint_basis="",  # only fingerprints are compared, and they are stored
             confidence=self.confidence,
         )
-        return LocatedFinding(path=self.path, finding=raw, fingerprint=self.fingerprint)
+        return LocatedFinding(
+            path=self.path, finding=raw, fingerprint=self.fingerprint, introduced=self.introduced, at_head=self.at_head
+        )
 
 
 class Finding(UUIDPrimaryKey, FindingDetails, Timestamps, Base):

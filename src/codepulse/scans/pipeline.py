@@ -39,7 +39,8 @@ from codepulse.scans.clone import clone
 from codepulse.scans.engine import RawFinding, fingerprints
 from codepulse.scans.errors import ScanFailure
 from codepulse.scans.files import FileSource, IndexEntry, SkipRules
-from codepulse.scans.git import GitTreeSource
+from codepulse.scans.git import GitTreeSource, git_environment
+from codepulse.scans.history import GitHistorySource
 from codepulse.scans.pool import ChunkItem, ChunkResult, EnginePool
 from codepulse.scans.results import LocatedFinding, PipelineResult
 from codepulse.scans.scratch import scratch
@@ -54,6 +55,9 @@ CHUNK_MAX_FILES: Final = 128
 CACHE_BATCH: Final = 500
 """Keys per cache call (a database cache turns them into IN lists)."""
 CHUNK_RETRIES: Final = 1
+HISTORY_ENGINES: Final = frozenset({"secrets"})
+"""The engines that read file versions the scanned commit no longer has: a secret stays leaked in
+the history, while insecure code that is gone is gone (and would only be noise)."""
 """Times a chunk is submitted again when the pool broke under it (another scan's cancel)."""
 
 Job = tuple[str, tuple[str, ...]]
@@ -84,6 +88,7 @@ class _Pipeline:
         max_file_bytes: int,
         max_repository_bytes: int | None,
         config_budget: float,
+        limit_setting: str = "SCAN_MAX_REPOSITORY_BYTES",
     ) -> None:
         self.cache = cache
         self.config_budget = config_budget
@@ -91,6 +96,7 @@ class _Pipeline:
         self.supervisor = supervisor
         self.max_file_bytes = max_file_bytes
         self.max_repository_bytes = max_repository_bytes
+        self.limit_setting = limit_setting
         self.running: dict[asyncio.Future[list[ChunkResult]], tuple[Future[list[ChunkResult]], _Chunk]] = {}
         self.versions: dict[str, str] = {}
         self.skipped: Counter[str] = Counter()
@@ -120,11 +126,11 @@ class _Pipeline:
             raise ScanFailure(
                 "repository_too_large",
                 f"The repository's files add up to more than the {self.max_repository_bytes:,}-byte limit "
-                "(SCAN_MAX_REPOSITORY_BYTES).",
+                f"({self.limit_setting}).",
             )
         self.skipped.update(index.skipped)
         self.versions = {name: engine.version for name, engine in self.pool.engines.items()}
-        wanted = self._wanted(index.entries)
+        wanted = self._wanted(index.entries, index.past_versions)
         self.supervisor.update(
             phase="scanning",
             files_total=len(wanted),
@@ -156,12 +162,21 @@ class _Pipeline:
     def _key(self, blob_sha: str, name: str) -> CacheKey:
         return (blob_sha, name, self.versions[name])
 
-    def _wanted(self, entries: list[IndexEntry]) -> dict[IndexEntry, tuple[str, ...]]:
+    def _wanted(
+        self, entries: list[IndexEntry], past_versions: frozenset[IndexEntry]
+    ) -> dict[IndexEntry, tuple[str, ...]]:
         """Which engines want each file (files no engine wants are skipped)."""
         engines = self.pool.engines
         wanted: dict[IndexEntry, tuple[str, ...]] = {}
         for entry in entries:
-            names = tuple(sorted(name for name, engine in engines.items() if engine.wants(entry.path)))
+            past = entry in past_versions
+            names = tuple(
+                sorted(
+                    name
+                    for name, engine in engines.items()
+                    if (not past or name in HISTORY_ENGINES) and engine.wants(entry.path)
+                )
+            )
             if names:
                 wanted[entry] = names
             else:
@@ -325,6 +340,7 @@ async def _scan(
     pool: EnginePool,
     supervisor: Supervisor,
     max_repository_bytes: int | None,
+    limit_setting: str = "SCAN_MAX_REPOSITORY_BYTES",
 ) -> PipelineResult:
     pipeline = _Pipeline(
         cache=cache,
@@ -333,6 +349,7 @@ async def _scan(
         max_file_bytes=settings.SCAN_MAX_FILE_BYTES,
         max_repository_bytes=max_repository_bytes,
         config_budget=settings.SCAN_CONFIG_TIME_BUDGET_SECONDS,
+        limit_setting=limit_setting,
     )
     started = time.monotonic()
     result = await supervisor.run(pipeline.scan(source))
@@ -361,11 +378,16 @@ async def scan_repository(
     resolve: tuple[str, ...] = (),
     allow_local: bool | None = None,
     isolated: bool = True,
+    history: bool = False,
 ) -> PipelineResult:
     """Clone `url` at `ref` into a private temporary directory and scan it; the directory is
     removed whatever happens (or swept at the next start after a crash, see `scratch`). The URL
     must have been validated by the caller (the repositories domain's `validate_clone_url`, whose
-    addresses go in `resolve`). Raises ScanFailure or ScanCancelled."""
+    addresses go in `resolve`). Raises ScanFailure or ScanCancelled.
+
+    `history`: clone the ref's whole history and scan every file version reachable from it
+    (`GitHistorySource`), up to SCAN_MAX_HISTORY_BYTES of versions; the findings are one per
+    fingerprint, each with the commit that introduced it and whether the ref's commit has it."""
     supervisor = Supervisor(progress, cancelled)
     supervisor.update(phase="cloning")
     # Mode 0700, under this process's scratch directory: swept at the next start if we are killed.
@@ -382,10 +404,18 @@ async def scan_repository(
                 resolve=resolve,
                 allow_local=allow_local,
                 isolated=isolated,
+                history=history,
             )
         )
-        return await _scan(
-            GitTreeSource(checkout), settings, cache, pool, supervisor, settings.SCAN_MAX_REPOSITORY_BYTES
+        if not history:
+            return await _scan(
+                GitTreeSource(checkout), settings, cache, pool, supervisor, settings.SCAN_MAX_REPOSITORY_BYTES
+            )
+        source = GitHistorySource(checkout, env=git_environment(None))
+        result = await _scan(
+            source, settings, cache, pool, supervisor, settings.SCAN_MAX_HISTORY_BYTES, "SCAN_MAX_HISTORY_BYTES"
         )
+        result.findings = source.located(result.findings)
+        return result
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)

@@ -16,6 +16,7 @@ from codepulse.pagination import SortKey
 from codepulse.scans.cache import CacheKey
 from codepulse.scans.models import (
     ACTIVE_STATUSES,
+    UNRESOLVED_STATUSES,
     Finding,
     FindingStatus,
     Scan,
@@ -198,13 +199,17 @@ class ScanRepository:
         for part in chunks(rows):
             await self.session.execute(update(Finding), [dict(row) for row in part])
 
-    async def fix_unseen(self, repository_id: uuid.UUID, scan_id: uuid.UUID, now: datetime) -> list[str]:
-        """Open findings the scan did not see become fixed; their severities."""
+    async def fix_unseen(
+        self, repository_id: uuid.UUID, scan_id: uuid.UUID, now: datetime, *, history: bool = False
+    ) -> list[str]:
+        """Open findings the scan did not see become fixed, and after a history scan those only
+        in the history too (a scan of one commit cannot tell they are gone); their severities."""
+        gone = UNRESOLVED_STATUSES if history else (FindingStatus.OPEN.value,)
         result = await self.session.execute(
             update(Finding)
             .where(
                 Finding.repository_id == repository_id,
-                Finding.status == FindingStatus.OPEN.value,
+                Finding.status.in_(gone),
                 or_(Finding.last_seen_scan_id.is_(None), Finding.last_seen_scan_id != scan_id),
             )
             .values(status=FindingStatus.FIXED.value, fixed_in_scan_id=scan_id, fixed_at=now, updated_at=now)
@@ -216,7 +221,7 @@ class ScanRepository:
     async def open_counts(self, repository_id: uuid.UUID) -> dict[str, int]:
         rows = await self.session.execute(
             select(Finding.severity, func.count())
-            .where(Finding.repository_id == repository_id, Finding.status == FindingStatus.OPEN.value)
+            .where(Finding.repository_id == repository_id, Finding.status.in_(UNRESOLVED_STATUSES))
             .group_by(Finding.severity)
         )
         return {severity: int(count) for severity, count in rows.all()}

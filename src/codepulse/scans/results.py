@@ -9,8 +9,18 @@ and a stored row back into a `LocatedFinding`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from codepulse.scans.engine import RawFinding
+
+
+@dataclass(frozen=True, slots=True)
+class Introduction:
+    """The commit that first added a file version: its SHA, author and author date."""
+
+    commit_sha: str
+    author: str
+    authored_at: datetime
 
 
 @dataclass(slots=True)
@@ -21,6 +31,10 @@ class LocatedFinding:
     finding: RawFinding
     fingerprint: str
     blob_sha: str | None = None  # the file version it was found in (a history scan reports its commit)
+    # A history scan's: the commit that brought it in, and whether the scanned commit still has
+    # it (False: only in the history — rotate it). A scan of one commit leaves the defaults.
+    introduced: Introduction | None = None
+    at_head: bool = True
 
     @property
     def rule_id(self) -> str:

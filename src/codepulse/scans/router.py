@@ -74,9 +74,11 @@ async def create_scan(
     response: Response,
     body: ScanCreate | None = None,
 ) -> ScanRead:
-    """Queues a scan of `ref` (the default branch when omitted): 202 with the new scan. At most
-    one scan per repository and ref is queued or running: asking again answers that one (200).
-    402 `quota_exceeded` when the organization used this month's scans; 409
+    """Queues a scan of `ref` (the default branch when omitted): 202 with the new scan. `mode`
+    `history` reads every file version reachable from the ref for secrets (findings only in the
+    history become `in_history`: rotate them). At most one scan per repository and ref is queued
+    or running: asking again in the same mode answers that one (200), in the other mode is a 409
+    `scan_active`. 402 `quota_exceeded` when the organization used this month's scans; 409
     `repository_archived` for an archived repository. The trigger is `api` for a CLI token,
     `manual` for a signed-in session."""
     trigger = ScanTrigger.API if auth.kind == SessionKind.CLI.value else ScanTrigger.MANUAL
@@ -164,7 +166,8 @@ async def list_repository_findings(
     page: PageParams,
     severity: SeverityFilter = None,
     status: Annotated[
-        list[FindingStatus] | None, Query(description="Only these statuses (repeatable); `open` when omitted.")
+        list[FindingStatus] | None,
+        Query(description="Only these statuses (repeatable); `open` and `in_history` when omitted."),
     ] = None,
     rule: RuleFilter = None,
     path: PathFilter = None,
@@ -181,5 +184,6 @@ async def update_finding(
     body: FindingUpdate, request: Request, target: FindingMemberAccess, service: ScanServiceDep
 ) -> FindingRead:
     """`ignored` or `false_positive` with a `reason` dismiss it: later scans keep it dismissed.
-    `open` reopens a dismissed finding. Audit-logged as `finding.status_changed`."""
+    `open` reopens a dismissed finding (as `in_history` when the last scan that saw it found it
+    only in the history). Audit-logged as `finding.status_changed`."""
     return FindingRead.model_validate(await service.update_finding(target, body, _ip(request)))

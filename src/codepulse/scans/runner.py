@@ -43,8 +43,8 @@ from codepulse.scans.cache import CacheKey
 from codepulse.scans.clone import remote_commit
 from codepulse.scans.engine import RawFinding
 from codepulse.scans.errors import ScanCancelled, ScanFailure
-from codepulse.scans.models import Scan
-from codepulse.scans.pipeline import scan_repository
+from codepulse.scans.models import Scan, ScanMode
+from codepulse.scans.pipeline import HISTORY_ENGINES, scan_repository
 from codepulse.scans.pool import EnginePool
 from codepulse.scans.repository import ScanRepository
 from codepulse.scans.results import PipelineResult
@@ -202,7 +202,8 @@ class ScanRunner:
         cancelled = asyncio.Event()
         watcher = asyncio.create_task(self._watch_cancel(scan_id, cancelled), name=f"scan-cancel:{scan_id}")
         progress = _ProgressWriter(self.database, scan_id)
-        signature = self.pipeline_signature()
+        history = scan.mode == ScanMode.HISTORY.value
+        signature = self.pipeline_signature(history=history)
         try:
             result = await self._unchanged_result(scan, checked.url.url, token, checked.addresses, signature)
             if result is None:
@@ -216,6 +217,7 @@ class ScanRunner:
                     pool=self.pool,
                     token=token,
                     resolve=checked.addresses,
+                    history=history,
                 )
         except ScanCancelled:
             return await self._canceled(scan_id)
@@ -231,17 +233,21 @@ class ScanRunner:
             return await self._canceled(scan_id)
         return "succeeded"
 
-    def pipeline_signature(self) -> str:
+    def pipeline_signature(self, *, history: bool = False) -> str:
         """What a scan's results depend on besides the commit: the engines' versions (each with
         its ruleset's hash), the default profile of rules, the settings that decide which files
-        are read, and codepulse's version (skip rules, fingerprints). A repository's own rule
-        overrides are in `.codepulse.yml`, read from the commit: a changed file is a new commit."""
-        parts = {
+        are read, codepulse's version (skip rules, fingerprints), and whether the history is read.
+        A repository's own rule overrides are in `.codepulse.yml`, read from the commit: a changed
+        file is a new commit."""
+        parts: dict[str, object] = {
             "codepulse": __version__,
             "engines": {name: engine.version for name, engine in sorted(self.pool.engines.items())},
             "max_file_bytes": self.settings.SCAN_MAX_FILE_BYTES,
             "profile": ruleset.DEFAULT_RULES.describe(),
         }
+        if history:
+            # Only here: the signatures of scans of one commit stay what they were.
+            parts["history"] = {"engines": sorted(HISTORY_ENGINES), "max_bytes": self.settings.SCAN_MAX_HISTORY_BYTES}
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
     async def _unchanged_result(

@@ -4,7 +4,8 @@ One run; `tool.driver` names codepulse and lists the rules (id, name, short and 
 description, help as text and Markdown, `security-severity`, tags, precision, the default level);
 each result carries its rule id and index, level, message, a relative `%SRCROOT%` location with
 a region, `partialFingerprints["codepulseFingerprint/v1"]` so alerts follow a finding when
-lines move, and `properties` (severity, confidence). A dismissed finding (ignored, false positive)
+lines move, and `properties` (severity, confidence; for a history scan's finding the commit
+that introduced it and whether the scanned commit still has it). A dismissed finding (ignored, false positive)
 carries an accepted external suppression with the triage reason as its justification (GitHub
 closes such alerts as dismissed). `versionControlProvenance` names the repository (its URL
 without credentials, query or fragment), the commit and the branch when they are known.
@@ -147,6 +148,20 @@ def _result(finding: LocatedFinding, rule_index: int, dismissed: Mapping[str, st
         "partialFingerprints": {FINGERPRINT_KEY: finding.fingerprint},
         "properties": {"severity": severity, "confidence": finding.confidence},
     }
+    introduced = finding.introduced
+    if introduced is not None:
+        # A history scan's: where it came from, and whether removing it is still to do.
+        result["properties"] |= {
+            "introducedIn": {
+                "commitSha": introduced.commit_sha,
+                "author": introduced.author,
+                "authoredAt": introduced.authored_at.isoformat(),
+            },
+            "atHead": finding.at_head,
+        }
+        if not finding.at_head:
+            note = f"Only in the history (introduced in {introduced.commit_sha[:12]}): rotate it."
+            result["message"] = {"text": f"{result['message']['text']} {note}"}
     if finding.fingerprint in dismissed:
         result["suppressions"] = [_suppression(dismissed[finding.fingerprint])]
     return result

@@ -22,6 +22,7 @@ from codepulse.scans.models import (
     FindingStatus,
     Scan,
     ScanFinding,
+    ScanMode,
     ScanPhase,
     ScanStatus,
     ScanTrigger,
@@ -49,10 +50,18 @@ Ref = Annotated[str, Field(max_length=REF_MAX_LENGTH), AfterValidator(_ref)]
 
 
 class ScanCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{}, {"ref": "release/1.x"}]})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{}, {"ref": "release/1.x"}, {"mode": "history"}]}
+    )
 
     ref: Ref | None = Field(
         default=None, description="Branch, tag or commit SHA; omit for the repository's default branch."
+    )
+    mode: ScanMode = Field(
+        default=ScanMode.HEAD,
+        description="`head`: the files of the ref's commit. `history`: every file version reachable from it, "
+        "for leaked secrets (a secret deleted since is still leaked); each finding then says which commit "
+        "introduced it and whether the commit still has it.",
     )
 
 
@@ -115,6 +124,7 @@ class ScanRead(BaseModel):
     trigger: ScanTrigger
     ref: str | None = Field(description="As requested; null for the default branch.")
     default_branch: bool = Field(description="Whether this scan tracks the default branch (changes finding states).")
+    mode: ScanMode
     commit_sha: str | None
     status: ScanStatus
     progress: ScanProgress
@@ -147,6 +157,7 @@ class ScanRead(BaseModel):
             trigger=ScanTrigger(scan.trigger),
             ref=scan.ref,
             default_branch=scan.ref_key == "",
+            mode=ScanMode(scan.mode),
             commit_sha=scan.commit_sha,
             status=ScanStatus(scan.status),
             progress=ScanProgress.of(scan),
@@ -187,6 +198,20 @@ class Location(BaseModel):
     snippet: str = Field(description="The matched text with any secret masked (at most 4 characters kept).")
 
 
+class Introduced(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    commit_sha: str
+    author: str
+    authored_at: datetime
+
+
+INTRODUCED_DESCRIPTION = "The commit that introduced it, as a history scan found; null when no history scan told."
+AT_HEAD_DESCRIPTION = (
+    "Whether the scanned commit has it (false: only in the history, so removing it is not enough: rotate it)."
+)
+
+
 class FindingRead(BaseModel):
     # Read from a `Finding`: `FindingRead.model_validate(finding)` (no docstring: it would change the schema).
     model_config = ConfigDict(from_attributes=True)
@@ -203,7 +228,12 @@ class FindingRead(BaseModel):
     message: str
     cwe: str | None
     location: Location = Field(description="Where the default branch's latest scan saw it.")
-    status: FindingStatus
+    introduced: Introduced | None = Field(description=INTRODUCED_DESCRIPTION)
+    at_head: bool = Field(description=AT_HEAD_DESCRIPTION)
+    status: FindingStatus = Field(
+        description="`open` at the head; `in_history` gone from the head but in the history (rotate it); "
+        "`fixed`; `ignored` or `false_positive` (dismissed)."
+    )
     dismissed_reason: str | None
     dismissed_by: uuid.UUID | None
     dismissed_at: datetime | None
@@ -234,6 +264,8 @@ class ScanFindingRead(BaseModel):
     message: str
     cwe: str | None
     location: Location
+    introduced: Introduced | None = Field(description=INTRODUCED_DESCRIPTION)
+    at_head: bool = Field(description=AT_HEAD_DESCRIPTION)
     status: FindingStatus = Field(description="The tracked finding's current status; `open` when untracked.")
     new: bool = Field(description="First seen in this scan, or back after being fixed.")
 
@@ -252,6 +284,8 @@ class ScanFindingRead(BaseModel):
             message=row.message,
             cwe=row.cwe,
             location=Location.model_validate(row.location),
+            introduced=Introduced.model_validate(row.introduced) if row.introduced is not None else None,
+            at_head=row.at_head,
             status=FindingStatus(status or FindingStatus.OPEN.value),
             new=row.is_new,
         )

@@ -39,10 +39,12 @@ from codepulse.scans import lifecycle
 from codepulse.scans.engine import RuleInfo, available_engines
 from codepulse.scans.models import (
     SUMMARY_SEVERITIES,
+    UNRESOLVED_STATUSES,
     Finding,
     FindingStatus,
     Scan,
     ScanFinding,
+    ScanMode,
     ScanPhase,
     ScanStatus,
     ScanTrigger,
@@ -147,6 +149,7 @@ class ScanService:
             ref=data.ref,
             trigger=trigger,
             requested_by=target.org.user.id,
+            mode=data.mode,
         )
 
     async def list_scans(
@@ -225,11 +228,12 @@ class ScanService:
     async def repository_findings(
         self, target: RepositoryAccess, filters: FindingFilters, page: PageRequest
     ) -> tuple[list[Finding], str | None]:
-        """The repository's current findings; open ones unless `statuses` says otherwise."""
+        """The repository's current findings; unresolved ones (open, in_history) unless `statuses`
+        says otherwise."""
         query = self.repo.findings_query(
             target.repository.id,
             severities=filters.severities,
-            statuses=filters.statuses or (FindingStatus.OPEN.value,),
+            statuses=filters.statuses or UNRESOLVED_STATUSES,
             rule=filters.rule,
             path=filters.path,
             confidences=filters.confidences,
@@ -237,14 +241,15 @@ class ScanService:
         return await paginate(self.session, query, order=self.repo.finding_order(), params=page)
 
     async def update_finding(self, target: FindingAccess, data: FindingUpdate, ip: str | None) -> Finding:
-        """Triage: dismiss (`ignored`, `false_positive`, with a reason) or reopen a dismissed one."""
+        """Triage: dismiss (`ignored`, `false_positive`, with a reason) or reopen a dismissed one
+        (back to `open`, or `in_history` when the last scan that saw it found it only there)."""
         target.org.require(Role.MEMBER)
         finding = target.finding
         wanted = data.status
-        if wanted is FindingStatus.FIXED:
+        if wanted in (FindingStatus.FIXED, FindingStatus.IN_HISTORY):
             raise ValidationFailed(
                 [FieldError(field="body.status", code="status_not_settable",
-                            message="Findings become fixed when a scan no longer sees them.")]
+                            message=f"Findings become {wanted.value} when a scan says so.")]
             )  # fmt: skip
         if wanted.dismissed and data.reason is None:
             raise ValidationFailed(
@@ -253,6 +258,8 @@ class ScanService:
         current = FindingStatus(finding.status)
         if wanted is FindingStatus.OPEN and current is FindingStatus.FIXED:
             raise Conflict("A fixed finding reopens when a scan sees it again.", code="finding_fixed")
+        if wanted is FindingStatus.OPEN and not finding.at_head:
+            wanted = FindingStatus.IN_HISTORY
         if wanted is current and (not wanted.dismissed or data.reason == finding.dismissed_reason):
             return finding
         now = self.clock()
@@ -354,11 +361,13 @@ async def start_scan(
     ref: str | None,
     trigger: ScanTrigger,
     requested_by: uuid.UUID | None,
+    mode: ScanMode = ScanMode.HEAD,
 ) -> StartedScan:
     """Queue a scan of `repository` at `ref` (None: its default branch), in the caller's unit of
     work: the quota is checked, the scan metered (usage event `scan.run`) and its task enqueued,
-    so all of them commit together or not at all. An active scan of the same repository and ref
-    is returned instead (`created=False`; not metered again). Raises QuotaExceeded (402)."""
+    so all of them commit together or not at all. An active scan of the same repository, ref and
+    mode is returned instead (`created=False`; not metered again); one of the other mode is a
+    409 `scan_active`. Raises QuotaExceeded (402)."""
     repo = ScanRepository(session)
     key = ref_key(repository, ref)
     now = clock()
@@ -368,7 +377,7 @@ async def start_scan(
         await lifecycle.abandon_scan(session, existing.id, "worker_lost", WORKER_LOST_MESSAGE, now)
         existing = None
     if existing is not None:
-        return StartedScan(existing, created=False)
+        return _same_scan(existing, mode)
     await _ensure_quota(session, settings, repository.org_id, now)
     scan = Scan(
         id=uuid.uuid4(),
@@ -378,6 +387,7 @@ async def start_scan(
         trigger=trigger.value,
         ref=ref or None,
         ref_key=key,
+        mode=mode.value,
         status=ScanStatus.QUEUED.value,
         phase=ScanPhase.QUEUED.value,
         queued_at=now,
@@ -390,7 +400,7 @@ async def start_scan(
         existing = await repo.active_scan(repository.id, key)
         if existing is None:  # pragma: no cover - it finished in between: a rare double race
             raise Conflict("A scan of this ref just changed state; retry.", code="scan_conflict")
-        return StartedScan(existing, created=False)
+        return _same_scan(existing, mode)
     await usage_service.record_event(
         session, repository.org_id, METER_KIND, idempotency_key=f"scan:{scan.id}", occurred_at=now
     )
@@ -406,6 +416,15 @@ async def start_scan(
     await session.flush()
     log.info("scan.queued", scan_id=str(scan.id), repository_id=str(repository.id), trigger=trigger.value)
     return StartedScan(scan, created=True)
+
+
+def _same_scan(existing: Scan, mode: ScanMode) -> StartedScan:
+    """The active scan of the ref, when it is the one asked for (one active scan per ref)."""
+    if existing.mode != mode.value:
+        raise Conflict(
+            f"A {existing.mode} scan of this ref is {existing.status}: wait for it, or cancel it.", code="scan_active"
+        )
+    return StartedScan(existing, created=False)
 
 
 async def _task_gone(session: AsyncSession, scan: Scan) -> bool:

@@ -1,26 +1,34 @@
 """How what a scan saw carries over into the repository's tracked findings: pure decisions, no
 session and no I/O (the worker's lifecycle applies them, see `lifecycle.complete_scan`).
 
-Per fingerprint the scan saw, given the tracked finding with that fingerprint (if any):
+Per fingerprint the scan saw, given the tracked finding with that fingerprint (if any). A scan of
+one commit sees everything at the head; a history scan also sees findings only in the history
+(`at_head` false):
 
-| scan of          | tracked finding         | change     | status after    | new | counted open |
-|------------------|-------------------------|------------|-----------------|-----|--------------|
-| default branch   | none                    | opened     | open            | yes | yes          |
-| default branch   | open                    | seen       | open            | no  | yes          |
-| default branch   | fixed                   | reopened   | open            | yes | yes          |
-| default branch   | ignored/false positive  | seen       | (unchanged)     | no  | no           |
-| another ref      | none                    | recorded   | open            | yes | yes          |
-| another ref      | open                    | recorded   | open            | no  | yes          |
-| another ref      | fixed                   | recorded   | fixed           | yes | yes          |
-| another ref      | ignored/false positive  | recorded   | (unchanged)     | no  | no           |
+| scan of        | seen       | tracked finding         | change   | status after | new | counted open |
+|----------------|------------|-------------------------|----------|--------------|-----|--------------|
+| default branch | at head    | none                    | opened   | open         | yes | yes          |
+| default branch | at head    | open                    | seen     | open         | no  | yes          |
+| default branch | at head    | in history              | seen     | open         | no  | yes          |
+| default branch | at head    | fixed                   | reopened | open         | yes | yes          |
+| default branch | in history | none                    | opened   | in_history   | yes | yes          |
+| default branch | in history | open, in history, fixed | seen     | in_history   | no  | yes          |
+| default branch | either     | ignored/false positive  | seen     | (unchanged)  | no  | no           |
+| another ref    | either     | none                    | recorded | open         | yes | yes          |
+| another ref    | either     | open / in history       | recorded | (unchanged)  | no  | yes          |
+| another ref    | either     | fixed                   | recorded | fixed        | yes | yes          |
+| another ref    | either     | ignored/false positive  | recorded | (unchanged)  | no  | no           |
 
-"seen" and "reopened" move the tracked finding's location and last-seen scan; "reopened" also
-clears its fix and counts one more reopening (a regression). Triage (a dismissal, its reason) is
-never changed by a scan. A scan of another ref changes no tracked finding: it records what it
-saw, linked to the tracked finding when there is one.
+"seen" and "reopened" move the tracked finding's location and last-seen scan (and set its
+status); "reopened" also clears its fix and counts one more reopening (a regression). A secret
+that was fixed at the head and that a history scan then finds in the history is not new: it is
+still leaked, so it is `in_history` (rotate it). Triage (a dismissal, its reason) is never
+changed by a scan. A scan of another ref changes no tracked finding: it records what it saw,
+linked to the tracked finding when there is one.
 
 The remaining rule concerns findings the scan did NOT see, which are not loaded: on the default
-branch every open tracked finding not seen becomes fixed (`ScanRepository.fix_unseen`, one UPDATE).
+branch every open tracked finding not seen becomes fixed, and after a history scan every
+`in_history` one too (the history was rewritten) — `ScanRepository.fix_unseen`, one UPDATE.
 """
 
 from __future__ import annotations
@@ -93,18 +101,18 @@ def unique(findings: Iterable[LocatedFinding]) -> list[LocatedFinding]:
 
 def outcome(found: LocatedFinding, tracked: Tracked | None, *, default_branch: bool) -> Outcome:
     """The table of the module docstring, for one finding the scan saw."""
+    here = FindingStatus.OPEN if found.at_head else FindingStatus.IN_HISTORY
     if tracked is None:
         change = Change.OPENED if default_branch else Change.RECORDED
-        return Outcome(found, None, change, FindingStatus.OPEN, new=True)
+        return Outcome(found, None, change, here if default_branch else FindingStatus.OPEN, new=True)
     was_fixed = tracked.status is FindingStatus.FIXED
     if not default_branch:
-        change = Change.RECORDED
-        status = tracked.status
-    elif was_fixed:
-        change, status = Change.REOPENED, FindingStatus.OPEN
-    else:
-        change, status = Change.SEEN, tracked.status
-    return Outcome(found, tracked, change, status, new=was_fixed)
+        return Outcome(found, tracked, Change.RECORDED, tracked.status, new=was_fixed)
+    if tracked.status.dismissed:
+        return Outcome(found, tracked, Change.SEEN, tracked.status, new=False)
+    if was_fixed and found.at_head:
+        return Outcome(found, tracked, Change.REOPENED, FindingStatus.OPEN, new=True)
+    return Outcome(found, tracked, Change.SEEN, here, new=False)
 
 
 def carry_over(
