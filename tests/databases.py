@@ -41,6 +41,9 @@ def build_settings(database_url: str, **overrides: object) -> Settings:
         "PASSWORD_HASH_PARALLELISM": 1,
         # Tests change users behind the API's back; the cache has tests of its own.
         "AUTH_CACHE_SECONDS": 0,
+        # Most tests connect made-up remotes: asking them would reach out. The probe's own tests
+        # (tests/repositories/test_first_hour.py) turn it on for repositories they create.
+        "REPOSITORY_PROBE_SECONDS": 0,
     }
     values.update(overrides)
     return load_settings(**values)

@@ -53,6 +53,9 @@ NOT_ORG_SCOPED = {
     "/api/v1/orgs",
     "/api/v1/invitations",
     "/api/v1/invitations/accept",
+    # the invitee's own invitations by id: someone else's answers 404 (tests/orgs/test_first_hour.py)
+    "/api/v1/invitations/{invitation_id}/accept",
+    "/api/v1/invitations/{invitation_id}/decline",
     # usage: the caller's own usage, public stats, and superuser pricing
     "/api/v1/sync",
     "/api/v1/dashboard/overview",

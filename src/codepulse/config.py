@@ -214,6 +214,10 @@ class Settings(BaseSettings):
     WORKER_SHUTDOWN_GRACE_SECONDS: float = Field(default=10.0, ge=0, le=3600)
     TASKS_RETENTION_DAYS: int = Field(default=14, ge=1)
 
+    # Connecting a repository asks the remote (git ls-remote) whether it is a Git repository and
+    # for its default branch, within this many seconds; 0 turns the check off.
+    REPOSITORY_PROBE_SECONDS: float = Field(default=10.0, ge=0, le=60)
+
     # Scans
     SCAN_MAX_FILE_BYTES: int = Field(default=1_048_576, ge=1024)
     SCAN_MAX_REPOSITORY_BYTES: int = Field(default=524_288_000, ge=1024)

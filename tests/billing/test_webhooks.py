@@ -112,7 +112,9 @@ async def env(
 
 async def _tasks(env: Env) -> list[tuple[str, str]]:
     async with env.database.transaction(write=False) as session:
-        return [(row.kind, row.status) for row in (await session.execute(select(Task.kind, Task.status))).all()]
+        # The owner's verification mail, queued at registration, is not billing's.
+        rows = await session.execute(select(Task.kind, Task.status).where(Task.kind != "mail.deliver"))
+        return [(row.kind, row.status) for row in rows.all()]
 
 
 async def _notifications(env: Env) -> list[tuple[str, dict[str, Any]]]:
@@ -221,7 +223,7 @@ async def test_a_handler_failure_is_retried_by_the_queue(env: Env) -> None:
     assert await env.run_tasks() == 2
     assert (await env.billing())["plan"] == "pro"
     async with env.database.transaction(write=False) as session:
-        rows = (await session.execute(select(Task.status, Task.attempts))).all()
+        rows = (await session.execute(select(Task.status, Task.attempts).where(Task.kind != "mail.deliver"))).all()
     assert [(row.status, row.attempts) for row in rows] == [(TaskStatus.SUCCEEDED.value, 2)]
 
 

@@ -211,13 +211,19 @@ async def test_invitation_flow(
     assert again.json()["code"] == "already_invited"
 
     grace = await make_user("grace", email_verified_at=None)
-    assert (await client.get("/api/v1/invitations", headers=grace.headers)).json()["items"] == []
+    # Before verification: listed, without the organization, and not acceptable yet.
+    listed = (await client.get("/api/v1/invitations", headers=grace.headers)).json()["items"]
+    assert [(i["org"], i["role"], i["can_accept"], i["reason"]) for i in listed] == [
+        (None, "admin", False, "email_not_verified")
+    ]
     unverified = await client.post("/api/v1/invitations/accept", headers=grace.headers, json={"token": token})
     assert unverified.status_code == 403
     assert unverified.json()["code"] == "email_not_verified"
     await verify_email(session, "grace")
     mine = await client.get("/api/v1/invitations", headers=grace.headers)
-    assert [(i["org"]["slug"], i["role"]) for i in mine.json()["items"]] == [("engines", "admin")]
+    assert [(i["org"]["slug"], i["role"], i["can_accept"]) for i in mine.json()["items"]] == [
+        ("engines", "admin", True)
+    ]
 
     other = await make_user("mallory")
     stolen = await client.post("/api/v1/invitations/accept", headers=other.headers, json={"token": token})

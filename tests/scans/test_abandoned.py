@@ -11,6 +11,7 @@ from sqlalchemy import update
 
 from codepulse.scans import lifecycle
 from codepulse.scans.models import Scan
+from codepulse.scans.service import TASK_KIND
 from codepulse.scheduler import JobContext
 from codepulse.tasks import Task, TaskStatus, claim_tasks, reap_expired_job
 from tests.scans.conftest import Flow
@@ -27,6 +28,7 @@ async def _start_and_die(flow: Flow, scan_id: str) -> None:
             lease_seconds=flow.settings.TASK_LEASE_SECONDS,
             limit=1,
             default_max_attempts=flow.settings.TASK_MAX_ATTEMPTS,
+            kinds=[TASK_KIND],  # not the owner's verification mail, queued at registration
         )
         assert claimed.payload == {"scan_id": scan_id}
         assert await lifecycle.begin_run(session, uuid.UUID(scan_id), flow.clock()) is not None

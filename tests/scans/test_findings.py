@@ -47,7 +47,7 @@ async def test_full_flow_lifecycle_and_triage(flow: Flow, tmp_path: Path) -> Non
     assert first["counts"]["new"][severity] == first["counts"]["open"][severity] == 1
     assert finding["first_seen_scan_id"] == finding["last_seen_scan_id"] == first["id"]
     seen = await flow.get(f"/scans/{first['id']}/findings")
-    assert [(f["finding_id"], f["new"], f["status"]) for f in seen["items"]] == [(finding["id"], True, "open")]
+    assert [(f["id"], f["new"], f["status"]) for f in seen["items"]] == [(finding["id"], True, "open")]
     summary = await flow.get(f"/repositories/{repository['id']}")
     assert summary["last_scan"]["id"] == first["id"]
     assert summary["last_scan"]["status"] == "succeeded"
@@ -130,7 +130,7 @@ async def test_other_branches_change_nothing(flow: Flow, tmp_path: Path) -> None
     assert _total(branch["counts"]["fixed"]) == 0
     assert _total(branch["counts"]["new"]) == 1
     seen = (await flow.get(f"/scans/{branch['id']}/findings"))["items"]
-    assert [(f["location"]["path"], f["finding_id"], f["status"]) for f in seen] == [("more.py", None, "open")]
+    assert [(f["location"]["path"], f["id"], f["status"]) for f in seen] == [("more.py", None, "open")]
     [still] = await flow.findings(repository["id"])
     assert (still["location"]["path"], still["last_seen_scan_id"]) == ("settings.py", base["id"])
     summary = await flow.get(f"/repositories/{repository['id']}")

@@ -205,5 +205,5 @@ async def test_a_history_scan_of_a_commit_fetches_its_whole_history_and_changes_
     seen = _by_path((await flow.get(f"/scans/{scan['id']}/findings"))["items"])
     assert {path: item["at_head"] for path, item in seen.items()} == {"app/settings.py": False, "app/keys.py": True}
     assert seen["app/settings.py"]["introduced"]["commit_sha"] == commits["leak"]
-    assert all(item["finding_id"] is None for item in seen.values())
+    assert all(item["id"] is None for item in seen.values())
     assert await flow.findings(repository["id"]) == []  # only scans of the default branch track findings

@@ -21,6 +21,7 @@ from codepulse.scans.pool import EnginePool
 from codepulse.scans.results import PipelineResult
 from codepulse.scans.ruleset import RuleOverrides
 from codepulse.scans.runner import ScanRunner
+from codepulse.scans.service import TASK_KIND
 from codepulse.scans.supervisor import Progress
 from codepulse.scheduler import JobContext
 from codepulse.tasks import Task
@@ -174,7 +175,7 @@ async def test_concurrent_requests_queue_one_scan(flow: Flow, tmp_path: Path) ->
     assert len({r.json()["id"] for r in responses}) == 1
     async with flow.database.transaction(write=False) as session:
         assert await session.scalar(select(func.count()).select_from(Scan)) == 1
-        assert await session.scalar(select(func.count()).select_from(Task)) == 1
+        assert await session.scalar(select(func.count()).select_from(Task).where(Task.kind == TASK_KIND)) == 1
 
 
 async def test_rescan_of_an_unchanged_commit_reuses_results_without_cloning(
@@ -218,3 +219,18 @@ def test_pipeline_signature_follows_what_results_depend_on(flow: Flow, monkeypat
         ruleset, "DEFAULT_RULES", ruleset.DEFAULT_RULES.with_overrides(RuleOverrides(enable=("bandit.B101",)))
     )
     assert ScanRunner(flow.database, flow.settings).pipeline_signature() != signature
+
+
+async def test_the_first_scan_fills_in_an_unknown_default_branch(flow: Flow, tmp_path: Path) -> None:
+    git = GitRepo(tmp_path / "app", branch="develop")
+    git.commit({"a.py": "x = 1\n"})
+    repository = await flow.repository(git.url)  # the connect-time probe is off here
+    assert repository["default_branch"] is None
+    assert (await flow.scan(repository["id"]))["status"] == "succeeded"
+    assert (await flow.get(f"/repositories/{repository['id']}"))["default_branch"] == "develop"
+    # A branch named by the caller is never replaced.
+    other = GitRepo(tmp_path / "other", branch="develop")
+    other.commit({"a.py": "x = 1\n"})
+    named = await flow.repository(other.url, name="named", default_branch="release")
+    await flow.scan(named["id"])
+    assert (await flow.get(f"/repositories/{named['id']}"))["default_branch"] == "release"

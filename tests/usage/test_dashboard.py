@@ -80,8 +80,17 @@ async def test_trends_are_zero_filled_per_day_and_per_week(client: httpx.AsyncCl
     assert [w["date"] for w in weeks] == ["2026-10-19", "2026-10-26", "2026-11-02", "2026-11-09", "2026-11-16",
                                           "2026-11-23"]  # fmt: skip
     assert [w["records"] for w in weeks] == [0, 0, 1, 0, 1, 2]
-    refused = await client.get("/api/v1/dashboard/trends?range=all", headers=busy.headers)
+    # `all`: from the week of the first day with usage to today.
+    everything = await _get(client, busy, "/api/v1/dashboard/trends?range=all&granularity=week")
+    assert everything["range"] == "all"
+    all_weeks = everything["points"]
+    assert isinstance(all_weeks, list)
+    assert [(w["date"], w["records"]) for w in all_weeks] == [
+        ("2026-11-02", 1), ("2026-11-09", 0), ("2026-11-16", 1), ("2026-11-23", 2)
+    ]  # fmt: skip
+    refused = await client.get("/api/v1/dashboard/trends?range=2y", headers=busy.headers)
     assert refused.status_code == 422
+    assert "all" in refused.json()["errors"][0]["message"]
 
 
 async def test_sources_and_models_with_shares(client: httpx.AsyncClient, busy: SignedIn) -> None:

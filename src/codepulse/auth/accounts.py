@@ -96,6 +96,8 @@ class AccountService:
         )
         await self.repo.add(user)
         log.info("user.registered", user_id=str(user.id))
+        # At once: an invitee cannot accept an invitation before the address is verified.
+        await self.request_email_verification(user)
         return await self.sessions.create_session(user, SessionKind.WEB, device)
 
     async def find_login(self, login: str) -> User | None:

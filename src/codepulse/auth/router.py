@@ -119,6 +119,10 @@ _RENDERED_USERS: weakref.WeakKeyDictionary[User, bytes] = weakref.WeakKeyDiction
 )
 async def me(request: Request) -> Response:
     user = cast(User, await current_user_scheme(request))  # required: Unauthorized rather than None
+    return _rendered(user)
+
+
+def _rendered(user: User) -> Response:
     rendered = _RENDERED_USERS.get(user)
     if rendered is None:
         rendered = _RENDERED_USERS[user] = UserOut.model_validate(user).model_dump_json().encode()
@@ -208,6 +212,11 @@ async def reset_password(
     await limiter.hit([Rule("token-submit:ip", _ip(request), TOKEN_SUBMIT_PER_IP)])
     await service.accounts.reset_password(body.token, body.new_password)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@users_router.get("/me", response_model=UserOut, summary="My own profile (the same as `GET /auth/me`)")
+async def my_profile(user: CurrentUser) -> Response:
+    return _rendered(user)
 
 
 @users_router.patch("/me", summary="Update my profile")

@@ -6,12 +6,24 @@ import re
 import uuid
 from datetime import datetime
 from functools import cache
-from typing import Annotated
+from typing import Annotated, Any
 from zoneinfo import available_timezones
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from codepulse.auth.models import EMAIL_MAX_LENGTH
+from codepulse.security import password_problems
 from codepulse.text import NO_CONTROL, NO_PROSE_CONTROL, Line
 
 USERNAME_PATTERN = re.compile(r"^[a-z0-9_-]{3,30}$")
@@ -67,6 +79,44 @@ class RegisterIn(BaseModel):
     password: Password
     username: Username
     name: DisplayName
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _every_problem_at_once(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> RegisterIn:
+        """The password policy's problems in the same 422 as the fields' (a missing name and a
+        too-short password are reported together, not one round trip each)."""
+        policy = _password_policy_errors(data)
+        try:
+            model: RegisterIn = handler(data)
+        except ValidationError as error:
+            raise ValidationError.from_exception_data(error.title, [*_line_errors(error), *policy]) from None
+        if policy:
+            raise ValidationError.from_exception_data(cls.__name__, policy)
+        return model
+
+
+def _line_errors(error: ValidationError) -> list[InitErrorDetails]:
+    """The errors again, each with its own type and message (rebuilt as custom errors: a built-in
+    type would want its original context back)."""
+    return [
+        InitErrorDetails(type=PydanticCustomError(item["type"], item["msg"]), loc=item["loc"], input=item["input"])
+        for item in error.errors()
+    ]
+
+
+def _password_policy_errors(data: Any) -> list[InitErrorDetails]:
+    if not isinstance(data, dict) or not isinstance(data.get("password"), str):
+        return []
+    email, username = data.get("email"), data.get("username")
+    problems = password_problems(
+        data["password"],
+        email=email if isinstance(email, str) else "",
+        username=username.strip() if isinstance(username, str) else "",
+    )
+    return [
+        InitErrorDetails(type=PydanticCustomError(problem.code, problem.message), loc=("password",), input="")
+        for problem in problems
+    ]
 
 
 class LoginIn(BaseModel):

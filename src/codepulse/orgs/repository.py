@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, Select, delete, func, select, update
@@ -29,6 +30,9 @@ class OrgRepository:
         return await self.session.scalar(
             select(Organization).where(Organization.slug == slug.lower(), Organization.deleted_at.is_(None))
         )
+
+    async def slugs_taken(self, slugs: Sequence[str]) -> set[str]:
+        return set(await self.session.scalars(select(Organization.slug).where(Organization.slug.in_(list(slugs)))))
 
     async def slug_taken(self, slug: str) -> bool:
         return await self.session.scalar(select(Organization.id).where(Organization.slug == slug)) is not None
@@ -122,6 +126,9 @@ class OrgRepository:
         return await self.session.scalar(
             select(Invitation).where(Invitation.id == invitation_id, Invitation.org_id == org_id)
         )
+
+    async def invitation_by_id(self, invitation_id: uuid.UUID) -> Invitation | None:
+        return await self.session.get(Invitation, invitation_id)
 
     async def invitation_by_token(self, token_hash: str) -> Invitation | None:
         return await self.session.scalar(select(Invitation).where(Invitation.token_hash == token_hash))

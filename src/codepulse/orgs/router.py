@@ -150,16 +150,46 @@ async def audit_log(
     return Page(items=[AuditEventOut.model_validate(e) for e in events], next_cursor=next_cursor)
 
 
-@invitations_router.get("", summary="Pending invitations for my verified email")
+@invitations_router.get("", summary="Pending invitations to my email")
 async def my_invitations(user: CurrentUser, service: OrgServiceDep, page: PageParams) -> Page[MyInvitation]:
+    """Each says whether I can accept it now and, if not, why (`email_not_verified`)."""
     rows, next_cursor = await service.invitations_for(user, page)
+    reason = service.acceptable(user)
     items = [
-        MyInvitation(id=i.id, org=OrgSummary.model_validate(org), role=i.role, expires_at=i.expires_at)
-        for i, org in rows
+        MyInvitation(
+            id=invitation.id,
+            org=OrgSummary.model_validate(org) if reason is None else None,
+            role=invitation.role,
+            expires_at=invitation.expires_at,
+            can_accept=reason is None,
+            reason=reason,
+        )
+        for invitation, org in rows
     ]
     return Page(items=items, next_cursor=next_cursor)
 
 
-@invitations_router.post("/accept", summary="Accept an invitation (my verified email must match)")
+@invitations_router.post("/accept", summary="Accept an invitation with the mailed token")
 async def accept_invitation(body: AcceptIn, request: Request, user: CurrentUser, service: OrgServiceDep) -> OrgOut:
+    """My verified email must be the invited one."""
     return _org_out(await service.accept(user, body.token, _ip(request)), service.settings)
+
+
+@invitations_router.post("/{invitation_id}/accept", summary="Accept one of my invitations")
+async def accept_my_invitation(
+    invitation_id: uuid.UUID, request: Request, user: CurrentUser, service: OrgServiceDep
+) -> OrgOut:
+    """An id from `GET /invitations`. 404 `invitation_not_found` when it is not a pending invitation
+    to my email; 403 `email_not_verified` before the email is verified."""
+    return _org_out(await service.accept_by_id(user, invitation_id, _ip(request)), service.settings)
+
+
+@invitations_router.post(
+    "/{invitation_id}/decline", status_code=status.HTTP_204_NO_CONTENT, summary="Decline one of my invitations"
+)
+async def decline_my_invitation(
+    invitation_id: uuid.UUID, request: Request, user: CurrentUser, service: OrgServiceDep
+) -> Response:
+    """The organization's audit log records it (`invitation.declined`)."""
+    await service.decline(user, invitation_id, _ip(request))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

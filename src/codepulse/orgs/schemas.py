@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from slugify import slugify
 
 from codepulse.auth.schemas import AvatarUrl, Email
 from codepulse.orgs.models import Role
@@ -37,10 +38,27 @@ OrgName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, 
 
 
 class OrgCreate(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "Analytical Engines", "slug": "engines"}]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "Analytical Engines", "slug": "engines"}, {"name": "Engines Ltd"}]}
+    )
 
     name: OrgName
-    slug: Slug
+    slug: Slug | None = Field(
+        default=None,
+        description="Omit to derive one from the name (lower-case ASCII and hyphens, `-2`, `-3`… when taken); "
+        "it can be changed later.",
+    )
+
+
+def slug_candidates(name: str) -> list[str]:
+    """Slugs for an organization called `name`, best first: the name transliterated to ASCII,
+    lower-cased and hyphenated (python-slugify), padded or replaced when too short or reserved;
+    then the same with `-2` to `-99`."""
+    base = slugify(name, max_length=36, word_boundary=True) or "org"
+    if len(base) < 3 or base in RESERVED_SLUGS:
+        base = f"{base}-org" if base else "org"
+    base = base[:36].strip("-")
+    return [base, *(f"{base}-{number}" for number in range(2, 100))]
 
 
 class OrgUpdate(BaseModel):
@@ -117,9 +135,17 @@ class OrgSummary(BaseModel):
 
 class MyInvitation(BaseModel):
     id: uuid.UUID
-    org: OrgSummary
+    org: OrgSummary | None = Field(
+        description="The inviting organization; null until the email is verified (anyone can type an "
+        "address: an unverified account must not learn who invited it)."
+    )
     role: Role
     expires_at: datetime
+    can_accept: bool = Field(description="Whether `POST /invitations/{id}/accept` would succeed now.")
+    reason: str | None = Field(
+        description="Why it cannot be accepted now: `email_not_verified` (verify the email first: "
+        "`POST /auth/verify-email/request` mails a new link)."
+    )
 
 
 class AcceptIn(BaseModel):

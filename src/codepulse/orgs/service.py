@@ -38,7 +38,7 @@ from codepulse.orgs.models import Organization as Organization
 from codepulse.orgs.models import Role as Role
 from codepulse.orgs.quotas import QuotaResource, check_quota
 from codepulse.orgs.repository import OrgRepository
-from codepulse.orgs.schemas import OrgCreate, OrgUpdate
+from codepulse.orgs.schemas import OrgCreate, OrgUpdate, slug_candidates
 from codepulse.pagination import PageRequest, SortKey, paginate, paginate_rows
 from codepulse.security import hash_token, new_one_time_token
 
@@ -107,14 +107,24 @@ class OrgService:
     # --- organizations -------------------------------------------------------------------
 
     async def create(self, user: User, data: OrgCreate, ip: str | None) -> OrgAccess:
-        if await self.repo.slug_taken(data.slug):
+        slug = data.slug if data.slug is not None else await self._free_slug(data.name)
+        if await self.repo.slug_taken(slug):
             raise Conflict("This slug is taken.", code="slug_taken")
-        org = Organization(name=data.name, slug=data.slug, created_by=user.id)
+        org = Organization(name=data.name, slug=slug, created_by=user.id)
         await self.repo.add(org)
         membership = Membership(org_id=org.id, user_id=user.id, role=Role.OWNER.value)
         await self.repo.add(membership)
         await self.audit(org.id, user, "org.created", "organization", org.id, {"slug": org.slug}, ip)
         return OrgAccess(org, user, Role.OWNER, membership)
+
+    async def _free_slug(self, name: str) -> str:
+        """The first slug derived from the name that no organization has."""
+        candidates = slug_candidates(name)
+        taken = await self.repo.slugs_taken(candidates)
+        for candidate in candidates:
+            if candidate not in taken:
+                return candidate
+        raise Conflict("Every slug derived from this name is taken: choose one.", code="slug_taken")
 
     async def list_mine(self, user: User, page: PageRequest) -> tuple[list[tuple[Organization, Role]], str | None]:
         rows, next_cursor = await paginate_rows(
@@ -290,8 +300,8 @@ class OrgService:
     async def invitations_for(
         self, user: User, page: PageRequest
     ) -> tuple[list[tuple[Invitation, Organization]], str | None]:
-        if not user.email_verified:
-            return [], None
+        """Pending invitations to the user's email, verified or not (the caller says which can be
+        accepted now, see `acceptable`)."""
         rows, next_cursor = await paginate_rows(
             self.session,
             self.repo.invitations_for_email_query(user.email, self.clock()),
@@ -301,16 +311,46 @@ class OrgService:
         )
         return [(invitation, org) for invitation, org in rows], next_cursor
 
+    @staticmethod
+    def acceptable(user: User) -> str | None:
+        """Why the user cannot accept an invitation to their email now, or None."""
+        return None if user.email_verified else "email_not_verified"
+
     async def accept(self, user: User, raw_token: str, ip: str | None) -> OrgAccess:
+        """Accept with the mailed token."""
         invitation = await self.repo.invitation_by_token(hash_token(raw_token))
-        now = self.clock()
-        if (
-            invitation is None
-            or invitation.accepted_at is not None
-            or invitation.revoked_at is not None
-            or now >= invitation.expires_at
-        ):
+        if invitation is None or not self._pending(invitation):
             raise BadRequest("This invitation is invalid, expired, revoked or already used.", code="invalid_invitation")
+        return await self._join(user, invitation, ip)
+
+    async def accept_by_id(self, user: User, invitation_id: uuid.UUID, ip: str | None) -> OrgAccess:
+        """Accept one of `invitations_for` by its id."""
+        return await self._join(user, await self._my_invitation(user, invitation_id), ip)
+
+    async def decline(self, user: User, invitation_id: uuid.UUID, ip: str | None) -> None:
+        """Turn down one of `invitations_for`: it is closed (the admins' pending list no longer
+        shows it) and the organization's audit log says who declined."""
+        invitation = await self._my_invitation(user, invitation_id)
+        if not user.email_verified:
+            raise Forbidden("Verify your email before answering an invitation.", code="email_not_verified")
+        invitation.revoked_at = self.clock()
+        await self.session.flush()
+        await self.audit(invitation.org_id, user, "invitation.declined", "invitation", invitation.id,
+                         {"email": invitation.email}, ip)  # fmt: skip
+
+    def _pending(self, invitation: Invitation) -> bool:
+        return invitation.accepted_at is None and invitation.revoked_at is None and self.clock() < invitation.expires_at
+
+    async def _my_invitation(self, user: User, invitation_id: uuid.UUID) -> Invitation:
+        """A pending invitation to the user's email; 404 `invitation_not_found` for anything else
+        (someone else's, used, revoked, expired: the id tells nothing)."""
+        invitation = await self.repo.invitation_by_id(invitation_id)
+        if invitation is None or invitation.email != user.email or not self._pending(invitation):
+            raise NotFound("invitation")
+        return invitation
+
+    async def _join(self, user: User, invitation: Invitation, ip: str | None) -> OrgAccess:
+        now = self.clock()
         org = await self.repo.org(invitation.org_id)
         if org is None:
             raise BadRequest("This organization no longer exists.", code="invalid_invitation")

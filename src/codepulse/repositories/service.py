@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,6 +37,7 @@ from codepulse.auth.service import User
 from codepulse.clock import ClockFunc
 from codepulse.config import Settings
 from codepulse.errors import Conflict, FieldError, ServiceUnavailable, ValidationFailed
+from codepulse.hooks import HookRegistry
 from codepulse.integrations.github import (
     GitHubClient,
     GitHubRepository,
@@ -52,7 +54,7 @@ from codepulse.repositories.credentials import CredentialRefused as CredentialRe
 from codepulse.repositories.credentials import clone_credential as clone_credential
 from codepulse.repositories.credentials import github_hosts, parse
 from codepulse.repositories.credentials import verify_clone_credential as verify_clone_credential
-from codepulse.repositories.models import NAME_MAX_LENGTH, Provider, Severity
+from codepulse.repositories.models import BRANCH_MAX_LENGTH, NAME_MAX_LENGTH, Provider, Severity
 from codepulse.repositories.models import Repository as Repository
 from codepulse.repositories.models import ScanSchedule as ScanSchedule
 from codepulse.repositories.repository import RepositoryRepository
@@ -105,8 +107,15 @@ async def validate_clone_url(
     """Parse `url` and check its host; raises ValidationFailed (one error on `field`, its code
     saying why: credentials_in_url, unsupported_scheme, option_like_url, invalid_clone_url,
     forbidden_host, unresolvable_host)."""
-    if settings.ALLOW_LOCAL_REPOSITORIES and url.strip().lower().startswith("file://"):
-        return CheckedCloneUrl(_local_clone_url(url, field), ())
+    if settings.ALLOW_LOCAL_REPOSITORIES:
+        local = url.strip()
+        if local.startswith("/"):
+            local = Path(local).as_uri()  # a path on this machine, as the file:// URL git takes
+        elif local.startswith(("./", "../", "~")) or local in (".", ".."):
+            message = "Give a local repository as an absolute path or a file:///absolute/path URL."
+            raise ValidationFailed([FieldError(field=field, message=message, code="invalid_clone_url")], detail=message)
+        if local.lower().startswith("file://"):
+            return CheckedCloneUrl(_local_clone_url(local, field), ())
     try:
         parsed = parse(url, settings)
         checked = await check_host(
@@ -132,6 +141,29 @@ def _local_clone_url(raw: str, field: str) -> CloneUrl:
         message = "A local clone URL looks like file:///absolute/path/to/repository."
         raise ValidationFailed([FieldError(field=field, message=message, code="invalid_clone_url")], detail=message)
     return CloneUrl(url=url, scheme="file", host="", port=None, path=path.strip("/"), canonical=f"file://{path}")
+
+
+def default_name(url: CloneUrl) -> str:
+    """A repository's name when none is given: `owner/name` for a hosted one, the directory's
+    name for a local one (not its whole path)."""
+    path = url.path.rsplit("/", 1)[-1] if url.scheme == "file" else url.path
+    return (path.removesuffix(".git") or path)[:NAME_MAX_LENGTH]
+
+
+@dataclass(frozen=True)
+class Connecting:
+    """A repository about to be connected (not saved yet: a hook may fill in what it learns, or
+    refuse it) and its checked clone URL."""
+
+    repository: Repository
+    checked: CheckedCloneUrl
+    settings: Settings
+
+
+connect_hooks: HookRegistry[Connecting] = HookRegistry("repository.connect")
+on_repository_connect = connect_hooks.register
+"""Register `async (session, connecting) -> None`, run before a repository is connected by URL:
+the scans slice asks the remote whether it is a Git repository and which branch is its default."""
 
 
 class RepositoryService:
@@ -175,7 +207,7 @@ class RepositoryService:
         await self._ensure_quota(access.org, 1)
         repository = Repository(
             org_id=access.org.id,
-            name=data.name or url.path[:NAME_MAX_LENGTH],
+            name=data.name or default_name(url),
             provider=data.provider.value if data.provider else provider_for_host(url.host, github_hosts(self.settings)),
             clone_url=url.url,
             canonical_url=url.canonical,
@@ -185,6 +217,7 @@ class RepositoryService:
             created_by=access.user.id,
             archived=False,
         )
+        await connect_hooks.run(self.session, Connecting(repository, checked, self.settings))
         await self.repo.add(repository)
         await self.orgs.audit(access.org.id, access.user, "repository.created", "repository", repository.id,
                               {"name": repository.name, "canonical_url": repository.canonical_url}, ip)  # fmt: skip
@@ -433,6 +466,14 @@ def _github_unavailable() -> ServiceUnavailable:
 
 async def get_repository(session: AsyncSession, repository_id: uuid.UUID) -> Repository | None:
     return await RepositoryRepository(session).get(repository_id)
+
+
+async def fill_default_branch(session: AsyncSession, repository_id: uuid.UUID, branch: str) -> None:
+    """A scan of the default branch learnt its name: kept when nobody set one."""
+    repository = await RepositoryRepository(session).get(repository_id)
+    if repository is not None and repository.default_branch is None:
+        repository.default_branch = branch[:BRANCH_MAX_LENGTH]
+        await session.flush()
 
 
 async def update_scan_summary(

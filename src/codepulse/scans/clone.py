@@ -31,6 +31,7 @@ import ipaddress
 import re
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -270,6 +271,66 @@ async def remote_commit(
     # A branch wins over a tag of the same name (as `git clone --branch`); an annotated tag's
     # commit is its peeled `^{}` entry.
     return refs.get(f"refs/heads/{ref}") or refs.get(f"refs/tags/{ref}^{{}}") or refs.get(f"refs/tags/{ref}")
+
+
+_NOT_A_REPOSITORY = (
+    "does not appear to be a git repository",
+    "not a git repository",
+    "is this a git repository",
+    "repository not found",
+    "' not found",
+)
+_NEEDS_CREDENTIALS = (
+    "could not read username",
+    "could not read password",
+    "authentication failed",
+    "permission denied",
+)
+
+
+@dataclass(frozen=True)
+class RemoteHead:
+    """What one `git ls-remote --symref` said about a remote: whether it is a Git repository
+    (None: could not tell — credentials needed, too slow, unreachable), and its default branch."""
+
+    is_repository: bool | None
+    default_branch: str | None = None
+
+
+async def remote_head(
+    url: str, *, settings: Settings, resolve: tuple[str, ...] = (), seconds: float = 10.0
+) -> RemoteHead:
+    """Ask the remote for its HEAD with the clone's safety settings and a short time limit (no
+    objects are transferred): connecting a repository refuses a URL that is surely not a Git
+    repository and learns the default branch. Only a definite answer refuses: a remote that
+    wants credentials (a private repository before they are set up), times out or cannot be
+    reached is given the benefit of the doubt (the first scan reports it properly)."""
+    allow_file = settings.ALLOW_LOCAL_REPOSITORIES
+    try:
+        clean_url = _check_url(url, allow_file)
+    except ScanFailure:
+        return RemoteHead(False)
+    home = await asyncio.to_thread(scratch(settings.SCAN_WORK_DIR).mkdtemp, "git-home-")
+    try:
+        env = _environment(clean_url, home, None, resolve)
+        async with asyncio.timeout(seconds):
+            args = [*_config_args(allow_file), "ls-remote", "--symref", "--", clean_url, "HEAD"]
+            result = await run_git(args, env=env)
+    except (TimeoutError, ScanFailure):
+        return RemoteHead(None)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, home, True)
+    if result.returncode == 0:
+        for line in result.stdout.decode("utf-8", "replace").splitlines():
+            target, _, name = line.partition("\t")
+            if name == "HEAD" and target.startswith("ref: refs/heads/"):
+                return RemoteHead(True, target.removeprefix("ref: refs/heads/") or None)
+        return RemoteHead(True)  # an empty repository: no HEAD commit yet
+    stderr = result.stderr.lower()
+    log.info("repository.probe_failed", detail=redact(result.stderr, ())[-300:])
+    if any(marker in stderr for marker in _NEEDS_CREDENTIALS):
+        return RemoteHead(None)
+    return RemoteHead(False if any(marker in stderr for marker in _NOT_A_REPOSITORY) else None)
 
 
 async def clone(

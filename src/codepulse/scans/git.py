@@ -185,6 +185,13 @@ async def rev_parse(repository: Path, name: str, *, env: Mapping[str, str]) -> s
 # --- reading a commit's files ----------------------------------------------------------------------
 
 
+async def current_branch(repository: Path, *, env: Mapping[str, str]) -> str | None:
+    """The branch HEAD is on (a fresh clone's: the remote's default branch), or None."""
+    result = await run_git(["symbolic-ref", "--quiet", "--short", "HEAD"], env=env, cwd=repository)
+    branch = result.stdout.decode("utf-8", "replace").strip()
+    return branch or None if result.returncode == 0 else None
+
+
 class GitTreeSource:
     """The files of a commit (HEAD by default) of a repository, read from git's object store."""
 

@@ -20,9 +20,12 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse import tasks
+from codepulse.errors import FieldError, ValidationFailed
 from codepulse.orgs import service as orgs_service
 from codepulse.orgs.service import Organization
+from codepulse.repositories import service as repositories_service
 from codepulse.scans import lifecycle
+from codepulse.scans.clone import remote_head
 from codepulse.scans.models import ScanResultCache
 from codepulse.scans.service import TASK_KIND, WORKER_LOST_MESSAGE
 
@@ -50,7 +53,26 @@ async def fail_abandoned_scan(session: AsyncSession, ended: tasks.EndedTask) -> 
         log.warning("scan.abandoned", scan_id=str(scan_id), task_id=str(ended.id), code=code)
 
 
+async def probe_remote(session: AsyncSession, connecting: repositories_service.Connecting) -> None:
+    """A repository is being connected by URL: refuse one that is surely not a Git repository
+    (`not_a_git_repository`), and learn the default branch when none was given. One `git
+    ls-remote` with the clone's safety settings within REPOSITORY_PROBE_SECONDS (0: no probe)."""
+    seconds = connecting.settings.REPOSITORY_PROBE_SECONDS
+    if seconds <= 0:
+        return
+    checked = connecting.checked
+    head = await remote_head(checked.url.url, settings=connecting.settings, resolve=checked.addresses, seconds=seconds)
+    if head.is_repository is False:
+        message = "No Git repository answers at this URL: check it (a local one is file:///absolute/path)."
+        raise ValidationFailed(
+            [FieldError(field="body.clone_url", message=message, code="not_a_git_repository")], detail=message
+        )
+    if connecting.repository.default_branch is None and head.default_branch is not None:
+        connecting.repository.default_branch = head.default_branch
+
+
 def register_hooks() -> None:
     """Called at start-up (`create_app`, `codepulse worker`); registering again is a no-op."""
     orgs_service.on_org_delete(forget_cached_results)
     tasks.on_task_ended(fail_abandoned_scan)
+    repositories_service.on_repository_connect(probe_remote)

@@ -252,6 +252,8 @@ async def complete_scan(
         history = scan.mode == ScanMode.HISTORY.value
         for severity in await repo.fix_unseen(scan.repository_id, scan_id, now, history=history):
             fixed_counts[stored_severity(severity)] += 1
+        if result.default_branch is not None:
+            await repositories_service.fill_default_branch(session, scan.repository_id, result.default_branch)
         current = await repo.open_counts(scan.repository_id)
         summary = {severity: current.get(severity, 0) for severity in SUMMARY_SEVERITIES}
     await repo.insert_scan_findings(

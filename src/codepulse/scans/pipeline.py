@@ -39,7 +39,7 @@ from codepulse.scans.clone import clone
 from codepulse.scans.engine import RawFinding, fingerprints
 from codepulse.scans.errors import ScanFailure
 from codepulse.scans.files import FileSource, IndexEntry, SkipRules
-from codepulse.scans.git import GitTreeSource, git_environment
+from codepulse.scans.git import GitTreeSource, current_branch, git_environment
 from codepulse.scans.history import GitHistorySource
 from codepulse.scans.pool import ChunkItem, ChunkResult, EnginePool
 from codepulse.scans.results import LocatedFinding, PipelineResult
@@ -408,14 +408,17 @@ async def scan_repository(
             )
         )
         if not history:
-            return await _scan(
+            result = await _scan(
                 GitTreeSource(checkout), settings, cache, pool, supervisor, settings.SCAN_MAX_REPOSITORY_BYTES
             )
-        source = GitHistorySource(checkout, env=git_environment(None))
-        result = await _scan(
-            source, settings, cache, pool, supervisor, settings.SCAN_MAX_HISTORY_BYTES, "SCAN_MAX_HISTORY_BYTES"
-        )
-        result.findings = source.located(result.findings)
+        else:
+            source = GitHistorySource(checkout, env=git_environment(None))
+            result = await _scan(
+                source, settings, cache, pool, supervisor, settings.SCAN_MAX_HISTORY_BYTES, "SCAN_MAX_HISTORY_BYTES"
+            )
+            result.findings = source.located(result.findings)
+        if ref is None:
+            result.default_branch = await current_branch(checkout, env=git_environment(None))
         return result
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)

@@ -102,3 +102,5 @@ class PipelineResult:
     """(file, engine) pairs sent to the engine pool."""
     warnings: list[str] = field(default_factory=list)
     """Non-fatal problems (an invalid .codepulse.yml, an engine that failed on one file)."""
+    default_branch: str | None = None
+    """The remote's default branch, when the scan cloned it (no ref asked for)."""

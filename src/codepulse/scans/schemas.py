@@ -249,11 +249,11 @@ class FindingRead(BaseModel):
 class ScanFindingRead(BaseModel):
     """A finding as one scan saw it, with the tracked finding's current status."""
 
-    id: uuid.UUID
-    finding_id: uuid.UUID | None = Field(
-        description="The tracked finding, for PATCH /findings/{id} (null when seen only on a branch other "
-        "than the default)."
+    id: uuid.UUID | None = Field(
+        description="The tracked finding's id, as in the repository's findings and for PATCH /findings/{id} "
+        "(null when seen only on a branch other than the default)."
     )
+    scan_finding_id: uuid.UUID = Field(description="This scan's record of it (unique within every scan).")
     scan_id: uuid.UUID
     fingerprint: str
     rule_id: str
@@ -272,8 +272,8 @@ class ScanFindingRead(BaseModel):
     @classmethod
     def of(cls, row: ScanFinding, status: str | None) -> ScanFindingRead:
         return cls(
-            id=row.id,
-            finding_id=row.finding_id,
+            id=row.finding_id,
+            scan_finding_id=row.id,
             scan_id=row.scan_id,
             fingerprint=row.fingerprint,
             rule_id=row.rule_id,

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from codepulse.auth import service as auth_service
 from codepulse.auth.service import User
 from codepulse.clock import ClockFunc
-from codepulse.errors import FieldError, NotFound, ValidationFailed
+from codepulse.errors import NotFound
 from codepulse.orgs.service import OrgAccess, OrgService
 from codepulse.pagination import PageRequest
 from codepulse.usage.price_overrides import load_price_book
@@ -81,15 +81,16 @@ class DashboardService:
         )
 
     async def trends(self, user: User, range_: Range, granularity: Granularity) -> Trends:
-        if range_.days is None:
-            raise ValidationFailed(
-                [FieldError(field="query.range", code="enum", message="Trends cover 7d, 30d, 90d or 365d.")]
-            )
         end = self._today(user)
-        start = end - timedelta(days=range_.days - 1)
-        per_day = {
-            group[0]: sums for group, sums, _, _ in await self.repo.sums_by([user.id], ["day"], start=start, end=end)
-        }
+        if range_.days is None:  # all: from the first day with usage (today when there is none)
+            per_day = {group[0]: sums for group, sums, _, _ in await self.repo.sums_by([user.id], ["day"], end=end)}
+            start = min(per_day, default=end)
+        else:
+            start = end - timedelta(days=range_.days - 1)
+            per_day = {
+                group[0]: sums
+                for group, sums, _, _ in await self.repo.sums_by([user.id], ["day"], start=start, end=end)
+            }
         buckets: dict[date, Sums] = {}
         day = start
         while day <= end:

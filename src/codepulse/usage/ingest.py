@@ -435,7 +435,25 @@ def _check_native(items: Sequence[Any], now: datetime) -> tuple[list[CleanRecord
                 None if cost is None else usd_to_nanousd(cost),
             )
         )
-    return clean, rejected
+    return clean, [_identified(item, items[item.index], "message_id", "request_id") for item in rejected]
+
+
+_ECHOED_ID_LENGTH = 200
+
+
+def _identified(rejection: Rejection, item: Any, message_key: str, request_key: str | None) -> Rejection:
+    """The rejection with the record's own ids as sent, so a client can tell which of its records
+    it is without counting (cut to 200 characters: an id too long is one reason to refuse)."""
+    raw = item.value if type(item) is _Invalid else item
+    if not isinstance(raw, Mapping):
+        return rejection
+    message_id, request_id = raw.get(message_key), raw.get(request_key) if request_key is not None else None
+    return rejection.model_copy(
+        update={
+            "message_id": message_id[:_ECHOED_ID_LENGTH] if isinstance(message_id, str) else None,
+            "request_id": request_id[:_ECHOED_ID_LENGTH] if isinstance(request_id, str) else None,
+        }
+    )
 
 
 def _check_burntop(items: Sequence[Any], source: str, now: datetime) -> tuple[list[CleanRecord], list[Rejection]]:
@@ -476,4 +494,4 @@ def _check_burntop(items: Sequence[Any], source: str, now: datetime) -> tuple[li
                 (message_id, source, ""), source, message_id, "", m["model"], timestamp, tokens, False, None, None
             )
         )
-    return clean, rejected
+    return clean, [_identified(item, items[item.index], "id", None) for item in rejected]

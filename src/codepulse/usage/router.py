@@ -155,7 +155,7 @@ async def dashboard_overview(user: CurrentUser, service: DashboardServiceDep) ->
 async def dashboard_trends(
     user: CurrentUser,
     service: DashboardServiceDep,
-    range_: Annotated[Range, Query(alias="range", description="`7d`, `30d`, `90d` or `365d`.")] = Range.D30,
+    range_: RangeParam = Range.D30,
     granularity: Granularity = Granularity.DAY,
 ) -> Trends:
     return await service.trends(user, range_, granularity)

@@ -122,6 +122,12 @@ class Rejection(BaseModel):
         "`invalid_session_id` or `invalid_cost`."
     )
     detail: str
+    message_id: str | None = Field(
+        default=None, description="The record's `message_id` as sent (at most 200 characters), when it had one."
+    )
+    request_id: str | None = Field(
+        default=None, description="The record's `request_id` as sent (at most 200 characters), when it had one."
+    )
 
 
 class SyncTotals(BaseModel):
