@@ -303,6 +303,36 @@ SAMPLES: dict[str, Sample] = {
     "django-insecure-secret-key": Sample(
         'SECRET_KEY = "django-insecure-{a:50}"', 'SETTINGS_NOTE = "django-insecure-{a:20}"'
     ),
+    # more providers: the rest of the gitleaks checklist
+    "authress-service-client-access-key": Sample(
+        'AUTHRESS_ACCESS_KEY = "sc_{x:16}.{x:6}.acc_{x:14}.{b:64}"', 'AUTHRESS_CLIENT = "sc_{x:16}.{x:6}.acc_{x:14}"'
+    ),
+    "beamer-api-key": Sample('BEAMER_API_KEY = "b_{w:44}"', 'BEAMER_HOST = "b_{w:44}"'),
+    "bittrex-api-key": Sample('BITTREX_API_SECRET = "{h:32}"', 'BITTREX_HOST = "{h:32}"'),
+    "castai-api-key": Sample('cast = "castai_v1_{h:64}_{h:8}"', 'cast = "castai_v2_{h:64}_{h:8}"'),
+    "chargebee-api-key": Sample('CHARGEBEE_API_KEY = "live_{a:32}"', 'CHARGEBEE_SITE = "live_{a:32}"'),
+    "chief-tools-token": Sample('chief = "ctp_{a:36}"', 'chief = "ctp_{a:20}"'),
+    "clickhouse-cloud-api-secret-key": Sample('ch = "4b1d{a:38}"', 'ch = "4b1d{h:38}"'),
+    "coinbase-api-secret": Sample('COINBASE_API_SECRET = "{a:32}"', 'COINBASE_HOST = "{a:32}"'),
+    "etsy-api-key": Sample('ETSY_API_KEY = "{x:24}"', 'ETSY_HOST = "{x:24}"'),
+    "finicity-api-credential": Sample('FINICITY_APP_KEY = "{h:32}"', 'FINICITY_HOST = "{h:32}"'),
+    "finnhub-api-key": Sample('FINNHUB_API_KEY = "{x:20}"', 'FINNHUB_HOST = "{x:20}"'),
+    "flickr-api-key": Sample('FLICKR_API_KEY = "{h:32}"', 'FLICKR_HOST = "{h:32}"'),
+    "freemius-secret-key": Sample("'secret_key' => 'sk_{a:29}',", "'public_key' => 'pk_{h:29}',"),
+    "freshbooks-access-token": Sample('FRESHBOOKS_ACCESS_TOKEN = "{h:64}"', 'FRESHBOOKS_HOST = "{h:64}"'),
+    "gocardless-access-token": Sample('GOCARDLESS_ACCESS_TOKEN = "live_{w:40}"', 'GOCARDLESS_HOST = "live_{w:40}"'),
+    "jfrog-access-token": Sample(
+        'jf = "eyJ2ZXIiOiIyIiwidHlwIjoiSldUIiwiYWxnIjoiUlMyNTYiLCJraWQiOi{w:43}.eyJ{w:100}.{w:86}"',
+        'jf = "eyJ2ZXIiOiIyIiwidHlwIjoiSldUIiwiYWxnIjoiUlMyNTYiLCJraWQiOi{w:43}"',
+    ),
+    "kraken-api-key": Sample('KRAKEN_API_SECRET = "{b:86}=="', 'KRAKEN_HOST = "{b:86}=="'),
+    "lob-api-key": Sample('LOB_API_KEY = "live_{h:35}"', 'LOB_HOST = "live_{h:35}"'),
+    "looker-client-secret": Sample('LOOKERSDK_CLIENT_SECRET = "{a:24}"', 'LOOKERSDK_BASE_URL = "{a:24}"'),
+    "messagebird-api-key": Sample('MESSAGEBIRD_ACCESS_KEY = "{a:25}"', 'MESSAGEBIRD_ORIGINATOR = "{a:25}"'),
+    "nytimes-api-key": Sample('NYT_API_KEY = "{a:32}"', 'NYT_SECTION = "{a:32}"'),
+    "privateai-api-key": Sample('PRIVATE_AI_API_KEY = "{x:32}"', 'PRIVATE_AI_HOST = "{x:32}"'),
+    "rapidapi-key": Sample("headers = {{'X-RapidAPI-Key': '{x:50}'}}", "headers = {{'X-RapidAPI-Host': '{x:50}'}}"),
+    "travisci-access-token": Sample('TRAVIS_API_TOKEN = "{a:22}"', 'TRAVIS_BRANCH = "{a:22}"'),
     # keys, tokens, formats
     "private-key-rsa": Sample(
         _pem("RSA PRIVATE KEY"), "-----BEGIN RSA PRIVATE KEY-----\n...\n-----END RSA PRIVATE KEY-----"
