@@ -151,6 +151,33 @@ def worker(
         scans_runner.release_process()
 
 
+@app.command()
+def seed(
+    users: Annotated[int, typer.Option(min=4, max=40, help="Demo users (at least one per role).")] = 6,
+    days: Annotated[int, typer.Option(min=1, max=365, help="Days of usage per user, ending yesterday.")] = 30,
+) -> None:
+    """Fill the configured database with demo data: users (passwords printed), two organizations
+    with every role, a scanned demo repository with test secrets, usage, leaderboards. Idempotent;
+    refused when ENVIRONMENT=production. Migrates the database first."""
+    from codepulse import migrations
+    from codepulse.errors import DomainError
+    from codepulse.seed import SeedError, refuse_production, render_report, seed_database
+
+    settings = _settings()
+    try:
+        refuse_production(settings)  # before anything touches the database, migrations included
+        migrations.upgrade_database(settings)
+        report = seed_database(settings, users=users, days=days)
+    except SeedError as error:
+        raise _fail(str(error)) from None
+    except DomainError as error:
+        # A service refused (a demo username taken by another account, ...): say which rule.
+        raise _fail(f"seed stopped: {error} ({error.instance_code})") from None
+    except _database_errors() as error:
+        raise _fail(_database_error(error)) from None
+    typer.echo(render_report(report, settings))
+
+
 usage_app = typer.Typer(name="usage", help="Usage analytics maintenance.", no_args_is_help=True)
 app.add_typer(usage_app)
 

@@ -7,7 +7,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse.orgs.models import Organization
+from codepulse.app import register_hooks
+from codepulse.config import Settings
+from codepulse.errors import Conflict, Forbidden, QuotaExceeded
+from codepulse.orgs.models import AuditEvent, Organization
+from codepulse.orgs.service import OrgService, Role
 from codepulse.repositories.models import Repository
 from tests.factories import MakeMember, MakeOrg, MakeUser, RepositoryFactory
 from tests.helpers import FakeClock, Mailbox
@@ -342,3 +346,27 @@ async def test_audit_log(
     ] == []
     viewer = await make_member(await session.get_one(Organization, uuid.UUID(engines["id"])), "viewer", "vic")
     assert (await client.get("/api/v1/orgs/engines/audit-log", headers=viewer.headers)).status_code == 403
+
+
+async def test_operators_add_existing_accounts_without_an_invitation(
+    session: AsyncSession, settings: Settings, clock: FakeClock, make_user: MakeUser, make_org: MakeOrg,
+    make_member: MakeMember,
+) -> None:  # fmt: skip
+    register_hooks()  # billing's seat quota, as in the app
+    ada = await make_user("ada")
+    org = await make_org(ada, slug="engines")
+    admin = await make_member(org, "admin", "adm")
+    service = OrgService(session, settings, clock)
+    access = await service.access(admin.model, org)
+    bob = await make_user("bob")
+    with pytest.raises(Forbidden):
+        await service.add_member(access, bob.model, Role.OWNER, None)  # above the admin's own role
+    added = await service.add_member(access, bob.model, Role.MEMBER, None)
+    assert (added.user.id, added.membership.role) == (bob.model.id, "member")
+    with pytest.raises(Conflict) as again:
+        await service.add_member(access, bob.model, Role.VIEWER, None)
+    assert again.value.instance_code == "already_member"
+    with pytest.raises(QuotaExceeded):  # the free plan's 3 seats: ada, adm, bob
+        await service.add_member(access, (await make_user("cy")).model, Role.VIEWER, None)
+    actions = await session.scalars(select(AuditEvent.action).where(AuditEvent.org_id == org.id))
+    assert list(actions) == ["member.added"]

@@ -211,6 +211,23 @@ class OrgService:
         action = "member.left" if leaving else "member.removed"
         await self.audit(access.org.id, access.user, action, "user", user_id, {"role": role}, ip)
 
+    async def add_member(self, access: OrgAccess, user: User, role: Role, ip: str | None) -> Member:
+        """Add an existing account without an invitation (admin+, never above one's own role):
+        for operators' tools such as `codepulse seed`, whose users need no mailed link. The seat
+        quota applies as to an invitation; 409 `already_member`."""
+        access.require(Role.ADMIN)
+        if not access.role.at_least(role):
+            raise Forbidden("You cannot add someone above your own role.", code="insufficient_role")
+        # The same lock as `invite`: the member check and the seat count hold until the commit.
+        await advisory_xact_lock(self.session, f"orgs.seats:{access.org.id}")
+        if await self.repo.membership(access.org.id, user.id) is not None:
+            raise Conflict("This person is already a member.", code="already_member")
+        await check_quota(self.session, self.settings, access.org.id, QuotaResource.SEATS, now=self.clock())
+        membership = Membership(org_id=access.org.id, user_id=user.id, role=role.value)
+        await self.repo.add(membership)
+        await self.audit(access.org.id, access.user, "member.added", "user", user.id, {"role": role}, ip)
+        return Member(membership, user)
+
     async def _member(self, access: OrgAccess, user_id: uuid.UUID) -> Membership:
         membership = await self.repo.membership(access.org.id, user_id)
         if membership is None:
