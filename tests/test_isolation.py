@@ -6,11 +6,15 @@ route must be listed as not org-scoped (NOT_ORG_SCOPED). An unclassified route f
 a new route cannot skip the check. For org-scoped routes:
 - a signed-in outsider gets 404 on every method (no existence leak);
 - a viewer gets 403 on every write.
+
+Every route under /api/v1/admin/ is for superusers only: a signed-in user who is not one gets 403
+`superuser_required` on every method, whatever the path's ids (SUPERUSER_PARAMS).
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -76,6 +80,10 @@ NOT_ORG_SCOPED = {
     # leaderboard: the public community benchmarks, and the caller's own standing in them
     "/api/v1/benchmarks",
     "/api/v1/benchmarks/me",
+    # admin: the superusers' view of the task queue (tasks belong to no organization)
+    "/api/v1/admin/tasks",
+    "/api/v1/admin/tasks/{task_id}/retry",
+    "/api/v1/admin/tasks/{task_id}/cancel",
     # billing: the public plans; a superuser's plan assignment (any organization, by id or slug)
     "/api/v1/billing/plans",
     "/api/v1/admin/orgs/{org_ref}/plan",
@@ -224,5 +232,44 @@ async def test_outsiders_get_404_and_viewers_403_on_writes(
             response = await client.request(method, url, headers=viewer.headers, json={})
             assert response.status_code == 403, f"{method} {path}: viewer got {response.status_code}"
             assert response.json()["code"] == "insufficient_role"
+        checked += 1
+    assert checked >= 10
+
+
+ADMIN_PREFIX = "/api/v1/admin/"
+
+# Values for the path parameters of superuser routes: the refusal comes before any lookup.
+SUPERUSER_PARAMS: dict[str, str] = {
+    "model": "claude-sonnet-4",
+    "org_ref": "engines",
+    "user_id": str(uuid.uuid4()),
+    "task_id": str(uuid.uuid4()),
+}
+
+
+def test_every_admin_route_is_not_org_scoped(app: FastAPI) -> None:
+    admin = sorted({path for path, _ in _api_routes(app) if path.startswith(ADMIN_PREFIX)})
+    assert admin, "no admin routes found"
+    assert [path for path in admin if _classify(path) != "none"] == []
+
+
+async def test_non_superusers_get_403_on_every_admin_route(
+    app: FastAPI, client: httpx.AsyncClient, make_user: MakeUser, make_org: MakeOrg
+) -> None:
+    # An organization's owner is the strongest non-superuser there is.
+    owner = await make_user("owner")
+    await make_org(owner, slug="engines")
+    checked = 0
+    for path, method in _api_routes(app):
+        if not path.startswith(ADMIN_PREFIX):
+            continue
+        missing = set(_PARAM.findall(path)) - set(SUPERUSER_PARAMS)
+        assert not missing, f"{path}: add a value for {missing} to SUPERUSER_PARAMS"
+        url = _PARAM.sub(lambda m: SUPERUSER_PARAMS[m.group(1)], path)
+        response = await client.request(method, url, headers=owner.headers, json={})
+        assert response.status_code == 403, f"{method} {path}: a non-superuser got {response.status_code}"
+        assert response.json()["code"] == "superuser_required", f"{method} {path}"
+        anonymous = await client.request(method, url, json={})
+        assert anonymous.status_code == 401, f"{method} {path}: anonymous got {anonymous.status_code}"
         checked += 1
     assert checked >= 10

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
+from codepulse.admin.router import router as admin_tasks_router
 from codepulse.auth.device_flow import router as device_flow_router
 from codepulse.auth.oauth import router as oauth_router
 from codepulse.auth.router import router as auth_router
@@ -45,6 +46,7 @@ DOMAIN_ROUTERS: tuple[DomainRouter, ...] = (
     usage_router,
     pricing_router,
     leaderboard_admin_router,
+    admin_tasks_router,
     benchmarks_router,
     billing_router,
     notifications_router,

@@ -6,9 +6,9 @@ scans and findings; the cached engine results are keyed by organization, not rep
 scans removes them here.
 
 A `scans.run` task that ends without settling its scan (its worker died on every attempt, or
-could not record the outcome) fails the scan in the same transaction: `worker_lost`, or
-`internal_error`. Otherwise the scan would stay active, and new scans of its repository and ref
-would keep answering it.
+could not record the outcome), or that a superuser canceled while queued, fails the scan in the
+same transaction: `worker_lost`, `internal_error`, or `task_canceled`. Otherwise the scan would
+stay active, and new scans of its repository and ref would keep answering it.
 """
 
 from __future__ import annotations
@@ -38,14 +38,17 @@ async def forget_cached_results(session: AsyncSession, org: Organization) -> Non
 
 
 async def fail_abandoned_scan(session: AsyncSession, ended: tasks.EndedTask) -> None:
-    """A `scans.run` task ended `dead` or `failed`: its scan, if still active, fails."""
+    """A `scans.run` task ended `dead`, `failed` or `canceled` (by a superuser, while queued): its
+    scan, if still active, fails (`task_canceled` for the last)."""
     if ended.kind != TASK_KIND:
         return
     try:
         scan_id = uuid.UUID(str(ended.payload.get("scan_id")))
     except ValueError:
         return
-    if ended.lease_expired:
+    if ended.status is tasks.TaskStatus.CANCELED:
+        code, message = "task_canceled", "An administrator canceled the scan's task before it ran."
+    elif ended.lease_expired:
         code, message = "worker_lost", WORKER_LOST_MESSAGE
     else:
         code, message = "internal_error", "The scan failed unexpectedly."

@@ -25,6 +25,7 @@ before the task was marked succeeded runs it again).
     handlers  TaskContext, TaskRegistry, PermanentTaskError, discovery of domains' handlers
     worker    Worker (claim loop, heartbeats, graceful stop) and run_worker_process
     jobs      the reaper and retention as scheduler jobs (found by scheduler.discover_jobs)
+    admin     operators' list, retry and cancel (the superusers' routes are codepulse.admin)
 
 The queue depends on the scheduler (for its jobs and the jobs-module discovery), never the reverse.
 """

@@ -41,8 +41,9 @@ REAP_BATCH = 500
 
 @dataclass(frozen=True)
 class EndedTask:
-    """A task that ended without succeeding (`dead` after its last attempt, or `failed`), as
-    the `on_task_ended` hooks see it."""
+    """A task that ended without succeeding (`dead` after its last attempt, `failed`, or
+    `canceled` while queued by a superuser: `tasks.admin.cancel_task`), as the `on_task_ended`
+    hooks see it."""
 
     id: uuid.UUID
     kind: str
@@ -57,7 +58,8 @@ class EndedTask:
 task_ended_hooks: HookRegistry[EndedTask] = HookRegistry("task.ended")
 on_task_ended = task_ended_hooks.register
 """Register `async (session, ended) -> None`: the domain that queued a task settles its own state
-(a scan stuck `running` otherwise) in the same transaction that ends the task."""
+(a scan stuck `running` otherwise) in the same transaction that ends the task. A domain's own
+cancel (`cancel_queued`, e.g. a scan's) runs no hooks: it settles its state itself."""
 
 
 # --- enqueue and cancel (in the caller's transaction) ------------------------------------------
@@ -259,7 +261,7 @@ async def fail_task(
         return None
     if status is not TaskStatus.QUEUED:
         ended = EndedTask(claimed.id, claimed.kind, claimed.payload, status, values["last_error"], False, now)
-        await _run_ended_hooks(session, ended)
+        await run_ended_hooks(session, ended)
     return status
 
 
@@ -334,11 +336,11 @@ async def reap_expired(
         )
         if dead:
             ended = EndedTask(row.id, row.kind, dict(row.payload or {}), TaskStatus.DEAD, error, True, now)
-            await _run_ended_hooks(session, ended)
+            await run_ended_hooks(session, ended)
     return reaped
 
 
-async def _run_ended_hooks(session: AsyncSession, ended: EndedTask) -> None:
+async def run_ended_hooks(session: AsyncSession, ended: EndedTask) -> None:
     """The hooks, in a savepoint of the caller's transaction: a failing hook is logged and undone,
     and never keeps the task from ending (nor the reaper from reaping the others)."""
     try:

@@ -1,0 +1,124 @@
+"""Operators' actions on the queue: list tasks, retry a dead or failed one, cancel a queued one.
+
+The HTTP routes (superusers only, audited) are `codepulse.admin`; these functions run in the
+caller's transaction and raise `codepulse.errors` problems:
+
+- `retry_task`: `dead` or `failed` -> `queued`, due now, attempts 0, lease and last error
+  cleared; anything else is 409 `task_not_retryable`. The handler runs as for any queued task:
+  handlers are idempotent and check their own domain's state, so a task whose owner already
+  settled the outcome (a `scans.run` whose scan was failed by `on_task_ended`; a `mail.deliver`
+  whose message is `failed`) runs and does nothing (the scan is not re-run: start a new one).
+  A task with a `unique_key` that another active task holds now is 409 `task_duplicate_active`.
+- `cancel_task`: `queued` -> `canceled` (`cancel_queued`), and the `on_task_ended` hooks run
+  with status `canceled`, so the domain that queued it settles its own state (its scan or mail
+  does not stay queued forever). `running` is 409 `task_running` (the queue cannot stop a
+  handler; the domain's own cancel can, e.g. a scan's); finished is 409 `task_finished`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from codepulse.db import notify, rowcount
+from codepulse.errors import Conflict, NotFound
+from codepulse.pagination import PageRequest, SortKey, paginate
+from codepulse.tasks.models import FINISHED_STATUSES, Task, TaskStatus
+from codepulse.tasks.queue import CHANNEL, EndedTask, cancel_queued, run_ended_hooks
+
+RETRYABLE_STATUSES = (TaskStatus.DEAD.value, TaskStatus.FAILED.value)
+CANCELED_ERROR = "canceled by a superuser"
+
+
+@dataclass(frozen=True)
+class TaskChange:
+    """A task after an operator's action, and what it was before (for the audit event)."""
+
+    task: Task
+    previous_status: TaskStatus
+    previous_attempts: int
+    previous_error: str | None
+
+
+async def list_tasks(
+    session: AsyncSession, *, params: PageRequest, status: TaskStatus | None = None, kind: str | None = None
+) -> tuple[list[Task], str | None]:
+    """Newest first (by creation), optionally of one status and one kind."""
+    query = select(Task)
+    if status is not None:
+        query = query.where(Task.status == status.value)
+    if kind is not None:
+        query = query.where(Task.kind == kind)
+    return await paginate(session, query, order=[SortKey(Task.created_at, "desc")], params=params)
+
+
+async def _get(session: AsyncSession, task_id: uuid.UUID) -> Task:
+    task = await session.get(Task, task_id, populate_existing=True)
+    if task is None:
+        raise NotFound("No task has this id (it may have been pruned).", code="task_not_found")
+    return task
+
+
+async def retry_task(session: AsyncSession, task_id: uuid.UUID, *, now: datetime) -> TaskChange:
+    """A `dead` or `failed` task queued again, due now, with its attempts reset."""
+    task = await _get(session, task_id)
+    previous = TaskStatus(task.status)
+    before = (task.attempts, task.last_error)
+    if task.status not in RETRYABLE_STATUSES:
+        raise Conflict(
+            f"A {task.status} task cannot be retried; only dead or failed ones can.", code="task_not_retryable"
+        )
+    try:
+        # A savepoint: the unique index refusing the row must not abort the caller's transaction.
+        async with session.begin_nested():
+            result = await session.execute(
+                update(Task)
+                .where(Task.id == task_id, Task.status.in_(RETRYABLE_STATUSES))
+                .values(
+                    status=TaskStatus.QUEUED.value,
+                    attempts=0,
+                    run_at=now,
+                    locked_by=None,
+                    locked_until=None,
+                    last_error=None,
+                    started_at=None,
+                    finished_at=None,
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            )
+    except IntegrityError:
+        raise Conflict(
+            "Another queued or running task holds this task's unique key; it cannot be queued beside it.",
+            code="task_duplicate_active",
+        ) from None
+    if rowcount(result) != 1:  # retried or pruned meanwhile
+        raise Conflict("The task changed meanwhile; look at it again.", code="task_not_retryable")
+    await notify(session, CHANNEL, task.kind)
+    return TaskChange(await _get(session, task_id), previous, *before)
+
+
+async def cancel_task(session: AsyncSession, task_id: uuid.UUID, *, now: datetime) -> TaskChange:
+    """A `queued` task canceled; the `on_task_ended` hooks settle its owner's state."""
+    task = await _get(session, task_id)
+    before = (task.attempts, task.last_error)
+    if not await cancel_queued(session, task_id, now=now):
+        status = (await _get(session, task_id)).status
+        if status == TaskStatus.RUNNING.value:
+            raise Conflict(
+                "The task is running; the queue cannot stop its handler (cancel what it works on instead).",
+                code="task_running",
+            )
+        if status in FINISHED_STATUSES:
+            raise Conflict(f"The task has already finished ({status}).", code="task_finished")
+        raise Conflict("The task changed meanwhile; look at it again.", code="task_conflict")  # pragma: no cover
+    payload: dict[str, Any] = dict(task.payload or {})
+    ended = EndedTask(task.id, task.kind, payload, TaskStatus.CANCELED, CANCELED_ERROR, False, now)
+    await run_ended_hooks(session, ended)
+    return TaskChange(await _get(session, task_id), TaskStatus.QUEUED, *before)
