@@ -6,11 +6,14 @@ route must be listed as not org-scoped (NOT_ORG_SCOPED). An unclassified route f
 a new route cannot skip the check. For org-scoped routes:
 - a signed-in outsider gets 404 on every method (no existence leak);
 - a viewer gets 403 on every write.
+Every route under /api/v1/admin/ is the superusers' alone: anyone else signed in gets 403
+`superuser_required` on every method, an anonymous caller 401.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -66,6 +69,9 @@ NOT_ORG_SCOPED = {
     "/api/v1/users/{username}/stats",
     "/api/v1/admin/pricing",
     "/api/v1/admin/pricing/{model}",
+    # auth: the superusers' account administration (the detail composed by codepulse.admin_users)
+    "/api/v1/admin/users",
+    "/api/v1/admin/users/{user_id}",
     # leaderboard: public boards, one public user's standings, the superusers' recompute
     "/api/v1/leaderboard",
     "/api/v1/leaderboard/users/{username}",
@@ -226,3 +232,26 @@ async def test_outsiders_get_404_and_viewers_403_on_writes(
             assert response.json()["code"] == "insufficient_role"
         checked += 1
     assert checked >= 10
+
+
+# Values for the path parameters of the superusers' routes (refused before they are looked up).
+ADMIN_ROUTE_PARAMS = {"user_id": str(uuid.uuid4()), "model": "claude-sonnet-4", "org_ref": "engines"}
+
+
+async def test_admin_routes_refuse_everyone_but_superusers(
+    app: FastAPI, client: httpx.AsyncClient, make_user: MakeUser, make_org: MakeOrg
+) -> None:
+    owner = await make_user("owner")
+    await make_org(owner, slug="engines")  # an organization's owner is no superuser either
+    checked = 0
+    for path, method in _api_routes(app):
+        if not path.startswith("/api/v1/admin/"):
+            continue
+        url = _PARAM.sub(lambda m: ADMIN_ROUTE_PARAMS[m.group(1)], path)
+        refused = await client.request(method, url, headers=owner.headers, json={})
+        assert refused.status_code == 403, f"{method} {path}: a non-superuser got {refused.status_code}"
+        assert refused.json()["code"] == "superuser_required"
+        anonymous = await client.request(method, url, json={})
+        assert anonymous.status_code == 401, f"{method} {path}: anonymous got {anonymous.status_code}"
+        checked += 1
+    assert checked >= 9

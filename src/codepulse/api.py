@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
+from codepulse.admin_users import admin_users_router
+from codepulse.auth.admin_router import admin_router as auth_admin_router
 from codepulse.auth.device_flow import router as device_flow_router
 from codepulse.auth.oauth import router as oauth_router
 from codepulse.auth.router import router as auth_router
@@ -45,6 +47,8 @@ DOMAIN_ROUTERS: tuple[DomainRouter, ...] = (
     usage_router,
     pricing_router,
     leaderboard_admin_router,
+    auth_admin_router,
+    admin_users_router,
     benchmarks_router,
     billing_router,
     notifications_router,
