@@ -70,6 +70,9 @@ NOT_ORG_SCOPED = {
     "/api/v1/users/{username}/stats",
     "/api/v1/admin/pricing",
     "/api/v1/admin/pricing/{model}",
+    # auth: the superusers' account administration (the detail composed by codepulse.admin.users)
+    "/api/v1/admin/users",
+    "/api/v1/admin/users/{user_id}",
     # leaderboard: public boards, one public user's standings, the superusers' recompute
     "/api/v1/leaderboard",
     "/api/v1/leaderboard/users/{username}",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from codepulse.admin.router import router as admin_tasks_router
+from codepulse.admin.users import admin_users_router
+from codepulse.auth.admin_router import admin_router as auth_admin_router
 from codepulse.auth.device_flow import router as device_flow_router
 from codepulse.auth.oauth import router as oauth_router
 from codepulse.auth.router import router as auth_router
@@ -47,6 +49,8 @@ DOMAIN_ROUTERS: tuple[DomainRouter, ...] = (
     pricing_router,
     leaderboard_admin_router,
     admin_tasks_router,
+    auth_admin_router,
+    admin_users_router,
     benchmarks_router,
     billing_router,
     notifications_router,

@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import update
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from codepulse.auth.models import User
 from codepulse.db import Database
 from codepulse.logging import configure_logging
 from codepulse.scans import live
@@ -53,8 +55,8 @@ async def test_events_stream_progress_then_one_final_status(
     first_poll = asyncio.Event()
     read_scan = live._read_scan
 
-    async def observed_read(database: Database, scan_id: uuid.UUID) -> Scan | None:
-        found = await read_scan(database, scan_id)
+    async def observed_read(database: Database, scan_id: uuid.UUID, viewer: live.Viewer | None) -> Scan | None:
+        found = await read_scan(database, scan_id, viewer)
         first_poll.set()
         return found
 
@@ -237,3 +239,53 @@ async def test_a_client_leaving_before_the_answer_is_a_normal_end(
     assert flow.owner.token not in text
     assert "Traceback" not in text
     assert "Exception in ASGI application" not in text
+
+
+# --- a session that ends while the stream is open ----------------------------------------------
+
+
+async def _disable_owner(flow: Flow) -> None:
+    """A superuser disables the flow's owner: every session of theirs ends at once."""
+    admin = await register(flow.client, "grace")
+    async with flow.database.transaction() as session:
+        await session.execute(update(User).where(User.username == "grace").values(is_superuser=True))
+    response = await flow.client.patch(
+        f"{API}/admin/users/{flow.owner.user['id']}", headers=admin.headers, json={"disabled": True}
+    )
+    assert response.status_code == 200, response.text
+
+
+async def test_events_of_a_disabled_account_end_with_signed_out(
+    flow: Flow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scan = await _scan_with_a_secret(flow, tmp_path)  # queued: it never ends by itself here
+    first_poll = asyncio.Event()
+    read_scan = live._read_scan
+
+    async def observed_read(database: Database, scan_id: uuid.UUID, viewer: live.Viewer | None) -> Scan | None:
+        found = await read_scan(database, scan_id, viewer)
+        first_poll.set()
+        return found
+
+    monkeypatch.setattr(live, "_read_scan", observed_read)
+    stream = asyncio.create_task(flow.client.get(f"{API}/scans/{scan['id']}/events", headers=flow.owner.headers))
+    await asyncio.wait_for(first_poll.wait(), timeout=15)
+    await _disable_owner(flow)
+    response = await asyncio.wait_for(stream, timeout=15)  # ends at the next poll
+
+    events = parse_sse(response.text)
+    assert [name for name, _ in events] == ["progress", "signed_out"]
+    assert events[-1][1]["code"] == "account_disabled"
+
+
+async def test_websocket_of_a_disabled_account_is_closed_4401(flow: Flow, tmp_path: Path) -> None:
+    scan = await _scan_with_a_secret(flow, tmp_path)
+    async with (
+        served(_app(flow)) as origin,
+        connect(f"{origin}/ws/scans/{scan['id']}", subprotocols=["bearer", flow.owner.token]) as socket,  # type: ignore[list-item]
+    ):
+        first = json.loads(await asyncio.wait_for(socket.recv(), timeout=5))
+        assert first["scan"]["status"] == "queued"
+        await _disable_owner(flow)
+        assert await asyncio.wait_for(_messages(socket), timeout=15) == []
+    assert (socket.close_code, socket.close_reason) == (4401, "account_disabled")

@@ -20,7 +20,7 @@ from codepulse.auth.cache import AuthCache
 from codepulse.auth.models import AuthSession, SessionKind, TokenPurpose, User
 from codepulse.auth.repository import AuthRepository
 from codepulse.auth.schemas import RESERVED_USERNAMES, USERNAME_PATTERN, RegisterIn, UserUpdate
-from codepulse.auth.sessions import Device, IssuedSession, SessionService
+from codepulse.auth.sessions import Device, IssuedSession, SessionService, ensure_enabled
 from codepulse.clock import ClockFunc
 from codepulse.config import Settings
 from codepulse.db import Database
@@ -117,6 +117,7 @@ class AccountService:
         matches, upgraded = await self.hasher.verify(password, user.password_hash)
         if not matches:
             raise Unauthorized(INVALID_CREDENTIALS, code="invalid_credentials")
+        ensure_enabled(user)  # only once the password is right: no probing which accounts are disabled
         if upgraded is not None:
             user.password_hash = upgraded
             log.info("user.password_rehashed", user_id=str(user.id))

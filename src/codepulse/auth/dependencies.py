@@ -96,6 +96,11 @@ async def user_for_token(app: FastAPI, session: AsyncSession, raw_token: str) ->
     """The user behind a bearer token, for connections without FastAPI's HTTP dependencies
     (WebSockets). Raises Unauthorized like `CurrentUser`; due bookkeeping is written in the
     background, as for read requests."""
+    return (await authenticate_token(app, session, raw_token)).user
+
+
+async def authenticate_token(app: FastAPI, session: AsyncSession, raw_token: str) -> Authenticated:
+    """`user_for_token` with the session too (a stream re-checks it as it polls)."""
     service = SessionService(session, app.state.clock, app.state.auth_cache)
     authenticated, touch = await service.authenticate(raw_token, use_cache=True)
     if touch is not None:
@@ -103,7 +108,7 @@ async def user_for_token(app: FastAPI, session: AsyncSession, raw_token: str) ->
         _background_touches.add(task)
         task.add_done_callback(_background_touches.discard)
     USER_ID_VAR.set(str(authenticated.user.id))
-    return authenticated.user
+    return authenticated
 
 
 # Strong references to fire-and-forget tasks (the event loop keeps only weak ones).

@@ -18,7 +18,7 @@ from codepulse.auth.accounts import unique_username
 from codepulse.auth.cache import AuthCache
 from codepulse.auth.models import OAuthAccount, SessionKind, TokenPurpose, User
 from codepulse.auth.repository import AuthRepository
-from codepulse.auth.sessions import Device, IssuedSession, SessionService
+from codepulse.auth.sessions import Device, IssuedSession, SessionService, ensure_enabled
 from codepulse.clock import ClockFunc
 from codepulse.errors import BadRequest, Conflict, NotFound
 from codepulse.integrations.github import GitHubProfile, GitHubToken
@@ -51,6 +51,7 @@ class GitHubAccountService:
             user = await self.repo.user(account.user_id)
             if user is None:  # pragma: no cover - the FK cascades; kept for type narrowing
                 raise NotFound("user")
+            ensure_enabled(user)  # before any write: a refused sign-in changes nothing
             keep = not replace_token and account.access_token_encrypted is not None
             _refresh_account(account, profile, None if keep else token, box)
             return user
@@ -66,6 +67,8 @@ class GitHubAccountService:
                 "verify your email, then link GitHub.",
                 code="account_email_unverified",
             )
+        if user is not None:
+            ensure_enabled(user)
         if user is None:
             user = User(
                 email=profile.email,
@@ -80,6 +83,7 @@ class GitHubAccountService:
         return user
 
     async def link_github(self, user: User, profile: GitHubProfile, token: GitHubToken, box: SecretBox) -> None:
+        ensure_enabled(user)  # a link flow started before the account was disabled
         account = await self.repo.oauth_account(GITHUB, str(profile.id))
         if account is not None:
             if account.user_id != user.id:

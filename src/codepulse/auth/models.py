@@ -31,6 +31,12 @@ class User(UUIDPrimaryKey, Timestamps, Base):
     # Private by default, whatever path creates the account (registration, GitHub sign-up, the
     # first superuser): a user opts in to public stats and boards with PATCH /users/me.
     profile_public: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set by a superuser (PATCH /admin/users/{id}): no sign-in and no session is accepted.
+    disabled_at: Mapped[datetime | None]
+
+    @property
+    def disabled(self) -> bool:
+        return self.disabled_at is not None
 
     @property
     def email_verified(self) -> bool:

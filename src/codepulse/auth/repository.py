@@ -64,6 +64,14 @@ class AuthRepository:
         ).first()
         return (row[0], row[1]) if row is not None else None
 
+    async def session_with_user_by_id(self, session_id: uuid.UUID) -> tuple[AuthSession, User] | None:
+        row = (
+            await self.session.execute(
+                select(AuthSession, User).join(User, User.id == AuthSession.user_id).where(AuthSession.id == session_id)
+            )
+        ).first()
+        return (row[0], row[1]) if row is not None else None
+
     async def touch_session(self, session_id: uuid.UUID, *, last_used_at: datetime, expires_at: datetime) -> None:
         # Only forward: concurrent requests of one session may all find a touch due.
         await self.session.execute(

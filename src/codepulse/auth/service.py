@@ -31,6 +31,7 @@ from codepulse.auth.github_accounts import github_link as github_link
 from codepulse.auth.models import SessionKind as SessionKind
 from codepulse.auth.models import User as User
 from codepulse.auth.repository import AuthRepository
+from codepulse.auth.sessions import SessionService
 from codepulse.clock import ClockFunc
 from codepulse.config import Settings
 from codepulse.security import PasswordHasher
@@ -70,6 +71,12 @@ async def user_by_email(session: AsyncSession, email: str) -> User | None:
 
 async def user_by_username(session: AsyncSession, username: str) -> User | None:
     return await AuthRepository(session).user_by_username(username)
+
+
+async def ensure_session_active(session: AsyncSession, clock: ClockFunc, auth_session_id: uuid.UUID) -> None:
+    """Raise 401 (`account_disabled`, `session_revoked`, `session_expired`) unless the session
+    still authenticates, read afresh: long-lived streams ask as they poll, and end when it fails."""
+    await SessionService(session, clock).ensure_active(auth_session_id)
 
 
 async def user_timezones(session: AsyncSession) -> list[str]:

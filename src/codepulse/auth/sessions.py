@@ -56,6 +56,17 @@ class Authenticated:
     user: User
 
 
+def account_disabled() -> Unauthorized:
+    """The one answer of every sign-in path and of every session of a disabled account."""
+    return Unauthorized("This account is disabled; contact an administrator.", code="account_disabled")
+
+
+def ensure_enabled(user: User) -> None:
+    """Raise 401 `account_disabled` for a disabled account."""
+    if user.disabled_at is not None:
+        raise account_disabled()
+
+
 def _token_hash(raw_token: str) -> str:
     if not raw_token.startswith(SESSION_TOKEN_PREFIX) or len(raw_token) > 200:
         raise Unauthorized("The bearer token is not valid.", code="invalid_token")
@@ -73,11 +84,17 @@ def _touch_due(entry: CachedAuth, now: datetime) -> dict[str, datetime] | None:
     return {"last_used_at": now, "expires_at": expires}
 
 
-def _admit(entry: CachedAuth, now: datetime) -> tuple[Authenticated, dict[str, datetime] | None]:
-    if entry.session.revoked_at is not None:
+def _refuse_ended(auth_session: AuthSession, user: User, expires_at: datetime, now: datetime) -> None:
+    """401 for a session that no longer authenticates: its account disabled, signed out, expired."""
+    ensure_enabled(user)
+    if auth_session.revoked_at is not None:
         raise Unauthorized("This session was signed out.", code="session_revoked")
-    if now >= entry.expires_at or now >= entry.session.absolute_expires_at:
+    if now >= expires_at or now >= auth_session.absolute_expires_at:
         raise Unauthorized("This session has expired; sign in again.", code="session_expired")
+
+
+def _admit(entry: CachedAuth, now: datetime) -> tuple[Authenticated, dict[str, datetime] | None]:
+    _refuse_ended(entry.session, entry.user, entry.expires_at, now)
     touch = _touch_due(entry, now)
     if touch is not None:
         entry.last_used_at, entry.expires_at = touch["last_used_at"], touch["expires_at"]
@@ -121,6 +138,7 @@ class SessionService:
         name: str | None = None,
         lifetime: timedelta | None = None,
     ) -> IssuedSession:
+        ensure_enabled(user)  # every sign-in path ends here: one refusal for them all
         now = self.clock()
         token = new_session_token()
         if kind is SessionKind.WEB:
@@ -173,6 +191,15 @@ class SessionService:
             if reading_cache is not None:
                 reading_cache.put(token_hash, entry)
         return admitted
+
+    async def ensure_active(self, session_id: uuid.UUID) -> None:
+        """Raise 401 unless the session still authenticates (read afresh, never from the cache):
+        long-lived streams ask this as they poll, so a signed-out or disabled account's stream ends."""
+        found = await self.repo.session_with_user_by_id(session_id)
+        if found is None:
+            raise Unauthorized("This session was signed out.", code="session_revoked")
+        auth_session, user = found
+        _refuse_ended(auth_session, user, auth_session.expires_at, self.clock())
 
     async def touch(self, session_id: uuid.UUID, values: dict[str, datetime]) -> None:
         await self.repo.touch_session(session_id, **values)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse import events
+from codepulse.auth import admin as auth_admin
+from codepulse.db import notify as db_notify
 from codepulse.events import OrgEvent
-from codepulse.notifications.service import OrgMembers, notify
+from codepulse.notifications.service import STREAM_CHANNEL, OrgMembers, notify
 from codepulse.orgs.service import Role
 
 
@@ -26,5 +28,13 @@ async def notify_org_event(session: AsyncSession, event: OrgEvent) -> None:
     )
 
 
+async def end_streams_of_disabled(session: AsyncSession, change: auth_admin.UserAdminChange) -> None:
+    """A disabled account's open streams wake once the change commits, find their session ended
+    and close (an `on_user_admin_change` hook of auth), in every process."""
+    if auth_admin.USER_DISABLED in change.actions:
+        await db_notify(session, STREAM_CHANNEL, str(change.user.id))
+
+
 def register_hooks() -> None:
     events.on_org_event(notify_org_event)
+    auth_admin.on_user_admin_change(end_streams_of_disabled)

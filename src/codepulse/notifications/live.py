@@ -13,6 +13,11 @@ as `Last-Event-ID` when it reconnects; the stream then sends what came after tha
 idle stream gets a keep-alive comment every NOTIFICATIONS_STREAM_KEEPALIVE_SECONDS, and looks for
 new notifications then too (a wake-up lost with a dropped listener connection is late, not lost).
 
+The stream lives as long as the session that opened it: at each wake-up and keep-alive it reads the
+session again, and once it no longer authenticates (signed out, expired, the account disabled —
+which wakes the account's streams at once) it sends a `signed_out` event (`{"code", "detail"}`,
+the code a request would get as a 401 problem) and ends.
+
 Ordering: ids are the (created_at, id) keyset. A notification whose transaction commits after a
 later-created one was streamed is still sent: each read looks back LOOKBACK before the newest
 notification sent and skips the ids it sent already. A resumed stream starts at the last id's
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -34,9 +40,10 @@ import structlog
 from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
 from sqlalchemy import select, tuple_
 
+from codepulse.auth.service import ensure_session_active
 from codepulse.clock import ClockFunc
 from codepulse.db import Database, Listener, listen, listen_in_process
-from codepulse.errors import DATABASE_UNAVAILABLE_ERRORS, BadRequest
+from codepulse.errors import DATABASE_UNAVAILABLE_ERRORS, BadRequest, Unauthorized
 from codepulse.notifications.models import Notification
 from codepulse.notifications.schemas import NotificationOut, ReadyOut
 from codepulse.notifications.service import STREAM_CHANNEL, NotificationService
@@ -198,10 +205,27 @@ def _event(notification: Notification) -> bytes:
     )
 
 
+def signed_out_event(error: Unauthorized) -> bytes:
+    """The last event of a stream whose session no longer authenticates."""
+    return format_sse_event(
+        data_str=json.dumps({"code": error.instance_code, "detail": error.detail}), event="signed_out"
+    )
+
+
+async def _session_ended(database: Database, clock: ClockFunc, auth_session_id: uuid.UUID) -> Unauthorized | None:
+    async with database.transaction(write=False) as session:
+        try:
+            await ensure_session_active(session, clock, auth_session_id)
+        except Unauthorized as ended:
+            return ended
+    return None
+
+
 async def stream_events(
     hub: NotificationHub,
     user_id: uuid.UUID,
     *,
+    auth_session_id: uuid.UUID,
     clock: ClockFunc,
     keepalive_seconds: float,
     last_event_id: EventId | None,
@@ -225,6 +249,10 @@ async def stream_events(
             wake.clear()
             try:
                 await hub.ensure_listening()
+                ended = await _session_ended(hub.database, clock, auth_session_id)
+                if ended is not None:
+                    yield signed_out_event(ended)
+                    return
                 found = await stream.new_notifications()
             except DATABASE_UNAVAILABLE_ERRORS as error:
                 # End the stream: the client reconnects (after `retry`) with Last-Event-ID and

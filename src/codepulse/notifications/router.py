@@ -11,7 +11,7 @@ from fastapi import Depends, Header, Query, Request, Response, status
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from codepulse.auth import service as auth_service
-from codepulse.auth.dependencies import CurrentUser
+from codepulse.auth.dependencies import CurrentSession, CurrentUser
 from codepulse.db import DbSession
 from codepulse.db.session import RequestScope
 from codepulse.errors import BadRequest
@@ -88,6 +88,7 @@ async def unread_count(service: NotificationServiceDep) -> UnreadCount:
 async def stream(
     request: Request,
     user: CurrentUser,
+    current: CurrentSession,
     scope: RequestScope,
     last_event_id: Annotated[str | None, Header(max_length=100, description="Resume after this event.")] = None,
 ) -> StreamingResponse:
@@ -103,6 +104,7 @@ async def stream(
     events = stream_events(
         hub,
         user.id,
+        auth_session_id=current.id,
         clock=request.app.state.clock,
         keepalive_seconds=settings.NOTIFICATIONS_STREAM_KEEPALIVE_SECONDS,
         last_event_id=resume,

@@ -4,7 +4,9 @@
 Both poll the scan row (every `POLL_SECONDS`, each poll its own short read transaction), so they
 follow a scan whatever process runs it (`codepulse serve` or `codepulse worker`), and they hold no
 database connection between polls. Each sends the scan (the `ScanRead` shape) when it changes, and
-a last message with the final status, then ends.
+a last message with the final status, then ends. Each poll also reads the bearer session again:
+once it no longer authenticates (signed out, expired, the account disabled) the stream ends — an
+SSE `signed_out` event (`{"code", "detail"}`), a WebSocket close 4401 with the code as reason.
 
 WebSocket authentication: browsers cannot set an Authorization header on a WebSocket, so the
 token comes as a subprotocol pair (`new WebSocket(url, ["bearer", token])`; the server answers
@@ -21,6 +23,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -28,7 +31,9 @@ from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from starlette.websockets import WebSocketState
 
-from codepulse.auth.dependencies import user_for_token
+from codepulse.auth.dependencies import CurrentSession, authenticate_token
+from codepulse.auth.service import ensure_session_active
+from codepulse.clock import ClockFunc
 from codepulse.db import Database
 from codepulse.errors import DATABASE_UNAVAILABLE_ERRORS, NotFound, Unauthorized
 from codepulse.routing import DomainRouter
@@ -53,18 +58,29 @@ router = DomainRouter(tags=["scans"])
 ws_router = APIRouter()
 
 
-async def _read_scan(database: Database, scan_id: uuid.UUID) -> Scan | None:
+@dataclass(frozen=True)
+class Viewer:
+    """The bearer session a stream was opened with, read again at each poll."""
+
+    auth_session_id: uuid.UUID
+    clock: ClockFunc
+
+
+async def _read_scan(database: Database, scan_id: uuid.UUID, viewer: Viewer | None) -> Scan | None:
     async with database.transaction(write=False) as session:
+        if viewer is not None:
+            await ensure_session_active(session, viewer.clock, viewer.auth_session_id)
         return await scans_service.get_scan(session, scan_id)
 
 
 async def scan_updates(
-    database: Database, scan_id: uuid.UUID, *, poll_seconds: float = POLL_SECONDS
+    database: Database, scan_id: uuid.UUID, *, poll_seconds: float = POLL_SECONDS, viewer: Viewer | None = None
 ) -> AsyncGenerator[dict[str, Any]]:
-    """The scan as JSON each time it changes, ending after a final status (or if it disappears)."""
+    """The scan as JSON each time it changes, ending after a final status (or if it disappears).
+    With `viewer`, raises Unauthorized at the first poll that finds its session ended."""
     last: dict[str, Any] | None = None
     while True:
-        scan = await _read_scan(database, scan_id)
+        scan = await _read_scan(database, scan_id, viewer)
         if scan is None:
             return  # deleted with its repository
         current = ScanRead.of(scan).model_dump(mode="json")
@@ -83,8 +99,14 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-async def _event_stream(request: Request, database: Database, scan_id: uuid.UUID) -> AsyncIterator[bytes]:
-    updates = scan_updates(database, scan_id).__aiter__()
+def _signed_out(error: Unauthorized) -> dict[str, Any]:
+    return {"code": error.instance_code, "detail": error.detail}
+
+
+async def _event_stream(
+    request: Request, database: Database, scan_id: uuid.UUID, viewer: Viewer
+) -> AsyncIterator[bytes]:
+    updates = scan_updates(database, scan_id, viewer=viewer).__aiter__()
     next_update: asyncio.Task[dict[str, Any]] | None = None
     # Clients reconnect after 2 s when the connection drops.
     yield b"retry: 2000\n\n"
@@ -101,6 +123,10 @@ async def _event_stream(request: Request, database: Database, scan_id: uuid.UUID
             try:
                 scan = next_update.result()
             except StopAsyncIteration:
+                return
+            except Unauthorized as ended:
+                next_update = None
+                yield _sse("signed_out", _signed_out(ended))
                 return
             next_update = None
             final = scan["status"] in FINAL_STATUSES
@@ -124,11 +150,12 @@ async def _event_stream(request: Request, database: Database, scan_id: uuid.UUID
         }
     },
 )
-async def scan_events(request: Request, target: ScanViewer) -> StreamingResponse:
+async def scan_events(request: Request, target: ScanViewer, current: CurrentSession) -> StreamingResponse:
     # The request's own session ends with this function; the stream polls with short sessions.
     database: Database = request.app.state.database
+    viewer = Viewer(current.id, request.app.state.clock)
     return StreamingResponse(
-        _event_stream(request, database, target.scan.id),
+        _event_stream(request, database, target.scan.id, viewer),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -175,9 +202,9 @@ async def _serve_socket(websocket: WebSocket, scan_id: str) -> None:
         if not token:
             raise Unauthorized("Send a bearer token.", code="not_authenticated")
         async with database.transaction(write=False) as session:
-            user = await user_for_token(websocket.app, session, token)
+            authenticated = await authenticate_token(websocket.app, session, token)
             await scans_service.require_scan(
-                session, websocket.app.state.settings, websocket.app.state.clock, user, scan_uuid
+                session, websocket.app.state.settings, websocket.app.state.clock, authenticated.user, scan_uuid
             )
     except Unauthorized as error:
         await websocket.close(code=CLOSE_UNAUTHORIZED, reason=error.code)
@@ -185,7 +212,7 @@ async def _serve_socket(websocket: WebSocket, scan_id: str) -> None:
     except NotFound:
         await websocket.close(code=CLOSE_NOT_FOUND, reason="scan_not_found")
         return
-    await _stream(websocket, database, scan_uuid)
+    await _stream(websocket, database, scan_uuid, Viewer(authenticated.session.id, websocket.app.state.clock))
 
 
 async def _client_gone(websocket: WebSocket) -> None:
@@ -195,11 +222,12 @@ async def _client_gone(websocket: WebSocket) -> None:
         pass
 
 
-async def _stream(websocket: WebSocket, database: Database, scan_id: uuid.UUID) -> None:
+async def _stream(websocket: WebSocket, database: Database, scan_id: uuid.UUID, viewer: Viewer) -> None:
     """Send each change of the scan until its final status, or until the client leaves: a gone
-    client is noticed at once, not at the next change of the scan (which may be never)."""
+    client is noticed at once, not at the next change of the scan (which may be never). A session
+    that ends meanwhile closes the socket with 4401."""
     gone = asyncio.ensure_future(_client_gone(websocket))
-    updates = scan_updates(database, scan_id)
+    updates = scan_updates(database, scan_id, viewer=viewer)
     next_update: asyncio.Future[dict[str, Any]] | None = None
     try:
         while True:
@@ -212,6 +240,10 @@ async def _stream(websocket: WebSocket, database: Database, scan_id: uuid.UUID) 
                 scan = next_update.result()
             except StopAsyncIteration:
                 break
+            except Unauthorized as ended:
+                next_update = None
+                await websocket.close(code=CLOSE_UNAUTHORIZED, reason=ended.instance_code)
+                return
             next_update = None
             final = scan["status"] in FINAL_STATUSES
             await websocket.send_json({"type": "status" if final else "progress", "scan": scan})
