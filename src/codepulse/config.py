@@ -9,12 +9,13 @@ from collections import Counter
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 MIN_SECRET_KEY_LENGTH = 32
 # The sync route's own body limit; the SYNC_*_BODY_BYTES settings choose the real one below it.
@@ -297,6 +298,11 @@ class Settings(BaseSettings):
     @field_validator("DATABASE_URL")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
+        # SQLAlchemy is imported when a URL is checked, not with this module: `codepulse scan`
+        # builds its settings without a database and need not pay the ~150 ms.
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
         try:
             url = make_url(value)
         except ArgumentError:
@@ -329,6 +335,8 @@ class Settings(BaseSettings):
 
     @cached_property
     def database_url(self) -> URL:
+        from sqlalchemy.engine import make_url
+
         return make_url(self.DATABASE_URL)
 
     @property

@@ -38,6 +38,13 @@ BINARY_SNIFF_BYTES: Final = 8192
 MINIFIED_SNIFF_BYTES: Final = 65_536
 MINIFIED_AVERAGE_LINE: Final = 500
 """A .js/.css file whose first 64 KB average more than this many bytes per line is minified."""
+RETAIN_BYTES: Final = 64 * 1024 * 1024
+"""A directory source keeps what it read to hash files, up to this much, for `read`: most local
+scans then open each file once (and scan the very content whose SHA they computed)."""
+READ_BATCH_FILES: Final = 256
+READ_BATCH_BYTES: Final = 4 * 1024 * 1024
+"""Files read per worker-thread call: one thread round trip per file costs more than reading a
+small file."""
 
 VENDORED_DIRECTORIES: Final = frozenset(
     {
@@ -224,7 +231,7 @@ class SkipRules:
 
     def content_reason(self, path: str, content: bytes) -> str | None:
         """Why a file is skipped once read: binary content, or minified JavaScript/CSS."""
-        if b"\0" in content[:BINARY_SNIFF_BYTES]:
+        if content.find(b"\0", 0, BINARY_SNIFF_BYTES) >= 0:  # no slice: no copy of the head
             return "binary"
         if _extension(path) in MINIFIABLE_EXTENSIONS and len(content) > MINIFIED_AVERAGE_LINE:
             head = content[:MINIFIED_SNIFF_BYTES]
@@ -262,6 +269,8 @@ class DirectorySource:
         self.listed = listed
         """Paths to consider (git's view); None: walk the directory."""
         self.commit_sha = commit_sha
+        self._retained: dict[bytes, bytes] = {}
+        """raw path -> the content `index` hashed (up to RETAIN_BYTES), until `read` takes it."""
 
     async def config(self) -> bytes | None:
         def load() -> bytes | None:
@@ -304,9 +313,10 @@ class DirectorySource:
     def _list(self, rules: SkipRules) -> _Listing:
         """Every file, less what the built-in path rules skip: (raw path, size) candidates."""
         listing = _Listing()
+        root = os.path.join(os.fsencode(self.root), b"")
         for raw in self._paths():
             try:
-                info = os.lstat(os.path.join(os.fsencode(self.root), raw))
+                info = os.lstat(root + raw)
             except OSError:
                 continue
             listing.files_total += 1
@@ -328,17 +338,24 @@ class DirectorySource:
         return listing
 
     def _hash(self, rules: SkipRules, listing: _Listing, candidates: list[tuple[bytes, int]]) -> SourceIndex:
+        root = os.path.join(os.fsencode(self.root), b"")
         entries: list[IndexEntry] = []
+        retained: dict[bytes, bytes] = {}
+        budget = RETAIN_BYTES
         for raw, size in candidates:
             reason = rules.size_reason(size)
             if reason is not None:
                 listing.skipped[reason] += 1
                 continue
-            content = _read_regular(os.path.join(os.fsencode(self.root), raw))
+            content = _read_regular(root + raw)
             if content is None:
                 listing.files_total -= 1
                 continue
             entries.append(IndexEntry.of(raw, git_blob_sha(content), len(content)))
+            if len(content) <= budget:
+                retained[raw] = content
+                budget -= len(content)
+        self._retained = retained
         return SourceIndex(
             entries=entries,
             skipped=listing.skipped,
@@ -348,10 +365,34 @@ class DirectorySource:
         )
 
     async def read(self, entries: Sequence[IndexEntry]) -> AsyncGenerator[tuple[IndexEntry, bytes], None]:
-        for entry in entries:
-            content = await asyncio.to_thread(_read_regular, os.path.join(os.fsencode(self.root), entry.raw_path))
-            if content is not None:
-                yield entry, content
+        retained, self._retained = self._retained, {}
+        for batch in _batches(entries, READ_BATCH_FILES, READ_BATCH_BYTES):
+            contents = [retained.pop(entry.raw_path, None) for entry in batch]
+            if any(content is None for content in contents):
+                contents = await asyncio.to_thread(self._read_missing, batch, contents)
+            for entry, content in zip(batch, contents, strict=True):
+                if content is not None:
+                    yield entry, content
+
+    def _read_missing(self, batch: Sequence[IndexEntry], contents: list[bytes | None]) -> list[bytes | None]:
+        root = os.path.join(os.fsencode(self.root), b"")
+        return [
+            _read_regular(root + entry.raw_path) if content is None else content
+            for entry, content in zip(batch, contents, strict=True)
+        ]
+
+
+def _batches(entries: Sequence[IndexEntry], max_files: int, max_bytes: int) -> Iterable[Sequence[IndexEntry]]:
+    """Consecutive runs of entries, each at most `max_files` long and `max_bytes` in size (or one file)."""
+    start = 0
+    size = 0
+    for position, entry in enumerate(entries):
+        if position > start and (position - start >= max_files or size + entry.size > max_bytes):
+            yield entries[start:position]
+            start, size = position, 0
+        size += entry.size
+    if start < len(entries):
+        yield entries[start:]
 
 
 @dataclass
@@ -362,16 +403,30 @@ class _Listing:
     total_bytes: int = 0
 
 
+_OPEN_FLAGS: Final = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+
+
 def _read_regular(path: bytes) -> bytes | None:
     """A regular file's content, refusing to follow a symlink at the last component."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+        fd = os.open(path, _OPEN_FLAGS)
     except OSError:
         return None
     try:
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                return None
-            return handle.read()
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        # Plain reads on the descriptor (no file object: this runs once per file). A regular
+        # file's read comes back short only at its end; a full one means it grew since fstat.
+        wanted = info.st_size + 1
+        content = os.read(fd, wanted)
+        if len(content) < wanted:
+            return content
+        parts = [content]
+        while parts[-1]:
+            parts.append(os.read(fd, 1 << 20))
+        return b"".join(parts)
     except OSError:
         return None
+    finally:
+        os.close(fd)

@@ -34,6 +34,10 @@ log = structlog.get_logger("codepulse.scans")
 GIT: Final = "git"
 SIZE_POLL_SECONDS: Final = 0.25
 STDERR_LIMIT: Final = 65_536
+READ_BLOCK_BYTES: Final = 1 << 20
+"""Bytes asked of `git cat-file --batch` per read."""
+FEED_BATCH: Final = 1024
+"""Blob SHAs written to `git cat-file --batch` per write."""
 
 _FULL_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
@@ -247,30 +251,53 @@ class GitTreeSource:
             env=self.env,
             cwd=self.repository,
             start_new_session=True,
+            limit=READ_BLOCK_BYTES,
         )
         stdin, stdout = process.stdin, process.stdout
         if stdin is None or stdout is None:  # pragma: no cover - PIPE always gives both
             raise RuntimeError("git cat-file without pipes")
 
         async def feed() -> None:
+            # The SHAs in large writes: one write and drain per blob costs more than a small blob.
             try:
-                for entry in entries:
-                    stdin.write(entry.blob_sha.encode("ascii") + b"\n")
+                for start in range(0, len(entries), FEED_BATCH):
+                    batch = entries[start : start + FEED_BATCH]
+                    stdin.write(b"".join(entry.blob_sha.encode("ascii") + b"\n" for entry in batch))
                     await stdin.drain()
             finally:
                 stdin.close()
 
         feeder = asyncio.ensure_future(feed())
+        # git's answers are parsed from a buffer filled in large reads, not with a readline and a
+        # readexactly per blob (two awaits per blob dominated reading many small files).
+        buffer = bytearray()
         try:
             for entry in entries:
-                header = (await stdout.readline()).split()
-                if len(header) == 3 and header[1] == b"blob":
-                    content = await stdout.readexactly(int(header[2]) + 1)
-                    yield entry, content[:-1]
-                elif len(header) == 3:  # not a blob (cannot happen with ls-tree's SHAs): skip its body
-                    await stdout.readexactly(int(header[2]) + 1)
-                elif not header:
+                newline = buffer.find(b"\n")
+                while newline < 0:
+                    block = await stdout.read(READ_BLOCK_BYTES)
+                    if not block:
+                        break
+                    buffer.extend(block)
+                    newline = buffer.find(b"\n")
+                if newline < 0:
                     break  # git stopped
+                header = buffer[:newline].split()
+                if len(header) != 3:  # "<sha> missing": left out
+                    del buffer[: newline + 1]
+                    if not header:
+                        break
+                    continue
+                end = newline + 1 + int(header[2])
+                while len(buffer) <= end:  # the content and its newline
+                    block = await stdout.read(max(READ_BLOCK_BYTES, end + 1 - len(buffer)))
+                    if not block:  # git stopped in the middle of a blob
+                        raise asyncio.IncompleteReadError(bytes(buffer), end + 1)
+                    buffer.extend(block)
+                content = bytes(buffer[newline + 1 : end])
+                del buffer[: end + 1]  # cheap: a bytearray drops its head without copying the rest
+                if header[1] == b"blob":  # not a blob cannot happen with ls-tree's SHAs: skipped
+                    yield entry, content
             await feeder
         finally:
             feeder.cancel()

@@ -134,6 +134,10 @@ async def scan_target(
     path, kind = await asyncio.to_thread(_classify, target)
     if kind != "missing" and ref is not None:
         raise UsageError("--ref applies to URLs; check the revision out to scan a local directory at it")
+    if kind in ("file", "directory") or (kind == "missing" and _looks_like_url(target)):
+        # The fork server loads the engines while the files are listed or the repository cloned,
+        # not at the first chunk.
+        pool.start()
     if kind == "file":
         source = DirectorySource(path.parent, listed=[path.name])
         return await scan_source(source, settings=settings, cache=cache, pool=pool)
@@ -170,6 +174,7 @@ async def scan_history(
     path, kind = await asyncio.to_thread(_classify, target)
     if kind != "directory":
         raise UsageError("--history scans a local Git repository: give its directory")
+    pool.start()  # while the history is read
     env = git_environment(inherit=True)
     top = await run_git(["rev-parse", "--show-toplevel"], env=env, cwd=path)
     if top.returncode != 0:
@@ -218,7 +223,11 @@ def run(
         pool.kill()  # Ctrl-C or a failure: do not wait for running chunks
         raise
     finally:
-        pool.close(wait=False)
+        # Nothing runs any more (a failure killed the workers): waiting is only for the workers
+        # to exit, which the interpreter's exit would wait for anyway. Not waiting races with it
+        # in Python 3.11 (`concurrent.futures.process._python_exit` writes to the executor's
+        # wake-up pipe while its thread closes it: "OSError: Bad file descriptor" at exit).
+        pool.close()
         close_scratches()  # this process's (now empty) clone directory
 
 

@@ -51,7 +51,9 @@ log = structlog.get_logger("codepulse.scans")
 KILL_GRACE_SECONDS: Final = 0.3
 """On cancel, how long running chunks may finish before the pool's workers are killed."""
 CHUNK_MAX_BYTES: Final = 512 * 1024
-CHUNK_MAX_FILES: Final = 128
+CHUNK_MAX_FILES: Final = 512
+"""Small files go many to a chunk: a chunk's round trip to the pool costs as much as scanning
+dozens of them (512 KB still bounds a chunk of larger files)."""
 CACHE_BATCH: Final = 500
 """Keys per cache call (a database cache turns them into IN lists)."""
 CHUNK_RETRIES: Final = 1
@@ -243,6 +245,8 @@ class _Pipeline:
                 continue
             files_scanned += 1
             bytes_scanned += entry.size
+            if not raw:  # most files: nothing to locate
+                continue
             raw.sort(key=lambda f: (f.start_line, f.start_column, f.engine, f.rule_id))
             located = [
                 LocatedFinding(path=entry.path, finding=finding, fingerprint=fingerprint, blob_sha=entry.blob_sha)

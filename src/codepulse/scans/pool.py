@@ -125,6 +125,16 @@ class EnginePool:
             )
         return self._executor
 
+    def start(self) -> None:
+        """Start the fork server now rather than at the first chunk: it loads the engines (a few
+        hundred ms) in a process of its own while the caller lists and hashes its files, and the
+        workers fork from it, warm, at the first chunk. Nothing waits here, and nothing runs that
+        `kill` would have to stop (the fork server is not a worker)."""
+        if _context().get_start_method() == "forkserver":
+            from multiprocessing import forkserver  # POSIX only
+
+            forkserver.ensure_running()
+
     def submit(self, items: Sequence[ChunkItem]) -> Future[list[ChunkResult]]:
         """Start a chunk; the future raises BrokenProcessPool when the pool was killed under it."""
         try:

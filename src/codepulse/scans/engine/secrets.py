@@ -192,9 +192,13 @@ def parse_ruleset(data: bytes) -> Ruleset:
 
 
 @cache
+def _default_rules_file() -> bytes:
+    return resources.files("codepulse.scans.engine").joinpath("secrets_rules.toml").read_bytes()
+
+
+@cache
 def default_ruleset() -> Ruleset:
-    data = resources.files("codepulse.scans.engine").joinpath("secrets_rules.toml").read_bytes()
-    return parse_ruleset(data)
+    return parse_ruleset(_default_rules_file())
 
 
 def shannon_entropy(text: str) -> float:
@@ -245,20 +249,35 @@ class SecretsEngine:
     version: str
 
     def __init__(self, ruleset: Ruleset | None = None) -> None:
-        self.ruleset = ruleset or default_ruleset()
+        self._ruleset = ruleset
         self.name = ENGINE_NAME
-        self.version = f"{ENGINE_VERSION}+{self.ruleset.sha256[:16]}"
-        keyword_rules: dict[str, list[int]] = {}
-        for index, rule in enumerate(self.ruleset.rules):
-            for keyword in rule.keywords:
-                keyword_rules.setdefault(keyword, []).append(index)
-        self._keyword_rules: list[tuple[int, ...]] = []
-        automaton = ahocorasick.Automaton()
-        for keyword, rule_indexes in keyword_rules.items():
-            automaton.add_word(keyword, len(self._keyword_rules))
-            self._keyword_rules.append(tuple(rule_indexes))
-        automaton.make_automaton()
-        self._automaton = automaton
+        # The default rules are compiled at the first scan, not here: a process that only needs
+        # the engine's name and version (the scan pipeline's parent) saves ~100 ms at start-up.
+        sha256 = ruleset.sha256 if ruleset is not None else hashlib.sha256(_default_rules_file()).hexdigest()
+        self.version = f"{ENGINE_VERSION}+{sha256[:16]}"
+        self._prefilter: tuple[ahocorasick.Automaton, list[tuple[int, ...]]] | None = None
+
+    @property
+    def ruleset(self) -> Ruleset:
+        if self._ruleset is None:
+            self._ruleset = default_ruleset()
+        return self._ruleset
+
+    def _keywords(self) -> tuple[ahocorasick.Automaton, list[tuple[int, ...]]]:
+        """The keyword automaton, and per keyword value the indexes of the rules owning it."""
+        if self._prefilter is None:
+            keyword_rules: dict[str, list[int]] = {}
+            for index, rule in enumerate(self.ruleset.rules):
+                for keyword in rule.keywords:
+                    keyword_rules.setdefault(keyword, []).append(index)
+            owners: list[tuple[int, ...]] = []
+            automaton = ahocorasick.Automaton()
+            for keyword, rule_indexes in keyword_rules.items():
+                automaton.add_word(keyword, len(owners))
+                owners.append(tuple(rule_indexes))
+            automaton.make_automaton()
+            self._prefilter = (automaton, owners)
+        return self._prefilter
 
     def wants(self, path: str) -> bool:
         return True
@@ -278,12 +297,13 @@ class SecretsEngine:
         ]
 
     def _selected_rules(self, lowered: str) -> list[SecretRule]:
-        found = {value for _end, value in self._automaton.iter(lowered)}
+        automaton, owners = self._keywords()
+        found = {value for _end, value in automaton.iter(lowered)}
         if not found:
             return []
         indexes: set[int] = set()
         for value in found:
-            indexes.update(self._keyword_rules[value])
+            indexes.update(owners[value])
         rules = self.ruleset.rules
         return [rules[index] for index in sorted(indexes)]
 
