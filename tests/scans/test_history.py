@@ -142,6 +142,22 @@ def test_the_command_finds_a_secret_deleted_from_head_and_says_where_it_came_in(
     assert findings["deploy.env"]["introduced"]["commit_sha"] == still
     assert findings["deploy.env"]["at_head"] is True
 
+    sarif = _scan(str(repo.root), "--history", "--format", "sarif", "--engine", "secrets", "--processes", "1")
+    results = {
+        r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]: r
+        for r in json.loads(sarif.stdout)["runs"][0]["results"]
+    }
+    assert results["config/settings.py"]["properties"]["introducedIn"]["commitSha"] == leaked
+    assert results["config/settings.py"]["properties"]["atHead"] is False
+    assert results["deploy.env"]["properties"]["atHead"] is True
+    # Provenance from the work tree: its origin (credentials dropped) and branch.
+    git(repo.root, "remote", "add", "origin", "https://user:pw@git.example.com/team/project.git")
+    again = _scan(str(repo.root), "--format", "sarif", "--engine", "secrets", "--processes", "1")
+    [provenance] = json.loads(again.stdout)["runs"][0]["versionControlProvenance"]
+    assert provenance["repositoryUri"] == "https://git.example.com/team/project.git"
+    assert provenance["branch"] == "main"
+    assert provenance["revisionId"] == still
+
     table = _scan(str(repo.root), "--history", "--engine", "secrets", "--processes", "1")
     assert f"since {leaked[:12]}" in table.stdout
     assert "only in history: rotate it" in table.stdout

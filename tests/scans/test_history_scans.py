@@ -160,6 +160,7 @@ async def test_sarif_of_a_history_scan_is_valid_and_says_where_each_secret_came_
     assert deleted["properties"]["atHead"] is False
     assert "rotate it" in deleted["message"]["text"]
     assert results["app/keys.py"]["properties"]["atHead"] is True
+    assert document["runs"][0]["automationDetails"]["id"] == f"codepulse/{repository['id']}/"
     provenance = document["runs"][0]["versionControlProvenance"][0]
     assert provenance["revisionId"] == commits["delete"]
 

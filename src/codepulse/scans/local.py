@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+import subprocess
 import sys
 import time
 import warnings
@@ -71,6 +73,7 @@ class LocalScan:
     # A history scan (`--history`): per finding, the commit that introduced it and whether HEAD
     # still has it, keyed by fingerprint (the result's findings are then one per fingerprint).
     history: dict[str, HistoryFinding] | None = None
+    ref: str | None = None
 
     def rules(self) -> list[RuleInfo]:
         """The engines' rules (SARIF only: loading bandit's plugins takes a moment)."""
@@ -182,8 +185,9 @@ async def scan_history(
     source = GitHistorySource(Path(top.stdout.decode("utf-8", "surrogateescape").strip()), env=env)
     result = await scan_source(source, settings=settings, cache=cache or MemoryCache(), pool=pool)
     found = source.findings(result.findings)
+    # Each finding carries its introduction itself too: SARIF reports it (introducedIn, atHead).
     result.findings = sorted(
-        (item.finding for item in found), key=lambda f: (f.path, f.start_line, f.start_column, f.rule_id)
+        source.located(result.findings), key=lambda f: (f.path, f.start_line, f.start_column, f.rule_id)
     )
     return result, {item.finding.fingerprint: item for item in found}
 
@@ -218,7 +222,7 @@ def run(
             return LocalScan(target=target, result=result, engines=engine_map, seconds=seconds, history=found)
         result = asyncio.run(scan_target(target, settings=settings, pool=pool, ref=ref))
         seconds = time.monotonic() - started
-        return LocalScan(target=target, result=result, engines=engine_map, seconds=seconds)
+        return LocalScan(target=target, result=result, engines=engine_map, seconds=seconds, ref=ref)
     except BaseException:
         pool.kill()  # Ctrl-C or a failure: do not wait for running chunks
         raise
@@ -344,8 +348,54 @@ def render_json(scan: LocalScan) -> str:
 
 
 def render_sarif(scan: LocalScan) -> str:
-    sarif = build_sarif(scan.result.findings, scan.rules(), tool_version=__version__, commit_sha=scan.result.commit_sha)
+    repository_uri, branch = _provenance(scan)
+    sarif = build_sarif(
+        scan.result.findings,
+        scan.rules(),
+        tool_version=__version__,
+        repository_uri=repository_uri,
+        commit_sha=scan.result.commit_sha,
+        branch=branch,
+    )
     return json.dumps(sarif, indent=2) + "\n"
+
+
+_SCP_LIKE: Final = re.compile(r"^(?:[^@/:]+@)?(?P<host>[^:/]+):(?P<path>.+)$")
+
+
+def _provenance(scan: LocalScan) -> tuple[str | None, str | None]:
+    """The repository (as a URI, credentials dropped by SARIF's builder) and branch a local scan
+    looked at: a URL target and its `--ref`, or a work tree's `origin` and current branch."""
+    if _looks_like_url(scan.target):
+        match = None if "://" in scan.target else _SCP_LIKE.match(scan.target)
+        uri = f"ssh://{match['host']}/{match['path']}" if match else scan.target
+        ref = scan.ref
+        return uri, ref if ref and not (scan.result.commit_sha or "").startswith(ref.lower()) else None
+    path = Path(scan.target).expanduser()
+    cwd = path if path.is_dir() else path.parent
+    env = git_environment(inherit=True)
+
+    def ask(*args: str) -> str | None:
+        try:
+            # Fixed arguments, git from PATH as every git call of the scanner.
+            done = subprocess.run(  # noqa: S603
+                ["git", *args],  # noqa: S607
+                cwd=cwd,
+                env=env,
+                capture_output=True,
+                timeout=5,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        value = done.stdout.decode("utf-8", "replace").strip()
+        return value if done.returncode == 0 and value else None
+
+    origin = ask("config", "--get", "remote.origin.url")
+    if origin is not None and "://" not in origin:
+        match = _SCP_LIKE.match(origin)
+        origin = f"ssh://{match['host']}/{match['path']}" if match else None
+    return origin, ask("symbolic-ref", "--quiet", "--short", "HEAD")
 
 
 RENDERERS: Final = {"table": render_table, "json": render_json, "sarif": render_sarif}

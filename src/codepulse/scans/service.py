@@ -310,6 +310,8 @@ class ScanService:
             located,
             list(rules.values()),
             tool_version=__version__,
+            # One category per repository: GitHub code scanning keeps each repository's alerts apart.
+            automation_id=f"codepulse/{scan.repository_id}/",
             repository_uri=repository.canonical_url if repository is not None else None,
             commit_sha=scan.commit_sha,
             branch=scanned_branch(scan, repository),
