@@ -87,6 +87,8 @@ NOT_ORG_SCOPED = {
     "/api/v1/admin/tasks",
     "/api/v1/admin/tasks/{task_id}/retry",
     "/api/v1/admin/tasks/{task_id}/cancel",
+    # admin: the superusers' platform statistics (every organization's figures, none in particular)
+    "/api/v1/admin/stats",
     # billing: the public plans; a superuser's plan assignment (any organization, by id or slug)
     "/api/v1/billing/plans",
     "/api/v1/admin/orgs/{org_ref}/plan",

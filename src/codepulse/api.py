@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from codepulse.admin.router import router as admin_tasks_router
+from codepulse.admin.stats import admin_stats_router
 from codepulse.admin.users import admin_users_router
 from codepulse.auth.admin_router import admin_router as auth_admin_router
 from codepulse.auth.device_flow import router as device_flow_router
@@ -51,6 +52,7 @@ DOMAIN_ROUTERS: tuple[DomainRouter, ...] = (
     admin_tasks_router,
     auth_admin_router,
     admin_users_router,
+    admin_stats_router,
     benchmarks_router,
     billing_router,
     notifications_router,

@@ -19,7 +19,7 @@ import pkgutil
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from types import ModuleType
@@ -30,8 +30,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Index, String, Text, UniqueConstraint, delete, select, update
+from sqlalchemy import Index, String, Text, UniqueConstraint, and_, case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from codepulse.clock import utcnow
@@ -280,3 +281,48 @@ async def prune_job_runs(context: JobContext) -> None:
             delete(JobRun).where(JobRun.started_at < cutoff, JobRun.status != JobRunStatus.RUNNING.value)
         )
     log.info("job_runs.pruned", deleted=rowcount(result))
+
+
+@dataclass(frozen=True)
+class JobRunSummary:
+    job_id: str
+    last_started_at: datetime
+    last_finished_at: datetime | None
+    last_status: str
+    last_failure_at: datetime | None = None
+    last_error: str | None = None
+
+
+async def job_run_stats(session: AsyncSession) -> list[JobRunSummary]:
+    """Per job with a run in job_runs (kept JOB_RUNS_RETENTION_DAYS): its latest run and its latest
+    failed run, by job id. One statement: the two instants per job (GROUP BY job_id), joined back
+    to their rows."""
+    failed = JobRun.status == JobRunStatus.FAILED.value
+    latest = (
+        select(
+            JobRun.job_id,
+            func.max(JobRun.started_at).label("last_run"),
+            func.max(case((failed, JobRun.started_at))).label("last_failure"),
+        )
+        .group_by(JobRun.job_id)
+        .subquery("latest")
+    )
+    rows = await session.execute(
+        select(JobRun.job_id, JobRun.started_at, JobRun.finished_at, JobRun.status, JobRun.error, latest.c.last_run)
+        .join(
+            latest,
+            and_(
+                JobRun.job_id == latest.c.job_id,
+                or_(JobRun.started_at == latest.c.last_run, and_(failed, JobRun.started_at == latest.c.last_failure)),
+            ),
+        )
+        .order_by(JobRun.job_id, JobRun.started_at.desc(), JobRun.id.desc())
+    )
+    found: dict[str, JobRunSummary] = {}
+    for job_id, started_at, finished_at, status, error, last_run in rows.all():
+        summary = found.get(job_id)
+        if summary is None and started_at == last_run:
+            summary = found[job_id] = JobRunSummary(job_id, started_at, finished_at, status)
+        if summary is not None and summary.last_failure_at is None and status == JobRunStatus.FAILED.value:
+            found[job_id] = replace(summary, last_failure_at=started_at, last_error=error)
+    return list(found.values())

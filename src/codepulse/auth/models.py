@@ -18,6 +18,8 @@ TOKEN_HASH_LENGTH = 64  # hex SHA-256
 
 class User(UUIDPrimaryKey, Timestamps, Base):
     __tablename__ = "users"
+    # Accounts created per day (the superusers' statistics).
+    __table_args__ = (Index("ix_users_created_at", "created_at"),)
 
     # Stored lower-cased: comparisons are case-insensitive and the unique index enforces it.
     email: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH), unique=True)

@@ -9,7 +9,8 @@ The rules live in three services named for what they do:
 
 Other slices import from here (or those modules), never `auth.models` or `auth.repository`: the
 reads below, the types they are handed (`User`, `SessionKind`), `github_link` and the hook
-registries `on_user_delete` and `on_user_update`. Nothing here commits.
+registries `on_user_delete` and `on_user_update`;
+`user_stats` for the superusers' platform statistics. Nothing here commits.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from codepulse.auth.models import SessionKind as SessionKind
 from codepulse.auth.models import User as User
 from codepulse.auth.repository import AuthRepository
 from codepulse.auth.sessions import SessionService
+from codepulse.auth.stats import UserStats as UserStats
+from codepulse.auth.stats import user_stats as user_stats
 from codepulse.clock import ClockFunc
 from codepulse.config import Settings
 from codepulse.security import PasswordHasher

@@ -5,8 +5,8 @@ helper, so slices stay portable).
     base      Base, UTCDateTime, UUIDPrimaryKey, Timestamps, the constraint naming convention
     engine    create_engine, Database (read and write session factories), unit_of_work
     session   the request session: SessionRoute (its owner), DbSession, write-request detection
-    dialect   advisory locks, upsert, the work queue's claim, is_postgresql, add_days, temporary
-              tables, list partitions
+    dialect   advisory locks, upsert, the work queue's claim, is_postgresql, add_days, utc_day_number
+              (GROUP BY UTC day), temporary tables, list partitions
     percentiles  continuous percentiles per group (percentile_cont, or its equal on SQLite)
     bulk      COPY / unnest bulk writes and keyed reads
     notify    LISTEN/NOTIFY
@@ -31,6 +31,7 @@ from codepulse.db.dialect import (
     day_number,
     drop_partition,
     drop_temporary_table,
+    epoch_day,
     is_postgresql,
     list_partitioned,
     partition_tables,
@@ -38,6 +39,7 @@ from codepulse.db.dialect import (
     set_local_bulk_query_settings,
     try_advisory_xact_lock,
     upsert,
+    utc_day_number,
 )
 from codepulse.db.engine import SQLITE_BEGIN_OPTION, Database, after_commit, create_engine, rowcount, unit_of_work
 from codepulse.db.notify import Listener, listen, listen_in_process, notify
@@ -75,6 +77,7 @@ __all__ = [
     "driver_connection",
     "drop_partition",
     "drop_temporary_table",
+    "epoch_day",
     "is_postgresql",
     "is_write_request",
     "list_partitioned",
@@ -90,5 +93,6 @@ __all__ = [
     "try_advisory_xact_lock",
     "unit_of_work",
     "upsert",
+    "utc_day_number",
     "writes",
 ]

@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date
+from datetime import date, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -33,6 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import BIT
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.schema import CreateTableAs, DropTable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert
@@ -302,3 +303,37 @@ def _add_days_postgresql(element: add_days, compiler: SQLCompiler, **kw: Any) ->
 def _add_days_sqlite(element: add_days, compiler: SQLCompiler, **kw: Any) -> str:
     day, days = element.clauses.clauses
     return f"date({compiler.process(day, **kw)}, {compiler.process(days, **kw)} || ' days')"
+
+
+class utc_day_number(FunctionElement[int]):  # noqa: N801 - a SQL function, named like one
+    """`utc_day_number(timestamp)`: the UTC date of a timestamp column as days since 1970-01-01
+    (an integer on both dialects, for GROUP BY day; `epoch_day` turns it back into a date).
+    PostgreSQL reads the timestamptz at UTC whatever the connection's time zone; SQLite stores
+    UTC without an offset, counted with julianday (CAST truncates: floor after 1970)."""
+
+    type = Integer()
+    name = "utc_day_number"
+    inherit_cache = True
+
+    def __init__(self, timestamp: ColumnElement[Any] | InstrumentedAttribute[Any]) -> None:
+        super().__init__(timestamp)
+
+
+@compiles(utc_day_number, "postgresql")
+def _utc_day_number_postgresql(element: utc_day_number, compiler: SQLCompiler, **kw: Any) -> str:
+    (timestamp,) = element.clauses.clauses
+    return f"(CAST(({compiler.process(timestamp, **kw)} AT TIME ZONE 'UTC') AS DATE) - DATE '1970-01-01')"
+
+
+@compiles(utc_day_number, "sqlite")
+def _utc_day_number_sqlite(element: utc_day_number, compiler: SQLCompiler, **kw: Any) -> str:
+    (timestamp,) = element.clauses.clauses
+    return f"CAST(julianday({compiler.process(timestamp, **kw)}) - 2440587.5 AS INTEGER)"
+
+
+EPOCH = date(1970, 1, 1)
+
+
+def epoch_day(number: int) -> date:
+    """A `utc_day_number` (or `day_number`) back as a date."""
+    return EPOCH + timedelta(days=int(number))

@@ -39,6 +39,8 @@ from codepulse.orgs.models import Role as Role
 from codepulse.orgs.quotas import QuotaResource, check_quota
 from codepulse.orgs.repository import OrgRepository
 from codepulse.orgs.schemas import OrgCreate, OrgUpdate, slug_candidates
+from codepulse.orgs.stats import OrganizationStats as OrganizationStats
+from codepulse.orgs.stats import organization_stats as organization_stats
 from codepulse.pagination import PageRequest, SortKey, paginate, paginate_rows
 from codepulse.security import hash_token, new_one_time_token
 

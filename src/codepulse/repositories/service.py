@@ -59,6 +59,8 @@ from codepulse.repositories.models import Repository as Repository
 from codepulse.repositories.models import ScanSchedule as ScanSchedule
 from codepulse.repositories.repository import RepositoryRepository
 from codepulse.repositories.schemas import RepositoryCreate, RepositorySort, RepositoryUpdate
+from codepulse.repositories.stats import RepositoryStats as RepositoryStats
+from codepulse.repositories.stats import repository_stats as repository_stats
 from codepulse.repositories.urls import (
     CloneUrl,
     CloneUrlError,

@@ -52,6 +52,9 @@ from codepulse.scans.models import (
 from codepulse.scans.repository import ScanRepository
 from codepulse.scans.sarif import build_sarif, fallback_rule
 from codepulse.scans.schemas import FindingUpdate, ScanCreate
+from codepulse.scans.stats import ScanStats as ScanStats
+from codepulse.scans.stats import open_findings_by_severity as open_findings_by_severity
+from codepulse.scans.stats import scan_stats as scan_stats
 from codepulse.usage import service as usage_service
 
 log = structlog.get_logger("codepulse.scans")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -122,3 +122,30 @@ async def cancel_task(session: AsyncSession, task_id: uuid.UUID, *, now: datetim
     ended = EndedTask(task.id, task.kind, payload, TaskStatus.CANCELED, CANCELED_ERROR, False, now)
     await run_ended_hooks(session, ended)
     return TaskChange(await _get(session, task_id), TaskStatus.QUEUED, *before)
+
+
+STATS_STATUSES = (TaskStatus.QUEUED.value, TaskStatus.RUNNING.value, TaskStatus.DEAD.value)
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    by_kind: dict[str, dict[str, int]]  # kind -> status (queued, running, dead) -> tasks
+    oldest_due_at: datetime | None  # the earliest due time of a queued task already due
+
+
+async def queue_stats(session: AsyncSession, *, now: datetime) -> QueueStats:
+    """Queued, running and dead tasks per kind (two aggregates on the (status, run_at) index);
+    the oldest due time among queued tasks due by `now` (how long the queue has kept one waiting;
+    tasks due later, delayed or backing off, are not late)."""
+    rows = await session.execute(
+        select(Task.kind, Task.status, func.count())
+        .where(Task.status.in_(STATS_STATUSES))
+        .group_by(Task.kind, Task.status)
+    )
+    by_kind: dict[str, dict[str, int]] = {}
+    for kind, status, count in rows.all():
+        by_kind.setdefault(str(kind), dict.fromkeys(STATS_STATUSES, 0))[str(status)] = int(count)
+    oldest = await session.scalar(
+        select(func.min(Task.run_at)).where(Task.status == TaskStatus.QUEUED.value, Task.run_at <= now)
+    )
+    return QueueStats(by_kind=dict(sorted(by_kind.items())), oldest_due_at=oldest)

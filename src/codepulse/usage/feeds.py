@@ -21,14 +21,14 @@ def daily_rows() -> Select[Any]:
     return select(
         _DAILY.user_id,
         _DAILY.day,
-        _tokens().label("tokens"),
+        tokens_sum().label("tokens"),
         _DAILY.cost_nanousd.label("cost"),
         _DAILY.cache_read_tokens.label("cache_read"),
         (_DAILY.input_tokens + _DAILY.cache_read_tokens).label("cache_base"),
     )
 
 
-def _tokens() -> ColumnElement[int]:
+def tokens_sum() -> ColumnElement[int]:
     # Every token count but reasoning, which is part of output (as the dashboards count).
     return (
         _DAILY.input_tokens
@@ -48,7 +48,7 @@ def daily_usage() -> Select[Any]:
     """`usage_daily` rows as (user_id, day [the user's local date], source, model, tokens,
     input_tokens, cache_read_tokens, cost_nanousd). Filter it through `.selected_columns` (the
     conditions then reach the table's own columns) and `.subquery()` it to group or join."""
-    tokens = _tokens()
+    tokens = tokens_sum()
     return select(
         _DAILY.user_id,
         _DAILY.day,

@@ -99,7 +99,8 @@ class UsageDaily(TokenColumns, Base):
     """
 
     __tablename__ = "usage_daily"
-    __table_args__ = (PrimaryKeyConstraint("user_id", "day", "source", "model"),)
+    # By day alone for the superusers' statistics (the primary key leads with the user).
+    __table_args__ = (PrimaryKeyConstraint("user_id", "day", "source", "model"), Index("ix_usage_daily_day", "day"))
 
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     day: Mapped[date] = mapped_column(Date)
@@ -120,7 +121,11 @@ class UsageSyncBatch(Base):
     """
 
     __tablename__ = "usage_sync_batches"
-    __table_args__ = (PrimaryKeyConstraint("user_id", "digest"),)
+    # By time for the superusers' statistics: syncs per day, users who synced lately (covering).
+    __table_args__ = (
+        PrimaryKeyConstraint("user_id", "digest"),
+        Index("ix_usage_sync_batches_created_at_user_id", "created_at", "user_id"),
+    )
 
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     digest: Mapped[str] = mapped_column(String(64))

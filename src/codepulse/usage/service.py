@@ -8,6 +8,7 @@ modules named for what they do:
     repricing         stored costs recomputed with the prices in force
     metering          billable organization events, recorded and counted for billing
     feeds             selectables over usage's tables for upper slices' set-based SQL
+    stats             platform figures for the superusers' statistics (sums of the aggregates)
 
 Other domains call `record_event`, `count_events` and `shares_usage_with_orgs` inside their own
 unit of work; the leaderboard builds its set-based statements on `daily_usage`, with `zone` for
@@ -21,10 +22,13 @@ from codepulse.usage.metering import count_events, record_event
 from codepulse.usage.pricing import nanousd_to_usd
 from codepulse.usage.repricing import RepriceReport, reprice, reprice_database
 from codepulse.usage.sharing import shares_usage_with_orgs
+from codepulse.usage.stats import UsageDay, UsageStats, synced_user_ids, usage_stats
 from codepulse.usage.streaks import zone
 
 __all__ = [
     "RepriceReport",
+    "UsageDay",
+    "UsageStats",
     "count_events",
     "daily_rows",
     "daily_usage",
@@ -34,5 +38,7 @@ __all__ = [
     "reprice",
     "reprice_database",
     "shares_usage_with_orgs",
+    "synced_user_ids",
+    "usage_stats",
     "zone",
 ]
