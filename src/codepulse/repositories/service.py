@@ -25,9 +25,7 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,7 +35,6 @@ from codepulse.auth.service import User
 from codepulse.clock import ClockFunc
 from codepulse.config import Settings
 from codepulse.errors import Conflict, FieldError, ServiceUnavailable, ValidationFailed
-from codepulse.hooks import HookRegistry
 from codepulse.integrations.github import (
     GitHubClient,
     GitHubRepository,
@@ -49,12 +46,17 @@ from codepulse.orgs.quotas import QuotaResource, check_quota
 from codepulse.orgs.service import OrgAccess, Organization, OrgService, Role, get_membership
 from codepulse.pagination import PageRequest, paginate
 from codepulse.repositories import credentials
+from codepulse.repositories.connecting import CheckedCloneUrl as CheckedCloneUrl
+from codepulse.repositories.connecting import Connecting as Connecting
+from codepulse.repositories.connecting import connect_hooks, default_name
+from codepulse.repositories.connecting import on_repository_connect as on_repository_connect
+from codepulse.repositories.connecting import validate_clone_url as validate_clone_url
 from codepulse.repositories.credentials import CloneCredential as CloneCredential
 from codepulse.repositories.credentials import CredentialRefused as CredentialRefused
 from codepulse.repositories.credentials import clone_credential as clone_credential
 from codepulse.repositories.credentials import github_hosts, parse
 from codepulse.repositories.credentials import verify_clone_credential as verify_clone_credential
-from codepulse.repositories.models import BRANCH_MAX_LENGTH, NAME_MAX_LENGTH, Provider, Severity
+from codepulse.repositories.models import BRANCH_MAX_LENGTH, Provider, Severity
 from codepulse.repositories.models import Repository as Repository
 from codepulse.repositories.models import ScanSchedule as ScanSchedule
 from codepulse.repositories.repository import RepositoryRepository
@@ -65,7 +67,6 @@ from codepulse.repositories.urls import (
     CloneUrl,
     CloneUrlError,
     Resolver,
-    check_host,
     provider_for_host,
     system_resolver,
 )
@@ -83,14 +84,6 @@ class RepositoryAccess:
 
 
 @dataclass(frozen=True)
-class CheckedCloneUrl:
-    url: CloneUrl
-    addresses: tuple[str, ...]
-    """What the host resolved to when checked; empty when the check was waived (ALLOWED_GIT_HOSTS,
-    ALLOW_LOCAL_REPOSITORIES)."""
-
-
-@dataclass(frozen=True)
 class GitHubListing:
     page: GitHubRepositoryPage
     connected: dict[int, uuid.UUID]
@@ -101,71 +94,6 @@ class GitHubListing:
 class ImportResult:
     imported: list[Repository] = field(default_factory=list)
     already_connected: list[Repository] = field(default_factory=list)
-
-
-async def validate_clone_url(
-    url: str, settings: Settings, *, resolver: Resolver = system_resolver, field: str = "clone_url"
-) -> CheckedCloneUrl:
-    """Parse `url` and check its host; raises ValidationFailed (one error on `field`, its code
-    saying why: credentials_in_url, unsupported_scheme, option_like_url, invalid_clone_url,
-    forbidden_host, unresolvable_host)."""
-    if settings.ALLOW_LOCAL_REPOSITORIES:
-        local = url.strip()
-        if local.startswith("/"):
-            local = Path(local).as_uri()  # a path on this machine, as the file:// URL git takes
-        elif local.startswith(("./", "../", "~")) or local in (".", ".."):
-            message = "Give a local repository as an absolute path or a file:///absolute/path URL."
-            raise ValidationFailed([FieldError(field=field, message=message, code="invalid_clone_url")], detail=message)
-        if local.lower().startswith("file://"):
-            return CheckedCloneUrl(_local_clone_url(local, field), ())
-    try:
-        parsed = parse(url, settings)
-        checked = await check_host(
-            parsed,
-            allowed_hosts=settings.ALLOWED_GIT_HOSTS,
-            allow_local=settings.ALLOW_LOCAL_REPOSITORIES,
-            resolver=resolver,
-        )
-    except CloneUrlError as refused:
-        log.info("repository.clone_url_refused", reason=refused.code)
-        raise ValidationFailed([FieldError(field=field, message=refused.message, code=refused.code)],
-                               detail=refused.message) from None  # fmt: skip
-    return CheckedCloneUrl(parsed, checked.addresses)
-
-
-def _local_clone_url(raw: str, field: str) -> CloneUrl:
-    """A file:///absolute/path URL: a local repository (ALLOW_LOCAL_REPOSITORIES only; the scans
-    tests clone repositories they create on disk)."""
-    url = raw.strip()
-    parts = urlsplit(url)
-    path = parts.path.rstrip("/")
-    if parts.netloc or parts.query or parts.fragment or not path or any(ch <= " " or ch == "\x7f" for ch in url):
-        message = "A local clone URL looks like file:///absolute/path/to/repository."
-        raise ValidationFailed([FieldError(field=field, message=message, code="invalid_clone_url")], detail=message)
-    return CloneUrl(url=url, scheme="file", host="", port=None, path=path.strip("/"), canonical=f"file://{path}")
-
-
-def default_name(url: CloneUrl) -> str:
-    """A repository's name when none is given: `owner/name` for a hosted one, the directory's
-    name for a local one (not its whole path)."""
-    path = url.path.rsplit("/", 1)[-1] if url.scheme == "file" else url.path
-    return (path.removesuffix(".git") or path)[:NAME_MAX_LENGTH]
-
-
-@dataclass(frozen=True)
-class Connecting:
-    """A repository about to be connected (not saved yet: a hook may fill in what it learns, or
-    refuse it) and its checked clone URL."""
-
-    repository: Repository
-    checked: CheckedCloneUrl
-    settings: Settings
-
-
-connect_hooks: HookRegistry[Connecting] = HookRegistry("repository.connect")
-on_repository_connect = connect_hooks.register
-"""Register `async (session, connecting) -> None`, run before a repository is connected by URL:
-the scans slice asks the remote whether it is a Git repository and which branch is its default."""
 
 
 class RepositoryService:

@@ -228,6 +228,31 @@ def _remote_config(url: str, token: str | None, resolve: Sequence[str]) -> dict[
     return config
 
 
+async def _ls_remote(
+    url: str,
+    patterns: Sequence[str],
+    *,
+    settings: Settings,
+    token: str | None,
+    resolve: Sequence[str],
+    seconds: float,
+    allow_file: bool,
+    symref: bool = False,
+) -> GitResult | None:
+    """One `git ls-remote` of a checked URL with the clone's safety settings, a scratch HOME and a
+    time limit (no objects are transferred); None when it timed out or could not run."""
+    home = await asyncio.to_thread(scratch(settings.SCAN_WORK_DIR).mkdtemp, "git-home-")
+    try:
+        env = _environment(url, home, token, resolve)
+        args = [*_config_args(allow_file), "ls-remote", *(["--symref"] if symref else []), "--", url, *patterns]
+        async with asyncio.timeout(seconds):
+            return await run_git(args, env=env)
+    except (TimeoutError, ScanFailure):
+        return None
+    finally:
+        await asyncio.to_thread(shutil.rmtree, home, True)
+
+
 async def remote_commit(
     url: str,
     ref: str | None,
@@ -250,16 +275,11 @@ async def remote_commit(
     if ref is not None and is_commit_sha(ref):
         return ref.lower()
     patterns = ["HEAD"] if ref is None else [f"refs/heads/{ref}", f"refs/tags/{ref}", f"refs/tags/{ref}^{{}}"]
-    home = await asyncio.to_thread(scratch(settings.SCAN_WORK_DIR).mkdtemp, "git-home-")
-    try:
-        env = _environment(clean_url, home, token, resolve)
-        async with asyncio.timeout(min(30.0, settings.SCAN_CLONE_TIMEOUT_SECONDS)):
-            result = await run_git([*_config_args(allow_file), "ls-remote", "--", clean_url, *patterns], env=env)
-    except (TimeoutError, ScanFailure):
-        return None
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-    if result.returncode != 0:
+    result = await _ls_remote(
+        clean_url, patterns, settings=settings, token=token, resolve=resolve,
+        seconds=min(30.0, settings.SCAN_CLONE_TIMEOUT_SECONDS), allow_file=allow_file,
+    )  # fmt: skip
+    if result is None or result.returncode != 0:
         return None
     refs: dict[str, str] = {}
     for line in result.stdout.decode("utf-8", "replace").splitlines():
@@ -310,16 +330,12 @@ async def remote_head(
         clean_url = _check_url(url, allow_file)
     except ScanFailure:
         return RemoteHead(False)
-    home = await asyncio.to_thread(scratch(settings.SCAN_WORK_DIR).mkdtemp, "git-home-")
-    try:
-        env = _environment(clean_url, home, None, resolve)
-        async with asyncio.timeout(seconds):
-            args = [*_config_args(allow_file), "ls-remote", "--symref", "--", clean_url, "HEAD"]
-            result = await run_git(args, env=env)
-    except (TimeoutError, ScanFailure):
+    result = await _ls_remote(
+        clean_url, ["HEAD"], settings=settings, token=None, resolve=resolve, seconds=seconds,
+        allow_file=allow_file, symref=True,
+    )  # fmt: skip
+    if result is None:
         return RemoteHead(None)
-    finally:
-        await asyncio.to_thread(shutil.rmtree, home, True)
     if result.returncode == 0:
         for line in result.stdout.decode("utf-8", "replace").splitlines():
             target, _, name = line.partition("\t")
