@@ -3,12 +3,17 @@ each record once, and incremental reads from the saved state (appended, truncate
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from codepulse.client.collect import SOURCES, collect
-from codepulse.client.sources import SOURCE_NAMES
+from codepulse.client.sources import SOURCE_NAMES, ParsedChunk
 from codepulse.client.state import SyncState
 from tests.client.test_claude_code import assistant, compact
 from tests.client.test_codex import ROLLOUT
@@ -136,3 +141,66 @@ def test_a_parse_pool_gives_what_one_process_gives(tmp_path: Path) -> None:
     assert pooled.state == serial.state
     assert [path.name for path, _reason in pooled.unreadable] == ["gone.jsonl"]
     assert pooled.unreadable == serial.unreadable
+
+
+def test_a_pool_worker_that_dies_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed mid-run (out of memory, a crash in a native decoder) is noticed by its
+    process sentinel: this process reads the files that worker took, and the run's result is the
+    one process's, with no wait for an answer that cannot come."""
+    home, transcript = logs_home(tmp_path)
+    for number in range(6):
+        lines = [assistant(f"msg_{number}_{n}", f"req_{number}_{n}", output=n + 1) for n in range(20)]
+        (transcript.parent / f"more-{number}.jsonl").write_bytes(b"".join(compact(line) + b"\n" for line in lines))
+    parent = os.getpid()
+    claude = SOURCES["claude-code"]
+    died = tmp_path / "worker-died"
+
+    def read_or_die(path: Path, start: int) -> ParsedChunk:
+        if os.getpid() != parent:  # the worker: dies on the first file it takes
+            died.touch()
+            os._exit(9)
+        # This process holds its first file until the worker has died, so the worker takes one.
+        deadline = time.monotonic() + 30
+        while not died.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert claude.read_from is not None
+        return claude.read_from(path, start)
+
+    serial = collect(SOURCES, SyncState(), {"CODEPULSE_PARSE_PROCESSES": "1"}, home)
+    monkeypatch.setitem(SOURCES, "claude-code", dataclasses.replace(claude, read_from=read_or_die))
+    heard: list[str] = []
+    pooled = collect(
+        SOURCES,
+        SyncState(),
+        {"CODEPULSE_PARSE_PROCESSES": "2"},
+        home,
+        progress=lambda task, _read: heard.append(task.path.name),
+    )
+
+    assert pooled.summary() == serial.summary()
+    assert sorted(pooled.records, key=lambda record: record.key) == sorted(serial.records, key=lambda r: r.key)
+    assert pooled.state == serial.state
+    assert died.exists()
+    assert sorted(heard) == sorted({*heard})  # each file heard of once
+
+
+def test_a_pool_of_three_gives_what_one_process_gives(tmp_path: Path) -> None:
+    """Files of many sizes taken one at a time by this process and two workers: every file heard
+    of once, the same records and figures as one process."""
+    home, transcript = logs_home(tmp_path)
+    for number in range(8):
+        lines = [assistant(f"msg_{number}_{n}", f"req_{number}_{n}", output=n + 1) for n in range(10 * (number + 1))]
+        (transcript.parent / f"more-{number}.jsonl").write_bytes(b"".join(compact(line) + b"\n" for line in lines))
+    order: list[str] = []
+    pooled = collect(
+        ["claude-code"],
+        SyncState(),
+        {"CODEPULSE_PARSE_PROCESSES": "3"},
+        home,
+        progress=lambda task, _read: order.append(task.path.name),
+    )
+    serial = collect(["claude-code"], SyncState(), {"CODEPULSE_PARSE_PROCESSES": "1"}, home)
+
+    assert sorted(order) == sorted(path.name for path in transcript.parent.iterdir())
+    assert pooled.summary() == serial.summary()
+    assert sorted(pooled.records, key=lambda record: record.key) == sorted(serial.records, key=lambda r: r.key)

@@ -8,9 +8,11 @@ that fails to upload saves nothing, so the next one reads the same bytes again).
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -218,60 +220,132 @@ def _read_all(tasks: list[FileTask], processes: int, progress: Progress | None) 
             if progress is not None:
                 progress(task, in_order[-1])
         return in_order
-    import multiprocessing
-
-    # The files split into one share per process by bytes, largest first. This process reads the
-    # first share itself while each worker reads another: on two cores, a pool of two workers
-    # and a parent decoding their results would compete for the same cores.
-    shares: list[list[int]] = [[] for _ in range(min(processes, len(tasks)))]
-    loads = [0] * len(shares)
-    for index in sorted(range(len(tasks)), key=lambda index: tasks[index].size - tasks[index].start, reverse=True):
-        lightest = loads.index(min(loads))
-        shares[lightest].append(index)
-        loads[lightest] += tasks[index].size - tasks[index].start
-    # fork starts a worker in milliseconds; elsewhere (macOS, Windows) only spawn is safe.
-    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-    done = context.SimpleQueue()  # (index, read without records) as each worker's file is read
-    reads: dict[int, FileRead] = {}
-
-    def heard(index: int, read: FileRead) -> None:
-        reads[index] = read
-        if progress is not None:
-            progress(tasks[index], read)
-
-    with context.Pool(len(shares) - 1, initializer=_start_worker, initargs=(done,)) as pool:
-        jobs = [pool.apply_async(_read_share, ([(index, tasks[index]) for index in share],)) for share in shares[1:]]
-        for index in shares[0]:
-            heard(index, read_task(tasks[index]))
-            while not done.empty():
-                heard(*done.get())
-        while len(reads) < len(tasks):
-            heard(*done.get())
-        # Each worker's records, sent once at its end: attached to the first file of its share.
-        for share, job in zip(shares[1:], jobs, strict=True):
-            reads[share[0]].records = decode_records(job.get())
-    return [reads[index] for index in range(len(tasks))]
+    return _Pool(tasks, min(processes, len(tasks)), progress).read_all()
 
 
-_worker_done: Any = None  # a pool worker's queue back to the parent (set by `_start_worker`)
+class _Pool:
+    """This process and `processes - 1` workers take the files one at a time, largest first, from
+    a shared position: whoever is free takes the next, so all finish together however the sizes
+    fall (a fixed share per process left one idle for a quarter of the run). This process reads
+    too: on two cores, two workers and a parent decoding their results would compete for them.
+
+    Each worker sends every file's figures as it reads it, then its records once at its end (a
+    response repeated across its files is one record), as MessagePack (a fraction of pickle's
+    cost). A worker that dies is noticed by its process sentinel, and this process reads its files
+    again itself."""
+
+    def __init__(self, tasks: list[FileTask], processes: int, progress: Progress | None) -> None:
+        import multiprocessing
+
+        self.tasks, self.progress = tasks, progress
+        self.order = sorted(range(len(tasks)), key=lambda index: tasks[index].size - tasks[index].start, reverse=True)
+        # fork starts a worker in milliseconds; elsewhere (macOS, Windows) only spawn is safe.
+        context = (
+            multiprocessing.get_context("fork") if sys.platform == "linux" else multiprocessing.get_context("spawn")
+        )
+        self.next_position = context.Value("q", 0)
+        self.reads: dict[int, FileRead] = {}
+        self.workers: list[_Worker] = []
+        for _ in range(processes - 1):
+            receiver, sender = context.Pipe(duplex=False)
+            process = context.Process(target=_work, args=(tasks, self.order, self.next_position, sender), daemon=True)
+            process.start()
+            sender.close()  # the worker holds the only sending end: its exit ends the pipe
+            self.workers.append(_Worker(process, receiver))
+
+    def read_all(self) -> list[FileRead]:
+        from multiprocessing.connection import wait
+
+        try:
+            while (index := _take(self.order, self.next_position)) is not None:
+                self._heard(index, read_task(self.tasks[index]))
+                self._hear(wait([worker.receiver for worker in self._listening()], timeout=0))
+            while listening := self._listening():
+                self._hear(wait([worker.receiver for worker in listening]))
+        finally:
+            for worker in self.workers:
+                worker.process.join(timeout=5)
+                if worker.process.is_alive():
+                    worker.process.kill()
+                worker.receiver.close()
+        for worker in self.workers:
+            if worker.records is None:  # died: its records went with it
+                for index in worker.indexes:
+                    self.reads[index] = read_task(self.tasks[index])
+        for index in range(len(self.tasks)):  # taken by a worker that died before reporting it
+            if index not in self.reads:
+                self._heard(index, read_task(self.tasks[index]))
+        for worker in self.workers:
+            if worker.records and worker.indexes:
+                self.reads[worker.indexes[0]].records = worker.records
+        return [self.reads[index] for index in range(len(self.tasks))]
+
+    def _listening(self) -> list[_Worker]:
+        return [worker for worker in self.workers if not worker.finished]
+
+    def _hear(self, ready: list[Any]) -> None:
+        for worker in self.workers:
+            if worker.receiver not in ready:
+                continue
+            try:
+                message = worker.receiver.recv()
+            except EOFError:  # exited: after its records, or died before them
+                worker.finished = True
+                continue
+            if isinstance(message, bytes):
+                worker.records = decode_records(message)
+            else:
+                index, read = message
+                worker.indexes.append(index)
+                self._heard(index, read)
+
+    def _heard(self, index: int, read: FileRead) -> None:
+        self.reads[index] = read
+        if self.progress is not None:
+            self.progress(self.tasks[index], read)
 
 
-def _start_worker(done: Any) -> None:
-    global _worker_done  # a pool initializer's only way to hand its worker the queue
-    _worker_done = done
+@dataclass
+class _Worker:
+    process: Any
+    receiver: Any
+    indexes: list[int] = field(default_factory=list)  # the files it read, as it reported them
+    records: list[UsageRecord] | None = None  # sent once at its end
+    finished: bool = False
 
 
-def _read_share(share: list[tuple[int, FileTask]]) -> bytes:
-    """A pool worker's share of the files: each file's figures go back as it is read; the records
-    go back at the end, each once (a response repeated across the share's files is one record),
-    as MessagePack (a fraction of pickle's cost)."""
+def _take(order: list[int], next_position: Any) -> int | None:
+    """The next file to read (its index in the tasks), or None when every one is taken."""
+    with next_position.get_lock():
+        position: int = next_position.value
+        if position >= len(order):
+            return None
+        next_position.value = position + 1
+    return order[position]
+
+
+def _work(tasks: list[FileTask], order: list[int], next_position: Any, sender: Any) -> None:
+    """A pool worker: files until none is left, each one's figures sent as it is read, then its
+    records, each once."""
     once = RecordSet()
-    for index, task in share:
-        read = read_task(task)
+    while (index := _take(order, next_position)) is not None:
+        read = read_task(tasks[index])
         once.extend(read.records)
         read.records = []
-        _worker_done.put((index, read))
-    return encode_records(once)
+        sender.send((index, read))
+    sender.send(encode_records(once))
+    sender.close()
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def collect(
@@ -311,24 +385,28 @@ def collect(
     if on_files is not None:
         on_files(tasks)
     processes = parse_processes(environ, sum(task.size - task.start for task in tasks))
-    for task, read in zip(tasks, _read_all(tasks, processes, progress), strict=True):
-        if read.error is not None:
-            collection.unreadable.append((task.path, read.error))
-            continue
-        collection.records.extend(read.records if keep is None else filter(keep, read.records))
-        if read.malformed:
-            collection.malformed[task.source] = collection.malformed.get(task.source, 0) + read.malformed
-        collection.state.remember(
-            task.source,
-            task.path,
-            FileState(
-                offset=task.start + read.consumed,
-                size=task.size,
-                device=task.device,
-                inode=task.inode,
-                extra=read.extra,
-            ),
-        )
+    # A large tree makes hundreds of thousands of records and keys, none in a reference cycle:
+    # the collector's passes over them would only cost time (a pool's workers inherit this).
+    with _collector_paused():
+        reads = _read_all(tasks, processes, progress)
+        for task, read in zip(tasks, reads, strict=True):
+            if read.error is not None:
+                collection.unreadable.append((task.path, read.error))
+                continue
+            collection.records.extend(read.records if keep is None else filter(keep, read.records))
+            if read.malformed:
+                collection.malformed[task.source] = collection.malformed.get(task.source, 0) + read.malformed
+            collection.state.remember(
+                task.source,
+                task.path,
+                FileState(
+                    offset=task.start + read.consumed,
+                    size=task.size,
+                    device=task.device,
+                    inode=task.inode,
+                    extra=read.extra,
+                ),
+            )
     by_source: dict[str, list[UsageRecord]] = {}
     for record in collection.records:
         by_source.setdefault(record.source, []).append(record)
