@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -10,12 +11,13 @@ import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import event, func, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from codepulse.config import Settings
-from codepulse.db import Database, DbSession, SessionRoute, create_engine
+from codepulse.db import Database, DbSession, SessionRoute, bulk_insert, create_engine
 from codepulse.errors import Conflict
 from codepulse.scheduler import JobRun
+from codepulse.tasks.models import TASKS
 from tests.databases import build_settings
 from tests.factories import JobRunFactory
 from tests.helpers import with_api_prefix
@@ -149,3 +151,23 @@ async def test_failed_commit_is_an_error_response_not_a_lie(uow_client: httpx.As
     assert response.json()["code"] == "conflict"
     assert "uq_job_runs" not in response.text
     assert await _count(db, "dup") == 0
+
+
+async def test_a_driver_level_write_on_a_new_session_is_in_its_transaction(engine: AsyncEngine) -> None:
+    """The hot paths write through the driver's own connection (COPY, unnest upserts on
+    PostgreSQL). On a session that has run nothing yet, SQLAlchemy's asyncpg adapter has not begun
+    its transaction (it begins at the first statement it runs itself): such a write would commit on
+    its own and survive a rollback."""
+    kind = f"probe-{uuid.uuid4().hex}"
+    now = datetime.now(UTC)
+    async with AsyncSession(engine) as session:
+        await bulk_insert(
+            session,
+            TASKS,
+            ("id", "kind", "payload", "status", "priority", "run_at", "attempts", "created_at", "updated_at"),
+            [(uuid.uuid4(), kind, {}, "queued", 0, now, 0, now, now)],
+        )
+        assert await session.scalar(select(func.count()).select_from(TASKS).where(TASKS.c.kind == kind)) == 1
+        await session.rollback()
+    async with AsyncSession(engine) as session:
+        assert await session.scalar(select(func.count()).select_from(TASKS).where(TASKS.c.kind == kind)) == 0

@@ -44,7 +44,15 @@ async def driver_connection(session: AsyncSession) -> Any:
     """The DBAPI driver's own connection under the session (asyncpg's on PostgreSQL), in the
     session's transaction: for the few hot statements where SQLAlchemy's layers cost more than the
     query."""
-    driver = (await (await session.connection()).get_raw_connection()).driver_connection
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    # SQLAlchemy's asyncpg adapter sends BEGIN with the first statement it runs itself: on a
+    # session that has run none yet, a statement sent straight to the driver would commit on its
+    # own. One statement through the adapter begins the transaction (the attribute is private:
+    # where it is missing — another driver, a later version — the statement is sent anyway).
+    if getattr(raw.dbapi_connection, "_transaction", None) is None:
+        await connection.exec_driver_sql("SELECT 1")
+    driver = raw.driver_connection
     if driver is None:  # pragma: no cover - a checked-out connection always has one
         raise RuntimeError("no driver connection")
     return driver
