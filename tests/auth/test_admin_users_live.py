@@ -1,6 +1,6 @@
-"""Disabling an account while it is in use, against uvicorn on a loopback port and a fresh database
-with real commits: its open notification stream ends (woken at once by the change's commit), its
-next request is a 401; and the last-superuser rule holds when two superusers disable each other at
+"""Disabling an account, or signing it out, while it is in use, against uvicorn on a loopback port
+and a fresh database with real commits: its open notification stream ends (woken at once by the
+change's commit), its next request is a 401; and the last-superuser rule holds when two superusers disable each other at
 the same moment. Waits are on events with a timeout, never fixed sleeps.
 
 (The scan progress streams, SSE and WebSocket, are closed the same way: tests/scans/test_live.py.)
@@ -21,7 +21,7 @@ from sqlalchemy import update
 from codepulse.app import create_app
 from codepulse.auth.models import User
 from codepulse.db import Database
-from tests.auth.helpers import SignedIn, register
+from tests.auth.helpers import PASSWORD, SignedIn, register
 from tests.databases import DatabaseServer, build_settings
 from tests.helpers import FakeClock, served
 from tests.notifications.test_stream import EventReader
@@ -95,6 +95,35 @@ async def test_a_disabled_account_s_open_stream_ends_and_its_next_request_is_401
     async with asyncio.timeout(WAIT):
         while hub.open_streams:  # noqa: ASYNC110 - the server's state, which has no event to wait on
             await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("how", ["logout", "logout-all"])
+async def test_signing_out_ends_the_session_s_open_stream_at_once(server: Server, how: str) -> None:
+    """Signing out this session, or every session from another device: the stream of the ended
+    session closes with `signed_out` at once, not at its keep-alive minutes later."""
+    ada = await register(server.client, "ada")
+    elsewhere = await server.client.post(
+        "/api/v1/auth/login", json={"login": "ada", "password": PASSWORD}, headers={"User-Agent": "laptop"}
+    )
+    assert elsewhere.status_code == 200, elsewhere.text
+    other = {"Authorization": f"Bearer {elsewhere.json()['token']}"}
+    request = server.client.build_request("GET", "/api/v1/notifications/stream", headers=ada.headers)
+    response = await server.client.send(request, stream=True)
+    try:
+        assert response.status_code == 200
+        reader = EventReader(response)
+        assert (await reader.next()).name == "ready"
+
+        signed_out = await server.client.post(f"/api/v1/auth/{how}", headers=ada.headers if how == "logout" else other)
+        assert signed_out.status_code == 204, signed_out.text
+
+        last = await reader.next()
+        assert (last.name, last.data["code"]) == ("signed_out", "session_revoked")
+        with pytest.raises(EOFError):
+            await reader.next()
+    finally:
+        await response.aclose()
+    assert (await server.client.get("/api/v1/auth/me", headers=ada.headers)).status_code == 401
 
 
 async def test_two_superusers_disabling_each_other_at_once_leave_one(server: Server) -> None:

@@ -20,6 +20,7 @@ from codepulse.auth.repository import AuthRepository
 from codepulse.clock import ClockFunc
 from codepulse.db import after_commit
 from codepulse.errors import BadRequest, NotFound, Unauthorized
+from codepulse.hooks import HookRegistry
 from codepulse.pagination import PageRequest, SortKey, paginate
 from codepulse.security import SESSION_TOKEN_PREFIX, hash_token, new_one_time_token, new_session_token
 
@@ -28,6 +29,19 @@ WEB_ABSOLUTE_LIFETIME = timedelta(days=90)
 TOUCH_INTERVAL = timedelta(minutes=1)
 # Revoked sessions and used tokens are kept a while for the sessions list and audit, then purged.
 PURGE_GRACE = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class SessionsEnded:
+    """Some of the user's sessions were signed out (one, or all but one, or all)."""
+
+    user_id: uuid.UUID
+
+
+# Run in the signing-out transaction: notifications wakes the user's open streams, which find
+# their session ended and close at once rather than at their next keep-alive.
+sessions_ended_hooks: HookRegistry[SessionsEnded] = HookRegistry("auth.sessions_ended")
+on_sessions_ended = sessions_ended_hooks.register
 
 
 @dataclass(frozen=True)
@@ -212,11 +226,15 @@ class SessionService:
         if not await self.repo.revoke_session(session_id, user.id, self.clock()):
             raise NotFound("session")
         self.forget(user)
+        await sessions_ended_hooks.run(self.repo.session, SessionsEnded(user.id))
 
     async def revoke_all_sessions(self, user: User, *, keep: AuthSession | None = None) -> int:
         """Sign the user out everywhere (but `keep`); answers how many sessions ended."""
         self.forget(user)
-        return await self.repo.revoke_sessions(user.id, self.clock(), keep=keep.id if keep else None)
+        ended = await self.repo.revoke_sessions(user.id, self.clock(), keep=keep.id if keep else None)
+        if ended:
+            await sessions_ended_hooks.run(self.repo.session, SessionsEnded(user.id))
+        return ended
 
     # --- one-time tokens -----------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse import events
-from codepulse.auth import admin as auth_admin
+from codepulse.auth.sessions import SessionsEnded, on_sessions_ended
 from codepulse.db import notify as db_notify
 from codepulse.events import OrgEvent
 from codepulse.notifications.service import STREAM_CHANNEL, OrgMembers, notify
@@ -28,13 +28,13 @@ async def notify_org_event(session: AsyncSession, event: OrgEvent) -> None:
     )
 
 
-async def end_streams_of_disabled(session: AsyncSession, change: auth_admin.UserAdminChange) -> None:
-    """A disabled account's open streams wake once the change commits, find their session ended
-    and close (an `on_user_admin_change` hook of auth), in every process."""
-    if auth_admin.USER_DISABLED in change.actions:
-        await db_notify(session, STREAM_CHANNEL, str(change.user.id))
+async def end_streams_of_signed_out(session: AsyncSession, ended: SessionsEnded) -> None:
+    """Signing out (one session, or all: a password change, a superuser disabling the account)
+    wakes the account's open streams once it commits, in every process; each looks at its own
+    session and closes if that one ended (an `on_sessions_ended` hook of auth)."""
+    await db_notify(session, STREAM_CHANNEL, str(ended.user_id))
 
 
 def register_hooks() -> None:
     events.on_org_event(notify_org_event)
-    auth_admin.on_user_admin_change(end_streams_of_disabled)
+    on_sessions_ended(end_streams_of_signed_out)
