@@ -32,7 +32,7 @@ from codepulse.integrations.github_device import build_github_device
 from codepulse.leaderboard.hooks import register_hooks as register_leaderboard_hooks
 from codepulse.logging import REQUEST_ID_HEADER, configure_logging
 from codepulse.mail.outbox import register_hooks as register_mail_hooks
-from codepulse.middleware import HttpLayer
+from codepulse.middleware import HttpLayer, PageOptions
 from codepulse.migrations import head_revision
 from codepulse.notifications.hooks import register_hooks as register_notifications_hooks
 from codepulse.notifications.live import NotificationHub
@@ -46,6 +46,7 @@ from codepulse.scans.hooks import register_hooks as register_scans_hooks
 from codepulse.scheduler import Scheduler, discover_jobs
 from codepulse.security import PasswordHasher, SecretBox
 from codepulse.tasks import TaskRegistry, Worker, discover_task_handlers
+from codepulse.web.pages import mount_web, web_page_options
 
 log = structlog.get_logger("codepulse.app")
 
@@ -161,12 +162,14 @@ def create_app(settings: Settings, *, database: Database | None = None, clock: C
 
     install_error_handlers(app)
     mount_api(app, settings)
+    # The browser dashboard: its pages at / beside the API, HTML errors on page paths.
+    mount_web(app, settings)
 
-    install_middleware(app, settings)
+    install_middleware(app, settings, pages=web_page_options())
     return app
 
 
-def install_middleware(app: FastAPI, settings: Settings) -> None:
+def install_middleware(app: FastAPI, settings: Settings, pages: PageOptions | None = None) -> None:
     """Request order, outside in: request id, access line and security headers (the OAuth routes
     also through their cookie session) -> [CORS, when CORS_ORIGINS is set] -> unhandled errors,
     plain-text errors to problems, gzip -> (FastAPI's body limit, on routes with a body) -> the
@@ -185,10 +188,10 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
     )
     hsts, scoped, gzip_minimum_size = settings.is_production, (OAUTH_PATH, oauth_session), settings.GZIP_MINIMUM_SIZE
     if not settings.CORS_ORIGINS:
-        app.add_middleware(HttpLayer, hsts=hsts, scoped=scoped, gzip_minimum_size=gzip_minimum_size)
+        app.add_middleware(HttpLayer, hsts=hsts, scoped=scoped, gzip_minimum_size=gzip_minimum_size, pages=pages)
         return
     # add_middleware wraps: the last added is the outermost.
-    app.add_middleware(HttpLayer, outer=False, gzip_minimum_size=gzip_minimum_size)
+    app.add_middleware(HttpLayer, outer=False, gzip_minimum_size=gzip_minimum_size, pages=pages)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.CORS_ORIGINS,
@@ -199,7 +202,7 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
         expose_headers=[REQUEST_ID_HEADER, "Retry-After", "Location"],
         max_age=600,
     )
-    app.add_middleware(HttpLayer, inner=False, hsts=hsts, scoped=scoped)
+    app.add_middleware(HttpLayer, inner=False, hsts=hsts, scoped=scoped, pages=pages)
 
 
 def create_app_from_env() -> FastAPI:

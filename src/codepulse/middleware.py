@@ -20,6 +20,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from random import getrandbits
 
 import structlog
@@ -45,6 +46,26 @@ DOCS_CSP = (
     "frame-ancestors 'none'; base-uri 'self'; form-action 'none'"
 )
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
+# Everything else is a browser page (the web dashboard, its static files): it gets the pages' CSP
+# and HTML errors when the app serves pages (`HttpLayer(pages=...)`).
+NOT_PAGE_PREFIXES = ("/api/", "/ws/")
+NOT_PAGE_PATHS = DOCS_PATHS | {"/api", "/openapi.json"}
+
+
+def is_page_path(path: str) -> bool:
+    """Whether a request path is a browser page rather than the JSON API (or its docs)."""
+    return not path.startswith(NOT_PAGE_PREFIXES) and path not in NOT_PAGE_PATHS
+
+
+@dataclass(frozen=True)
+class PageOptions:
+    """What the HTTP layer needs of the web dashboard: its CSP, and the HTML of its 500 page
+    (answered when a page's route raises)."""
+
+    csp: str
+    error_html: bytes
+
+
 HSTS = "max-age=63072000; includeSubDomains"
 
 Headers = list[tuple[bytes, bytes]]
@@ -141,12 +162,15 @@ class HttpLayer:
         hsts: bool = False,
         scoped: tuple[str, Callable[[ASGIApp], ASGIApp]] | None = None,
         gzip_minimum_size: int = 500,
+        pages: PageOptions | None = None,
     ) -> None:
         self.app = app
         self.outer = outer
         self.inner = inner
         self.api_headers = security_headers(API_CSP, hsts=hsts)
         self.docs_headers = security_headers(DOCS_CSP, hsts=hsts)
+        self.pages = pages
+        self.page_headers = security_headers(pages.csp, hsts=hsts) if pages is not None else self.api_headers
         self.names = frozenset(name for name, _ in self.api_headers)
         prefix, wrap = scoped if scoped is not None and outer else ("/", None)
         self.prefix = prefix.rstrip("/")
@@ -166,10 +190,7 @@ class HttpLayer:
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         path: str = scope["path"]
-        own_headers = [
-            *(self.docs_headers if path in DOCS_PATHS else self.api_headers),
-            (_REQUEST_ID, request_id.encode()),
-        ]
+        own_headers = [*self._headers_for(path), (_REQUEST_ID, request_id.encode())]
         names = self.names
         status = 500
         started = time.perf_counter()
@@ -199,6 +220,13 @@ class HttpLayer:
             log_access(scope, status, started)
             USER_ID_VAR.reset(user_token)
             REQUEST_ID_VAR.reset(request_token)
+
+    def _headers_for(self, path: str) -> Headers:
+        if path in DOCS_PATHS:
+            return self.docs_headers
+        if self.pages is not None and is_page_path(path):
+            return self.page_headers
+        return self.api_headers
 
     async def _inner(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
         minimum_size = self.minimum_size
@@ -237,6 +265,9 @@ class HttpLayer:
             log.exception("http.unhandled_error", method=scope.get("method"), path=path_template(scope, 500))
             if started:
                 raise
+            if self.pages is not None and is_page_path(scope["path"]):
+                await _send_html(send, 500, self.pages.error_html)
+                return
             detail = "An unexpected error occurred; quote the request id to support."
             await _send_problem(scope, send, 500, "internal_error", detail)
 
@@ -251,6 +282,16 @@ def _encoder(app: ASGIApp, scope: Scope, send: Send, minimum_size: int) -> Send:
 
 
 _PROBLEM_CONTENT_TYPE = PROBLEM_CONTENT_TYPE.encode()
+
+
+async def _send_html(send: Send, status: int, body: bytes) -> None:
+    headers = [
+        (_CONTENT_TYPE, b"text/html; charset=utf-8"),
+        (_CONTENT_LENGTH, str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _send_control_character_problem(scope: Scope, send: Send, field: str) -> None:

@@ -20,13 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth.models import AuthSession, User
 from codepulse.auth.repository import AuthRepository
+from codepulse.auth.schemas import LoginIn, RegisterIn
 from codepulse.auth.service import AuthService
-from codepulse.auth.sessions import Authenticated, Device, SessionService, authenticate_from_cache
+from codepulse.auth.sessions import Authenticated, Device, IssuedSession, SessionService, authenticate_from_cache
 from codepulse.db import Database, DbSession
 from codepulse.db.session import RequestSessionScope, request_session_scope
 from codepulse.errors import Forbidden, Unauthorized
 from codepulse.logging import USER_ID_VAR
-from codepulse.ratelimit import RateLimiter
+from codepulse.ratelimit import RateLimiter, Rule
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -64,6 +65,44 @@ def device_of(request: Request) -> Device:
     return Device(ip=request.client.host if request.client else None, user_agent=request.headers.get("user-agent"))
 
 
+# Sign-in and registration, rate-limited: the API's `POST /auth/login` and `/auth/register` and the
+# web's forms go through these, so neither is a way around the other's limits (failures count
+# for login, every request for registration).
+LOGIN_PER_IP = "10/minute;50/hour"
+LOGIN_PER_ACCOUNT = "5/minute;20/hour"
+REGISTER_PER_IP = "5/minute;20/hour"
+
+
+def _ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def register_limited(
+    request: Request, body: RegisterIn, service: AuthService, limiter: RateLimiter
+) -> IssuedSession:
+    """Create the account and its web session; 429 past the per-IP limit."""
+    await limiter.hit([Rule("register:ip", _ip(request), REGISTER_PER_IP)])
+    return await service.accounts.register(body, device_of(request))
+
+
+async def login_limited(request: Request, body: LoginIn, service: AuthService, limiter: RateLimiter) -> IssuedSession:
+    """A web session for a login (email or username) and password; 401 `invalid_credentials`,
+    429 past the per-IP or per-account limits."""
+    per_ip = Rule("login:ip", _ip(request), LOGIN_PER_IP)
+    await limiter.check([per_ip])  # before any query
+    # One bucket per account, whichever of its email or username is typed; per string for
+    # logins that name no account.
+    user = await service.accounts.find_login(body.login)
+    account = f"user:{user.id}" if user is not None else f"login:{body.login.strip().lower()}"
+    rules = [per_ip, Rule("login:account", account, LOGIN_PER_ACCOUNT)]
+    await limiter.check(rules)
+    try:
+        return await service.accounts.login_as(user, body.password, device_of(request))
+    except Unauthorized:
+        await limiter.hit(rules)
+        raise
+
+
 async def _authenticate(
     request: Request,
     token: str,
@@ -90,6 +129,13 @@ async def _authenticate(
     request.state.authenticated = authenticated
     USER_ID_VAR.set(str(authenticated.user.id))
     return authenticated
+
+
+async def authenticate_request(request: Request, token: str) -> Authenticated:
+    """Authenticate a session token a request carries elsewhere than in `Authorization` (the web
+    dashboard's cookie), exactly as a bearer token is: the request's own session, the auth cache
+    for reads, the bookkeeping after the response. Raises Unauthorized like `CurrentUser`."""
+    return await _authenticate(request, token, request_session_scope(request))
 
 
 async def user_for_token(app: FastAPI, session: AsyncSession, raw_token: str) -> User:

@@ -17,6 +17,8 @@ from codepulse.auth.dependencies import (
     OptionalUser,
     current_user_scheme,
     device_of,
+    login_limited,
+    register_limited,
 )
 from codepulse.auth.models import User
 from codepulse.auth.schemas import (
@@ -35,7 +37,6 @@ from codepulse.auth.schemas import (
     UserUpdate,
 )
 from codepulse.auth.sessions import IssuedSession
-from codepulse.errors import Unauthorized
 from codepulse.pagination import Page, PageParams
 from codepulse.ratelimit import Rule
 from codepulse.routing import DomainRouter
@@ -43,10 +44,9 @@ from codepulse.routing import DomainRouter
 router = DomainRouter(prefix="/auth", tags=["auth"])
 users_router = DomainRouter(prefix="/users", tags=["users"])
 
-# Per IP and per account; failures count for login, every request for the others.
-LOGIN_PER_IP = "10/minute;50/hour"
-LOGIN_PER_ACCOUNT = "5/minute;20/hour"
-REGISTER_PER_IP = "5/minute;20/hour"
+# Per IP and per account; failures count for login, every request for the others. Sign-in and
+# registration's own limits live with their flows in `codepulse.auth.dependencies` (the web's
+# forms go through the same ones).
 RESET_PER_IP = "5/minute;20/hour"
 RESET_PER_ACCOUNT = "3/minute;10/hour"
 TOKEN_SUBMIT_PER_IP = "10/minute;100/hour"  # noqa: S105 - a rate, not a secret
@@ -79,26 +79,12 @@ def cli_token_out(issued: IssuedSession) -> CliTokenOut:
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, summary="Create an account and sign in")
 async def register(body: RegisterIn, request: Request, service: AuthServiceDep, limiter: Limiter) -> TokenOut:
-    await limiter.hit([Rule("register:ip", _ip(request), REGISTER_PER_IP)])
-    return token_out(await service.accounts.register(body, device_of(request)))
+    return token_out(await register_limited(request, body, service, limiter))
 
 
 @router.post("/login", summary="Sign in with email or username and password")
 async def login(body: LoginIn, request: Request, service: AuthServiceDep, limiter: Limiter) -> TokenOut:
-    per_ip = Rule("login:ip", _ip(request), LOGIN_PER_IP)
-    await limiter.check([per_ip])  # before any query
-    # One bucket per account, whichever of its email or username is typed; per string for
-    # logins that name no account.
-    user = await service.accounts.find_login(body.login)
-    account = f"user:{user.id}" if user is not None else f"login:{body.login.strip().lower()}"
-    rules = [per_ip, Rule("login:account", account, LOGIN_PER_ACCOUNT)]
-    await limiter.check(rules)
-    try:
-        issued = await service.accounts.login_as(user, body.password, device_of(request))
-    except Unauthorized:
-        await limiter.hit(rules)
-        raise
-    return token_out(issued)
+    return token_out(await login_limited(request, body, service, limiter))
 
 
 # A user's rendering, kept as long as the user object lives: a cached authentication's user (the

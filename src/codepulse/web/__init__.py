@@ -1,0 +1,13 @@
+"""The browser dashboard: server-rendered pages (Jinja2, htmx, uPlot) calling the domains' services
+directly — never this application's own HTTP API. The top layer of the package (only the app
+imports it).
+
+    pages       mount_web: the routes, /static, HTML error pages, the pages' CSP
+    session     the sign-in cookie (a token of the auth session table) and the page's viewer
+    csrf        the CSRF token of every state-changing form and htmx request
+    rendering   the Jinja2 environment and `render`
+    forms       urlencoded form bodies, and validation errors as per-field messages
+    account     sign in, sign up, sign out
+    overview    the usage overview (cards, streaks, trends chart, breakdowns)
+    settings    CLI tokens (create, shown once; revoke) and web sessions (revoke)
+"""

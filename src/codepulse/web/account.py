@@ -1,0 +1,165 @@
+"""Sign in, sign up and sign out in the browser.
+
+The forms go through the very flows of `POST /api/v1/auth/login` and `/auth/register`
+(`login_limited`, `register_limited`: the same validation, the same rate limits), and end in a web
+session of the auth slice whose token becomes the `codepulse_session` cookie. Sign-out revokes
+that session on the server, so a copied cookie is dead too.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from datetime import datetime
+from typing import Any
+
+from fastapi import Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
+
+from codepulse.auth.dependencies import AuthServiceDep, Limiter, login_limited, register_limited
+from codepulse.auth.schemas import LoginIn, RegisterIn
+from codepulse.config import Settings
+from codepulse.errors import Conflict, NotFound, RateLimited, Unauthorized, ValidationFailed
+from codepulse.routing import DomainRouter
+from codepulse.web.forms import MAX_FORM_BYTES, FieldErrors, field_errors, read_form, validation_errors
+from codepulse.web.rendering import render
+from codepulse.web.session import (
+    SIGN_IN_PATH,
+    AnonymousCsrf,
+    MaybeSignedIn,
+    SessionCsrf,
+    anonymous_csrf_token,
+    clear_session_cookie,
+    safe_next,
+    set_anonymous_cookie,
+    set_session_cookie,
+)
+
+router = DomainRouter(tags=["web"])
+
+SIGN_UP_PATH = "/sign-up"
+SIGN_OUT_PATH = "/sign-out"
+
+
+def _form_page(
+    request: Request,
+    template: str,
+    *,
+    status_code: int = 200,
+    values: dict[str, str] | None = None,
+    errors: FieldErrors | None = None,
+    **context: Any,
+) -> HTMLResponse:
+    token, new_cookie = anonymous_csrf_token(request)
+    response = render(
+        request,
+        template,
+        status_code=status_code,
+        csrf_token=token,
+        values=values or {},
+        errors=errors or {},
+        **context,
+    )
+    if new_cookie is not None:
+        set_anonymous_cookie(response, new_cookie, request.app.state.settings)
+    return response
+
+
+def _signed_in_response(request: Request, token: str, expires_at: datetime, next_path: str) -> Response:
+    settings: Settings = request.app.state.settings
+    response = RedirectResponse(safe_next(next_path), status_code=status.HTTP_303_SEE_OTHER)
+    max_age = max(0, int((expires_at - request.app.state.clock()).total_seconds()))
+    set_session_cookie(response, token, max_age, settings)
+    return response
+
+
+# --- sign in ---------------------------------------------------------------------------------
+
+
+@router.get(SIGN_IN_PATH, include_in_schema=False, response_class=HTMLResponse)
+async def sign_in_page(request: Request, viewer: MaybeSignedIn, next: str | None = None) -> Response:
+    if viewer is not None:
+        return RedirectResponse(safe_next(next), status_code=status.HTTP_303_SEE_OTHER)
+    return _form_page(request, "sign_in.html", next=safe_next(next))
+
+
+@router.post(
+    SIGN_IN_PATH,
+    dependencies=[AnonymousCsrf],
+    include_in_schema=False,
+    response_class=HTMLResponse,
+    max_body_size=MAX_FORM_BYTES,
+)
+async def sign_in(request: Request, service: AuthServiceDep, limiter: Limiter) -> Response:
+    form = await read_form(request)
+    values = {"login": form.get("login", "")}
+    next_path = safe_next(form.get("next"))
+    try:
+        body = LoginIn.model_validate({"login": form.get("login", ""), "password": form.get("password", "")})
+        issued = await login_limited(request, body, service, limiter)
+    except ValidationError as error:
+        return _form_page(
+            request, "sign_in.html", status_code=422, values=values, errors=validation_errors(error), next=next_path
+        )
+    except (Unauthorized, RateLimited) as error:
+        status_code = error.status
+        errors = {"form": [error.detail or error.title]}
+        response = _form_page(
+            request, "sign_in.html", status_code=status_code, values=values, errors=errors, next=next_path
+        )
+        response.headers.update(error.headers if isinstance(error, RateLimited) else {})
+        return response
+    # The session's idle expiry slides on use; the cookie lasts as long as the session may.
+    return _signed_in_response(request, issued.token, issued.session.absolute_expires_at, next_path)
+
+
+# --- sign up ---------------------------------------------------------------------------------
+
+_CONFLICT_FIELDS = {"email_taken": "email", "username_taken": "username"}
+
+
+@router.get(SIGN_UP_PATH, include_in_schema=False, response_class=HTMLResponse)
+async def sign_up_page(request: Request, viewer: MaybeSignedIn) -> Response:
+    if viewer is not None:
+        return RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
+    return _form_page(request, "sign_up.html")
+
+
+@router.post(
+    SIGN_UP_PATH,
+    dependencies=[AnonymousCsrf],
+    include_in_schema=False,
+    response_class=HTMLResponse,
+    max_body_size=MAX_FORM_BYTES,
+)
+async def sign_up(request: Request, service: AuthServiceDep, limiter: Limiter) -> Response:
+    form = await read_form(request)
+    fields = ("email", "username", "name", "password")
+    data = {name: form.get(name, "") for name in fields}
+    values = {name: data[name] for name in fields if name != "password"}
+    try:
+        body = RegisterIn.model_validate(data)
+        issued = await register_limited(request, body, service, limiter)
+    except ValidationError as error:
+        return _form_page(request, "sign_up.html", status_code=422, values=values, errors=validation_errors(error))
+    except ValidationFailed as error:
+        return _form_page(request, "sign_up.html", status_code=422, values=values, errors=field_errors(error.errors))
+    except (Conflict, RateLimited) as error:
+        field = _CONFLICT_FIELDS.get(error.instance_code, "form")
+        errors = {field: [error.detail or error.title]}
+        response = _form_page(request, "sign_up.html", status_code=error.status, values=values, errors=errors)
+        response.headers.update(error.headers)
+        return response
+    return _signed_in_response(request, issued.token, issued.session.absolute_expires_at, "/")
+
+
+# --- sign out --------------------------------------------------------------------------------
+
+
+@router.post(SIGN_OUT_PATH, include_in_schema=False, response_class=HTMLResponse, max_body_size=MAX_FORM_BYTES)
+async def sign_out(request: Request, viewer: SessionCsrf, service: AuthServiceDep) -> Response:
+    with suppress(NotFound):  # revoked meanwhile (another tab): signed out all the same
+        await service.sessions.revoke_session(viewer.user, viewer.session_id)
+    response = RedirectResponse(SIGN_IN_PATH, status_code=status.HTTP_303_SEE_OTHER)
+    clear_session_cookie(response, request.app.state.settings)
+    return response
