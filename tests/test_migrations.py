@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -236,5 +236,68 @@ async def test_0023_existing_findings_are_medium_confidence(database_server: Dat
             await migrations.downgrade(connection, "0022")
             kept = await connection.execute(sa.select(sa.table("findings", sa.column("id", sa.Uuid())).c.id))
             assert [row.id for row in kept] == [finding_id]
+    finally:
+        await engine.dispose()
+
+
+async def test_0027_backfills_the_platform_sums_from_usage_daily_and_sync_batches(
+    database_server: DatabaseServer,
+) -> None:
+    """The platform's daily usage is the sum of every user's rows per (day, source, model); its
+    syncs the batches per UTC day of their creation (either side of a UTC midnight)."""
+    engine: AsyncEngine = create_engine(build_settings(await database_server.create_empty()))
+    at = datetime(2026, 11, 30, 23, 30, tzinfo=UTC)
+    users = sa.table(
+        "users",
+        sa.column("id", sa.Uuid()),
+        *(sa.column(name, sa.String()) for name in ("email", "username", "name", "timezone")),
+        *(sa.column(name, sa.Boolean()) for name in ("is_superuser", "profile_public")),
+        *(sa.column(name, UTCDateTime()) for name in ("created_at", "updated_at")),
+    )
+    sums: tuple[str, ...] = ("input_tokens", "output_tokens", "cache_creation_5m_tokens", "cache_creation_1h_tokens")
+    sums += ("cache_read_tokens", "reasoning_tokens", "cost_nanousd", "records", "unpriced_records")
+    daily = sa.table(
+        "usage_daily",
+        sa.column("user_id", sa.Uuid()),
+        sa.column("day", sa.Date()),
+        *(sa.column(name, sa.String()) for name in ("source", "model")),
+        *(sa.column(name, sa.BigInteger()) for name in sums),
+    )
+    batches = sa.table(
+        "usage_sync_batches", sa.column("user_id", sa.Uuid()), sa.column("digest", sa.String()),
+        sa.column("created_at", UTCDateTime()),
+    )  # fmt: skip
+    ada, bob = uuid.uuid4(), uuid.uuid4()
+    day = at.date()
+    try:
+        async with engine.begin() as connection:
+            await migrations.upgrade(connection, "0026")
+            for user_id, name in ((ada, "ada"), (bob, "bob")):
+                await connection.execute(
+                    users.insert().values(
+                        id=user_id, email=f"{name}@example.com", username=name, name=name, timezone="UTC",
+                        is_superuser=False, profile_public=False, created_at=at, updated_at=at,
+                    )
+                )  # fmt: skip
+            for user_id, model, value in ((ada, "m1", 1), (bob, "m1", 10), (ada, "m2", 100)):
+                await connection.execute(
+                    daily.insert().values(
+                        user_id=user_id, day=day, source="codex", model=model, **dict.fromkeys(sums, value)
+                    )
+                )
+            for user_id, digest, created in ((ada, "a", at), (bob, "b", at), (ada, "c", at + timedelta(hours=1))):
+                await connection.execute(batches.insert().values(user_id=user_id, digest=digest, created_at=created))
+            await migrations.upgrade(connection, "0027")
+            platform = await connection.execute(
+                sa.text("SELECT day, source, model, records, cost_nanousd FROM usage_platform_daily ORDER BY model")
+            )
+            syncs = await connection.execute(sa.text("SELECT day, syncs FROM usage_platform_syncs ORDER BY day"))
+            found = [tuple(row) for row in platform], [tuple(row) for row in syncs]
+        as_dates = [(date.fromisoformat(d) if isinstance(d, str) else d, int(n)) for d, n in found[1]]
+        assert [(str(d), s, m, int(r), int(c)) for d, s, m, r, c in found[0]] == [
+            (str(day), "codex", "m1", 11, 11),
+            (str(day), "codex", "m2", 100, 100),
+        ]
+        assert as_dates == [(day, 2), (day + timedelta(days=1), 1)]
     finally:
         await engine.dispose()

@@ -46,6 +46,7 @@ from codepulse.scans.hooks import register_hooks as register_scans_hooks
 from codepulse.scheduler import Scheduler, discover_jobs
 from codepulse.security import PasswordHasher, SecretBox
 from codepulse.tasks import TaskRegistry, Worker, discover_task_handlers
+from codepulse.usage.hooks import register_hooks as register_usage_hooks
 from codepulse.web.pages import mount_web, web_page_options
 
 log = structlog.get_logger("codepulse.app")
@@ -73,6 +74,7 @@ def register_hooks() -> None:
     register_mail_hooks()
     register_orgs_hooks()
     register_repositories_hooks()
+    register_usage_hooks()
     register_scans_hooks()
     register_leaderboard_hooks()
     register_billing_hooks()

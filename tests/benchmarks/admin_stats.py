@@ -11,9 +11,12 @@ one session per user, last used at a time that follows the user's activity; a sy
 active day (`usage_sync_batches`); an organization per five users (plans mixed, a few deleted),
 2.5 repositories each (a tenth archived), ~550 scans a day for a year, findings, tasks (mostly
 finished, some queued, running and dead) and 30 days of hourly job runs for 20 jobs. Written
-with `db.bulk_insert` (COPY on PostgreSQL, executemany on SQLite), then ANALYZE.
+with `db.bulk_insert` (COPY on PostgreSQL, executemany on SQLite); the platform's usage sums
+(`usage_platform_daily` and `usage_platform_syncs`, which syncs keep) rebuilt from the usage_daily
+and usage_sync_batches rows (`UsageRepository.rebuild_platform`); then ANALYZE.
 
-Each database is migrated to head first (so the statistics' indexes, migration 0026, are there).
+Each database is migrated to head first (so the statistics' indexes and tables, migrations 0026
+and 0027, are there).
 The endpoint is timed in-process through httpx's ASGITransport (the app's full middleware and
 request session, no socket), after untimed warm-up calls; the scheduler and task workers are off.
 PostgreSQL: a new `cp_bench_<random>` database on the server named by --database-url, dropped at
@@ -47,6 +50,7 @@ from codepulse.db.engine import create_engine
 from codepulse.logging import configure_logging
 from codepulse.migrations import upgrade
 from codepulse.security import hash_token, new_session_token
+from codepulse.usage.repository import UsageRepository
 
 if TYPE_CHECKING:
     from tests.benchmarks._usage_data import USAGE_COLUMNS, USER_COLUMNS, BenchDatabase, Shape, plan_users, usage_rows
@@ -306,6 +310,8 @@ async def load(database: Database, shape: Shape, now: datetime, scans_per_day: i
     )
     counts["auth_sessions"] = await _insert(database, "auth_sessions", generator.sessions())
     counts["usage_sync_batches"] = await _insert(database, "usage_sync_batches", generator.sync_batches())
+    async with database.transaction() as session:  # what the syncs would have kept, from their rows
+        await UsageRepository(session).rebuild_platform()
     orgs = generator.organizations()
     counts["organizations"] = await _insert(database, "organizations", orgs)
     repositories = generator.repositories(orgs)

@@ -39,7 +39,7 @@ from codepulse.routing import DomainRouter
 from codepulse.scans.service import open_findings_by_severity, scan_stats
 from codepulse.scheduler import job_run_stats
 from codepulse.tasks.admin import queue_stats
-from codepulse.usage.service import UsageDay, nanousd_to_usd, synced_user_ids, usage_stats
+from codepulse.usage.service import UsageDay, nanousd_to_usd, synced_since, usage_stats
 
 admin_stats_router = DomainRouter(prefix="/admin/stats", tags=["admin"])
 
@@ -49,7 +49,7 @@ def _days(first_day: date, count: int) -> list[date]:
 
 
 async def _users(session: AsyncSession, days: list[date], start: datetime, end: datetime, now: datetime) -> UserFigures:
-    stats = await user_stats(session, start=start, end=end, now=now, also_active=synced_user_ids)
+    stats = await user_stats(session, start=start, end=end, now=now, also_active=synced_since)
     per_day = [DayCount(day=day, count=stats.new_per_day.get(day, 0)) for day in days]
     return UserFigures(
         total=stats.total,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select, union
+from sqlalchemy import ColumnElement, case, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.auth.models import AuthSession, User
@@ -25,11 +25,16 @@ class UserStats:
     new_per_day: dict[date, int]  # UTC day of creation -> accounts, within [start, end)
 
 
-def _active_ids(since: datetime, also_active: Callable[[datetime], Select[Any]] | None) -> Select[Any]:
-    """Accounts whose session (web or CLI token) made a request since `since`, and those the
-    caller knows active another way (`also_active(since)`: a select of user ids)."""
-    used = select(AuthSession.user_id.label("user_id")).where(AuthSession.last_used_at >= since)
-    return select(union(used, also_active(since)).subquery().c.user_id) if also_active else used
+AlsoActive = Callable[[ColumnElement[Any], datetime], ColumnElement[bool]]
+
+
+def _active(since: datetime, also_active: AlsoActive | None) -> ColumnElement[bool]:
+    """Whether an account's session (web or CLI token) made a request since `since`, or the
+    caller knows it active another way (`also_active(user_id, since)`: a condition on the id).
+    Probed per account through indexes that lead with the user (a few per account), instead of
+    collecting every session and sync of the window."""
+    used = exists().where(AuthSession.user_id == User.id, AuthSession.last_used_at >= since)
+    return or_(used, also_active(User.__table__.c.id, since)) if also_active else used
 
 
 async def user_stats(
@@ -38,21 +43,18 @@ async def user_stats(
     start: datetime,
     end: datetime,
     now: datetime,
-    also_active: Callable[[datetime], Select[Any]] | None = None,
+    also_active: AlsoActive | None = None,
 ) -> UserStats:
     """Accounts in total and disabled, active in the last 7 and 30 days before `now` (signed in:
     a session used; or what `also_active` adds, e.g. usage's syncs), and created per UTC day in
     `[start, end)`."""
-    active = {
-        days: select(func.count()).select_from(_active_ids(now - timedelta(days=days), also_active).subquery())
-        for days in ACTIVE_WINDOWS
-    }
+    active = {days: _active(now - timedelta(days=days), also_active) for days in ACTIVE_WINDOWS}
     totals = (
         await session.execute(
             select(
                 func.count(),
                 func.count(User.disabled_at),
-                *(statement.scalar_subquery() for statement in active.values()),
+                *(func.coalesce(func.sum(case((condition, 1), else_=0)), 0) for condition in active.values()),
             ).select_from(User)
         )
     ).one()

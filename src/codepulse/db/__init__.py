@@ -7,7 +7,8 @@ helper, so slices stay portable).
     session   the request session: SessionRoute (its owner), DbSession, write-request detection
     dialect   advisory locks, upsert, the work queue's claim, is_postgresql, add_days, utc_day_number
               (GROUP BY UTC day), temporary tables, list partitions
-    percentiles  continuous percentiles per group (percentile_cont, or its equal on SQLite)
+    percentiles  continuous percentiles per group (percentile_cont, or its equal on SQLite);
+                 ordered_percentiles, the same of one set of values, read along an index
     bulk      COPY / unnest bulk writes and keyed reads
     notify    LISTEN/NOTIFY
     direct    hot statements prepared once and sent straight to asyncpg (portable SQL on SQLite)
@@ -43,7 +44,7 @@ from codepulse.db.dialect import (
 )
 from codepulse.db.engine import SQLITE_BEGIN_OPTION, Database, after_commit, create_engine, rowcount, unit_of_work
 from codepulse.db.notify import Listener, listen, listen_in_process, notify
-from codepulse.db.percentiles import percentiles
+from codepulse.db.percentiles import ordered_percentiles, percentiles
 from codepulse.db.session import DbSession, SessionRoute, is_write_request, writes
 
 __all__ = [
@@ -84,6 +85,7 @@ __all__ = [
     "listen",
     "listen_in_process",
     "notify",
+    "ordered_percentiles",
     "partition_tables",
     "percentiles",
     "process_lock",

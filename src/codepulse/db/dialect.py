@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy import update as sa_update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import BIT
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute
@@ -85,7 +86,7 @@ ExcludedColumns = Any  # the dialect's `insert(...).excluded` collection: `exclu
 
 
 def upsert(
-    session: AsyncSession,
+    session: AsyncSession | Connection,
     table: Table,
     *,
     conflict: Sequence[str],
@@ -102,9 +103,11 @@ def upsert(
         await session.execute(stmt.returning(Counter.name), rows)
 
     `index_where` names a partial unique index as the conflict target (its WHERE predicate).
+    `session` may also be a (sync) Connection, as ORM flush events receive one.
     """
+    dialect = session.dialect if isinstance(session, Connection) else session.get_bind().dialect
     statement: postgresql.Insert | sqlite.Insert = (
-        postgresql.insert(table) if session.get_bind().dialect.name == "postgresql" else sqlite.insert(table)
+        postgresql.insert(table) if dialect.name == "postgresql" else sqlite.insert(table)
     )
     if update is None:
         return statement.on_conflict_do_nothing(index_elements=list(conflict), index_where=index_where)

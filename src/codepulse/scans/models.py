@@ -167,6 +167,8 @@ class Scan(UUIDPrimaryKey, Timestamps, Base):
         # The superusers' statistics: scans per day by status, durations, engine calls and cache
         # hits, read from the index alone.
         Index("ix_scans_queued_at_stats", "queued_at", "status", "duration_ms", "engine_calls", "cache_hits"),
+        # Their median and p95 duration: the window's durations in order, from the index alone.
+        Index("ix_scans_duration_ms_queued_at", "duration_ms", "queued_at"),
     )
 
     org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))

@@ -10,7 +10,7 @@ from datetime import date, datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse.db import epoch_day, percentiles, utc_day_number
+from codepulse.db import epoch_day, ordered_percentiles, utc_day_number
 from codepulse.scans.models import SEVERITIES, UNRESOLVED_STATUSES, Finding, Scan, stored_severity
 
 DURATION_FRACTIONS = {"median": 0.5, "p95": 0.95}
@@ -28,8 +28,8 @@ class ScanStats:
 
 async def scan_stats(session: AsyncSession, *, start: datetime, end: datetime) -> ScanStats:
     """Scans queued in `[start, end)`: per UTC day and status; the median and 95th percentile of
-    their durations (continuous percentiles, `db.percentiles`: percentile_cont on PostgreSQL, the
-    same interpolation with window functions on SQLite, over the window's scans only); the
+    their durations (continuous percentiles, as PostgreSQL's percentile_cont computes them, over
+    the window's scans only: `db.ordered_percentiles`); the
     engine calls they made and the results they took from the cache instead."""
     in_window = (Scan.queued_at >= start, Scan.queued_at < end)
     day = utc_day_number(Scan.queued_at)
@@ -42,13 +42,13 @@ async def scan_stats(session: AsyncSession, *, start: datetime, end: datetime) -
         per_day.setdefault(epoch_day(number), {})[str(status)] = int(count)
         engine_calls += int(calls or 0)
         cache_hits += int(hits or 0)
-    durations = select(Scan.duration_ms).where(*in_window, Scan.duration_ms.is_not(None)).subquery("durations")
-    spread = (await session.execute(percentiles(session, durations, "duration_ms", fractions=DURATION_FRACTIONS))).one()
+    # Two values per fraction, read along ix_scans_duration_ms_queued_at (no sort of the window).
+    count, spread = await ordered_percentiles(session, Scan.duration_ms, in_window, fractions=DURATION_FRACTIONS)
     return ScanStats(
         per_day=per_day,
-        durations=int(spread.count),
-        median_ms=None if spread.median is None else float(spread.median),
-        p95_ms=None if spread.p95 is None else float(spread.p95),
+        durations=count,
+        median_ms=spread["median"],
+        p95_ms=spread["p95"],
         engine_calls=engine_calls,
         cache_hits=cache_hits,
     )

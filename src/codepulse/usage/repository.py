@@ -33,13 +33,25 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse.db import Base, advisory_xact_lock, bulk_insert, bulk_upsert, rowcount, rows_by_keys, upsert
+from codepulse.db import (
+    Base,
+    advisory_xact_lock,
+    bulk_insert,
+    bulk_upsert,
+    epoch_day,
+    rowcount,
+    rows_by_keys,
+    upsert,
+    utc_day_number,
+)
 from codepulse.db.direct import AddToRows, GroupedSums, InsertIfAbsent, LockUnlessFound, insert_all_or_nothing
 from codepulse.usage.models import (
     TOKEN_COLUMNS,
     PriceOverride,
     UsageDaily,
     UsageEvent,
+    UsagePlatformDaily,
+    UsagePlatformSyncs,
     UsageRecord,
     UsageSettings,
     UsageSyncBatch,
@@ -52,6 +64,8 @@ def _table(model: type[Base]) -> Table:
 
 RECORDS = _table(UsageRecord)
 DAILY = _table(UsageDaily)
+PLATFORM_DAILY = _table(UsagePlatformDaily)
+PLATFORM_SYNCS = _table(UsagePlatformSyncs)
 SETTINGS = _table(UsageSettings)
 OVERRIDES = _table(PriceOverride)
 EVENTS = _table(UsageEvent)
@@ -84,6 +98,8 @@ RECORD_COLUMNS = (
     "updated_at",
 )
 DAILY_COLUMNS = ("user_id", "day", "source", "model", *DAILY_SUMS)
+PLATFORM_KEY = ("day", "source", "model")
+PLATFORM_COLUMNS = (*PLATFORM_KEY, *DAILY_SUMS)
 # A record's key, after its user.
 KEY_COLUMNS = ("message_id", "source", "request_id")
 # The tokens totals count: all but reasoning, which is part of the output.
@@ -98,6 +114,8 @@ _LOCK_UNLESS_STORED = LockUnlessFound(
 )
 _CLAIM_BATCH = InsertIfAbsent(BATCHES, ("user_id", "digest", "created_at"), conflict=("user_id", "digest"))
 _ADD_TO_DAILY = AddToRows(DAILY, DAILY_COLUMNS, key=("user_id", "day", "source", "model"), sums=DAILY_SUMS)
+_ADD_TO_PLATFORM = AddToRows(PLATFORM_DAILY, PLATFORM_COLUMNS, key=PLATFORM_KEY, sums=DAILY_SUMS)
+_ADD_TO_PLATFORM_SYNCS = AddToRows(PLATFORM_SYNCS, ("day", "syncs"), key=("day",), sums=("syncs",))
 _DAY_TOTALS = GroupedSums(DAILY, where=("user_id",), group_by="day", sums=(TOTAL_TOKEN_COLUMNS, ("cost_nanousd",)))
 
 
@@ -254,6 +272,44 @@ class UsageRepository:
     async def add_to_daily(self, rows: Sequence[Sequence[Any]]) -> None:
         """Add differences (rows of DAILY_COLUMNS) to the daily aggregates, creating missing days."""
         await _ADD_TO_DAILY(self.session, rows)
+
+    async def add_to_platform(self, rows: Sequence[Sequence[Any]], syncs: Sequence[tuple[date, int]] = ()) -> None:
+        """Add differences to the platform's sums: `rows` of PLATFORM_COLUMNS to the daily usage,
+        `syncs` (UTC day, batches) to the sync batches per day; each key once, in key order."""
+        await _ADD_TO_PLATFORM(self.session, rows)
+        await _ADD_TO_PLATFORM_SYNCS(self.session, syncs)
+
+    async def daily_rows_of(self, user_id: uuid.UUID) -> list[tuple[Any, ...]]:
+        """A user's daily aggregates as rows of PLATFORM_COLUMNS, in key order."""
+        result = await self.session.execute(
+            select(*(DAILY.c[name] for name in PLATFORM_COLUMNS))
+            .where(DAILY.c.user_id == user_id)
+            .order_by(*(DAILY.c[name] for name in PLATFORM_KEY))
+        )
+        return [tuple(row) for row in result.all()]
+
+    async def sync_days_of(self, user_id: uuid.UUID) -> list[tuple[date, int]]:
+        """A user's applied sync batches per UTC day, in day order."""
+        day = utc_day_number(BATCHES.c.created_at)
+        result = await self.session.execute(
+            select(day, func.count()).where(BATCHES.c.user_id == user_id).group_by(day).order_by(day)
+        )
+        return [(epoch_day(number), int(count)) for number, count in result.all()]
+
+    async def rebuild_platform(self) -> None:
+        """The platform's sums recomputed from every user's daily aggregates and sync batches (a
+        repair, and what a bulk load that bypasses the sync runs afterwards)."""
+        await self.session.execute(delete(PLATFORM_DAILY))
+        groups = [DAILY.c[name] for name in PLATFORM_KEY]
+        await self.session.execute(
+            PLATFORM_DAILY.insert().from_select(
+                list(PLATFORM_COLUMNS), select(*groups, *_daily_sums()).group_by(*groups)
+            )
+        )
+        await self.session.execute(delete(PLATFORM_SYNCS))
+        day = utc_day_number(BATCHES.c.created_at)
+        counts = await self.session.execute(select(day, func.count()).group_by(day).order_by(day))
+        await self.add_to_platform([], [(epoch_day(number), int(count)) for number, count in counts.all()])
 
     # --- aggregates ------------------------------------------------------------------------
 

@@ -127,11 +127,7 @@ async def _reprice_user(
     if not changes:
         return
     await repo.reprice_records(user_id, changes)
-    await repo.add_to_daily(
-        [
-            (user_id, day, source, model, *values)
-            for (day, source, model), values in sorted(deltas.items())
-            if any(values)
-        ]
-    )
+    moved = [(group, values) for group, values in sorted(deltas.items()) if any(values)]
+    await repo.add_to_daily([(user_id, *group, *values) for group, values in moved])
+    await repo.add_to_platform([(*group, *values) for group, values in moved])
     await repo.prune_empty_daily(user_id)

@@ -22,7 +22,7 @@ from codepulse.usage.metering import count_events, record_event
 from codepulse.usage.pricing import nanousd_to_usd
 from codepulse.usage.repricing import RepriceReport, reprice, reprice_database
 from codepulse.usage.sharing import shares_usage_with_orgs
-from codepulse.usage.stats import UsageDay, UsageStats, synced_user_ids, usage_stats
+from codepulse.usage.stats import UsageDay, UsageStats, synced_since, usage_stats
 from codepulse.usage.streaks import zone
 
 __all__ = [
@@ -38,7 +38,7 @@ __all__ = [
     "reprice",
     "reprice_database",
     "shares_usage_with_orgs",
-    "synced_user_ids",
+    "synced_since",
     "usage_stats",
     "zone",
 ]

@@ -1,5 +1,6 @@
-"""Platform figures about usage for the superusers' statistics (`codepulse.admin.stats`): sums
-of the daily aggregates (`usage_daily`, never the records) and counts of sync batches."""
+"""Platform figures about usage for the superusers' statistics (`codepulse.admin.stats`): the
+platform's daily sums (`usage_platform_daily`: a few dozen rows a day, kept equal to the sums of
+every user's `usage_daily`) and counts of sync batches."""
 
 from __future__ import annotations
 
@@ -7,14 +8,13 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse.db import epoch_day, utc_day_number
-from codepulse.usage.feeds import tokens_sum
-from codepulse.usage.models import UsageDaily, UsageSyncBatch
+from codepulse.usage.models import UsagePlatformDaily, UsagePlatformSyncs, UsageSyncBatch
 
-_DAILY = UsageDaily.__table__.c
+_PLATFORM = UsagePlatformDaily.__table__.c
+_SYNCS = UsagePlatformSyncs.__table__.c
 _BATCHES = UsageSyncBatch.__table__.c
 
 
@@ -33,9 +33,10 @@ class UsageStats:
     unpriced_models: dict[str, int]  # normalised model -> unpriced records within the days
 
 
-def synced_user_ids(since: datetime) -> Select[Any]:
-    """Users who applied a sync batch since `since` (a select of `user_id`)."""
-    return select(_BATCHES.user_id.label("user_id")).where(_BATCHES.created_at >= since)
+def synced_since(user_id: ColumnElement[Any], since: datetime) -> ColumnElement[bool]:
+    """Whether the user `user_id` (a column of an outer query) applied a sync batch since `since`:
+    one probe of ix_usage_sync_batches_user_id_created_at."""
+    return exists().where(_BATCHES.user_id == user_id, _BATCHES.created_at >= since)
 
 
 async def usage_stats(
@@ -43,20 +44,27 @@ async def usage_stats(
 ) -> UsageStats:
     """Per day from `first_day` to `last_day`: records, tokens (as the dashboards count them),
     cost and unpriced records; the models behind the unpriced records; and sync batches applied
-    per UTC day in `[start, end)` (a batch sent again is not counted twice; an empty one is not
-    a batch)."""
-    # One pass over the range's aggregates, per day and model (a few hundred rows per month).
+    per UTC day in `[start, end)`, two UTC midnights (a batch sent again is not counted twice; an
+    empty one is not a batch)."""
+    # One pass over the range's platform sums, per day and model (a few hundred rows per month).
+    tokens = (
+        _PLATFORM.input_tokens
+        + _PLATFORM.output_tokens
+        + _PLATFORM.cache_creation_5m_tokens
+        + _PLATFORM.cache_creation_1h_tokens
+        + _PLATFORM.cache_read_tokens
+    )  # every count but reasoning, part of output (as the dashboards count)
     rows = await session.execute(
         select(
-            _DAILY.day,
-            _DAILY.model,
-            func.sum(_DAILY.records),
-            func.sum(tokens_sum()),
-            func.sum(_DAILY.cost_nanousd),
-            func.sum(_DAILY.unpriced_records),
+            _PLATFORM.day,
+            _PLATFORM.model,
+            func.sum(_PLATFORM.records),
+            func.sum(tokens),
+            func.sum(_PLATFORM.cost_nanousd),
+            func.sum(_PLATFORM.unpriced_records),
         )
-        .where(_DAILY.day >= first_day, _DAILY.day <= last_day)
-        .group_by(_DAILY.day, _DAILY.model)
+        .where(_PLATFORM.day >= first_day, _PLATFORM.day <= last_day)
+        .group_by(_PLATFORM.day, _PLATFORM.model)
     )
     per_day: dict[date, UsageDay] = {}
     unpriced_models: dict[str, int] = {}
@@ -70,12 +78,12 @@ async def usage_stats(
         )
         if unpriced:
             unpriced_models[model] = unpriced_models.get(model, 0) + int(unpriced)
-    day = utc_day_number(_BATCHES.created_at)
+    # `start` and `end` are UTC midnights: the batches of whole UTC days, as the platform counts them.
     syncs = await session.execute(
-        select(day, func.count()).where(_BATCHES.created_at >= start, _BATCHES.created_at < end).group_by(day)
+        select(_SYNCS.day, _SYNCS.syncs).where(_SYNCS.day >= start.date(), _SYNCS.day < end.date(), _SYNCS.syncs != 0)
     )
     return UsageStats(
         per_day=per_day,
-        syncs_per_day={epoch_day(number): int(count) for number, count in syncs.all()},
+        syncs_per_day={day_: int(count) for day_, count in syncs.all()},
         unpriced_models=unpriced_models,
     )

@@ -73,6 +73,19 @@ class _Run:
         self.machine_id = machine_id
         self._book: PriceBook | None = None
         self._locked = False
+        # The differences of every chunk per (day, source, model), for the platform's sums.
+        self.platform: dict[tuple[date, str, str], list[int]] = {}
+
+    def applied(self, deltas: dict[tuple[date, str, str], list[int]]) -> None:
+        """Note differences added to the user's daily aggregates."""
+        platform = self.platform
+        for group, values in deltas.items():
+            total = platform.get(group)
+            if total is None:
+                platform[group] = list(values)
+            else:
+                for i, value in enumerate(values):
+                    total[i] += value
 
     @property
     def locked(self) -> bool:
@@ -164,6 +177,7 @@ class SyncService:
     async def sync(self, user: User, batch: Batch) -> SyncResult:
         now = self.clock()
         counts = {"inserted": 0, "updated": 0, "unchanged": 0}
+        run: _Run | None = None
         if batch.records and batch.digest and not await self.repo.claim_batch(user.id, batch.digest, now):
             # These very records were applied before: counts only grow, so none of them can
             # change anything (the answer a record-by-record replay would give).
@@ -174,6 +188,13 @@ class SyncService:
                 if not await self._insert_new(run, chunk, counts):
                     await self._apply(run, chunk, counts)
         days = await self.repo.day_totals(user.id)
+        if run is not None:
+            # Last, once, in key order: the platform's rows are shared by every user's sync (today's
+            # above all), so each holds their locks only until it commits, taken in one order.
+            await self.repo.add_to_platform(
+                [(*group, *values) for group, values in sorted(run.platform.items()) if any(values)],
+                [(now.astimezone(UTC).date(), 1)] if batch.digest else [],  # the batch claimed above
+            )
         result = SyncResult(
             batch=batch,
             total_tokens=sum(tokens for _, tokens, _ in days),
@@ -265,6 +286,7 @@ class SyncService:
         await self.repo.add_to_daily(
             [(user_id, day, source, model, *values) for (day, source, model), values in sorted(deltas.items())]
         )
+        run.applied(deltas)
         counts["inserted"] += len(rows)
         return True
 
@@ -291,6 +313,7 @@ class SyncService:
         await self.repo.add_to_daily(
             [(run.user_id, day, source, model, *values) for (day, source, model), values in sorted(deltas.items())]
         )
+        run.applied(deltas)
 
     async def _read_stored(
         self, run: _Run, records: Sequence[CleanRecord], counts: dict[str, int]
