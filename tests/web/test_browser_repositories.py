@@ -1,6 +1,7 @@
 """The repositories and scan pages in a real browser (Chromium from the system's packages, driven
-by Playwright) against a real `codepulse serve` with its in-process worker and
-ALLOW_LOCAL_REPOSITORIES=true, on the run's database engine: sign up, an organization (through
+by Playwright) against a real `codepulse serve` with ALLOW_LOCAL_REPOSITORIES=true and a
+`codepulse worker` started only once the scan's page follows the scan (so the scan cannot finish
+before the page looks at it, however fast the machine), on the run's database engine: sign up, an organization (through
 the API: the organization pages are another slice's), connect a git repository the test makes
 on disk with a committed fake secret, scan it, follow the live progress to the end, see the
 finding, triage it (false positive, with a reason), filter, and download the SARIF. Screenshots
@@ -17,7 +18,9 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -34,9 +37,15 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@dataclass
+class ScanningServer(Server):
+    start_worker: Callable[[], Awaitable[None]]
+
+
 @pytest.fixture
-async def scanning_server(tmp_path: Path, database_server: DatabaseServer) -> AsyncIterator[Server]:
-    """`codepulse serve` with a worker that runs scans, and local repositories allowed."""
+async def scanning_server(tmp_path: Path, database_server: DatabaseServer) -> AsyncIterator[ScanningServer]:
+    """`codepulse serve` with no worker of its own (`Server.start_worker` starts one), and local
+    repositories allowed."""
     url = await database_server.clone("browser_repos")
     port = _free_port()
     log = tmp_path / "server.log"
@@ -46,7 +55,7 @@ async def scanning_server(tmp_path: Path, database_server: DatabaseServer) -> As
         "VAR_DIR": str(tmp_path / "var"),
         "ENVIRONMENT": "development",
         "SCHEDULER_ENABLED": "false",
-        "WORKER_CONCURRENCY": "1",
+        "WORKER_CONCURRENCY": "0",
         "ALLOW_LOCAL_REPOSITORIES": "true",
         "REPOSITORY_PROBE_SECONDS": "0",
         "LOG_JSON": "true",
@@ -72,12 +81,39 @@ async def scanning_server(tmp_path: Path, database_server: DatabaseServer) -> As
                     pass
                 assert time.monotonic() < deadline, "server not ready:\n" + log.read_text()
                 await asyncio.sleep(0.05)  # polling the server's readiness, not a fixed wait
-        yield Server(origin, process, log)
+        async with _worker_when_asked(env, tmp_path) as start_worker:
+            yield ScanningServer(origin, process, log, start_worker)
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
             await asyncio.wait_for(process.wait(), 20)
     assert "Traceback" not in log.read_text()
+
+
+@asynccontextmanager
+async def _worker_when_asked(env: dict[str, str], directory: Path) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """A `codepulse worker` on the server's database, started by the function this yields, and
+    stopped (SIGTERM, as in production) at the end."""
+    processes: list[asyncio.subprocess.Process] = []
+    log = directory / "worker.log"
+
+    async def start() -> None:
+        command = (sys.executable, "-m", "codepulse", "worker", "--concurrency", "1")
+        with log.open("wb") as output:
+            worker = await asyncio.create_subprocess_exec(
+                *command, env={**env, "TASK_POLL_SECONDS": "0.2"}, cwd=directory, stdout=output, stderr=output
+            )
+        processes.append(worker)
+
+    try:
+        yield start
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(process.wait(), 20)
+        if log.exists():
+            assert "Traceback" not in log.read_text()
 
 
 async def _sign_up(page: Page, origin: str) -> None:
@@ -99,7 +135,7 @@ async def _create_org(origin: str) -> None:
 
 
 async def test_connect_scan_triage_and_download_sarif(
-    scanning_server: Server, database_server: DatabaseServer, tmp_path: Path
+    scanning_server: ScanningServer, database_server: DatabaseServer, tmp_path: Path
 ) -> None:
     shots = Path(os.environ.get("SCREENSHOT_DIR", ROOT / "var" / "screenshots")) / database_server.dialect
     shots.mkdir(parents=True, exist_ok=True)
@@ -150,6 +186,11 @@ async def test_connect_scan_triage_and_download_sarif(
             await page.wait_for_url(f"{origin}/orgs/engines/scans/*")
             scan_url = page.url
             await page.wait_for_selector("#scan-progress progress")
+            # Queued, with the page following it: only now may a worker take it.
+            async with asyncio.timeout(30):
+                while streams != [f"{scan_url}/events"]:  # noqa: ASYNC110 - the browser's requests, no event
+                    await asyncio.sleep(0.02)
+            await scanning_server.start_worker()
             row = page.locator("tr[data-rule=aws-access-key-id]")
             await row.wait_for(timeout=60_000)
             assert await page.get_attribute("#scan-progress", "data-status") == "succeeded"
