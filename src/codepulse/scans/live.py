@@ -1,5 +1,6 @@
 """Live scan progress: a WebSocket (`/ws/scans/{id}`) and Server-Sent Events
-(`GET /api/v1/scans/{id}/events`).
+(`GET /api/v1/scans/{id}/events`; the web dashboard serves the same stream to a signed-in browser
+through `event_stream_response`, authenticated by its cookie on its own page route).
 
 Both poll the scan row (every `POLL_SECONDS`, each poll its own short read transaction), so they
 follow a scan whatever process runs it (`codepulse serve` or `codepulse worker`), and they hold no
@@ -151,11 +152,18 @@ async def _event_stream(
     },
 )
 async def scan_events(request: Request, target: ScanViewer, current: CurrentSession) -> StreamingResponse:
-    # The request's own session ends with this function; the stream polls with short sessions.
+    return event_stream_response(request, target.scan.id, current.id)
+
+
+def event_stream_response(request: Request, scan_id: uuid.UUID, auth_session_id: uuid.UUID) -> StreamingResponse:
+    """The Server-Sent Events answer following one scan, for a caller whose access the route has
+    checked, signed in with `auth_session_id` (a bearer token here; the web dashboard's page stream
+    passes its cookie's session): the stream ends once that session no longer authenticates."""
+    # The request's own session ends with the route; the stream polls with short sessions.
     database: Database = request.app.state.database
-    viewer = Viewer(current.id, request.app.state.clock)
+    viewer = Viewer(auth_session_id, request.app.state.clock)
     return StreamingResponse(
-        _event_stream(request, database, target.scan.id, viewer),
+        _event_stream(request, database, scan_id, viewer),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

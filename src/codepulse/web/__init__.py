@@ -10,4 +10,7 @@ imports it).
     account     sign in, sign up, sign out
     overview    the usage overview (cards, streaks, trends chart, breakdowns)
     settings    CLI tokens (create, shown once; revoke) and web sessions (revoke)
+    scoped      an organization's pages: the viewer's role there, the objects in the path
+    repositories  an organization's repositories: list, connect, import, scan now, archive
+    scans       a scan: live progress (the scans slice's SSE, by cookie), cancel, findings, triage, SARIF
 """
