@@ -10,4 +10,8 @@ imports it).
     account     sign in, sign up, sign out
     overview    the usage overview (cards, streaks, trends chart, breakdowns)
     settings    CLI tokens (create, shown once; revoke) and web sessions (revoke)
+    orgs        my organizations (create; my invitations), an organization's settings and audit log
+    members     an organization's members (roles, removal) and invitations (send, revoke)
+    invitations the invitation mail's page (accept, decline), and my invitations by id
+    verify      the email verification mail's landing page
 """
