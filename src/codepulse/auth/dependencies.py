@@ -71,6 +71,7 @@ def device_of(request: Request) -> Device:
 LOGIN_PER_IP = "10/minute;50/hour"
 LOGIN_PER_ACCOUNT = "5/minute;20/hour"
 REGISTER_PER_IP = "5/minute;20/hour"
+TOKEN_SUBMIT_PER_IP = "10/minute;100/hour"  # noqa: S105 - a rate, not a secret
 
 
 def _ip(request: Request) -> str:
@@ -83,6 +84,13 @@ async def register_limited(
     """Create the account and its web session; 429 past the per-IP limit."""
     await limiter.hit([Rule("register:ip", _ip(request), REGISTER_PER_IP)])
     return await service.accounts.register(body, device_of(request))
+
+
+async def verify_email_limited(request: Request, token: str, service: AuthService, limiter: RateLimiter) -> User:
+    """Verify an email with its mailed token (`POST /auth/verify-email` and the web's landing
+    page); 400 `invalid_token`, 429 past the per-IP limit of token submissions."""
+    await limiter.hit([Rule("token-submit:ip", _ip(request), TOKEN_SUBMIT_PER_IP)])
+    return await service.accounts.verify_email(token)
 
 
 async def login_limited(request: Request, body: LoginIn, service: AuthService, limiter: RateLimiter) -> IssuedSession:

@@ -10,6 +10,7 @@ from fastapi import Request, Response, status
 from pydantic import BaseModel
 
 from codepulse.auth.dependencies import (
+    TOKEN_SUBMIT_PER_IP,
     AuthServiceDep,
     CurrentSession,
     CurrentUser,
@@ -19,6 +20,7 @@ from codepulse.auth.dependencies import (
     device_of,
     login_limited,
     register_limited,
+    verify_email_limited,
 )
 from codepulse.auth.models import User
 from codepulse.auth.schemas import (
@@ -49,7 +51,6 @@ users_router = DomainRouter(prefix="/users", tags=["users"])
 # forms go through the same ones).
 RESET_PER_IP = "5/minute;20/hour"
 RESET_PER_ACCOUNT = "3/minute;10/hour"
-TOKEN_SUBMIT_PER_IP = "10/minute;100/hour"  # noqa: S105 - a rate, not a secret
 VERIFY_MAIL_PER_USER = "3/minute;10/hour"
 
 
@@ -169,8 +170,7 @@ async def request_email_verification(user: CurrentUser, service: AuthServiceDep,
 
 @router.post("/verify-email", summary="Verify my email with the mailed token")
 async def verify_email(body: TokenIn, request: Request, service: AuthServiceDep, limiter: Limiter) -> UserOut:
-    await limiter.hit([Rule("token-submit:ip", _ip(request), TOKEN_SUBMIT_PER_IP)])
-    return UserOut.model_validate(await service.accounts.verify_email(body.token))
+    return UserOut.model_validate(await verify_email_limited(request, body.token, service, limiter))
 
 
 @router.post(

@@ -342,6 +342,16 @@ class OrgService:
             raise BadRequest("This invitation is invalid, expired, revoked or already used.", code="invalid_invitation")
         return await self._join(user, invitation, ip)
 
+    async def pending_invitation_by_token(self, raw_token: str) -> tuple[Invitation, Organization] | None:
+        """The pending invitation of a mailed token and its organization, or None (unknown, used,
+        revoked, expired, or its organization deleted): what the invitation's page shows to whoever
+        holds the link, before they accept it."""
+        invitation = await self.repo.invitation_by_token(hash_token(raw_token))
+        if invitation is None or not self._pending(invitation):
+            return None
+        org = await self.repo.org(invitation.org_id)
+        return (invitation, org) if org is not None else None
+
     async def accept_by_id(self, user: User, invitation_id: uuid.UUID, ip: str | None) -> OrgAccess:
         """Accept one of `invitations_for` by its id."""
         return await self._join(user, await self._my_invitation(user, invitation_id), ip)

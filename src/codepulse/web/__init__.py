@@ -13,4 +13,8 @@ imports it).
     scoped      an organization's pages: the viewer's role there, the objects in the path
     repositories  an organization's repositories: list, connect, import, scan now, archive
     scans       a scan: live progress (the scans slice's SSE, by cookie), cancel, findings, triage, SARIF
+    orgs        my organizations (create; my invitations), an organization's settings and audit log
+    members     an organization's members (roles, removal) and invitations (send, revoke)
+    invitations the invitation mail's page (accept, decline), and my invitations by id
+    verify      the email verification mail's landing page
 """

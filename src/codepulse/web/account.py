@@ -119,10 +119,10 @@ _CONFLICT_FIELDS = {"email_taken": "email", "username_taken": "username"}
 
 
 @router.get(SIGN_UP_PATH, include_in_schema=False, response_class=HTMLResponse)
-async def sign_up_page(request: Request, viewer: MaybeSignedIn) -> Response:
+async def sign_up_page(request: Request, viewer: MaybeSignedIn, next: str | None = None) -> Response:
     if viewer is not None:
-        return RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
-    return _form_page(request, "sign_up.html")
+        return RedirectResponse(safe_next(next), status_code=status.HTTP_303_SEE_OTHER)
+    return _form_page(request, "sign_up.html", next=safe_next(next))
 
 
 @router.post(
@@ -137,20 +137,22 @@ async def sign_up(request: Request, service: AuthServiceDep, limiter: Limiter) -
     fields = ("email", "username", "name", "password")
     data = {name: form.get(name, "") for name in fields}
     values = {name: data[name] for name in fields if name != "password"}
+    next_path = safe_next(form.get("next"))
+    page: dict[str, Any] = {"values": values, "next": next_path}
     try:
         body = RegisterIn.model_validate(data)
         issued = await register_limited(request, body, service, limiter)
     except ValidationError as error:
-        return _form_page(request, "sign_up.html", status_code=422, values=values, errors=validation_errors(error))
+        return _form_page(request, "sign_up.html", status_code=422, errors=validation_errors(error), **page)
     except ValidationFailed as error:
-        return _form_page(request, "sign_up.html", status_code=422, values=values, errors=field_errors(error.errors))
+        return _form_page(request, "sign_up.html", status_code=422, errors=field_errors(error.errors), **page)
     except (Conflict, RateLimited) as error:
         field = _CONFLICT_FIELDS.get(error.instance_code, "form")
         errors = {field: [error.detail or error.title]}
-        response = _form_page(request, "sign_up.html", status_code=error.status, values=values, errors=errors)
+        response = _form_page(request, "sign_up.html", status_code=error.status, errors=errors, **page)
         response.headers.update(error.headers)
         return response
-    return _signed_in_response(request, issued.token, issued.session.absolute_expires_at, "/")
+    return _signed_in_response(request, issued.token, issued.session.absolute_expires_at, next_path)
 
 
 # --- sign out --------------------------------------------------------------------------------

@@ -20,7 +20,17 @@ from starlette.staticfiles import StaticFiles
 
 from codepulse.config import Settings
 from codepulse.middleware import PageOptions, is_page_path
-from codepulse.web import account, overview, repositories, scans, settings
+from codepulse.web import (
+    account,
+    invitations,
+    members,
+    orgs,
+    overview,
+    repositories,
+    scans,
+    settings,
+    verify,
+)
 from codepulse.web.csrf import CsrfRefused
 from codepulse.web.forms import MAX_FORM_BYTES
 from codepulse.web.rendering import STATIC_DIR, STATIC_PREFIX, page_context, render, render_text
@@ -33,7 +43,17 @@ PAGE_CSP = (
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 
-ROUTERS = (overview.router, account.router, settings.router, repositories.router, scans.router)
+ROUTERS = (
+    overview.router,
+    account.router,
+    settings.router,
+    orgs.router,
+    members.router,
+    invitations.router,
+    verify.router,
+    repositories.router,
+    scans.router,
+)
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 

@@ -1,4 +1,4 @@
-// codepulse dashboard: the CSRF header of htmx requests, and the trends chart (uPlot) drawn
+// codepulse dashboard: the CSRF header of htmx requests, typed confirmations, and the trends chart (uPlot) drawn
 // from the JSON in the chart element's data-chart attribute. No inline scripts
 // anywhere: the pages' CSP allows scripts from this origin only.
 (function () {
@@ -12,6 +12,19 @@
   // Every htmx request carries the page's CSRF token (checked on state-changing ones).
   document.addEventListener("htmx:configRequest", function (event) {
     event.detail.headers["X-CSRF-Token"] = csrfToken();
+  });
+
+  // A destructive form's button waits until the confirmation is typed (data-confirm="<slug>");
+  // the server checks it again, and without JavaScript the button is always enabled.
+  function syncConfirm(input) {
+    var button = input.form && input.form.querySelector("button[type=submit]");
+    if (button) button.disabled = input.value.trim().toLowerCase() !== input.getAttribute("data-confirm");
+  }
+  document.addEventListener("input", function (event) {
+    if (event.target.matches && event.target.matches("input[data-confirm]")) syncConfirm(event.target);
+  });
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("input[data-confirm]").forEach(syncConfirm);
   });
 
   var charts = [];
