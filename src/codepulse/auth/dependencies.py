@@ -111,6 +111,19 @@ async def login_limited(request: Request, body: LoginIn, service: AuthService, l
         raise
 
 
+# GitHub sign-in's one-time code (`POST /auth/oauth/exchange` and the dashboard's callback page).
+EXCHANGE_PER_IP = "10/minute;100/hour"
+
+
+async def oauth_exchange_limited(
+    request: Request, raw_code: str, service: AuthService, limiter: RateLimiter
+) -> IssuedSession:
+    """A web session for GitHub sign-in's one-time code; 400 `invalid_token` (used, expired,
+    unknown), 401 `account_disabled`, 429 past the per-IP limit (every attempt counts)."""
+    await limiter.hit([Rule("oauth-exchange:ip", _ip(request), EXCHANGE_PER_IP)])
+    return await service.github.exchange_oauth_code(raw_code)
+
+
 async def _authenticate(
     request: Request,
     token: str,

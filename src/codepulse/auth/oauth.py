@@ -25,7 +25,14 @@ from fastapi import Query, Request, Response, status
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
-from codepulse.auth.dependencies import AuthServiceDep, CurrentUser, Limiter, OptionalUser, device_of
+from codepulse.auth.dependencies import (
+    AuthServiceDep,
+    CurrentUser,
+    Limiter,
+    OptionalUser,
+    device_of,
+    oauth_exchange_limited,
+)
 from codepulse.auth.github_accounts import GITHUB, OAUTH_LINK_LIFETIME
 from codepulse.auth.models import SessionKind
 from codepulse.auth.router import token_out
@@ -62,7 +69,6 @@ LINK_USER_KEY = "codepulse.link_user"
 LINK_BINDING_KEY = "codepulse.link_binding"
 # Set by `POST /github/link` in the browser that asked; its link URL works only there.
 LINK_COOKIE = "codepulse_link"
-EXCHANGE_PER_IP = "10/minute;100/hour"
 DEVICE_PER_IP = "10/minute;100/hour"
 DEVICE_SESSION_LIFETIME = timedelta(days=90)
 
@@ -278,8 +284,7 @@ async def _link_callback(
 
 @router.post("/exchange", summary="Trade the callback's one-time code for a session")
 async def exchange_code(body: TokenIn, request: Request, service: AuthServiceDep, limiter: Limiter) -> TokenOut:
-    await limiter.hit([Rule("oauth-exchange:ip", request.client.host if request.client else "?", EXCHANGE_PER_IP)])
-    return token_out(await service.github.exchange_oauth_code(body.token))
+    return token_out(await oauth_exchange_limited(request, body.token, service, limiter))
 
 
 @router.post(

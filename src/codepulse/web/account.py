@@ -65,7 +65,7 @@ def _form_page(
     return response
 
 
-def _signed_in_response(request: Request, token: str, expires_at: datetime, next_path: str) -> Response:
+def signed_in_response(request: Request, token: str, expires_at: datetime, next_path: str) -> Response:
     settings: Settings = request.app.state.settings
     response = RedirectResponse(safe_next(next_path), status_code=status.HTTP_303_SEE_OTHER)
     max_age = max(0, int((expires_at - request.app.state.clock()).total_seconds()))
@@ -110,7 +110,7 @@ async def sign_in(request: Request, service: AuthServiceDep, limiter: Limiter) -
         response.headers.update(error.headers if isinstance(error, RateLimited) else {})
         return response
     # The session's idle expiry slides on use; the cookie lasts as long as the session may.
-    return _signed_in_response(request, issued.token, issued.session.absolute_expires_at, next_path)
+    return signed_in_response(request, issued.token, issued.session.absolute_expires_at, next_path)
 
 
 # --- sign up ---------------------------------------------------------------------------------
@@ -152,7 +152,7 @@ async def sign_up(request: Request, service: AuthServiceDep, limiter: Limiter) -
         response = _form_page(request, "sign_up.html", status_code=error.status, errors=errors, **page)
         response.headers.update(error.headers)
         return response
-    return _signed_in_response(request, issued.token, issued.session.absolute_expires_at, next_path)
+    return signed_in_response(request, issued.token, issued.session.absolute_expires_at, next_path)
 
 
 # --- sign out --------------------------------------------------------------------------------

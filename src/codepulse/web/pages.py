@@ -22,6 +22,8 @@ from codepulse.config import Settings
 from codepulse.middleware import PageOptions, is_page_path
 from codepulse.web import (
     account,
+    billing,
+    github,
     invitations,
     members,
     orgs,
@@ -53,6 +55,8 @@ ROUTERS = (
     verify.router,
     repositories.router,
     scans.router,
+    billing.router,
+    github.router,
 )
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
