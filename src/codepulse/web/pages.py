@@ -23,7 +23,9 @@ from codepulse.middleware import PageOptions, is_page_path
 from codepulse.web import (
     account,
     invitations,
+    leaderboard,
     members,
+    notifications,
     orgs,
     overview,
     repositories,
@@ -53,6 +55,8 @@ ROUTERS = (
     verify.router,
     repositories.router,
     scans.router,
+    leaderboard.router,
+    notifications.router,
 )
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
