@@ -25,7 +25,9 @@ from codepulse.web import (
     billing,
     github,
     invitations,
+    leaderboard,
     members,
+    notifications,
     orgs,
     overview,
     repositories,
@@ -57,6 +59,8 @@ ROUTERS = (
     scans.router,
     billing.router,
     github.router,
+    leaderboard.router,
+    notifications.router,
 )
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
