@@ -39,9 +39,14 @@ router = DomainRouter(tags=["web"])
 
 SIGN_UP_PATH = "/sign-up"
 SIGN_OUT_PATH = "/sign-out"
+# `?done=` on the sign-in page, after a password reset or deleting the account.
+SIGN_IN_NOTICES = {
+    "reset": "Your password is reset and every session signed out: sign in with the new one.",
+    "deleted": "Your account and its personal data are deleted.",
+}
 
 
-def _form_page(
+def form_page(
     request: Request,
     template: str,
     *,
@@ -51,6 +56,7 @@ def _form_page(
     **context: Any,
 ) -> HTMLResponse:
     token, new_cookie = anonymous_csrf_token(request)
+    context.setdefault("notice", None)
     response = render(
         request,
         template,
@@ -77,10 +83,12 @@ def signed_in_response(request: Request, token: str, expires_at: datetime, next_
 
 
 @router.get(SIGN_IN_PATH, include_in_schema=False, response_class=HTMLResponse)
-async def sign_in_page(request: Request, viewer: MaybeSignedIn, next: str | None = None) -> Response:
+async def sign_in_page(
+    request: Request, viewer: MaybeSignedIn, next: str | None = None, done: str | None = None
+) -> Response:
     if viewer is not None:
         return RedirectResponse(safe_next(next), status_code=status.HTTP_303_SEE_OTHER)
-    return _form_page(request, "sign_in.html", next=safe_next(next))
+    return form_page(request, "sign_in.html", next=safe_next(next), notice=SIGN_IN_NOTICES.get(done or ""))
 
 
 @router.post(
@@ -98,13 +106,13 @@ async def sign_in(request: Request, service: AuthServiceDep, limiter: Limiter) -
         body = LoginIn.model_validate({"login": form.get("login", ""), "password": form.get("password", "")})
         issued = await login_limited(request, body, service, limiter)
     except ValidationError as error:
-        return _form_page(
+        return form_page(
             request, "sign_in.html", status_code=422, values=values, errors=validation_errors(error), next=next_path
         )
     except (Unauthorized, RateLimited) as error:
         status_code = error.status
         errors = {"form": [error.detail or error.title]}
-        response = _form_page(
+        response = form_page(
             request, "sign_in.html", status_code=status_code, values=values, errors=errors, next=next_path
         )
         response.headers.update(error.headers if isinstance(error, RateLimited) else {})
@@ -122,7 +130,7 @@ _CONFLICT_FIELDS = {"email_taken": "email", "username_taken": "username"}
 async def sign_up_page(request: Request, viewer: MaybeSignedIn, next: str | None = None) -> Response:
     if viewer is not None:
         return RedirectResponse(safe_next(next), status_code=status.HTTP_303_SEE_OTHER)
-    return _form_page(request, "sign_up.html", next=safe_next(next))
+    return form_page(request, "sign_up.html", next=safe_next(next))
 
 
 @router.post(
@@ -143,13 +151,13 @@ async def sign_up(request: Request, service: AuthServiceDep, limiter: Limiter) -
         body = RegisterIn.model_validate(data)
         issued = await register_limited(request, body, service, limiter)
     except ValidationError as error:
-        return _form_page(request, "sign_up.html", status_code=422, errors=validation_errors(error), **page)
+        return form_page(request, "sign_up.html", status_code=422, errors=validation_errors(error), **page)
     except ValidationFailed as error:
-        return _form_page(request, "sign_up.html", status_code=422, errors=field_errors(error.errors), **page)
+        return form_page(request, "sign_up.html", status_code=422, errors=field_errors(error.errors), **page)
     except (Conflict, RateLimited) as error:
         field = _CONFLICT_FIELDS.get(error.instance_code, "form")
         errors = {field: [error.detail or error.title]}
-        response = _form_page(request, "sign_up.html", status_code=error.status, errors=errors, **page)
+        response = form_page(request, "sign_up.html", status_code=error.status, errors=errors, **page)
         response.headers.update(error.headers)
         return response
     return signed_in_response(request, issued.token, issued.session.absolute_expires_at, next_path)
