@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Response
 from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -106,6 +106,12 @@ def _uow_router() -> APIRouter:
             raise Conflict("refused after a write")
         return {"id": str(run.id)}
 
+    @router.post("/answered/{job_id}")
+    async def answered_with_an_error(job_id: str, session: DbSession) -> Response:
+        session.add(JobRunFactory.build(job_id=job_id))
+        await session.flush()
+        return Response("the form's errors", status_code=422)  # returned, not raised
+
     @router.post("/duplicate")
     async def duplicate(session: DbSession) -> dict[str, str]:
         # Nothing is flushed here: the unique constraint fails inside the dependency's commit.
@@ -142,6 +148,16 @@ async def test_request_error_rolls_back_every_write(uow_client: httpx.AsyncClien
     response = await uow_client.post("/api/v1/_test/runs/lost", params={"fail": "true"})
     assert response.status_code == 409
     assert await _count(db, "lost") == 0
+
+
+async def test_an_error_status_returned_without_raising_keeps_no_write(
+    uow_client: httpx.AsyncClient, db: Database
+) -> None:
+    """A dashboard page answers a refused form with its errors (a 4xx it returns): what the request
+    wrote before the refusal is rolled back as if it had raised."""
+    response = await uow_client.post("/api/v1/_test/answered/unkept")
+    assert response.status_code == 422
+    assert await _count(db, "unkept") == 0
 
 
 async def test_failed_commit_is_an_error_response_not_a_lie(uow_client: httpx.AsyncClient, db: Database) -> None:

@@ -36,7 +36,9 @@ RESPONSES = 60
 async def race_client(
     database_server: DatabaseServer, make_settings: Callable[..., Settings]
 ) -> AsyncIterator[httpx.AsyncClient]:
-    settings = make_settings(DATABASE_URL=await database_server.clone("usage_race"))
+    # Eight writers queue on SQLite's lock: what is checked is what they store, so a loaded
+    # machine's long wait must stay a wait, not become a 503 at the default 5 s.
+    settings = make_settings(DATABASE_URL=await database_server.clone("usage_race"), SQLITE_BUSY_TIMEOUT_MS=120_000)
     clock = FakeClock()
     clock.now = NOON
     app = create_app(settings, clock=clock)

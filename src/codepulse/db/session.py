@@ -7,11 +7,12 @@ first asked (`RequestSessionScope.session()`), so a read answered from caches co
 connection at all. Its owner is the route (`SessionRoute`, the class of every API route), which
 
 - makes the scope before any dependency runs;
-- commits when the endpoint returns, before the response is sent (a failed commit becomes an
-  error response, never a lie);
+- commits when the endpoint returns a success or a redirect, before the response is sent (a
+  failed commit becomes an error response, never a lie);
 - rolls back and closes on every other path: an exception raised by any dependency (a 401 from
-  authentication, a 403/404 from a guard) or by the endpoint, a validation error, a cancelled
-  request (a client gone). The close is shielded from cancellation, so the connection (and, on
+  authentication, a 403/404 from a guard) or by the endpoint, a validation error, an error
+  status the endpoint returns without raising (the dashboard's pages render their forms' errors),
+  a cancelled request (a client gone). The close is shielded from cancellation, so the connection (and, on
   SQLite, the database's write lock) always goes back.
 
 Nothing else opens, adopts or closes a request's session.
@@ -136,7 +137,12 @@ class SessionRoute(APIRoute):
             except BaseException:
                 await scope.close()
                 raise
-            await scope.commit()
+            if response.status_code >= 400:
+                # An error answered without raising (a page showing its form's errors): what the
+                # request did is not kept either.
+                await scope.close()
+            else:
+                await scope.commit()
             scope.attach_after_response(response)
             return response
 

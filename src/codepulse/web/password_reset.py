@@ -90,7 +90,7 @@ async def reset(request: Request, service: AuthServiceDep, limiter: Limiter, ses
     try:
         body = PasswordResetIn.model_validate({"token": token, "new_password": form.get("new_password", "")})
         await limiter.hit([Rule("token-submit:ip", _ip(request), TOKEN_SUBMIT_PER_IP)])
-        # A refused password must not use up the token: the answer commits, so undo what failed.
+        # A refused password must not use up the token (the error answer rolls back too).
         async with session.begin_nested():
             await service.accounts.reset_password(body.token, body.new_password)
     except ValidationError as error:

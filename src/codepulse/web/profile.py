@@ -118,7 +118,7 @@ async def delete_account(request: Request, viewer: SessionCsrf, services: Servic
         errors = {"confirm_username": [message]}
         return await _refused(request, viewer, services, 422, errors, values={"confirm_username": typed})
     try:
-        # A refusing hook may come after others wrote: the answer commits, so undo them.
+        # A refusing hook may come after others wrote: undo them (the error answer rolls back too).
         async with services.session.begin_nested():
             await services.auth.accounts.delete_account(viewer.user)
     except Conflict as error:  # an `on_user_delete` hook refuses (e.g. the last owner of an organization)
