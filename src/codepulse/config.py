@@ -122,7 +122,7 @@ class Settings(BaseSettings):
     OTEL_ENABLED: bool = False
 
     # Web dashboard (links in mail, OAuth redirects)
-    FRONTEND_URL: str = "http://localhost:3000"
+    FRONTEND_URL: str = "http://127.0.0.1:8000"
     # This API as mail readers reach it: links that work without the dashboard (unsubscribe).
     PUBLIC_API_URL: str = "http://127.0.0.1:8000"
 

@@ -237,7 +237,7 @@ async def test_email_verification_by_mail(client: httpx.AsyncClient, mailbox: Ma
     assert response.status_code == 202  # a new link on request; either works
     await mailbox.deliver()
     assert len(mailbox.messages_to("ada@example.com")) == 2
-    token = mailbox.link_token(message, "http://localhost:3000/verify-email")
+    token = mailbox.link_token(message, "http://127.0.0.1:8000/verify-email")
     verified = await client.post("/api/v1/auth/verify-email", json={"token": token})
     assert verified.status_code == 200
     assert verified.json()["email_verified"] is True

@@ -19,7 +19,7 @@ from tests.auth.helpers import SignedIn, register
 from tests.helpers import FakeClock
 from tests.stubs.github import ApiFault, GitHubStub, StubEmail
 
-FRONTEND = "http://localhost:3000"
+FRONTEND = "http://127.0.0.1:8000"
 
 
 @pytest.fixture

@@ -206,7 +206,7 @@ async def test_invitation_flow(
     await mailbox.deliver()
     [message] = mailbox.messages_to("grace@example.com")
     assert "Engines" in message["Subject"]
-    token = mailbox.link_token_in_path(message, "http://localhost:3000/invitations/")
+    token = mailbox.link_token_in_path(message, "http://127.0.0.1:8000/invitations/")
     pending = await client.get("/api/v1/orgs/engines/invitations", headers=ada.headers)
     assert [i["email"] for i in pending.json()["items"]] == ["grace@example.com"]
     again = await client.post(

@@ -19,7 +19,7 @@ from tests.helpers import FakeClock
 from tests.stubs.github import GitHubStub, GitHubStubState
 from tests.web.helpers import set_cookie_headers
 
-FRONTEND = "http://localhost:3000"  # FRONTEND_URL's default
+FRONTEND = "http://127.0.0.1:8000"  # FRONTEND_URL's default
 
 
 @pytest.fixture(scope="module")

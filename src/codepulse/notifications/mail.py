@@ -59,7 +59,7 @@ def _text(settings: Settings, spec: Kind, body: str, unsubscribe: str) -> str:
         f"{body}\n\nOpen codepulse: {settings.FRONTEND_URL}/notifications\n\n"
         f"-- \nYou get this mail because email is on for: {spec.description}\n"
         f"Stop these emails: {unsubscribe}\n"
-        f"All your choices: {settings.FRONTEND_URL}/settings/notifications\n"
+        f"All your choices: {settings.FRONTEND_URL}/notifications/preferences\n"
     )
 
 
