@@ -31,6 +31,7 @@ from fastapi import Depends, Path, Request
 from codepulse.auth.dependencies import CurrentUser
 from codepulse.db import DbSession
 from codepulse.errors import NotFound
+from codepulse.orgs.invitations import InvitationService
 from codepulse.orgs.service import OrgAccess, Organization, OrgService, Role
 
 T = TypeVar("T")
@@ -44,6 +45,13 @@ async def org_service(request: Request, session: DbSession) -> OrgService:
 
 
 OrgServiceDep = Annotated[OrgService, Depends(org_service)]
+
+
+async def invitation_service(request: Request, session: DbSession) -> InvitationService:
+    return InvitationService(session, request.app.state.settings, request.app.state.clock)
+
+
+InvitationServiceDep = Annotated[InvitationService, Depends(invitation_service)]
 
 
 def org_scoped_guard(

@@ -10,7 +10,7 @@ from fastapi import Query, Request, Response, status
 
 from codepulse.auth.dependencies import CurrentUser, device_of
 from codepulse.config import Settings
-from codepulse.orgs.dependencies import OrgAdmin, OrgOwner, OrgServiceDep, OrgViewer
+from codepulse.orgs.dependencies import InvitationServiceDep, OrgAdmin, OrgOwner, OrgServiceDep, OrgViewer
 from codepulse.orgs.quotas import plan_id
 from codepulse.orgs.schemas import (
     AcceptIn,
@@ -118,13 +118,13 @@ async def create_invitation(
     body: InvitationCreate,
     request: Request,
     access: OrgAdmin,
-    service: OrgServiceDep,
+    service: InvitationServiceDep,
 ) -> InvitationOut:
     return InvitationOut.model_validate(await service.invite(access, body.email, body.role, _ip(request)))
 
 
 @router.get("/{org}/invitations", summary="Pending invitations (admin+)")
-async def list_invitations(access: OrgAdmin, service: OrgServiceDep, page: PageParams) -> Page[InvitationOut]:
+async def list_invitations(access: OrgAdmin, service: InvitationServiceDep, page: PageParams) -> Page[InvitationOut]:
     invitations, next_cursor = await service.pending_invitations(access, page)
     return Page(items=[InvitationOut.model_validate(i) for i in invitations], next_cursor=next_cursor)
 
@@ -133,7 +133,7 @@ async def list_invitations(access: OrgAdmin, service: OrgServiceDep, page: PageP
     "/{org}/invitations/{invitation_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Revoke an invitation"
 )
 async def revoke_invitation(
-    invitation_id: uuid.UUID, request: Request, access: OrgAdmin, service: OrgServiceDep
+    invitation_id: uuid.UUID, request: Request, access: OrgAdmin, service: InvitationServiceDep
 ) -> Response:
     await service.revoke_invitation(access, invitation_id, _ip(request))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -151,7 +151,7 @@ async def audit_log(
 
 
 @invitations_router.get("", summary="Pending invitations to my email")
-async def my_invitations(user: CurrentUser, service: OrgServiceDep, page: PageParams) -> Page[MyInvitation]:
+async def my_invitations(user: CurrentUser, service: InvitationServiceDep, page: PageParams) -> Page[MyInvitation]:
     """Each says whether I can accept it now and, if not, why (`email_not_verified`)."""
     rows, next_cursor = await service.invitations_for(user, page)
     reason = service.acceptable(user)
@@ -170,14 +170,16 @@ async def my_invitations(user: CurrentUser, service: OrgServiceDep, page: PagePa
 
 
 @invitations_router.post("/accept", summary="Accept an invitation with the mailed token")
-async def accept_invitation(body: AcceptIn, request: Request, user: CurrentUser, service: OrgServiceDep) -> OrgOut:
+async def accept_invitation(
+    body: AcceptIn, request: Request, user: CurrentUser, service: InvitationServiceDep
+) -> OrgOut:
     """My verified email must be the invited one."""
     return _org_out(await service.accept(user, body.token, _ip(request)), service.settings)
 
 
 @invitations_router.post("/{invitation_id}/accept", summary="Accept one of my invitations")
 async def accept_my_invitation(
-    invitation_id: uuid.UUID, request: Request, user: CurrentUser, service: OrgServiceDep
+    invitation_id: uuid.UUID, request: Request, user: CurrentUser, service: InvitationServiceDep
 ) -> OrgOut:
     """An id from `GET /invitations`. 404 `invitation_not_found` when it is not a pending invitation
     to my email; 403 `email_not_verified` before the email is verified."""
@@ -188,7 +190,7 @@ async def accept_my_invitation(
     "/{invitation_id}/decline", status_code=status.HTTP_204_NO_CONTENT, summary="Decline one of my invitations"
 )
 async def decline_my_invitation(
-    invitation_id: uuid.UUID, request: Request, user: CurrentUser, service: OrgServiceDep
+    invitation_id: uuid.UUID, request: Request, user: CurrentUser, service: InvitationServiceDep
 ) -> Response:
     """The organization's audit log records it (`invitation.declined`)."""
     await service.decline(user, invitation_id, _ip(request))

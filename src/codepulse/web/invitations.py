@@ -1,7 +1,7 @@
 """Answering an invitation in the browser.
 
 `/invitations/{token}` is the link of the invitation mail (`FRONTEND_URL/invitations/<token>`,
-see `OrgService.invite`): it shows the organization and the role to whoever holds the link;
+see `InvitationService.invite`): it shows the organization and the role to whoever holds the link;
 signed out, it offers to sign in or sign up and come back (`next`); signed in with the invited,
 verified email, it accepts or declines (CSRF-checked forms). The signed-in user's pending
 invitations are also answered from the organizations page (`/me/invitations/{id}/...`, as
@@ -17,8 +17,8 @@ from fastapi import Path, Request
 from fastapi.responses import HTMLResponse, Response
 
 from codepulse.errors import BadRequest, Conflict, Forbidden, NotFound
-from codepulse.orgs.dependencies import OrgServiceDep
-from codepulse.orgs.service import OrgService
+from codepulse.orgs.dependencies import InvitationServiceDep
+from codepulse.orgs.invitations import InvitationService
 from codepulse.routing import DomainRouter
 from codepulse.web.forms import MAX_FORM_BYTES
 from codepulse.web.orgs import ORGS_PATH, ip_of, my_orgs_page, org_path, redirect
@@ -37,12 +37,12 @@ async def _invitation_page(
     request: Request,
     token: str,
     viewer: Viewer | None,
-    orgs: OrgService,
+    invitations: InvitationService,
     *,
     status_code: int = 200,
     **context: Any,
 ) -> HTMLResponse:
-    found = await orgs.pending_invitation_by_token(token)
+    found = await invitations.pending_invitation_by_token(token)
     if found is None:
         return render(request, "invitation.html", status_code=404, invitation=None, org=None, token=token, errors=[])
     invitation, org = found
@@ -57,39 +57,41 @@ async def _invitation_page(
         token=token,
         next_path=request.url.path if request.method == "GET" else f"/invitations/{token}",
         other_email=user is not None and user.email != invitation.email,
-        unverified=user is not None and orgs.acceptable(user) is not None,
+        unverified=user is not None and invitations.acceptable(user) is not None,
         **context,
     )
 
 
 @router.get(INVITATION, include_in_schema=False, response_class=HTMLResponse)
-async def invitation_page(request: Request, token: Token, viewer: MaybeSignedIn, orgs: OrgServiceDep) -> HTMLResponse:
-    return await _invitation_page(request, token, viewer, orgs)
+async def invitation_page(
+    request: Request, token: Token, viewer: MaybeSignedIn, invitations: InvitationServiceDep
+) -> HTMLResponse:
+    return await _invitation_page(request, token, viewer, invitations)
 
 
 @router.post(INVITATION + "/accept", include_in_schema=False, response_class=HTMLResponse, max_body_size=MAX_FORM_BYTES)
-async def accept(request: Request, token: Token, viewer: SessionCsrf, orgs: OrgServiceDep) -> Response:
+async def accept(request: Request, token: Token, viewer: SessionCsrf, invitations: InvitationServiceDep) -> Response:
     try:
-        access = await orgs.accept(viewer.user, token, ip_of(request))
+        access = await invitations.accept(viewer.user, token, ip_of(request))
     except (BadRequest, Forbidden, Conflict) as error:
         messages = [error.detail or error.title]
-        return await _invitation_page(request, token, viewer, orgs, status_code=error.status, errors=messages)
+        return await _invitation_page(request, token, viewer, invitations, status_code=error.status, errors=messages)
     return redirect(org_path(access))
 
 
 @router.post(
     INVITATION + "/decline", include_in_schema=False, response_class=HTMLResponse, max_body_size=MAX_FORM_BYTES
 )
-async def decline(request: Request, token: Token, viewer: SessionCsrf, orgs: OrgServiceDep) -> Response:
-    found = await orgs.pending_invitation_by_token(token)
+async def decline(request: Request, token: Token, viewer: SessionCsrf, invitations: InvitationServiceDep) -> Response:
+    found = await invitations.pending_invitation_by_token(token)
     if found is None:
         raise NotFound("invitation")
     try:
-        await orgs.decline(viewer.user, found[0].id, ip_of(request))
+        await invitations.decline(viewer.user, found[0].id, ip_of(request))
     except (NotFound, Forbidden) as error:
         # Someone else's invitation (another email), or an unverified email.
         messages = [error.detail or error.title]
-        return await _invitation_page(request, token, viewer, orgs, status_code=error.status, errors=messages)
+        return await _invitation_page(request, token, viewer, invitations, status_code=error.status, errors=messages)
     return redirect(ORGS_PATH + "?declined=1")
 
 
@@ -97,23 +99,25 @@ async def decline(request: Request, token: Token, viewer: SessionCsrf, orgs: Org
 
 
 @router.post(MINE + "/accept", include_in_schema=False, response_class=HTMLResponse, max_body_size=MAX_FORM_BYTES)
-async def accept_mine(request: Request, invitation_id: uuid.UUID, viewer: SessionCsrf, orgs: OrgServiceDep) -> Response:
+async def accept_mine(
+    request: Request, invitation_id: uuid.UUID, viewer: SessionCsrf, invitations: InvitationServiceDep
+) -> Response:
     """404 page when it is not a pending invitation to my email."""
     try:
-        access = await orgs.accept_by_id(viewer.user, invitation_id, ip_of(request))
+        access = await invitations.accept_by_id(viewer.user, invitation_id, ip_of(request))
     except (BadRequest, Forbidden, Conflict) as error:
         errors = {"invitations": [error.detail or error.title]}
-        return await my_orgs_page(request, viewer, orgs, status_code=error.status, errors=errors)
+        return await my_orgs_page(request, viewer, invitations, status_code=error.status, errors=errors)
     return redirect(org_path(access))
 
 
 @router.post(MINE + "/decline", include_in_schema=False, response_class=HTMLResponse, max_body_size=MAX_FORM_BYTES)
 async def decline_mine(
-    request: Request, invitation_id: uuid.UUID, viewer: SessionCsrf, orgs: OrgServiceDep
+    request: Request, invitation_id: uuid.UUID, viewer: SessionCsrf, invitations: InvitationServiceDep
 ) -> Response:
     try:
-        await orgs.decline(viewer.user, invitation_id, ip_of(request))
+        await invitations.decline(viewer.user, invitation_id, ip_of(request))
     except Forbidden as error:
         errors = {"invitations": [error.detail or error.title]}
-        return await my_orgs_page(request, viewer, orgs, status_code=error.status, errors=errors)
+        return await my_orgs_page(request, viewer, invitations, status_code=error.status, errors=errors)
     return redirect(ORGS_PATH + "?declined=1")

@@ -1,7 +1,7 @@
 """An organization's members and invitations in the browser: the members with their roles (admins
 and owners change a role and remove a member; anyone may leave), and the invitations (admins and
-owners send one by email with a role, see the pending ones, revoke one) — through `OrgService`,
-with the API's rules and errors (`/api/v1/orgs/{org}/members`, `/invitations`).
+owners send one by email with a role, see the pending ones, revoke one) — through `OrgService`
+and `InvitationService`, with the API's rules and errors (`/api/v1/orgs/{org}/members`, `/invitations`).
 
 A refused change (the last owner, an admin touching an owner, someone already invited) is shown
 on the page above the list or beside the invitation form's fields, with the API's status code.
@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from codepulse.errors import Conflict, DomainError, Forbidden, QuotaExceeded
 from codepulse.orgs.dependencies import OrgServiceDep
+from codepulse.orgs.invitations import Invitation, InvitationService
 from codepulse.orgs.schemas import InvitationCreate, RoleUpdate
 from codepulse.orgs.service import OrgAccess, OrgService, Role
 from codepulse.pagination import PageRequest
@@ -31,6 +32,10 @@ router = DomainRouter(tags=["web"])
 MEMBERS = ORGS_PATH + "/{slug}/members"
 INVITATIONS = ORGS_PATH + "/{slug}/invitations"
 ROLES = tuple(Role)
+
+
+def _invitations(orgs: OrgService) -> InvitationService:
+    return InvitationService(orgs.session, orgs.settings, orgs.clock)
 
 
 def can_manage(access: OrgAccess, role: Role) -> bool:
@@ -50,7 +55,9 @@ async def _members_page(
     page = PageRequest(limit=LIST_LIMIT, cursor=cursor, signer=request.app.state.cursor_signer)
     members, next_cursor = await orgs.members(access, page)
     is_admin = access.role.at_least(Role.ADMIN)
-    invitations = (await orgs.pending_invitations(access, PageRequest(limit=LIST_LIMIT)))[0] if is_admin else []
+    invitations: list[Invitation] = []
+    if is_admin:
+        invitations, _ = await _invitations(orgs).pending_invitations(access, PageRequest(limit=LIST_LIMIT))
     context.setdefault("values", {"role": Role.MEMBER.value})
     context.setdefault("errors", {})
     context.setdefault("member_errors", [])
@@ -122,7 +129,7 @@ async def invite(request: Request, access: OrgForm, orgs: OrgServiceDep) -> Resp
     errors: FieldErrors
     try:
         body = InvitationCreate.model_validate(values)
-        await orgs.invite(access, body.email, body.role, ip_of(request))
+        await _invitations(orgs).invite(access, body.email, body.role, ip_of(request))
     except ValidationError as error:
         errors, status_code = validation_errors(error), 422
     except (Conflict, Forbidden, QuotaExceeded) as error:
@@ -143,5 +150,5 @@ async def revoke_invitation(
     request: Request, invitation_id: uuid.UUID, access: OrgForm, orgs: OrgServiceDep
 ) -> Response:
     access.require(Role.ADMIN)  # as DELETE /orgs/{org}/invitations/{id}; 404 page when not pending
-    await orgs.revoke_invitation(access, invitation_id, ip_of(request))
+    await _invitations(orgs).revoke_invitation(access, invitation_id, ip_of(request))
     return redirect(org_path(access))

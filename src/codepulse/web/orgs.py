@@ -18,7 +18,8 @@ from pydantic import ValidationError
 from codepulse.auth import service as auth_service
 from codepulse.auth.dependencies import device_of
 from codepulse.errors import Conflict, ValidationFailed
-from codepulse.orgs.dependencies import OrgServiceDep
+from codepulse.orgs.dependencies import InvitationServiceDep, OrgServiceDep
+from codepulse.orgs.invitations import InvitationService
 from codepulse.orgs.schemas import OrgCreate, OrgDelete, OrgUpdate
 from codepulse.orgs.service import OrgAccess, OrgService, Role
 from codepulse.pagination import MAX_CURSOR_LENGTH, PageRequest
@@ -79,10 +80,10 @@ async def org_context(orgs: OrgService, access: OrgAccess, tab: str) -> dict[str
 
 
 async def my_orgs_page(
-    request: Request, viewer: Viewer, orgs: OrgServiceDep, *, status_code: int = 200, **context: Any
+    request: Request, viewer: Viewer, service: InvitationService, *, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
-    mine, _ = await orgs.list_mine(viewer.user, PageRequest(limit=LIST_LIMIT))
-    invitations, _ = await orgs.invitations_for(viewer.user, PageRequest(limit=LIST_LIMIT))
+    mine, _ = await service.orgs.list_mine(viewer.user, PageRequest(limit=LIST_LIMIT))
+    invitations, _ = await service.invitations_for(viewer.user, PageRequest(limit=LIST_LIMIT))
     context.setdefault("values", {})
     context.setdefault("errors", {})
     context.setdefault("notice", None)
@@ -92,34 +93,38 @@ async def my_orgs_page(
         status_code=status_code,
         my_orgs=mine,
         invitations=invitations,
-        cannot_accept=orgs.acceptable(viewer.user),
+        cannot_accept=service.acceptable(viewer.user),
         **context,
     )
 
 
 @router.get(ORGS_PATH, include_in_schema=False, response_class=HTMLResponse)
 async def orgs_page(
-    request: Request, viewer: SignedIn, orgs: OrgServiceDep, declined: bool = False, verified: bool = False
+    request: Request,
+    viewer: SignedIn,
+    invitations: InvitationServiceDep,
+    declined: bool = False,
+    verified: bool = False,
 ) -> HTMLResponse:
     notice = "Invitation declined." if declined else "Your email is verified." if verified else None
-    return await my_orgs_page(request, viewer, orgs, notice=notice)
+    return await my_orgs_page(request, viewer, invitations, notice=notice)
 
 
 @router.post(ORGS_PATH, include_in_schema=False, response_class=HTMLResponse, max_body_size=MAX_FORM_BYTES)
-async def create_org(request: Request, viewer: SessionCsrf, orgs: OrgServiceDep) -> Response:
+async def create_org(request: Request, viewer: SessionCsrf, invitations: InvitationServiceDep) -> Response:
     form = await read_form(request)
     values = {"name": form.get("name", ""), "slug": form.get("slug", "")}
     errors: FieldErrors
     try:
         body = OrgCreate.model_validate({"name": values["name"], "slug": values["slug"].strip() or None})
-        access = await orgs.create(viewer.user, body, ip_of(request))
+        access = await invitations.orgs.create(viewer.user, body, ip_of(request))
     except ValidationError as error:
         errors, status_code = validation_errors(error), 422
     except Conflict as error:
         errors, status_code = {"slug": [error.detail or error.title]}, error.status
     else:
         return redirect(org_path(access))
-    return await my_orgs_page(request, viewer, orgs, status_code=status_code, values=values, errors=errors)
+    return await my_orgs_page(request, viewer, invitations, status_code=status_code, values=values, errors=errors)
 
 
 @router.get(ORGS_PATH + "/{slug}", include_in_schema=False, response_class=HTMLResponse)
