@@ -74,7 +74,11 @@ class EventReader:
         raise EOFError("the stream ended")
 
     async def notification(self) -> Event:
+        """The next `notification` event, skipping the `unread_count` events that follow them (as a
+        client that only knows `ready` and `notification` does)."""
         event = await self.next()
+        while event.name == "unread_count":
+            event = await self.next()
         assert event.name == "notification", event
         return event
 
@@ -295,3 +299,57 @@ async def test_a_lost_listener_connection_is_replaced_and_nothing_is_missed(live
     await asyncio.wait_for(_until(lambda: live.hub.listening), timeout=WAIT)
     await live.notify(ada, "and live again")
     assert (await reader.notification()).data["title"] == "and live again"
+
+
+async def _count_after_notifications(reader: EventReader) -> tuple[list[str], int]:
+    """The titles of the `notification` events up to the next `unread_count` event, and its count."""
+    titles: list[str] = []
+    while True:
+        event = await reader.next()
+        if event.name == "unread_count":
+            return titles, event.data["unread_count"]
+        assert event.name == "notification", event
+        titles.append(event.data["title"])
+
+
+async def test_reads_elsewhere_send_every_stream_the_lower_unread_count(live: Live) -> None:
+    """The count goes down on every open stream of the user (two tabs) when notifications are read
+    or deleted through the API; the events carry `{"unread_count"}` (ready's shape), with no id."""
+    ada, bob = await live.user("ada"), await live.user("bob")
+    tab, other_tab, bobs = await live.open(ada), await live.open(ada), await live.open(bob)
+    for title in ("one", "two", "three"):
+        await live.notify(ada, title)
+        live.clock.advance(seconds=1)  # the stream's order is creation time's
+    for reader in (tab, other_tab):
+        titles: list[str] = []
+        count = 0
+        # One look may carry one, two or all three (and count one the next look sends): each
+        # look ends with the count as it was after it.
+        while len(titles) < 3 or count != 3:
+            more, count = await _count_after_notifications(reader)
+            titles += more
+        assert titles == ["one", "two", "three"]
+    listed = (await live.client.get("/api/v1/notifications", headers=ada.headers)).json()["items"]
+    ids = {item["title"]: item["id"] for item in listed}
+
+    read = await live.client.post(f"/api/v1/notifications/{ids['three']}/read", headers=ada.headers)
+    assert read.status_code == 200
+    for reader in (tab, other_tab):
+        event = await reader.next()
+        assert (event.name, event.data, event.id) == ("unread_count", {"unread_count": 2}, None)
+
+    # Reading it again changes nothing (no event); deleting an unread one does.
+    assert (await live.client.post(f"/api/v1/notifications/{ids['three']}/read", headers=ada.headers)).is_success
+    deleted = await live.client.delete(f"/api/v1/notifications/{ids['two']}", headers=ada.headers)
+    assert deleted.status_code == 204
+    for reader in (tab, other_tab):
+        assert await _count_after_notifications(reader) == ([], 1)
+
+    marked = await live.client.post("/api/v1/notifications/read-all", headers=ada.headers)
+    assert marked.json() == {"updated": 1}
+    for reader in (tab, other_tab):
+        assert await _count_after_notifications(reader) == ([], 0)
+
+    # Bob's stream heard none of it: his first event is his own notification and its count.
+    await live.notify(bob, "for bob")
+    assert await _count_after_notifications(bobs) == (["for bob"], 1)

@@ -352,6 +352,7 @@ ORG_POSTS: dict[str, dict[str, str]] = {
 }
 ORG_GETS = (
     "/orgs/{slug}/repositories",
+    "/orgs/{slug}/repositories/github",
     "/orgs/{slug}/repositories/{repository_id}",
     "/orgs/{slug}/scans/{scan_id}",
     "/orgs/{slug}/scans/{scan_id}/findings",
@@ -489,6 +490,50 @@ async def test_triage_dismiss_and_reopen(client: httpx.AsyncClient, world: World
     await session.flush()
     _is_page(await client.post(f"{world.scan_url}/findings/{foreign.id}", data={"csrf_token": csrf, "status": "open"}),
              404)  # fmt: skip
+
+
+async def test_a_dismissed_finding_shows_why_who_and_when_escaped(
+    client: httpx.AsyncClient, world: World, session: AsyncSession
+) -> None:
+    use_session(client, world.member.token)
+    csrf = await _csrf(client, world.scan_url)
+    assert 'data-testid="dismissal"' not in (await client.get(world.scan_url)).text
+    reason = '<script>alert("x")</script> & a test key'
+    dismissed = await client.post(
+        f"{world.scan_url}/findings/{world.critical.id}",
+        data={"csrf_token": csrf, "status": "ignored", "reason": reason},
+        headers={"HX-Request": "true"},
+    )
+    assert dismissed.status_code == 200
+    assert "<script>alert" not in dismissed.text
+    await session.refresh(world.critical)
+    when = world.critical.dismissed_at
+    assert when is not None
+    expected = (
+        '<q class="reason">&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; a test key</q>',
+        'by <span class="dismisser">mel</span>',
+        f"{when.strftime('%Y-%m-%d %H:%M')} UTC</time>",
+    )
+    for text in expected:
+        assert text in dismissed.text, text
+    # Everyone who sees the scan sees it (a viewer too), on the full page.
+    use_session(client, world.viewer.token)
+    page = await client.get(world.scan_url)
+    assert page.text.count('data-testid="dismissal"') == 1
+    assert all(text in page.text for text in expected)
+
+    # Dismissed by an account since deleted: the reason stays, without a name.
+    world.low.status, world.low.dismissed_reason, world.low.dismissed_at = "false_positive", "fixture", when
+    await session.flush()
+    both = (await client.get(world.scan_url)).text
+    assert both.count('data-testid="dismissal"') == 2
+    assert '<q class="reason">fixture</q>' in both
+    assert both.count('class="dismisser"') == 1
+
+    # Reopened: nothing left to explain.
+    use_session(client, world.member.token)
+    await client.post(f"{world.scan_url}/findings/{world.critical.id}", data={"csrf_token": csrf, "status": "open"})
+    assert (await client.get(world.scan_url)).text.count('data-testid="dismissal"') == 1
 
 
 async def test_cancel_a_queued_scan(client: httpx.AsyncClient, world: World, session: AsyncSession) -> None:

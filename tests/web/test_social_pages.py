@@ -289,6 +289,12 @@ async def test_the_bell_stream_is_the_cookies(served_app: tuple[FastAPI, Databas
                 await notify(session, [ada_id], "scan_completed", "for ada", "b", {}, "ada-1", now=NOW)
             name, body = await events.next()
             assert (name, body["title"], body["read_at"]) == ("notification", "for ada", None)
+            assert await events.next() == ("unread_count", {"unread_count": 2})
+            # Read in another tab (the list's "mark all read"): this stream's bell goes down too.
+            token = csrf_of((await client.get("/notifications")).text)
+            marked = await client.post("/notifications/read-all", data={"csrf_token": token})
+            assert marked.status_code == 303
+            assert await events.next() == ("unread_count", {"unread_count": 0})
         finally:
             await response.aclose()
         # The cookie does not open the API's stream.

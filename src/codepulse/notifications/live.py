@@ -9,9 +9,14 @@ while it waits.
 
 Events: `ready` first (`{"unread_count"}`: the stream is live), then one `notification` event per
 new notification (the `GET /notifications` item shape), each with an `id:` the browser sends back
-as `Last-Event-ID` when it reconnects; the stream then sends what came after that id first. An
-idle stream gets a keep-alive comment every NOTIFICATIONS_STREAM_KEEPALIVE_SECONDS, and looks for
-new notifications then too (a wake-up lost with a dropped listener connection is late, not lost).
+as `Last-Event-ID` when it reconnects; the stream then sends what came after that id first. After
+the `notification` events of one look, and whenever the count changed otherwise (notifications
+read or deleted anywhere: another tab, the API, mark-all-read), an `unread_count` event
+(`{"unread_count"}`, no `id:`) gives the user's unread count as it is now: a client that adds one
+per unread notification ends every look with the true count, and one that ignores the event
+(it came later than `ready` and `notification`) loses nothing. An idle stream gets a keep-alive
+comment every NOTIFICATIONS_STREAM_KEEPALIVE_SECONDS, and looks for new notifications and the
+count then too (a wake-up lost with a dropped listener connection is late, not lost).
 
 The stream lives as long as the session that opened it: at each wake-up and keep-alive it reads the
 session again, and once it no longer authenticates (signed out, expired, the account disabled —
@@ -37,15 +42,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
+from fastapi import Request
+from fastapi.responses import StreamingResponse
 from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
 from sqlalchemy import select, tuple_
 
 from codepulse.auth.service import ensure_session_active
 from codepulse.clock import ClockFunc
 from codepulse.db import Database, Listener, listen, listen_in_process
+from codepulse.db.session import RequestSessionScope
 from codepulse.errors import DATABASE_UNAVAILABLE_ERRORS, BadRequest, Unauthorized
 from codepulse.notifications.models import Notification
-from codepulse.notifications.schemas import NotificationOut, ReadyOut
+from codepulse.notifications.schemas import NotificationOut, ReadyOut, UnreadCountOut
 from codepulse.notifications.service import STREAM_CHANNEL, NotificationService
 
 log = structlog.get_logger("codepulse.notifications.live")
@@ -205,6 +213,10 @@ def _event(notification: Notification) -> bytes:
     )
 
 
+def _unread_count_event(count: int) -> bytes:
+    return format_sse_event(data_str=UnreadCountOut(unread_count=count).model_dump_json(), event="unread_count")
+
+
 def signed_out_event(error: Unauthorized) -> bytes:
     """The last event of a stream whose session no longer authenticates."""
     return format_sse_event(
@@ -237,10 +249,12 @@ async def stream_events(
         # Subscribed before the first read: a notification committed from now on wakes us, one
         # committed before is in this read.
         backlog = await stream.new_notifications()
-        ready = ReadyOut(unread_count=await stream.unread_count())
-        yield format_sse_event(data_str=ready.model_dump_json(), event="ready")
+        count = await stream.unread_count()
+        yield format_sse_event(data_str=ReadyOut(unread_count=count).model_dump_json(), event="ready")
         for notification in backlog:
             yield _event(notification)
+        if backlog:
+            yield _unread_count_event(count)
         while True:
             try:
                 await asyncio.wait_for(wake.wait(), timeout=keepalive_seconds)
@@ -254,6 +268,9 @@ async def stream_events(
                     yield signed_out_event(ended)
                     return
                 found = await stream.new_notifications()
+                # Read after the notifications: it counts every one just sent (and perhaps one the
+                # next look sends, which this event then follows again).
+                now_unread = await stream.unread_count()
             except DATABASE_UNAVAILABLE_ERRORS as error:
                 # End the stream: the client reconnects (after `retry`) with Last-Event-ID and
                 # gets a 503 until the database is back, then everything it missed.
@@ -261,3 +278,35 @@ async def stream_events(
                 return
             for notification in found:
                 yield _event(notification)
+            if found or now_unread != count:
+                count = now_unread
+                yield _unread_count_event(count)
+
+
+async def event_stream_response(
+    request: Request,
+    scope: RequestSessionScope,
+    user_id: uuid.UUID,
+    *,
+    auth_session_id: uuid.UUID,
+    last_event_id: EventId | None,
+) -> StreamingResponse:
+    """The Server-Sent Events answer of one user's stream, for a caller the route authenticated
+    with `auth_session_id` (a bearer token in the API; the dashboard's bell passes its cookie's
+    session): the stream ends once that session no longer authenticates."""
+    # Authenticated: give the request's connection back now. Starting the listener needs one of
+    # its own, and a burst of streams each holding theirs while waiting for it would drain the pool.
+    await scope.commit()
+    hub: NotificationHub = request.app.state.notification_hub
+    await hub.ensure_listening()  # the database unreachable: a 503 now, not a stream that never wakes
+    events = stream_events(
+        hub,
+        user_id,
+        auth_session_id=auth_session_id,
+        clock=request.app.state.clock,
+        keepalive_seconds=request.app.state.settings.NOTIFICATIONS_STREAM_KEEPALIVE_SECONDS,
+        last_event_id=last_event_id,
+    )
+    return StreamingResponse(
+        events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )

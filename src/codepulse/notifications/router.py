@@ -16,7 +16,7 @@ from codepulse.db import DbSession
 from codepulse.db.session import RequestScope
 from codepulse.errors import BadRequest
 from codepulse.notifications.kinds import KINDS, Kind
-from codepulse.notifications.live import EventId, NotificationHub, stream_events
+from codepulse.notifications.live import EventId, event_stream_response
 from codepulse.notifications.mail import read_unsubscribe_token
 from codepulse.notifications.schemas import (
     KindOut,
@@ -37,7 +37,7 @@ router = DomainRouter(prefix="/notifications", tags=["notifications"])
 SSE_EVENT_SCHEMA = {
     "type": "object",
     "properties": {
-        "event": {"type": "string", "enum": ["ready", "notification"]},
+        "event": {"type": "string", "enum": ["ready", "notification", "unread_count", "signed_out"]},
         "data": {"type": "string", "contentMediaType": "application/json"},
         "id": {"type": "string"},
         "retry": {"type": "integer", "minimum": 0},
@@ -80,7 +80,10 @@ async def unread_count(service: NotificationServiceDep) -> UnreadCount:
         200: {
             "description": "An event stream: `ready` (`{unread_count}`) once, then a `notification` event "
             "(the list's item shape) per new notification, each with an `id:`; keep-alive comments when idle. "
-            "Send the last id back as `Last-Event-ID` to resume without missing any.",
+            "Send the last id back as `Last-Event-ID` to resume without missing any. After new notifications, "
+            "and whenever some are read or deleted (anywhere), an `unread_count` event (`{unread_count}`, no "
+            "`id:`) gives the unread count as it is now. `signed_out` (`{code, detail}`) ends the stream once "
+            "its session does.",
             "content": {"text/event-stream": {"itemSchema": SSE_EVENT_SCHEMA}},
         }
     },
@@ -95,23 +98,7 @@ async def stream(
     """400 `invalid_last_event_id` for an id this stream did not send. The request's own session
     ends here; the stream reads with short transactions when woken."""
     resume = EventId.parse(last_event_id) if last_event_id else None
-    # Authenticated: give the request's connection back now. Starting the listener needs one of
-    # its own, and a burst of streams each holding theirs while waiting for it would drain the pool.
-    await scope.commit()
-    hub: NotificationHub = request.app.state.notification_hub
-    await hub.ensure_listening()  # the database unreachable: a 503 now, not a stream that never wakes
-    settings = request.app.state.settings
-    events = stream_events(
-        hub,
-        user.id,
-        auth_session_id=current.id,
-        clock=request.app.state.clock,
-        keepalive_seconds=settings.NOTIFICATIONS_STREAM_KEEPALIVE_SECONDS,
-        last_event_id=resume,
-    )
-    return StreamingResponse(
-        events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    )
+    return await event_stream_response(request, scope, user.id, auth_session_id=current.id, last_event_id=resume)
 
 
 @router.get("/kinds", summary="The kinds of notifications, with their defaults")

@@ -32,6 +32,13 @@ class ReadyOut(BaseModel):
     unread_count: int
 
 
+class UnreadCountOut(BaseModel):
+    """The stream's `unread_count` event: this many of the user's notifications are unread now
+    (after the `notification` events just sent, or after some were read or deleted)."""
+
+    unread_count: int
+
+
 class MarkedRead(BaseModel):
     updated: int = Field(description="How many were unread.")
 

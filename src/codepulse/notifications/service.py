@@ -6,7 +6,8 @@ their own transaction, so a change that rolls back notifies nobody. Recipients a
 the app; one whose email preference for the kind is on gets it by mail (the `notifications.mail`
 task, queued in the same transaction, writes the mail outbox). `dedup_key` is unique per user, so
 one event never notifies, nor mails, twice. Live streams of the recipients are woken when the
-transaction commits (`STREAM_CHANNEL`).
+transaction commits (`STREAM_CHANNEL`); so are a user's when some of their unread notifications
+are read or deleted, so that every open stream sends the lower unread count.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from codepulse.orgs.service import Role
 from codepulse.pagination import PageRequest, SortKey, paginate
 from codepulse.tasks import enqueue
 
-# NOTIFY channel of new notifications; the payload is the recipients' user ids, comma-separated.
+# NOTIFY channel of new notifications and unread counts that changed; the payload is the users'
+# ids, comma-separated.
 STREAM_CHANNEL = "codepulse_notifications"
 # PostgreSQL's payload limit is 8,000 bytes: 200 ids (37 bytes each with the comma) per NOTIFY.
 IDS_PER_NOTIFY = 200
@@ -161,11 +163,17 @@ class NotificationService:
             raise NotFound("notification")
         return notification
 
+    async def _unread_count_changed(self) -> None:
+        """Wake the user's open streams (every tab, every process) once this commits: each sends
+        the new unread count."""
+        await db_notify(self.session, STREAM_CHANNEL, str(self.user_id))
+
     async def mark_read(self, notification_id: uuid.UUID, now: datetime) -> Notification:
         notification = await self._mine(notification_id)
         if notification.read_at is None:
             notification.read_at = now
             await self.session.flush()
+            await self._unread_count_changed()
         return notification
 
     async def mark_all_read(self, now: datetime) -> int:
@@ -174,11 +182,18 @@ class NotificationService:
             .where(Notification.user_id == self.user_id, Notification.read_at.is_(None))
             .values(read_at=now)
         )
-        return rowcount(result)
+        updated = rowcount(result)
+        if updated:
+            await self._unread_count_changed()
+        return updated
 
     async def delete(self, notification_id: uuid.UUID) -> None:
-        await self.session.delete(await self._mine(notification_id))
+        notification = await self._mine(notification_id)
+        unread = notification.read_at is None
+        await self.session.delete(notification)
         await self.session.flush()
+        if unread:
+            await self._unread_count_changed()
 
     async def preferences(self) -> list[Preference]:
         chosen = {

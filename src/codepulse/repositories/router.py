@@ -22,7 +22,6 @@ from codepulse.repositories.schemas import (
     GitHubImport,
     GitHubImportResult,
     GitHubRepositoryList,
-    GitHubRepositoryOut,
     RepositoryCreate,
     RepositoryOut,
     RepositorySort,
@@ -113,30 +112,7 @@ async def list_github_repositories(
     listing = await service.github_repositories(
         access, github, box, page=page, per_page=per_page, link_url=_link_url(request)
     )
-    items = [
-        GitHubRepositoryOut(
-            id=repo.id,
-            full_name=repo.full_name,
-            name=repo.name,
-            owner=repo.owner,
-            private=repo.private,
-            archived=repo.archived,
-            default_branch=repo.default_branch,
-            description=repo.description,
-            html_url=repo.html_url,
-            clone_url=repo.clone_url,
-            connected=repo.id in listing.connected,
-            repository_id=listing.connected.get(repo.id),
-        )
-        for repo in listing.page.items
-    ]
-    scopes = listing.page.scopes
-    return GitHubRepositoryList(
-        items=items,
-        page=page,
-        next_page=listing.page.next_page,
-        private_access=None if scopes is None else "repo" in scopes,
-    )
+    return GitHubRepositoryList.of(listing, page)
 
 
 @router.post("/orgs/{org}/github/repositories/import", summary="Connect GitHub repositories (admin+)")

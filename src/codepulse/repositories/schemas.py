@@ -6,7 +6,7 @@ import re
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -19,6 +19,9 @@ from codepulse.repositories.models import (
     ScanSchedule,
 )
 from codepulse.text import NO_CONTROL, Line
+
+if TYPE_CHECKING:  # the service imports these schemas
+    from codepulse.repositories.service import GitHubListing
 
 MAX_IMPORT = 50
 _BRANCH_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
@@ -185,6 +188,33 @@ class GitHubRepositoryList(BaseModel):
         description="Whether the linked GitHub token may read private repositories (the `repo` scope); "
         "null when GitHub does not say."
     )
+
+    @classmethod
+    def of(cls, listing: GitHubListing, page: int) -> GitHubRepositoryList:
+        items = [
+            GitHubRepositoryOut(
+                id=repo.id,
+                full_name=repo.full_name,
+                name=repo.name,
+                owner=repo.owner,
+                private=repo.private,
+                archived=repo.archived,
+                default_branch=repo.default_branch,
+                description=repo.description,
+                html_url=repo.html_url,
+                clone_url=repo.clone_url,
+                connected=repo.id in listing.connected,
+                repository_id=listing.connected.get(repo.id),
+            )
+            for repo in listing.page.items
+        ]
+        scopes = listing.page.scopes
+        return cls(
+            items=items,
+            page=page,
+            next_page=listing.page.next_page,
+            private_access=None if scopes is None else "repo" in scopes,
+        )
 
 
 class GitHubImport(BaseModel):

@@ -330,6 +330,20 @@ class ScanRepository:
         )
         return {str(fingerprint): reason for fingerprint, reason in rows.all()}
 
+    async def dismissed_findings(self, repository_id: uuid.UUID, finding_ids: Collection[uuid.UUID]) -> list[Finding]:
+        """The repository's findings among these ids that are dismissed now (ignored, false positive)."""
+        if not finding_ids:
+            return []
+        dismissed = [status.value for status in FindingStatus if status.dismissed]
+        rows = await self.session.scalars(
+            select(Finding).where(
+                Finding.repository_id == repository_id,
+                Finding.id.in_(list(finding_ids)),
+                Finding.status.in_(dismissed),
+            )
+        )
+        return list(rows)
+
     # --- result cache --------------------------------------------------------------------
 
     async def cached_results(self, org_id: uuid.UUID, keys: Sequence[CacheKey]) -> dict[CacheKey, list[dict[str, Any]]]:

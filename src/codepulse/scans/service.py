@@ -228,6 +228,11 @@ class ScanService:
         rows, next_cursor = await paginate_rows(self.session, query, order=self.repo.scan_finding_order(), params=page)
         return [(row[0], row[1]) for row in rows], next_cursor
 
+    async def dismissed_findings(self, target: ScanAccess, finding_ids: Collection[uuid.UUID]) -> list[Finding]:
+        """Which of these findings of the scan's repository are dismissed now, with who dismissed
+        them, when and why (what a scan's page shows beside each)."""
+        return await self.repo.dismissed_findings(target.scan.repository_id, finding_ids)
+
     async def repository_findings(
         self, target: RepositoryAccess, filters: FindingFilters, page: PageRequest
     ) -> tuple[list[Finding], str | None]:

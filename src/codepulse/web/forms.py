@@ -32,6 +32,15 @@ async def read_form(request: Request) -> dict[str, str]:
     return form
 
 
+async def read_form_list(request: Request, name: str) -> list[str]:
+    """Every value of a repeated field (checkboxes of one name), in the form's order."""
+    await read_form(request)  # the size and content type checks, once
+    if not request.state.web_form:
+        return []
+    body = await request.body()
+    return [value for key, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True) if key == name]
+
+
 def validation_errors(error: ValidationError) -> FieldErrors:
     """pydantic's errors by field (the first part of each location; `form` for the model's own)."""
     return by_field((str(item["loc"][0]) if item["loc"] else "form", item["msg"]) for item in error.errors())

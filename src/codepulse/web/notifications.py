@@ -4,9 +4,10 @@ through the notifications slice's `NotificationService`, as `/api/v1/notificatio
 `/read-all` and `/preferences` do.
 
 Live: `GET /notifications/stream` is the slice's own Server-Sent Events stream
-(`codepulse.notifications.live.stream_events`: `ready` with the unread count, then one
-`notification` event per new notification, and `signed_out` once the session ends) for the
-cookie's web session — a browser's EventSource sends the cookie, never a bearer token;
+(`codepulse.notifications.live.event_stream_response`: `ready` with the unread count, then one
+`notification` event per new notification, `unread_count` with the count as it is now after
+those and whenever some are read or deleted anywhere, and `signed_out` once the session ends) for
+the cookie's web session — a browser's EventSource sends the cookie, never a bearer token;
 `/api/v1/notifications/stream` keeps accepting bearer tokens only. `static/social.js` follows it
 on every signed-in page and updates the bell.
 """
@@ -22,7 +23,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from codepulse.db import DbSession
 from codepulse.db.session import RequestScope
 from codepulse.notifications.kinds import KINDS
-from codepulse.notifications.live import NotificationHub, stream_events
+from codepulse.notifications.live import event_stream_response
 from codepulse.notifications.schemas import NotificationOut
 from codepulse.notifications.service import NotificationService
 from codepulse.pagination import MAX_CURSOR_LENGTH, PageRequest
@@ -109,18 +110,6 @@ async def notification_events(
     """The notifications slice's event stream, for this browser's session (the bell). A
     reconnecting EventSource's `Last-Event-ID` is not used: the bell needs the count, and a new
     stream's `ready` event has it afresh (what a resumed stream sent again would count twice)."""
-    # As the API's stream: give the request's connection back before waiting for the listener's.
-    await scope.commit()
-    hub: NotificationHub = request.app.state.notification_hub
-    await hub.ensure_listening()
-    events = stream_events(
-        hub,
-        viewer.user.id,
-        auth_session_id=viewer.session_id,
-        clock=request.app.state.clock,
-        keepalive_seconds=request.app.state.settings.NOTIFICATIONS_STREAM_KEEPALIVE_SECONDS,
-        last_event_id=None,
-    )
-    return StreamingResponse(
-        events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return await event_stream_response(
+        request, scope, viewer.user.id, auth_session_id=viewer.session_id, last_event_id=None
     )

@@ -9,20 +9,31 @@ with its recent scans, scan now (member+; the head, or the history) and archive 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
-from fastapi import Request, status
+from fastapi import Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.types import DecoratedCallable
 from pydantic import ValidationError
 
 from codepulse.auth.dependencies import device_of
-from codepulse.errors import Conflict, FieldError, QuotaExceeded, ValidationFailed
+from codepulse.errors import (
+    Conflict,
+    DomainError,
+    FieldError,
+    NotFound,
+    QuotaExceeded,
+    ServiceUnavailable,
+    ValidationFailed,
+)
 from codepulse.orgs.dependencies import OrgServiceDep
 from codepulse.orgs.service import OrgAccess, Role
 from codepulse.pagination import PageRequest
 from codepulse.repositories.dependencies import GitHubClientDep, RepositoryServiceDep, SecretBoxDep
 from codepulse.repositories.schemas import (
     GitHubImport,
+    GitHubRepositoryList,
     RepositoryCreate,
     RepositoryOut,
     RepositorySort,
@@ -31,7 +42,14 @@ from codepulse.repositories.schemas import (
 from codepulse.routing import DomainRouter
 from codepulse.scans.dependencies import ScanServiceDep
 from codepulse.scans.schemas import ScanCreate, ScanRead
-from codepulse.web.forms import MAX_FORM_BYTES, FieldErrors, field_errors, read_form, validation_errors
+from codepulse.web.forms import (
+    MAX_FORM_BYTES,
+    FieldErrors,
+    field_errors,
+    read_form,
+    read_form_list,
+    validation_errors,
+)
 from codepulse.web.rendering import render
 from codepulse.web.scoped import org_access, repository_access
 from codepulse.web.session import SessionCsrf, SignedIn
@@ -53,6 +71,11 @@ def repository_path(slug: str, repository_id: uuid.UUID) -> str:
 
 def scan_path(slug: str, scan_id: uuid.UUID) -> str:
     return f"/orgs/{slug}/scans/{scan_id}"
+
+
+def _form_post(path: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """The route of one of these pages' forms: an HTML answer, a form-sized body, not in the API's schema."""
+    return router.post(path, include_in_schema=False, response_class=HTMLResponse, max_body_size=MAX_FORM_BYTES)
 
 
 def _see_other(url: str) -> RedirectResponse:
@@ -138,16 +161,34 @@ def _optional(value: str | None) -> str | None:
     return value or None
 
 
-@router.post(
-    "/orgs/{slug}/repositories", include_in_schema=False, response_class=HTMLResponse, max_body_size=MAX_FORM_BYTES
-)
+# The service's GitHub refusals as the page says them (its own details speak of the API's link_url).
+GITHUB_PROBLEMS = {
+    "github_not_linked": "Link your GitHub account in Settings first: repositories are imported through it.",
+    "github_reauth_required": "GitHub no longer accepts your linked account: link GitHub again in Settings.",
+    "github_unavailable": "GitHub did not answer; try again shortly.",
+}
+# What the forms answer beside their fields rather than as an error page.
+FORM_REFUSALS = (ValidationError, ValidationFailed, Conflict, QuotaExceeded)
+
+
+def _refusal(error: ValidationError | DomainError, field: str) -> FieldErrors:
+    """A refused form's messages by field: the API's field errors beside their fields, a conflict
+    beside the form's main `field`, anything else (the plan's quota, GitHub) above the form."""
+    if isinstance(error, ValidationError):
+        return validation_errors(error)
+    if isinstance(error, ValidationFailed):
+        return field_errors(error.errors) or {field: [error.detail or error.title]}
+    message = GITHUB_PROBLEMS.get(error.instance_code, error.detail or error.title)
+    return {field if isinstance(error, Conflict) else "form": [message]}
+
+
+@_form_post("/orgs/{slug}/repositories")
 async def connect_repository(
     request: Request, slug: str, viewer: SessionCsrf, orgs: OrgServiceDep, service: RepositoryServiceDep
 ) -> Response:
     access = await org_access(orgs, viewer, slug, Role.ADMIN)
     form = await read_form(request)
     values = {name: form.get(name, "") for name in ("clone_url", "name", "default_branch")}
-    errors: FieldErrors
     try:
         body = RepositoryCreate.model_validate(
             {
@@ -157,25 +198,58 @@ async def connect_repository(
             }
         )
         repository = await service.create(access, body, device_of(request).ip)
-    except ValidationError as error:
-        errors = validation_errors(error)
-    except ValidationFailed as error:
-        errors = field_errors(error.errors)
-    except Conflict as error:
-        errors = {"clone_url": [error.detail or error.title]}
-    except QuotaExceeded as error:
-        errors = {"form": [error.detail or error.title]}
+    except FORM_REFUSALS as error:
+        errors = _refusal(error, "clone_url")
     else:
         return _see_other(repository_path(slug, repository.id))
     return await _list_page(request, access, service, status_code=422, values=values, errors=errors)
 
 
-@router.post(
-    "/orgs/{slug}/repositories/import",
-    include_in_schema=False,
-    response_class=HTMLResponse,
-    max_body_size=MAX_FORM_BYTES,
-)
+# --- import from GitHub ----------------------------------------------------------------------------
+
+GITHUB_PER_PAGE = 50
+
+
+def github_list_path(slug: str) -> str:
+    return f"{repositories_path(slug)}/github"
+
+
+@router.get("/orgs/{slug}/repositories/github", include_in_schema=False, response_class=HTMLResponse)
+async def github_repositories(
+    request: Request,
+    slug: str,
+    viewer: SignedIn,
+    orgs: OrgServiceDep,
+    service: RepositoryServiceDep,
+    github: GitHubClientDep,
+    box: SecretBoxDep,
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+) -> HTMLResponse:
+    """My GitHub repositories to import (admin+), a page at a time: the list page's panel loads it
+    (htmx); without JavaScript it is a page of its own. GitHub's refusals (no linked account, a
+    token it no longer accepts, no answer) are said in the panel, with the way out."""
+    access = await org_access(orgs, viewer, slug, Role.ADMIN)
+    if not request.app.state.settings.GITHUB_CLIENT_ID:
+        raise NotFound("page")
+    context: dict[str, Any] = {"listing": None, "problem": None, "list_url": github_list_path(slug)}
+    try:
+        listing = await service.github_repositories(
+            access, github, box, page=page, per_page=GITHUB_PER_PAGE, link_url=_link_url(request)
+        )
+    except (Conflict, ServiceUnavailable) as error:
+        code = error.instance_code
+        context["problem"] = {"code": code, "message": GITHUB_PROBLEMS.get(code, error.detail or error.title)}
+    else:
+        context["listing"] = GitHubRepositoryList.of(listing, page)
+    template = "_github_import.html" if request.headers.get("hx-request") else "github_import.html"
+    return render(request, template, page_styles=PAGE_STYLES, **roles(access), **context)
+
+
+def _link_url(request: Request) -> str:
+    return str(request.url_for("github_link_start"))
+
+
+@_form_post("/orgs/{slug}/repositories/import")
 async def import_repositories(
     request: Request,
     slug: str,
@@ -185,13 +259,13 @@ async def import_repositories(
     github: GitHubClientDep,
     box: SecretBoxDep,
 ) -> Response:
-    """Connect GitHub repositories by `owner/name` (one a line) through my linked GitHub account."""
+    """Connect the GitHub repositories checked in the list (`full_names`, repeated) through my
+    linked GitHub account: all of them or, refused, none (the reasons above the list)."""
     access = await org_access(orgs, viewer, slug, Role.ADMIN)
-    form = await read_form(request)
-    values = {"full_names": form.get("full_names", "")}
-    names = [name.strip() for name in values["full_names"].replace(",", "\n").splitlines() if name.strip()]
-    errors: FieldErrors
+    names = [name.strip() for name in await read_form_list(request, "full_names") if name.strip()]
     try:
+        if not names:
+            raise ValidationFailed([], detail="Choose the repositories to import.")
         body = GitHubImport.model_validate({"full_names": names})
         result = await service.import_from_github(
             access,
@@ -199,19 +273,16 @@ async def import_repositories(
             box,
             body.full_names,
             body.scan_schedule,
-            link_url=str(request.url_for("github_link_start")),
+            link_url=_link_url(request),
             ip=device_of(request).ip,
         )
-    except ValidationError as error:
-        errors = validation_errors(error)
-    except ValidationFailed as error:
-        errors = {"full_names": [e.message for e in error.errors] or [error.detail or error.title]}
-    except (Conflict, QuotaExceeded) as error:
-        errors = {"full_names": [error.detail or error.title]}
+    except (*FORM_REFUSALS, ServiceUnavailable) as error:
+        errors = _refusal(error, "full_names")
+        status_code = 503 if isinstance(error, ServiceUnavailable) else 422
     else:
         imported = [RepositoryOut.of(r) for r in (*result.imported, *result.already_connected)]
         return await _list_page(request, access, service, imported=imported)
-    return await _list_page(request, access, service, status_code=422, values=values, import_errors=errors)
+    return await _list_page(request, access, service, status_code=status_code, import_errors=errors)
 
 
 # --- one repository ------------------------------------------------------------------------------
@@ -240,12 +311,7 @@ async def repository_page(
     )
 
 
-@router.post(
-    "/orgs/{slug}/repositories/{repository_id}/scans",
-    include_in_schema=False,
-    response_class=HTMLResponse,
-    max_body_size=MAX_FORM_BYTES,
-)
+@_form_post("/orgs/{slug}/repositories/{repository_id}/scans")
 async def scan_now(
     request: Request,
     slug: str,
@@ -269,44 +335,24 @@ async def scan_now(
     return _see_other(scan_path(slug, started.scan.id))
 
 
-async def _set_archived(
-    request: Request, slug: str, repository_id: uuid.UUID, viewer: SessionCsrf, orgs: OrgServiceDep,
-    service: RepositoryServiceDep, archived: bool,
-) -> Response:  # fmt: skip
-    target = await repository_access(orgs, viewer, slug, repository_id, Role.ADMIN)
-    await service.update(target, RepositoryUpdate(archived=archived), device_of(request).ip)
-    return _see_other(repository_path(slug, repository_id))
+def _archiving(archived: bool) -> Callable[..., Awaitable[Response]]:
+    """The archive (True) or unarchive (False) form's route (admin+): back to the repository."""
+
+    async def set_archived(
+        request: Request,
+        slug: str,
+        repository_id: uuid.UUID,
+        viewer: SessionCsrf,
+        orgs: OrgServiceDep,
+        service: RepositoryServiceDep,
+    ) -> Response:
+        target = await repository_access(orgs, viewer, slug, repository_id, Role.ADMIN)
+        await service.update(target, RepositoryUpdate(archived=archived), device_of(request).ip)
+        return _see_other(repository_path(slug, repository_id))
+
+    set_archived.__name__ = "archive" if archived else "unarchive"
+    return set_archived
 
 
-@router.post(
-    "/orgs/{slug}/repositories/{repository_id}/archive",
-    include_in_schema=False,
-    response_class=HTMLResponse,
-    max_body_size=MAX_FORM_BYTES,
-)
-async def archive(
-    request: Request,
-    slug: str,
-    repository_id: uuid.UUID,
-    viewer: SessionCsrf,
-    orgs: OrgServiceDep,
-    service: RepositoryServiceDep,
-) -> Response:
-    return await _set_archived(request, slug, repository_id, viewer, orgs, service, True)
-
-
-@router.post(
-    "/orgs/{slug}/repositories/{repository_id}/unarchive",
-    include_in_schema=False,
-    response_class=HTMLResponse,
-    max_body_size=MAX_FORM_BYTES,
-)
-async def unarchive(
-    request: Request,
-    slug: str,
-    repository_id: uuid.UUID,
-    viewer: SessionCsrf,
-    orgs: OrgServiceDep,
-    service: RepositoryServiceDep,
-) -> Response:
-    return await _set_archived(request, slug, repository_id, viewer, orgs, service, False)
+archive = _form_post("/orgs/{slug}/repositories/{repository_id}/archive")(_archiving(True))
+unarchive = _form_post("/orgs/{slug}/repositories/{repository_id}/unarchive")(_archiving(False))

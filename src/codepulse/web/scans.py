@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -21,6 +22,7 @@ from fastapi import Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
+from codepulse.auth import service as auth_service
 from codepulse.auth.dependencies import device_of
 from codepulse.errors import ValidationFailed
 from codepulse.orgs.dependencies import OrgServiceDep
@@ -103,18 +105,49 @@ async def _findings_context(
         target, filters.service(), PageRequest(limit=FINDINGS_LIMIT, cursor=cursor)
     )
     slug = target.org.org.slug
+    findings = [ScanFindingRead.of(row, current) for row, current in rows]
     return {
-        "findings": [ScanFindingRead.of(row, current) for row, current in rows],
+        "findings": findings,
+        "dismissals": await _dismissals(service, target, findings),
         "next_cursor": next_cursor,
         "filters": filters,
         "findings_url": f"{scan_path(slug, target.scan.id)}/findings",
         "severities": SEVERITIES,
         "statuses": STATUSES,
-        "dismissals": DISMISSALS,
+        "dismiss_as": DISMISSALS,
         "triage_errors": {},
         "can_triage": target.org.role.at_least(Role.MEMBER),
         "scan": ScanRead.of(target.scan),
         "org": target.org.org,
+    }
+
+
+@dataclass(frozen=True)
+class Dismissal:
+    """Why, by whom and when a finding of the table was dismissed (the template escapes them)."""
+
+    reason: str | None
+    by: str | None
+    """The dismisser's username; None once that account is gone."""
+    at: datetime | None
+
+
+async def _dismissals(
+    service: ScanService, target: ScanAccess, findings: list[ScanFindingRead]
+) -> dict[uuid.UUID, Dismissal]:
+    """The dismissed findings' triage, by finding id: two short reads, only when some are dismissed."""
+    dismissed = {finding.id for finding in findings if finding.id is not None and finding.status.dismissed}
+    if not dismissed:
+        return {}
+    tracked = await service.dismissed_findings(target, dismissed)
+    people = await auth_service.users_by_ids(service.session, {f.dismissed_by for f in tracked if f.dismissed_by})
+    return {
+        finding.id: Dismissal(
+            reason=finding.dismissed_reason,
+            by=people[finding.dismissed_by].username if finding.dismissed_by in people else None,
+            at=finding.dismissed_at,
+        )
+        for finding in tracked
     }
 
 

@@ -1,7 +1,9 @@
 // codepulse header bell and leaderboard pickers. The bell follows the page's notification stream
 // (GET /notifications/stream: the notifications slice's Server-Sent Events, authenticated by the
 // session cookie, which EventSource sends): `ready` gives the unread count, each new unread
-// `notification` adds one. No inline script: the stream's URL is in the bell's data-stream.
+// `notification` adds one, and `unread_count` sets the count as it is now (it follows new
+// notifications, and comes when some are read or deleted in another tab or through the API).
+// No inline script: the stream's URL is in the bell's data-bell-stream.
 (function () {
   "use strict";
 
@@ -33,6 +35,10 @@
         count += 1;
         show();
       }
+    });
+    source.addEventListener("unread_count", function (event) {
+      count = JSON.parse(event.data).unread_count || 0;
+      show();
     });
     source.addEventListener("signed_out", function () { source.close(); });
     window.addEventListener("pagehide", function () { source.close(); });
