@@ -5,9 +5,10 @@ is set:
     HttpLayer outer  request id, log context, access line, security headers; a control
                      character in the path or query string -> 422 problem (two byte searches
                      when there is no `%`); runs the OAuth routes through their cookie session
-                     (Starlette's SessionMiddleware) only
+                     (Starlette's SessionMiddleware) only; no body on a HEAD answer
     CORSMiddleware   only with CORS_ORIGINS
-    HttpLayer inner  unexpected exception -> 500 problem; framework plain-text error -> problem;
+    HttpLayer inner  unexpected exception -> 500 problem; framework plain-text error -> problem
+                     (on the dashboard's pages, both are its HTML error pages);
                      gzip (Starlette's responders, skipped outright for small declared bodies)
 
 Everything constant (header lists, the CSP bytes) is built once, and nothing of the access line
@@ -19,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from random import getrandbits
 
@@ -59,11 +60,12 @@ def is_page_path(path: str) -> bool:
 
 @dataclass(frozen=True)
 class PageOptions:
-    """What the HTTP layer needs of the web dashboard: its CSP, and the HTML of its 500 page
-    (answered when a page's route raises)."""
+    """What the HTTP layer needs of the web dashboard: its CSP, and the HTML of its error pages by
+    status: 500 (answered when a page's route raises) and the errors a framework layer answers in
+    plain text (413 of the body limit); a status without a page gets the problem answer."""
 
     csp: str
-    error_html: bytes
+    error_pages: Mapping[int, bytes]
 
 
 HSTS = "max-age=63072000; includeSubDomains"
@@ -137,6 +139,8 @@ class HttpLayer:
     - assigns or accepts X-Request-ID (answered on every response, bound to every log line of
       the request) and writes one access line;
     - adds the security headers a response lacks;
+    - drops the body of a HEAD answer (routes answering HEAD run as for GET; the headers,
+      Content-Length included, are GET's);
     - `scoped` = (prefix, middleware): the rest of the stack runs wrapped in that middleware for
       the paths under the prefix only (the OAuth routes' cookie session, which then costs
       nothing on every other request).
@@ -146,8 +150,9 @@ class HttpLayer:
       the outer half (and CORS), the 500 still gets the request id, security and CORS headers
       and its access line, which Starlette's outermost ServerErrorMiddleware cannot give;
     - an error a framework layer writes as text/plain (Starlette's body limiter answers a
-      declared oversize Content-Length with a plain-text 413) is rewritten as a problem:
-      clients see one error shape, whatever layer produced it;
+      declared oversize Content-Length with a plain-text 413) is rewritten as a problem, or as
+      the dashboard's page of that status on a page path: clients see one error shape per side,
+      whatever layer produced it;
     - gzip: Starlette's own GZip/Identity responders for the responses they may change (so
       `Vary: Accept-Encoding` and compression are exactly Starlette's); a response declaring a
       Content-Length under `gzip_minimum_size`, which they would pass on untouched, skips them.
@@ -195,11 +200,16 @@ class HttpLayer:
         status = 500
         started = time.perf_counter()
 
+        head = scope["method"] == "HEAD"
+
         async def send_with_headers(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message = {**message, "headers": _with_headers(message.get("headers", ()), own_headers, names)}
+            elif head and message["type"] == "http.response.body":
+                # HEAD is answered as GET (its Content-Length included) without the body.
+                message = {**message, "body": b""}
             await send(message)
 
         app = self.scoped_app if path.startswith(self.prefix_slash) or path == self.prefix else self.app
@@ -254,6 +264,10 @@ class HttpLayer:
                     return
                 status = held["status"]
                 held = None
+                page = self._error_page(scope, status)
+                if page is not None:
+                    await _send_html(send, status, page)
+                    return
                 await _send_problem(scope, send, status, _PLAIN_CODES.get(status, "http_error"), None)
                 return
             await send(message)
@@ -265,11 +279,18 @@ class HttpLayer:
             log.exception("http.unhandled_error", method=scope.get("method"), path=path_template(scope, 500))
             if started:
                 raise
-            if self.pages is not None and is_page_path(scope["path"]):
-                await _send_html(send, 500, self.pages.error_html)
+            page = self._error_page(scope, 500)
+            if page is not None:
+                await _send_html(send, 500, page)
                 return
             detail = "An unexpected error occurred; quote the request id to support."
             await _send_problem(scope, send, 500, "internal_error", detail)
+
+    def _error_page(self, scope: Scope, status: int) -> bytes | None:
+        """The dashboard's page for an error on a page path; None on the API (a problem)."""
+        if self.pages is None or not is_page_path(scope["path"]):
+            return None
+        return self.pages.error_pages.get(status)
 
 
 def _encoder(app: ASGIApp, scope: Scope, send: Send, minimum_size: int) -> Send:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import parse_qs, urlsplit
 
@@ -185,6 +186,27 @@ async def test_exchange_code_is_single_use_and_short_lived(
     clock.advance(seconds=61)
     expired = await client.post("/api/v1/auth/oauth/exchange", json={"token": late["code"][0]})
     assert expired.status_code == 400
+
+
+async def test_a_code_of_a_bound_flow_needs_the_nonce(client: httpx.AsyncClient, github_stub: GitHubStub) -> None:
+    """A flow started with `binding` (the hash of a nonce the browser keeps) ends with a code only
+    that nonce redeems: a code sent to someone else is useless (login CSRF)."""
+    github_stub.state.add_user("octocat", sign_in=True)
+    nonce = "the-browsers-own-nonce"
+    binding = hashlib.sha256(nonce.encode()).hexdigest()
+    params = await callback(client, await consent(await start(client, {"binding": binding})))
+    code = params["code"][0]
+    for wrong in ({}, {"nonce": "another-browsers-nonce"}, {"nonce": binding}):
+        refused = await client.post("/api/v1/auth/oauth/exchange", json={"token": code} | wrong)
+        assert (refused.status_code, refused.json()["code"]) == (400, "invalid_token"), wrong
+    exchanged = await client.post("/api/v1/auth/oauth/exchange", json={"token": code, "nonce": nonce})
+    assert exchanged.status_code == 200, exchanged.text
+    assert exchanged.json()["user"]["username"] == "octocat"
+    # The binding belongs to that one flow: the next start without one issues an unbound code.
+    unbound = await callback(client, await consent(await start(client)))
+    assert (await client.post("/api/v1/auth/oauth/exchange", json={"token": unbound["code"][0]})).status_code == 200
+    malformed = await client.get("/api/v1/auth/oauth/github", params={"binding": "not-a-sha256"})
+    assert malformed.status_code == 422
 
 
 @pytest.mark.parametrize(

@@ -187,3 +187,46 @@ async def test_signed_out_visitors_are_sent_to_sign_in(
         assert (response.status_code, response.headers["location"]) == (303, "/sign-in"), who.user["username"]
         [dropped] = set_cookie_headers(response, SESSION_COOKIE)
         assert "max-age=0" in dropped.lower()
+
+
+async def test_signing_in_again_ends_the_session_the_cookie_held(client: httpx.AsyncClient) -> None:
+    """Signing in over a live session (another tab's sign-in form, another account) replaces the
+    cookie: the replaced session ends on the server instead of living on, unseen."""
+    csrf = await form_token(client, "/sign-in")  # the pre-sign-in token, kept by the browser's cookie
+    await sign_up(client, "bob", PASSWORD)
+    client.cookies.delete(SESSION_COOKIE)
+    await sign_up(client, "ada", PASSWORD)
+    adas = client.cookies[SESSION_COOKIE]
+    for login in ("bob", "ada"):
+        previous = client.cookies[SESSION_COOKIE]
+        signed_in = await client.post("/sign-in", data={"csrf_token": csrf, "login": login, "password": PASSWORD})
+        assert signed_in.status_code == 303
+        assert client.cookies[SESSION_COOKIE] != previous
+        ended = await client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {previous}"})
+        assert (ended.status_code, ended.json()["code"]) == (401, "session_revoked"), login
+    current = await client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {client.cookies[SESSION_COOKIE]}"})
+    assert current.json()["username"] == "ada"
+    assert client.cookies[SESSION_COOKIE] != adas
+    # A refused sign-in keeps the session it would have replaced.
+    wrong = await client.post("/sign-in", data={"csrf_token": csrf, "login": "bob", "password": "wrong-password-x"})
+    assert wrong.status_code == 401
+    assert (await client.get("/")).status_code == 200
+
+
+async def test_pages_answer_head_as_get_without_a_body(client: httpx.AsyncClient, make_user: MakeUser) -> None:
+    for path in ("/sign-in", "/forgot-password"):
+        got, head = await client.get(path), await client.head(path)
+        assert (head.status_code, head.content) == (200, b""), path
+        assert head.headers["content-type"] == got.headers["content-type"] == "text/html; charset=utf-8"
+        assert head.headers["content-security-policy"] == got.headers["content-security-policy"]
+        assert int(head.headers["content-length"]) > 0  # GET's length, not the empty body's
+    signed_out = await client.head("/settings")
+    assert (signed_out.status_code, signed_out.headers["location"]) == (303, "/sign-in?next=/settings")
+    use_session(client, (await make_user("ada")).token)
+    for path in ("/", "/settings", "/orgs"):
+        head = await client.head(path)
+        assert (head.status_code, head.content) == (200, b""), path
+    missing = await client.head("/nope")
+    assert (missing.status_code, missing.content, missing.headers["content-type"][:9]) == (404, b"", "text/html")
+    # Only what GET answers: a form's POST route is no page to HEAD.
+    assert (await client.head("/sign-out")).status_code == 405

@@ -84,7 +84,7 @@ async def test_sign_in_shares_the_apis_rate_limits(client: httpx.AsyncClient) ->
 async def test_a_form_body_is_bounded(client: httpx.AsyncClient) -> None:
     token = await form_token(client, "/sign-in")
     huge = await client.post("/sign-in", data={"csrf_token": token, "login": "x" * 100_000, "password": "y"})
-    assert huge.status_code == 413
+    _too_large_page(huge)
 
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit counts what arrives
         yield b"login="
@@ -95,4 +95,19 @@ async def test_a_form_body_is_bounded(client: httpx.AsyncClient) -> None:
         content=chunks(),
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
-    assert streamed.status_code == 413
+    _too_large_page(streamed)
+    # The API keeps its problem answer for the same refusal.
+    api = await client.post(
+        "/api/v1/auth/login", content=b"x" * 2_000_000, headers={"content-type": "application/json"}
+    )
+    assert (api.status_code, api.headers["content-type"]) == (413, "application/problem+json")
+    assert api.json()["code"] == "payload_too_large"
+
+
+def _too_large_page(response: httpx.Response) -> None:
+    """A form over the limit is refused with an HTML page, whichever layer refuses it."""
+    assert response.status_code == 413
+    assert response.headers["content-type"].startswith("text/html")
+    assert 'data-status="413"' in response.text
+    assert "That was too much to send" in response.text
+    assert response.headers["content-security-policy"].startswith("default-src 'self'")

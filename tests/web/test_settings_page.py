@@ -68,3 +68,17 @@ async def test_revoke_sessions(client: httpx.AsyncClient, make_user: MakeUser) -
     assert (signed_out.status_code, signed_out.headers["location"]) == (303, "/sign-in")
     assert (await client.get("/api/v1/auth/me", headers=ada.headers)).status_code == 401
     assert (await client.get("/settings")).headers["location"] == "/sign-in?next=/settings"
+
+
+async def test_the_page_is_one_panel_per_section(client: httpx.AsyncClient, make_user: MakeUser) -> None:
+    use_session(client, (await make_user("ada")).token)
+    page = (await client.get("/settings")).text
+    assert "<title>Settings · codepulse</title>" in page  # the title is the title alone
+    sections = re.findall(r'<section class="panel[^"]*" aria-labelledby="([a-z]+)-title">\s*<h2 id="\1-title">', page)
+    assert sections == ["profile", "privacy", "password", "github", "tokens", "sessions", "delete"]
+    assert page.count('<section class="panel danger-zone"') == 1
+    # Without GitHub sign-in configured there is nothing to link.
+    assert 'data-testid="github-none"' in page
+    assert 'data-testid="link-github"' not in page
+    refused = await client.post("/settings/github/link", data={"csrf_token": csrf_of(page)})
+    assert (refused.status_code, refused.headers["content-type"][:9]) == (404, "text/html")

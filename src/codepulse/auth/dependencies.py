@@ -8,21 +8,25 @@ async def endpoint(admin: Superuser) -> ...       # 403 unless is_superuser
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.security import HTTPBearer
 from fastapi.security.base import SecurityBase
 from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from codepulse.auth.github_accounts import OAUTH_LINK_LIFETIME
 from codepulse.auth.models import AuthSession, User
 from codepulse.auth.repository import AuthRepository
 from codepulse.auth.schemas import LoginIn, RegisterIn
 from codepulse.auth.service import AuthService
 from codepulse.auth.sessions import Authenticated, Device, IssuedSession, SessionService, authenticate_from_cache
+from codepulse.config import Settings
 from codepulse.db import Database, DbSession
 from codepulse.db.session import RequestSessionScope, request_session_scope
 from codepulse.errors import Forbidden, Unauthorized
@@ -116,12 +120,45 @@ EXCHANGE_PER_IP = "10/minute;100/hour"
 
 
 async def oauth_exchange_limited(
-    request: Request, raw_code: str, service: AuthService, limiter: RateLimiter
+    request: Request, raw_code: str, service: AuthService, limiter: RateLimiter, *, nonce: str | None = None
 ) -> IssuedSession:
-    """A web session for GitHub sign-in's one-time code; 400 `invalid_token` (used, expired,
-    unknown), 401 `account_disabled`, 429 past the per-IP limit (every attempt counts)."""
+    """A web session for GitHub sign-in's one-time code (and the nonce of the browser the flow is
+    bound to, if it is); 400 `invalid_token` (used, expired, unknown, another binding), 401
+    `account_disabled`, 429 past the per-IP limit (every attempt counts)."""
     await limiter.hit([Rule("oauth-exchange:ip", _ip(request), EXCHANGE_PER_IP)])
-    return await service.github.exchange_oauth_code(raw_code)
+    return await service.github.exchange_oauth_code(raw_code, nonce=nonce)
+
+
+# Linking GitHub from a browser (`POST /auth/oauth/github/link` and the dashboard's settings): a
+# browser cannot send a bearer token on a navigation, so a single-use link code stands for it,
+# and a cookie binds the code's URL to the browser that asked (`oauth.github_authorize` checks it).
+LINK_COOKIE = "codepulse_link"
+GITHUB_AUTHORIZE_ROUTE = "github_authorize"
+
+
+def link_binding(settings: Settings, user_id: uuid.UUID, link_code: str) -> str:
+    """The link cookie's value for a link code: it names the account and the code, and only this
+    server can compute it (SECRET_KEY)."""
+    message = f"oauth-link\0{user_id}\0{link_code}".encode()
+    return hmac.new(settings.secret_key.encode(), message, hashlib.sha256).hexdigest()
+
+
+async def start_github_link(request: Request, response: Response, user: User, service: AuthService) -> str:
+    """Issue `user` a 5-minute link code, set the link cookie on `response`, and answer the URL
+    (GitHub sign-in's start, with the code) to open in this browser."""
+    settings: Settings = request.app.state.settings
+    code = await service.github.issue_oauth_link_code(user)
+    authorize = request.url_for(GITHUB_AUTHORIZE_ROUTE)
+    response.set_cookie(
+        LINK_COOKIE,
+        link_binding(settings, user.id, code),
+        max_age=int(OAUTH_LINK_LIFETIME.total_seconds()),
+        path=authorize.path,  # the start and the callback below it
+        secure=settings.is_production,
+        httponly=True,
+        samesite="lax",
+    )
+    return str(authorize.include_query_params(link_code=code))
 
 
 async def _authenticate(

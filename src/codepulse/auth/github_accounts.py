@@ -7,6 +7,7 @@ access token is stored encrypted (`SecretBox`) and never logged. Nothing here co
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,6 +30,13 @@ log = structlog.get_logger("codepulse.auth")
 GITHUB = "github"
 OAUTH_EXCHANGE_LIFETIME = timedelta(seconds=60)
 OAUTH_LINK_LIFETIME = timedelta(minutes=5)
+
+
+def browser_binding(nonce: str) -> str:
+    """What a sign-in flow is bound to: the SHA-256 (hex) of a random nonce the browser that
+    started it keeps (the dashboard's HttpOnly cookie). The hash travels through URLs and the
+    OAuth state; the nonce itself never leaves that browser and this server."""
+    return hashlib.sha256(nonce.encode()).hexdigest()
 
 
 class GitHubAccountService:
@@ -121,13 +129,18 @@ class GitHubAccountService:
             raise BadRequest("This link code is no longer valid.", code="invalid_token")
         return user
 
-    async def issue_oauth_exchange_code(self, user: User, device: Device) -> str:
+    async def issue_oauth_exchange_code(self, user: User, device: Device, *, binding: str | None = None) -> str:
+        """The callback's one-time code. With a `binding` (`browser_binding` of a nonce) only the
+        holder of that nonce can exchange it: a code sent to someone else (login CSRF) is useless."""
         return await self.sessions.issue_token(
-            user, TokenPurpose.OAUTH_EXCHANGE, OAUTH_EXCHANGE_LIFETIME, device=device
+            user, TokenPurpose.OAUTH_EXCHANGE, OAUTH_EXCHANGE_LIFETIME, device=device, binding=binding
         )
 
-    async def exchange_oauth_code(self, raw_code: str) -> IssuedSession:
-        token = await self.sessions.consume_token(raw_code, TokenPurpose.OAUTH_EXCHANGE)
+    async def exchange_oauth_code(self, raw_code: str, *, nonce: str | None = None) -> IssuedSession:
+        """A web session for the code; a code issued with a binding needs its `nonce`, one issued
+        without needs none (400 `invalid_token` otherwise, as for an unknown code)."""
+        binding = browser_binding(nonce) if nonce is not None else None
+        token = await self.sessions.consume_token(raw_code, TokenPurpose.OAUTH_EXCHANGE, binding=binding)
         user = await self.repo.user(token.user_id)
         if user is None:
             raise BadRequest("This sign-in code is no longer valid.", code="invalid_token")

@@ -8,11 +8,17 @@ Once the callback has verified the OAuth `state`, the browser always goes back t
 failure; a missing or foreign `state` is a 400 problem (there is no flow to return to). The
 session token never appears in a URL: the dashboard trades the 60-second code at
 `POST /auth/oauth/exchange`.
+
+Login CSRF: anyone can finish a flow of their own and send someone else the resulting
+`/auth/callback?code=` link, which would sign that person into their account. So a browser
+starts with `?binding=` (`browser_binding` of a random nonce it keeps, e.g. the dashboard's
+HttpOnly cookie); the binding rides in this flow's cookie session beside the OAuth state, and
+the code issued at the end can only be exchanged with the nonce. A flow started without one
+(an API client that keeps the code to itself) gets an unbound code, which the dashboard refuses.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import unicodedata
 import uuid
@@ -26,17 +32,21 @@ from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
 from codepulse.auth.dependencies import (
+    GITHUB_AUTHORIZE_ROUTE,
     AuthServiceDep,
     CurrentUser,
     Limiter,
     OptionalUser,
     device_of,
+    link_binding,
     oauth_exchange_limited,
+    start_github_link,
 )
-from codepulse.auth.github_accounts import GITHUB, OAUTH_LINK_LIFETIME
+from codepulse.auth.dependencies import LINK_COOKIE as LINK_COOKIE  # set by `POST /github/link`
+from codepulse.auth.github_accounts import GITHUB
 from codepulse.auth.models import SessionKind
 from codepulse.auth.router import token_out
-from codepulse.auth.schemas import TokenIn, TokenOut
+from codepulse.auth.schemas import OAuthExchangeIn, TokenOut
 from codepulse.auth.service import AuthService
 from codepulse.config import Settings
 from codepulse.db import writes
@@ -67,8 +77,7 @@ router = DomainRouter(prefix="/auth/oauth", tags=["auth"])
 NEXT_KEY = "codepulse.next"
 LINK_USER_KEY = "codepulse.link_user"
 LINK_BINDING_KEY = "codepulse.link_binding"
-# Set by `POST /github/link` in the browser that asked; its link URL works only there.
-LINK_COOKIE = "codepulse_link"
+BROWSER_BINDING_KEY = "codepulse.browser_binding"
 DEVICE_PER_IP = "10/minute;100/hour"
 DEVICE_SESSION_LIFETIME = timedelta(days=90)
 
@@ -158,19 +167,29 @@ async def github_authorize(
     ] = None,
     link: Annotated[bool, Query(description="Link GitHub to the signed-in user (bearer token required).")] = False,
     link_code: Annotated[str | None, Query(max_length=200, description="From `POST .../github/link`.")] = None,
+    binding: Annotated[
+        str | None,
+        Query(
+            pattern="^[0-9a-f]{64}$",
+            description="SHA-256 (hex) of a nonce this browser keeps: the code the flow ends with can "
+            "then be exchanged only with that nonce (`POST .../exchange` `nonce`).",
+        ),
+    ] = None,
 ) -> RedirectResponse:
     github = _github(request)
     settings: Settings = request.app.state.settings
     request.session[NEXT_KEY] = safe_next(settings, next_path)
     request.session.pop(LINK_BINDING_KEY, None)
+    # Replaced or dropped with every new start: one flow per browser, as Authlib keeps its state.
+    request.session[BROWSER_BINDING_KEY] = binding
     if link_code is not None:
         linking = await service.github.consume_oauth_link_code(link_code)
-        binding = _link_binding(settings, linking.id, link_code)
-        if not hmac.compare_digest(request.cookies.get(LINK_COOKIE, ""), binding):
+        bound_to = link_binding(settings, linking.id, link_code)
+        if not hmac.compare_digest(request.cookies.get(LINK_COOKIE, ""), bound_to):
             # Another browser's link URL (sent to this one): refused, and the code stays unused.
             raise _link_not_bound()
         request.session[LINK_USER_KEY] = str(linking.id)
-        request.session[LINK_BINDING_KEY] = binding
+        request.session[LINK_BINDING_KEY] = bound_to
     elif link:
         if user is None:
             raise Unauthorized("Sign in before linking GitHub.", code="not_authenticated")
@@ -178,13 +197,6 @@ async def github_authorize(
     else:
         request.session.pop(LINK_USER_KEY, None)
     return await github.authorize_redirect(request, str(request.url_for("github_callback")))
-
-
-def _link_binding(settings: Settings, user_id: uuid.UUID, link_code: str) -> str:
-    """The link cookie's value for a link code: it names the account and the code, and only this
-    server can compute it (SECRET_KEY)."""
-    message = f"oauth-link\0{user_id}\0{link_code}".encode()
-    return hmac.new(settings.secret_key.encode(), message, hashlib.sha256).hexdigest()
 
 
 def _link_not_bound() -> BadRequest:
@@ -204,19 +216,7 @@ async def github_link_start(
     the URL to this browser: opened anywhere else, it is refused (400 `oauth_link_not_bound`).
     Call it with credentials (`fetch(..., {credentials: "include"})`) so the cookie is kept."""
     _github(request)
-    settings: Settings = request.app.state.settings
-    code = await service.github.issue_oauth_link_code(user)
-    authorize = request.url_for("github_authorize")
-    response.set_cookie(
-        LINK_COOKIE,
-        _link_binding(settings, user.id, code),
-        max_age=int(OAUTH_LINK_LIFETIME.total_seconds()),
-        path=authorize.path,  # the start and the callback below it
-        secure=settings.is_production,
-        httponly=True,
-        samesite="lax",
-    )
-    return LinkStart(authorize_url=str(authorize.include_query_params(link_code=code)))
+    return LinkStart(authorize_url=await start_github_link(request, response, user, service))
 
 
 @router.get(
@@ -232,7 +232,8 @@ async def github_callback(request: Request, service: AuthServiceDep) -> Redirect
     settings: Settings = request.app.state.settings
     next_path = request.session.pop(NEXT_KEY, None)
     link_user_id = request.session.pop(LINK_USER_KEY, None)
-    link_binding = request.session.pop(LINK_BINDING_KEY, None)
+    link_bound_to = request.session.pop(LINK_BINDING_KEY, None)
+    browser_binding = request.session.pop(BROWSER_BINDING_KEY, None)
     try:
         token = await github.authorize_access_token(request)
     except GitHubOAuthStateError:
@@ -247,10 +248,10 @@ async def github_callback(request: Request, service: AuthServiceDep) -> Redirect
         return _to_dashboard(settings, error="github_unavailable", error_description="GitHub did not answer")
     try:
         if link_user_id is not None:
-            return await _link_callback(request, service, link_user_id, link_binding, token, next_path)
+            return await _link_callback(request, service, link_user_id, link_bound_to, token, next_path)
         profile = await github_profile(request, token)
         user = await service.github.sign_in_with_github(profile, token, secret_box_of(request))
-        code = await service.github.issue_oauth_exchange_code(user, device_of(request))
+        code = await service.github.issue_oauth_exchange_code(user, device_of(request), binding=browser_binding)
     except DomainError as refused:
         # Refusals happen before any write, so the committed transaction holds nothing of them.
         return _to_dashboard(settings, error=refused.instance_code, error_description=refused.detail)
@@ -278,13 +279,14 @@ async def _link_callback(
     await service.github.link_github(user, profile, token, secret_box_of(request))
     response = _to_dashboard(settings, linked=GITHUB, account=user.username, login=profile.login, next=next_path)
     if binding is not None:
-        response.delete_cookie(LINK_COOKIE, path=request.url_for("github_authorize").path)
+        response.delete_cookie(LINK_COOKIE, path=request.url_for(GITHUB_AUTHORIZE_ROUTE).path)
     return response
 
 
 @router.post("/exchange", summary="Trade the callback's one-time code for a session")
-async def exchange_code(body: TokenIn, request: Request, service: AuthServiceDep, limiter: Limiter) -> TokenOut:
-    return token_out(await oauth_exchange_limited(request, body.token, service, limiter))
+async def exchange_code(body: OAuthExchangeIn, request: Request, service: AuthServiceDep, limiter: Limiter) -> TokenOut:
+    """A code of a flow started with `binding` needs the `nonce` it is the hash of."""
+    return token_out(await oauth_exchange_limited(request, body.token, service, limiter, nonce=body.nonce))
 
 
 @router.post(

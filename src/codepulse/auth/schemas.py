@@ -195,6 +195,15 @@ class TokenIn(BaseModel):
     token: Line = Field(min_length=1, max_length=200)
 
 
+class OAuthExchangeIn(TokenIn):
+    nonce: Line | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The nonce whose SHA-256 was the `binding` the GitHub sign-in started with, if any.",
+    )
+
+
 class EmailIn(BaseModel):
     email: Email
 

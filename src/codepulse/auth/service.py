@@ -28,6 +28,7 @@ from codepulse.auth.accounts import on_user_update as on_user_update
 from codepulse.auth.cache import AuthCache
 from codepulse.auth.github_accounts import GitHubAccountService
 from codepulse.auth.github_accounts import GitHubLink as GitHubLink
+from codepulse.auth.github_accounts import browser_binding as browser_binding
 from codepulse.auth.github_accounts import github_link as github_link
 from codepulse.auth.models import SessionKind as SessionKind
 from codepulse.auth.models import User as User

@@ -87,6 +87,11 @@ def _token_hash(raw_token: str) -> str:
     return hash_token(raw_token)
 
 
+def _one_time_hash(raw_token: str, binding: str | None) -> str:
+    # NUL cannot occur in a token or a binding (both URL-safe text), so no two pairs collide.
+    return hash_token(raw_token if binding is None else f"{raw_token}\0{binding}")
+
+
 def _touch_due(entry: CachedAuth, now: datetime) -> dict[str, datetime] | None:
     """last_used_at at most once a minute; a web session's expiry slides once half its idle
     lifetime has passed."""
@@ -246,15 +251,18 @@ class SessionService:
         *,
         email: str | None = None,
         device: Device | None = None,
+        binding: str | None = None,
     ) -> str:
-        """A new one-time token for `purpose`, stored hashed; answers it in clear."""
+        """A new one-time token for `purpose`, stored hashed; answers it in clear. A `binding`
+        (e.g. the hash of a browser's nonce) is folded into the stored hash: the token is then
+        accepted only when consumed with the same binding, and never without one."""
         now = self.clock()
         raw = new_one_time_token()
         await self.repo.add(
             OneTimeToken(
                 user_id=user.id,
                 purpose=purpose.value,
-                token_hash=hash_token(raw),
+                token_hash=_one_time_hash(raw, binding),
                 email=email,
                 created_at=now,
                 expires_at=now + lifetime,
@@ -264,9 +272,10 @@ class SessionService:
         )
         return raw
 
-    async def consume_token(self, raw_token: str, purpose: TokenPurpose) -> OneTimeToken:
-        """Use a one-time token (once); 400 `invalid_token` when unknown, expired or used."""
-        token = await self.repo.one_time_token(hash_token(raw_token), purpose.value)
+    async def consume_token(self, raw_token: str, purpose: TokenPurpose, *, binding: str | None = None) -> OneTimeToken:
+        """Use a one-time token (once); 400 `invalid_token` when unknown, expired or used, or
+        issued with another `binding` (a bound token looks unknown without its binding)."""
+        token = await self.repo.one_time_token(_one_time_hash(raw_token, binding), purpose.value)
         now = self.clock()
         if token is None or token.used_at is not None or now >= token.expires_at:
             raise BadRequest("This link is invalid, expired or already used; ask for a new one.", code="invalid_token")

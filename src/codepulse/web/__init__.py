@@ -7,7 +7,8 @@ imports it).
     csrf        the CSRF token of every state-changing form and htmx request
     rendering   the Jinja2 environment and `render`
     forms       urlencoded form bodies, and validation errors as per-field messages
-    account     sign in, sign up, sign out
+    account     sign in, sign up, sign out (a sign-in ends the session whose cookie it replaces)
+    github      GitHub sign-in's start (a nonce cookie binds the flow to this browser) and landing page
     overview    the usage overview (cards, streaks, trends chart, breakdowns)
     settings    CLI tokens (create, shown once; revoke) and web sessions (revoke)
     scoped      an organization's pages: the viewer's role there, the objects in the path

@@ -2,14 +2,14 @@
 
 The forms go through the very flows of `POST /api/v1/auth/login` and `/auth/register`
 (`login_limited`, `register_limited`: the same validation, the same rate limits), and end in a web
-session of the auth slice whose token becomes the `codepulse_session` cookie. Sign-out revokes
-that session on the server, so a copied cookie is dead too.
+session of the auth slice whose token becomes the `codepulse_session` cookie; a session that
+cookie replaces (signing in again, or as someone else) ends. Sign-out revokes that session on the
+server, so a copied cookie is dead too.
 """
 
 from __future__ import annotations
 
 from contextlib import suppress
-from datetime import datetime
 from typing import Any
 
 from fastapi import Request, status
@@ -18,6 +18,8 @@ from pydantic import ValidationError
 
 from codepulse.auth.dependencies import AuthServiceDep, Limiter, login_limited, register_limited
 from codepulse.auth.schemas import LoginIn, RegisterIn
+from codepulse.auth.service import AuthService
+from codepulse.auth.sessions import IssuedSession
 from codepulse.config import Settings
 from codepulse.errors import Conflict, NotFound, RateLimited, Unauthorized, ValidationFailed
 from codepulse.routing import DomainRouter
@@ -30,6 +32,7 @@ from codepulse.web.session import (
     SessionCsrf,
     anonymous_csrf_token,
     clear_session_cookie,
+    current_viewer,
     safe_next,
     set_anonymous_cookie,
     set_session_cookie,
@@ -71,11 +74,19 @@ def form_page(
     return response
 
 
-def signed_in_response(request: Request, token: str, expires_at: datetime, next_path: str) -> Response:
+async def signed_in_response(request: Request, service: AuthService, issued: IssuedSession, next_path: str) -> Response:
+    """On to `next_path` with the new session's cookie. The session of the cookie it replaces
+    ends: nothing would sign it out any more, yet a copy of the old cookie would still work."""
+    replaced = await current_viewer(request)
+    if replaced is not None:
+        with suppress(NotFound):  # revoked meanwhile
+            await service.sessions.revoke_session(replaced.user, replaced.session_id)
     settings: Settings = request.app.state.settings
     response = RedirectResponse(safe_next(next_path), status_code=status.HTTP_303_SEE_OTHER)
+    # The session's idle expiry slides on use; the cookie lasts as long as the session may.
+    expires_at = issued.session.absolute_expires_at
     max_age = max(0, int((expires_at - request.app.state.clock()).total_seconds()))
-    set_session_cookie(response, token, max_age, settings)
+    set_session_cookie(response, issued.token, max_age, settings)
     return response
 
 
@@ -117,8 +128,7 @@ async def sign_in(request: Request, service: AuthServiceDep, limiter: Limiter) -
         )
         response.headers.update(error.headers if isinstance(error, RateLimited) else {})
         return response
-    # The session's idle expiry slides on use; the cookie lasts as long as the session may.
-    return signed_in_response(request, issued.token, issued.session.absolute_expires_at, next_path)
+    return await signed_in_response(request, service, issued, next_path)
 
 
 # --- sign up ---------------------------------------------------------------------------------
@@ -160,7 +170,7 @@ async def sign_up(request: Request, service: AuthServiceDep, limiter: Limiter) -
         response = form_page(request, "sign_up.html", status_code=error.status, errors=errors, **page)
         response.headers.update(error.headers)
         return response
-    return signed_in_response(request, issued.token, issued.session.absolute_expires_at, next_path)
+    return await signed_in_response(request, service, issued, next_path)
 
 
 # --- sign out --------------------------------------------------------------------------------

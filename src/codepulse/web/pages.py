@@ -15,7 +15,8 @@ from http import HTTPStatus
 from typing import Any, cast
 
 from fastapi import FastAPI, Request, status
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
 from starlette.staticfiles import StaticFiles
 
 from codepulse.config import Settings
@@ -70,10 +71,30 @@ ROUTERS = (
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
+_TITLES = {
+    403: "You cannot do this",
+    404: "Page not found",
+    405: "Not allowed here",
+    413: "That was too much to send",
+    422: "That request was not understood",
+    429: "Too many requests",
+    503: "Unavailable for a moment",
+}
+
+# Errors that a layer below the routes answers in plain text (the body limit's 413): as pages.
+_LAYER_ERRORS = {
+    413: (_TITLES[413], "The form was larger than this site accepts."),
+    500: ("Something went wrong", None),
+}
+
+
 @cache
 def web_page_options() -> PageOptions:
-    html = render_text("error.html", _error_context(500, "Something went wrong", None))
-    return PageOptions(csp=PAGE_CSP, error_html=html.encode())
+    pages = {
+        code: render_text("error.html", _error_context(code, title, detail)).encode()
+        for code, (title, detail) in _LAYER_ERRORS.items()
+    }
+    return PageOptions(csp=PAGE_CSP, error_pages=pages)
 
 
 def _error_context(status_code: int, title: str, detail: str | None, **context: Any) -> dict[str, Any]:
@@ -92,22 +113,25 @@ def _error_context(status_code: int, title: str, detail: str | None, **context: 
 
 
 def mount_web(app: FastAPI, settings: Settings) -> None:
+    first = len(app.router.routes)
     for router in ROUTERS:
         router.build_into(app.router, prefix="", responses={}, max_body_size=MAX_FORM_BYTES)
+    for route in app.router.routes[first:]:
+        if isinstance(route, APIRoute) and route.methods and "GET" in route.methods and not _streams(route):
+            # A page answers HEAD as GET (link checkers, monitors); the HTTP layer drops the body.
+            # FastAPI, unlike Starlette's Route, does not add HEAD to a GET route by itself.
+            route.methods.add("HEAD")
     app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC_DIR), name="static")
     _install_page_errors(app)
 
 
-# --- errors as pages ------------------------------------------------------------------------
+def _streams(route: APIRoute) -> bool:
+    """An event stream: a HEAD would hold it open for no one to read, so it stays GET only."""
+    response_class = getattr(route.response_class, "value", route.response_class)  # FastAPI's default placeholder
+    return isinstance(response_class, type) and issubclass(response_class, StreamingResponse)
 
-_TITLES = {
-    403: "You cannot do this",
-    404: "Page not found",
-    405: "Not allowed here",
-    422: "That request was not understood",
-    429: "Too many requests",
-    503: "Unavailable for a moment",
-}
+
+# --- errors as pages ------------------------------------------------------------------------
 
 
 async def _error_page(request: Request, problem: Response) -> Response:

@@ -22,7 +22,6 @@ from pydantic import ValidationError
 from codepulse.auth.dependencies import TOKEN_SUBMIT_PER_IP, AuthServiceDep, Limiter
 from codepulse.auth.router import RESET_PER_ACCOUNT, RESET_PER_IP
 from codepulse.auth.schemas import EmailIn, PasswordResetIn
-from codepulse.db import DbSession
 from codepulse.errors import BadRequest, RateLimited, ValidationFailed
 from codepulse.ratelimit import Rule
 from codepulse.routing import DomainRouter
@@ -84,15 +83,14 @@ async def reset_page(request: Request, token: Annotated[str, Query(max_length=20
 
 
 @_form_post(RESET_PATH)
-async def reset(request: Request, service: AuthServiceDep, limiter: Limiter, session: DbSession) -> Response:
+async def reset(request: Request, service: AuthServiceDep, limiter: Limiter) -> Response:
     form = await read_form(request)
     token = form.get("token", "")[:200]
     try:
         body = PasswordResetIn.model_validate({"token": token, "new_password": form.get("new_password", "")})
         await limiter.hit([Rule("token-submit:ip", _ip(request), TOKEN_SUBMIT_PER_IP)])
-        # A refused password must not use up the token (the error answer rolls back too).
-        async with session.begin_nested():
-            await service.accounts.reset_password(body.token, body.new_password)
+        # A refused password leaves the token unused: the error answer rolls the request back.
+        await service.accounts.reset_password(body.token, body.new_password)
     except ValidationError as error:
         errors = validation_errors(error)
         if "token" in errors:  # no token in the link: nothing the form can fix

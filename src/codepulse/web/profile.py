@@ -1,9 +1,11 @@
 """Settings' account forms: profile (name, username, time zone), privacy (public profile, sharing
-usage with organizations), password change, unlinking GitHub, deleting the account.
+usage with organizations), password change, linking and unlinking GitHub, deleting the account.
 
 Each goes through the service call and validation of its API operation — `PATCH /api/v1/users/me`
 (`UserUpdate`), `PATCH /api/v1/usage/settings`, `POST /api/v1/auth/password` (the password policy;
-every other session and token is signed out), `DELETE /api/v1/auth/github`,
+every other session and token is signed out), `POST /api/v1/auth/oauth/github/link` (a link code
+bound to this browser by its cookie, then GitHub's consent; the flow ends on `/auth/callback`),
+`DELETE /api/v1/auth/oauth/github`,
 `DELETE /api/v1/users/me` — so a field's errors are the API's, shown beside it. The API has no
 email change, so neither has the page. Deleting asks for the username typed out (the API asks for
 nothing more); then the browser is signed out, on the sign-in page.
@@ -19,6 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.types import DecoratedCallable
 from pydantic import ValidationError
 
+from codepulse.auth.dependencies import start_github_link
 from codepulse.auth.schemas import PasswordChangeIn, UserUpdate
 from codepulse.auth.sessions import Authenticated
 from codepulse.errors import Conflict, NotFound, ValidationFailed
@@ -100,6 +103,17 @@ async def change_password(request: Request, viewer: SessionCsrf, services: Servi
     return _saved("password")
 
 
+@_form_post(SETTINGS_PATH + "/github/link")
+async def link_github(request: Request, viewer: SessionCsrf, services: Services) -> Response:
+    """To GitHub's consent through the API's link flow: the link code stands for this user, the
+    link cookie binds it to this browser (the URL is refused anywhere else)."""
+    if request.app.state.github_oauth is None:
+        raise NotFound("oauth", "GitHub sign-in is not configured on this server.", code="oauth_not_configured")
+    response = Response(status_code=status.HTTP_303_SEE_OTHER)
+    response.headers["location"] = await start_github_link(request, response, viewer.user, services.auth)
+    return response
+
+
 @_form_post(SETTINGS_PATH + "/github/unlink")
 async def unlink_github(request: Request, viewer: SessionCsrf, services: Services) -> Response:
     try:
@@ -118,9 +132,8 @@ async def delete_account(request: Request, viewer: SessionCsrf, services: Servic
         errors = {"confirm_username": [message]}
         return await _refused(request, viewer, services, 422, errors, values={"confirm_username": typed})
     try:
-        # A refusing hook may come after others wrote: undo them (the error answer rolls back too).
-        async with services.session.begin_nested():
-            await services.auth.accounts.delete_account(viewer.user)
+        # A refusing hook may come after others wrote: the error answer rolls them all back.
+        await services.auth.accounts.delete_account(viewer.user)
     except Conflict as error:  # an `on_user_delete` hook refuses (e.g. the last owner of an organization)
         return await _refused(request, viewer, services, 409, {"delete_form": [error.detail or error.title]})
     response = RedirectResponse(DELETED_PATH, status_code=status.HTTP_303_SEE_OTHER)

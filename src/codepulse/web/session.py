@@ -87,7 +87,7 @@ def safe_next(value: str | None) -> str:
 async def _signed_in(request: Request) -> Viewer:
     viewer = await current_viewer(request)
     if viewer is None:
-        raise SignInRequired(next_path_of(request) if request.method == "GET" else "/")
+        raise SignInRequired(next_path_of(request) if request.method in ("GET", "HEAD") else "/")
     return viewer
 
 

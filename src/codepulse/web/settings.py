@@ -41,6 +41,7 @@ NOTICES = {
     "privacy": "Your privacy settings are saved.",
     "password": "Your password is changed; your other sessions and tokens are signed out.",
     "github": "GitHub is unlinked from your account.",
+    "github_linked": "GitHub is linked to your account.",
 }
 
 
