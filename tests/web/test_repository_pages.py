@@ -473,6 +473,7 @@ async def test_triage_dismiss_and_reopen(client: httpx.AsyncClient, world: World
     assert dismissed.status_code == 200
     assert _finding_rows(dismissed.text) == [("aws-access-key-id", "false_positive")]  # the filters kept
     assert 'data-testid="reopen"' in dismissed.text
+    assert '<div class="muted small" data-testid="dismissed-reason">Test data</div>' in dismissed.text
     api = await client.get(f"/api/v1/repositories/{world.repository.id}/findings", headers=world.owner.headers,
                            params={"status": "false_positive"})  # fmt: skip
     [finding] = api.json()["items"]
@@ -482,7 +483,9 @@ async def test_triage_dismiss_and_reopen(client: httpx.AsyncClient, world: World
 
     reopened = await client.post(url, data={"csrf_token": csrf, "status": "open", "filter_severity": "low"})
     assert (reopened.status_code, reopened.headers["location"]) == (303, f"{world.scan_url}?severity=low")
-    assert _finding_rows((await client.get(world.scan_url)).text)[0] == ("aws-access-key-id", "open")
+    reopened_page = (await client.get(world.scan_url)).text
+    assert _finding_rows(reopened_page)[0] == ("aws-access-key-id", "open")
+    assert 'data-testid="dismissed-reason"' not in reopened_page
 
     # A finding of another organization, through my organization's scan: 404.
     foreign = FindingFactory.create(repository=world.foreign_repository)

@@ -104,7 +104,7 @@ async def _findings_context(
     )
     slug = target.org.org.slug
     return {
-        "findings": [ScanFindingRead.of(row, current) for row, current in rows],
+        "findings": [ScanFindingRead.of(row, current, reason) for row, current, reason in rows],
         "next_cursor": next_cursor,
         "filters": filters,
         "findings_url": f"{scan_path(slug, target.scan.id)}/findings",
