@@ -101,9 +101,9 @@ async def test_full_flow_lifecycle_and_triage(flow: Flow, tmp_path: Path) -> Non
     assert (reopened["id"], reopened["status"], reopened["reopened_count"]) == (finding["id"], "open", 1)
     assert reopened["fixed_in_scan_id"] is None
     back_seen = (await flow.get(f"/scans/{back['id']}/findings"))["items"]
-    assert {(f["location"]["path"], f["status"], f["new"]) for f in back_seen} == {
-        ("app/settings.py", "open", True),
-        ("app/keys.py", "false_positive", False),
+    assert {(f["location"]["path"], f["status"], f["dismissed_reason"], f["new"]) for f in back_seen} == {
+        ("app/settings.py", "open", None, True),
+        ("app/keys.py", "false_positive", "A test fixture.", False),
     }
     only_open = (await flow.get(f"/scans/{back['id']}/findings", status="open"))["items"]
     assert [f["location"]["path"] for f in only_open] == ["app/settings.py"]

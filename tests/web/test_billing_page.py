@@ -5,8 +5,7 @@ invoices for admins and owners, CSRF and role refusals on the forms."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import httpx
@@ -16,12 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.billing.models import BillingAccount
 from codepulse.config import Settings
-from codepulse.orgs.models import Organization
-from tests.factories import Account, MakeMember, MakeOrg, MakeUser
+from tests.factories import MakeOrg, MakeUser
 from tests.stubs.stripe import StripeStub
-from tests.web.helpers import csrf_of, use_session
+from tests.web.conftest import Clients, Team
+from tests.web.helpers import csrf_of, error_page, html_of, use_session
 
-Browser = Callable[[Account | None], Awaitable[httpx.AsyncClient]]
 PAGE = "/orgs/engines/billing"
 FRONTEND = "http://testserver"
 
@@ -33,9 +31,10 @@ async def stripe_stub() -> AsyncIterator[StripeStub]:
 
 
 @pytest.fixture
-async def billing_app(
+async def web_app(
     stripe_stub: StripeStub, app_factory: Callable[[Settings], FastAPI], make_settings: Callable[..., Settings]
 ) -> AsyncIterator[FastAPI]:
+    """The app, selling through the Stripe stub (the `browser` fixture's clients talk to it)."""
     settings = make_settings(
         STRIPE_SECRET_KEY=stripe_stub.secret_key,
         STRIPE_API_BASE=stripe_stub.url,
@@ -48,63 +47,13 @@ async def billing_app(
         yield app
 
 
-@pytest.fixture
-async def browser(billing_app: FastAPI) -> AsyncIterator[Browser]:
-    clients: list[httpx.AsyncClient] = []
-
-    async def open_browser(account: Account | None) -> httpx.AsyncClient:
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=billing_app), base_url="http://testserver")
-        clients.append(client)
-        if account is not None:
-            use_session(client, account.token)
-        return client
-
-    yield open_browser
-    for client in clients:
-        await client.aclose()
-
-
-@dataclass
-class Team:
-    org: Organization
-    owner: Account
-    admin: Account
-    member: Account
-    viewer: Account
-    outsider: Account  # the owner of another organization
-
-
-@pytest.fixture
-async def team(make_user: MakeUser, make_org: MakeOrg, make_member: MakeMember) -> Team:
-    owner = await make_user("olive")
-    org = await make_org(owner, slug="engines", name="Analytical Engines")
-    admin = await make_member(org, "admin", "adam")
-    member = await make_member(org, "member", "mia")
-    viewer = await make_member(org, "viewer", "vic")
-    outsider = await make_user("otto")
-    await make_org(outsider, slug="looms", name="Jacquard Looms")
-    return Team(org, owner, admin, member, viewer, outsider)
-
-
-def _html(response: httpx.Response, status_code: int) -> str:
-    assert response.status_code == status_code, (response.status_code, response.text[:2000])
-    assert response.headers["content-type"].startswith("text/html")
-    return response.text
-
-
-def _error_page(response: httpx.Response, status_code: int) -> str:
-    page = _html(response, status_code)
-    assert f'data-status="{status_code}"' in page
-    return page
-
-
-async def test_the_page_for_each_role(team: Team, browser: Browser) -> None:
+async def test_the_page_for_each_role(team: Team, browser: Clients) -> None:
     owner, admin, member, viewer, outsider = (
         await browser(team.owner), await browser(team.admin), await browser(team.member),
         await browser(team.viewer), await browser(team.outsider),
     )  # fmt: skip
     for client in (owner, admin, member, viewer):
-        page = _html(await client.get(PAGE), 200)
+        page = html_of(await client.get(PAGE), 200)
         assert 'data-plan="free"' in page
         for resource in ("repositories", "seats", "scans_per_month"):
             assert f'data-resource="{resource}"' in page
@@ -120,13 +69,13 @@ async def test_the_page_for_each_role(team: Team, browser: Browser) -> None:
         assert 'data-testid="manage"' not in page
         # Invoices are for admins and owners (as GET .../billing/invoices).
         assert ("No invoices yet." in page) is (client in (owner, admin))
-    seats = _html(await owner.get(PAGE), 200).split('data-resource="seats"')[1].split("</tr>")[0]
+    seats = html_of(await owner.get(PAGE), 200).split('data-resource="seats"')[1].split("</tr>")[0]
     assert ">4<" in seats  # four members
     assert ">3<" in seats  # the free plan's limit
 
     for path in (PAGE, "/orgs/no-such-org/billing", f"/orgs/{uuid.uuid4()}/billing"):
         response = await outsider.get(path)
-        _error_page(response, 404)
+        error_page(response, 404)
         assert "Analytical Engines" not in response.text
 
     signed_out = await (await browser(None)).get(PAGE)
@@ -134,10 +83,10 @@ async def test_the_page_for_each_role(team: Team, browser: Browser) -> None:
 
 
 async def test_an_owner_upgrades_through_checkout_then_manages_in_the_portal(
-    team: Team, browser: Browser, stripe_stub: StripeStub, session: AsyncSession
+    team: Team, browser: Clients, stripe_stub: StripeStub, session: AsyncSession
 ) -> None:
     owner = await browser(team.owner)
-    csrf = csrf_of(_html(await owner.get(PAGE), 200))
+    csrf = csrf_of(html_of(await owner.get(PAGE), 200))
     response = await owner.post(f"{PAGE}/checkout", data={"csrf_token": csrf, "plan": "pro"})
     assert response.status_code == 303, response.text
     (checkout,) = stripe_stub.state.checkout_sessions.values()
@@ -153,12 +102,12 @@ async def test_an_owner_upgrades_through_checkout_then_manages_in_the_portal(
     stripe_stub.state.add_invoice(
         account.customer_id, amount_due=1_000, created=int(datetime(2026, 5, 1, tzinfo=UTC).timestamp())
     )
-    page = _html(await owner.get(f"{PAGE}?checkout=success"), 200)
+    page = html_of(await owner.get(f"{PAGE}?checkout=success"), 200)
     assert 'data-testid="checkout-notice"' in page
     assert 'data-testid="manage"' in page
     assert "10.00 USD" in page
     assert "2026-05-01" in page
-    admin_page = _html(await (await browser(team.admin)).get(PAGE), 200)
+    admin_page = html_of(await (await browser(team.admin)).get(PAGE), 200)
     assert "10.00 USD" in admin_page
     assert 'data-testid="manage"' not in admin_page
 
@@ -170,17 +119,17 @@ async def test_an_owner_upgrades_through_checkout_then_manages_in_the_portal(
     assert session_["return_url"] == f"{FRONTEND}/orgs/engines/billing"
 
 
-async def test_a_plan_not_sold_here_and_no_account_to_manage_are_error_pages(team: Team, browser: Browser) -> None:
+async def test_a_plan_not_sold_here_and_no_account_to_manage_are_error_pages(team: Team, browser: Clients) -> None:
     owner = await browser(team.owner)
-    csrf = csrf_of(_html(await owner.get(PAGE), 200))
+    csrf = csrf_of(html_of(await owner.get(PAGE), 200))
     for plan in ("enterprise", "gold", ""):
-        _error_page(await owner.post(f"{PAGE}/checkout", data={"csrf_token": csrf, "plan": plan}), 422)
-    refused = _error_page(await owner.post(f"{PAGE}/portal", data={"csrf_token": csrf}), 409)
+        error_page(await owner.post(f"{PAGE}/checkout", data={"csrf_token": csrf, "plan": plan}), 422)
+    refused = error_page(await owner.post(f"{PAGE}/portal", data={"csrf_token": csrf}), 409)
     assert "subscribe to a plan first" in refused
 
 
 async def test_forms_check_csrf_then_the_organization_then_the_role(
-    team: Team, browser: Browser, stripe_stub: StripeStub
+    team: Team, browser: Clients, stripe_stub: StripeStub
 ) -> None:
     clients = {name: await browser(getattr(team, name)) for name in ("owner", "admin", "member", "viewer", "outsider")}
     tokens = {name: csrf_of((await client.get("/orgs")).text) for name, client in clients.items()}
@@ -188,10 +137,10 @@ async def test_forms_check_csrf_then_the_organization_then_the_role(
     for path in (f"{PAGE}/checkout", f"{PAGE}/portal"):
         # No token, another session's token, a forged one: the 403 page, nothing done.
         for data in (form, {**form, "csrf_token": tokens["viewer"]}, {**form, "csrf_token": "0" * 64}):
-            assert "This form has expired" in _html(await clients["owner"].post(path, data=data), 403)
-        _error_page(await clients["outsider"].post(path, data={**form, "csrf_token": tokens["outsider"]}), 404)
+            assert "This form has expired" in html_of(await clients["owner"].post(path, data=data), 403)
+        error_page(await clients["outsider"].post(path, data={**form, "csrf_token": tokens["outsider"]}), 404)
         for name in ("admin", "member", "viewer"):
-            _error_page(await clients[name].post(path, data={**form, "csrf_token": tokens[name]}), 403)
+            error_page(await clients[name].post(path, data={**form, "csrf_token": tokens[name]}), 403)
     assert stripe_stub.state.requests == []  # Stripe was never called
 
 
@@ -202,10 +151,10 @@ async def test_without_stripe_the_page_says_plans_are_assigned_by_the_operator(
     await make_org(owner, slug="engines", name="Analytical Engines")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
         use_session(client, owner.token)
-        page = _html(await client.get(PAGE), 200)
+        page = html_of(await client.get(PAGE), 200)
         assert 'data-testid="not-selling"' in page
         assert "upgrade-" not in page
         assert "Invoices" not in page
         csrf = csrf_of(page)
         # No Stripe: the 503 page (POST .../checkout answers 503 billing_not_configured).
-        _error_page(await client.post(f"{PAGE}/checkout", data={"csrf_token": csrf, "plan": "pro"}), 503)
+        error_page(await client.post(f"{PAGE}/checkout", data={"csrf_token": csrf, "plan": "pro"}), 503)

@@ -474,6 +474,7 @@ async def test_triage_dismiss_and_reopen(client: httpx.AsyncClient, world: World
     assert dismissed.status_code == 200
     assert _finding_rows(dismissed.text) == [("aws-access-key-id", "false_positive")]  # the filters kept
     assert 'data-testid="reopen"' in dismissed.text
+    assert '<q class="reason" data-testid="dismissed-reason">Test data</q>' in dismissed.text
     api = await client.get(f"/api/v1/repositories/{world.repository.id}/findings", headers=world.owner.headers,
                            params={"status": "false_positive"})  # fmt: skip
     [finding] = api.json()["items"]
@@ -483,7 +484,9 @@ async def test_triage_dismiss_and_reopen(client: httpx.AsyncClient, world: World
 
     reopened = await client.post(url, data={"csrf_token": csrf, "status": "open", "filter_severity": "low"})
     assert (reopened.status_code, reopened.headers["location"]) == (303, f"{world.scan_url}?severity=low")
-    assert _finding_rows((await client.get(world.scan_url)).text)[0] == ("aws-access-key-id", "open")
+    reopened_page = (await client.get(world.scan_url)).text
+    assert _finding_rows(reopened_page)[0] == ("aws-access-key-id", "open")
+    assert 'data-testid="dismissed-reason"' not in reopened_page
 
     # A finding of another organization, through my organization's scan: 404.
     foreign = FindingFactory.create(repository=world.foreign_repository)
@@ -510,7 +513,7 @@ async def test_a_dismissed_finding_shows_why_who_and_when_escaped(
     when = world.critical.dismissed_at
     assert when is not None
     expected = (
-        '<q class="reason">&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; a test key</q>',
+        '<q class="reason" data-testid="dismissed-reason">&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; a test key</q>',
         'by <span class="dismisser">mel</span>',
         f"{when.strftime('%Y-%m-%d %H:%M')} UTC</time>",
     )
@@ -527,7 +530,7 @@ async def test_a_dismissed_finding_shows_why_who_and_when_escaped(
     await session.flush()
     both = (await client.get(world.scan_url)).text
     assert both.count('data-testid="dismissal"') == 2
-    assert '<q class="reason">fixture</q>' in both
+    assert '<q class="reason" data-testid="dismissed-reason">fixture</q>' in both
     assert both.count('class="dismisser"') == 1
 
     # Reopened: nothing left to explain.

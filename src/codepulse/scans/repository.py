@@ -269,10 +269,11 @@ class ScanRepository:
         rule: str | None = None,
         path: str | None = None,
         confidences: Collection[str] = (),
-    ) -> Select[ScanFinding, str]:
-        """Rows of (what the scan saw, the tracked finding's current status or None)."""
+    ) -> Select[ScanFinding, str, str | None]:
+        """Rows of (what the scan saw, the tracked finding's current status and dismissal reason,
+        or None)."""
         query = (
-            select(ScanFinding, Finding.status)
+            select(ScanFinding, Finding.status, Finding.dismissed_reason)
             .outerjoin(Finding, Finding.id == ScanFinding.finding_id)
             .where(ScanFinding.scan_id == scan_id)
         )

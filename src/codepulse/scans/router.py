@@ -140,7 +140,9 @@ async def list_scan_findings(
     """Most severe first. `status` filters on each finding's current status."""
     filters = _filters(severity, status, rule, path, confidence)
     rows, next_cursor = await service.scan_findings(target, filters, page)
-    return Page(items=[ScanFindingRead.of(row, current) for row, current in rows], next_cursor=next_cursor)
+    return Page(
+        items=[ScanFindingRead.of(row, current, reason) for row, current, reason in rows], next_cursor=next_cursor
+    )
 
 
 @router.get(

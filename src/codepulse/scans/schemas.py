@@ -267,10 +267,11 @@ class ScanFindingRead(BaseModel):
     introduced: Introduced | None = Field(description=INTRODUCED_DESCRIPTION)
     at_head: bool = Field(description=AT_HEAD_DESCRIPTION)
     status: FindingStatus = Field(description="The tracked finding's current status; `open` when untracked.")
+    dismissed_reason: str | None = Field(default=None, description="Why it is dismissed (ignored, false_positive).")
     new: bool = Field(description="First seen in this scan, or back after being fixed.")
 
     @classmethod
-    def of(cls, row: ScanFinding, status: str | None) -> ScanFindingRead:
+    def of(cls, row: ScanFinding, status: str | None, dismissed_reason: str | None = None) -> ScanFindingRead:
         return cls(
             id=row.finding_id,
             scan_finding_id=row.id,
@@ -287,6 +288,7 @@ class ScanFindingRead(BaseModel):
             introduced=Introduced.model_validate(row.introduced) if row.introduced is not None else None,
             at_head=row.at_head,
             status=FindingStatus(status or FindingStatus.OPEN.value),
+            dismissed_reason=dismissed_reason,
             new=row.is_new,
         )
 

@@ -216,7 +216,8 @@ class ScanService:
 
     async def scan_findings(
         self, target: ScanAccess, filters: FindingFilters, page: PageRequest
-    ) -> tuple[list[tuple[ScanFinding, str | None]], str | None]:
+    ) -> tuple[list[tuple[ScanFinding, str | None, str | None]], str | None]:
+        """Rows of (what the scan saw, the tracked finding's status, its dismissal reason)."""
         query = self.repo.scan_findings_query(
             target.scan.id,
             severities=filters.severities,
@@ -226,7 +227,7 @@ class ScanService:
             confidences=filters.confidences,
         )
         rows, next_cursor = await paginate_rows(self.session, query, order=self.repo.scan_finding_order(), params=page)
-        return [(row[0], row[1]) for row in rows], next_cursor
+        return [(row[0], row[1], row[2]) for row in rows], next_cursor
 
     async def dismissed_findings(self, target: ScanAccess, finding_ids: Collection[uuid.UUID]) -> list[Finding]:
         """Which of these findings of the scan's repository are dismissed now, with who dismissed

@@ -105,7 +105,7 @@ async def _findings_context(
         target, filters.service(), PageRequest(limit=FINDINGS_LIMIT, cursor=cursor)
     )
     slug = target.org.org.slug
-    findings = [ScanFindingRead.of(row, current) for row, current in rows]
+    findings = [ScanFindingRead.of(row, current, reason) for row, current, reason in rows]
     return {
         "findings": findings,
         "dismissals": await _dismissals(service, target, findings),
