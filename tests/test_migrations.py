@@ -301,3 +301,68 @@ async def test_0027_backfills_the_platform_sums_from_usage_daily_and_sync_batche
         assert as_dates == [(day, 2), (day + timedelta(days=1), 1)]
     finally:
         await engine.dispose()
+
+
+async def test_0028_backfills_scans_per_day_from_the_scans(database_server: DatabaseServer) -> None:
+    """A scan counts on the UTC day it was queued (either side of a UTC midnight), per status,
+    with its engine calls, cache hits and whether it has a duration; a downgrade keeps the scans."""
+    engine: AsyncEngine = create_engine(build_settings(await database_server.create_empty()))
+    at = datetime(2026, 11, 30, 23, 30, tzinfo=UTC)
+    org_id, repository_id = uuid.uuid4(), uuid.uuid4()
+    stamps = {"created_at": at, "updated_at": at}
+
+    def table(name: str, values: dict[str, object]) -> sa.TableClause:
+        kinds: dict[type, sa.types.TypeEngine[Any]] = {datetime: UTCDateTime(), uuid.UUID: sa.Uuid(), dict: sa.JSON()}
+        return sa.table(name, *(sa.column(key, kinds.get(type(value))) for key, value in values.items()))
+
+    organization = {"id": org_id, "name": "E", "slug": "e", **stamps}
+    repository = {"id": repository_id, "org_id": org_id, "name": "app", "provider": "github",
+                  "clone_url": "https://github.com/e/app", "canonical_url": "https://github.com/e/app",
+                  "private": False, "scan_schedule": "none", "archived": False, "open_critical": 0, "open_high": 0,
+                  "open_medium": 0, "open_low": 0, **stamps}  # fmt: skip
+
+    def scan(queued_at: datetime, status: str, calls: int, hits: int, duration: int | None) -> dict[str, object]:
+        return {"id": uuid.uuid4(), "org_id": org_id, "repository_id": repository_id, "trigger": "manual",
+                "ref_key": "", "mode": "head", "status": status, "phase": "done", "files_total": 0, "files_done": 0,
+                "bytes_total": 0, "bytes_done": 0, "new_counts": {}, "open_counts": {}, "fixed_counts": {},
+                "skipped": {}, "files_scanned": 0, "engine_calls": calls, "cache_hits": hits,
+                "engine_versions": {}, "duration_ms": duration, "queued_at": queued_at, **stamps}  # fmt: skip
+
+    scans = [
+        scan(at, "succeeded", 10, 1, 1000),
+        scan(at + timedelta(minutes=29), "succeeded", 20, 2, 3000),
+        scan(at + timedelta(minutes=30), "succeeded", 40, 4, 5000),  # the next UTC day
+        scan(at, "failed", 1, 0, 200),
+        scan(at, "canceled", 0, 0, None),  # canceled while queued: no duration
+    ]
+    day = at.date()
+    try:
+        async with engine.begin() as connection:
+            await migrations.upgrade(connection, "0027")
+            for name, values in (("organizations", organization), ("repositories", repository)):
+                await connection.execute(table(name, values).insert().values(**values))
+            for values in scans:
+                await connection.execute(table("scans", values).insert().values(**values))
+            await migrations.upgrade(connection, "0028")
+            rows = await connection.execute(
+                sa.text(
+                    "SELECT day, status, scans, engine_calls, cache_hits, timed FROM scan_days ORDER BY day, status"
+                )
+            )
+            found = [(_date(row[0]), row[1], *map(int, row[2:])) for row in rows]
+            assert found == [
+                (day, "canceled", 1, 0, 0, 0),
+                (day, "failed", 1, 1, 0, 1),
+                (day, "succeeded", 2, 30, 3, 2),
+                (day + timedelta(days=1), "succeeded", 1, 40, 4, 1),
+            ]
+            await migrations.downgrade(connection, "0027")
+            assert "scan_days" not in await _tables(connection)
+            kept = await connection.execute(sa.text("SELECT count(*) FROM scans"))
+            assert kept.scalar_one() == len(scans)
+    finally:
+        await engine.dispose()
+
+
+def _date(value: date | str) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(value)  # SQLite answers text

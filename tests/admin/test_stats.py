@@ -11,8 +11,10 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.scans.models import ScanPhase, ScanStatus
+from codepulse.scans.service import rebuild_scan_days
 from codepulse.tasks import Task, enqueue
 from codepulse.usage.models import UsageDaily, UsageSyncBatch
+from codepulse.usage.service import rebuild_platform_sums
 from tests.factories import (
     Account,
     AuthSessionFactory,
@@ -167,6 +169,10 @@ async def _build(session: AsyncSession, clock: FakeClock, make_user: MakeUser, m
     ):
         JobRunFactory.create(job_id=job_id, status=run_status, scheduled_for=now - ago, error=error)
     await session.flush()
+    # The rows above were written around the slices' repositories, which keep the platform's
+    # usage sums and scans per day: recomputed from them, as after a bulk load.
+    await rebuild_platform_sums(session)
+    await rebuild_scan_days(session)
     return world
 
 

@@ -13,10 +13,12 @@ active day (`usage_sync_batches`); an organization per five users (plans mixed, 
 finished, some queued, running and dead) and 30 days of hourly job runs for 20 jobs. Written
 with `db.bulk_insert` (COPY on PostgreSQL, executemany on SQLite); the platform's usage sums
 (`usage_platform_daily` and `usage_platform_syncs`, which syncs keep) rebuilt from the usage_daily
-and usage_sync_batches rows (`UsageRepository.rebuild_platform`); then ANALYZE.
+and usage_sync_batches rows (`usage.service.rebuild_platform_sums`), the scans per day
+(`scan_days`, which the scans' writers keep) from the scans (`scans.service.rebuild_scan_days`);
+then ANALYZE.
 
 Each database is migrated to head first (so the statistics' indexes and tables, migrations 0026
-and 0027, are there).
+to 0028, are there).
 The endpoint is timed in-process through httpx's ASGITransport (the app's full middleware and
 request session, no socket), after untimed warm-up calls; the scheduler and task workers are off.
 PostgreSQL: a new `cp_bench_<random>` database on the server named by --database-url, dropped at
@@ -49,8 +51,9 @@ from codepulse.db import Base, Database, bulk_insert
 from codepulse.db.engine import create_engine
 from codepulse.logging import configure_logging
 from codepulse.migrations import upgrade
+from codepulse.scans.service import rebuild_scan_days
 from codepulse.security import hash_token, new_session_token
-from codepulse.usage.repository import UsageRepository
+from codepulse.usage.service import rebuild_platform_sums
 
 if TYPE_CHECKING:
     from tests.benchmarks._usage_data import USAGE_COLUMNS, USER_COLUMNS, BenchDatabase, Shape, plan_users, usage_rows
@@ -311,12 +314,14 @@ async def load(database: Database, shape: Shape, now: datetime, scans_per_day: i
     counts["auth_sessions"] = await _insert(database, "auth_sessions", generator.sessions())
     counts["usage_sync_batches"] = await _insert(database, "usage_sync_batches", generator.sync_batches())
     async with database.transaction() as session:  # what the syncs would have kept, from their rows
-        await UsageRepository(session).rebuild_platform()
+        await rebuild_platform_sums(session)
     orgs = generator.organizations()
     counts["organizations"] = await _insert(database, "organizations", orgs)
     repositories = generator.repositories(orgs)
     counts["repositories"] = await _insert(database, "repositories", repositories)
     counts["scans"] = await _insert(database, "scans", generator.scans(repositories, scans_per_day))
+    async with database.transaction() as session:  # what the scans' writers would have kept
+        await rebuild_scan_days(session)
     counts["findings"] = await _insert(database, "findings", generator.findings(repositories, 20 * len(repositories)))
     counts["tasks"] = await _insert(database, "tasks", generator.tasks(100_000))
     counts["job_runs"] = await _insert(database, "job_runs", generator.job_runs(20, 30))

@@ -62,7 +62,7 @@ async def _users(session: AsyncSession, days: list[date], start: datetime, end: 
 
 
 async def _scans(session: AsyncSession, days: list[date], start: datetime, end: datetime) -> ScanFigures:
-    stats = await scan_stats(session, start=start, end=end)
+    stats = await scan_stats(session, first_day=days[0], last_day=days[-1], start=start, end=end)
     per_day = [ScanDay(day=day, **stats.per_day.get(day, {})) for day in days]
     return ScanFigures(
         total=sum(sum(statuses.values()) for statuses in stats.per_day.values()),

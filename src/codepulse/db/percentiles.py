@@ -86,16 +86,23 @@ async def ordered_percentiles(
     where: Sequence[ColumnElement[bool]],
     *,
     fractions: Mapping[str, float],
+    count: int | None = None,
 ) -> tuple[int, dict[str, float | None]]:
     """(count, label -> percentile) of the non-null `value`s of the rows matching `where`: the
     same numbers as `percentiles` (PostgreSQL's percentile_cont), without ranking every value.
-    It counts them, then reads the two values around each fraction's position with `ORDER BY
-    value LIMIT 2 OFFSET floor(position)`; with an index on `(value, <the columns of where>)`
-    that is a walk along the index, not a sort (as `percentiles` does, per group, on SQLite).
-    Interpolated here in double precision, as percentile_cont does: `first + (position -
-    floor(position)) * (second - first)`."""
+    It counts them (unless the caller knows `count`, from counts it keeps), then reads the two
+    values around each fraction's position with `ORDER BY value LIMIT 2 OFFSET
+    floor(position)`; with an index on `(value, <the columns of where>)` that is a walk along the
+    index, not a sort (as `percentiles` does, per group, on SQLite). Interpolated here in double
+    precision, as percentile_cont does: `first + (position - floor(position)) * (second - first)`.
+    A `count` that is not the rows' (counts gone wrong) is replaced by theirs."""
     conditions = (*where, value.is_not(None))
-    count = int(await session.scalar(select(func.count(value)).where(*conditions)) or 0)
+
+    async def counted() -> int:
+        return int(await session.scalar(select(func.count(value)).where(*conditions)) or 0)
+
+    if count is None:
+        count = await counted()
     found: dict[str, float | None] = {}
     for label, fraction in fractions.items():
         if count == 0:
@@ -104,6 +111,8 @@ async def ordered_percentiles(
         position = fraction * (count - 1)
         first = math.floor(position)
         pair = (await session.scalars(select(value).where(*conditions).order_by(value).limit(2).offset(first))).all()
+        if not pair:  # fewer rows than `count` said: count them and start again
+            return await ordered_percentiles(session, value, where, fractions=fractions, count=await counted())
         lower = float(pair[0])
         found[label] = lower if position == first else lower + (position - first) * (float(pair[-1]) - lower)
     return count, found

@@ -16,7 +16,8 @@ For other slices (the scans slice above all; routes guard repositories with the
 - `scheduled_repositories(session, schedules)`: the active repositories with a scan schedule.
 
 Deleting an organization removes its repositories through the `on_org_delete` hook registered by
-`codepulse.repositories.hooks` (see `codepulse.hooks`).
+`codepulse.repositories.hooks` (see `codepulse.hooks`). Before repositories are deleted, one or an
+organization's, the `on_repositories_delete` hooks run (`DeletingRepositories`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ from codepulse.repositories.credentials import CredentialRefused as CredentialRe
 from codepulse.repositories.credentials import clone_credential as clone_credential
 from codepulse.repositories.credentials import github_hosts, parse
 from codepulse.repositories.credentials import verify_clone_credential as verify_clone_credential
+from codepulse.repositories.deleting import DeletingRepositories as DeletingRepositories
+from codepulse.repositories.deleting import delete_hooks
+from codepulse.repositories.deleting import on_repositories_delete as on_repositories_delete
 from codepulse.repositories.models import BRANCH_MAX_LENGTH, Provider, Severity
 from codepulse.repositories.models import Repository as Repository
 from codepulse.repositories.models import ScanSchedule as ScanSchedule
@@ -207,6 +211,7 @@ class RepositoryService:
         repository = target.repository
         await self.orgs.audit(repository.org_id, target.org.user, "repository.deleted", "repository", repository.id,
                               {"name": repository.name, "canonical_url": repository.canonical_url}, ip)  # fmt: skip
+        await delete_hooks.run(self.session, DeletingRepositories(repository.org_id, repository.id))
         await self.repo.delete(repository)
         log.info("repository.deleted", repository_id=str(repository.id), org_id=str(repository.org_id))
 

@@ -3,7 +3,8 @@
 Deleting an organization (a soft delete: its row stays for the audit trail, so no foreign key
 cascades) removes its repositories through the repositories slice's hook, and with them their
 scans and findings; the cached engine results are keyed by organization, not repository, so
-scans removes them here.
+scans removes them here. Before repositories are deleted (one, or an organization's), their scans
+leave the per-day counts (`ScanDayCount`).
 
 A `scans.run` task that ends without settling its scan (its worker died on every attempt, or
 could not record the outcome), or that a superuser canceled while queued, fails the scan in the
@@ -27,9 +28,16 @@ from codepulse.repositories import service as repositories_service
 from codepulse.scans import lifecycle
 from codepulse.scans.clone import remote_head
 from codepulse.scans.models import ScanResultCache
+from codepulse.scans.repository import ScanRepository
 from codepulse.scans.service import TASK_KIND, WORKER_LOST_MESSAGE
 
 log = structlog.get_logger("codepulse.scans")
+
+
+async def uncount_deleted_scans(session: AsyncSession, deleting: repositories_service.DeletingRepositories) -> None:
+    """Repositories are being deleted (their scans cascade with them): their scans leave the
+    per-day counts, in the same transaction."""
+    await ScanRepository(session).uncount_scans(deleting.org_id, deleting.repository_id)
 
 
 async def forget_cached_results(session: AsyncSession, org: Organization) -> None:
@@ -79,3 +87,4 @@ def register_hooks() -> None:
     orgs_service.on_org_delete(forget_cached_results)
     tasks.on_task_ended(fail_abandoned_scan)
     repositories_service.on_repository_connect(probe_remote)
+    repositories_service.on_repositories_delete(uncount_deleted_scans)

@@ -223,12 +223,10 @@ async def complete_scan(
     scan = await repo.refresh_scan(scan_id)
     if scan is None:
         return None
-    # First: the row lock (PostgreSQL) orders this against a concurrent cancel request.
-    if not await repo.finish_running(
-        scan_id,
-        {"status": ScanStatus.SUCCEEDED.value, "phase": ScanPhase.DONE.value, "finished_at": now, "updated_at": now},
-        unless_canceled=True,
-    ):
+    # First: the row lock (PostgreSQL) orders this against a concurrent cancel request. The status
+    # is written last, with the outcome: the per-day counts it moves are rows every scan of the
+    # day writes, locked from then until the commit.
+    if not await repo.lock_running(scan_id):
         return None
     # Two scans of one repository never apply their lifecycles at the same time.
     await advisory_xact_lock(session, f"scans.findings:{scan.repository_id}")
@@ -260,9 +258,13 @@ async def complete_scan(
         [{"id": uuid.uuid4(), "scan_id": scan_id, "finding_id": finding_id, **details, "is_new": outcome.new}
          for outcome, details, finding_id in rows]
     )  # fmt: skip
-    await repo.set_outcome(
+    await repo.finish_running(
         scan_id,
         {
+            "status": ScanStatus.SUCCEEDED.value,
+            "phase": ScanPhase.DONE.value,
+            "finished_at": now,
+            "updated_at": now,
             "commit_sha": result.commit_sha,
             "files_total": result.files_total,
             "files_done": result.files_total,
@@ -280,6 +282,7 @@ async def complete_scan(
             "fixed_counts": fixed_counts,
             "duration_ms": _duration_ms(scan, now),
         },
+        unless_canceled=True,  # it is: the row is locked
     )
     await repositories_service.update_scan_summary(
         session,

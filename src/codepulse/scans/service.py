@@ -9,6 +9,8 @@ For other code (module functions; nothing here commits):
   `scan_not_found` for outsiders) — the live progress stream uses it.
 - `get_scan(session, scan_id)`: a scan without an access check.
 - `start_scan(session, settings, clock, repository, ...)`: queue a scan (scheduled scans use it).
+- `scan_stats`, `open_findings_by_severity`: the superusers' statistics; `rebuild_scan_days`
+  recomputes the per-day counts they read (after a bulk load of scans).
 
 The worker's steps (run, progress, complete, fail, cancel) are in `lifecycle`; how findings carry
 over between scans is decided in `tracking`.
@@ -54,6 +56,7 @@ from codepulse.scans.sarif import build_sarif, fallback_rule
 from codepulse.scans.schemas import FindingUpdate, ScanCreate
 from codepulse.scans.stats import ScanStats as ScanStats
 from codepulse.scans.stats import open_findings_by_severity as open_findings_by_severity
+from codepulse.scans.stats import rebuild_scan_days as rebuild_scan_days
 from codepulse.scans.stats import scan_stats as scan_stats
 from codepulse.usage import service as usage_service
 

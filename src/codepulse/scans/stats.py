@@ -1,6 +1,6 @@
 """Platform figures about scans and findings for the superusers' statistics
-(`codepulse.admin.stats`): aggregate statements over the scans of a window and the unresolved
-findings."""
+(`codepulse.admin.stats`): the scans of a window from their per-day counts (`ScanDayCount`), their
+durations' percentiles from the scans, and the unresolved findings."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from datetime import date, datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codepulse.db import epoch_day, ordered_percentiles, utc_day_number
+from codepulse.db import ordered_percentiles
 from codepulse.scans.models import SEVERITIES, UNRESOLVED_STATUSES, Finding, Scan, stored_severity
+from codepulse.scans.repository import ScanRepository
 
 DURATION_FRACTIONS = {"median": 0.5, "p95": 0.95}
 
@@ -26,24 +27,29 @@ class ScanStats:
     cache_hits: int
 
 
-async def scan_stats(session: AsyncSession, *, start: datetime, end: datetime) -> ScanStats:
-    """Scans queued in `[start, end)`: per UTC day and status; the median and 95th percentile of
-    their durations (continuous percentiles, as PostgreSQL's percentile_cont computes them, over
-    the window's scans only: `db.ordered_percentiles`); the
-    engine calls they made and the results they took from the cache instead."""
-    in_window = (Scan.queued_at >= start, Scan.queued_at < end)
-    day = utc_day_number(Scan.queued_at)
+async def scan_stats(
+    session: AsyncSession, *, first_day: date, last_day: date, start: datetime, end: datetime
+) -> ScanStats:
+    """Scans queued from `first_day` to `last_day` (UTC days; `[start, end)` are their bounds as
+    instants): per day and status, the engine calls they made and the results they took from
+    the cache instead, from the per-day counts; the median and 95th percentile of their durations
+    (continuous percentiles, as PostgreSQL's percentile_cont computes them, over the window's
+    scans only: `db.ordered_percentiles`, which counts none: the per-day counts did)."""
     per_day: dict[date, dict[str, int]] = {}
-    engine_calls = cache_hits = 0
-    grouped = select(day, Scan.status, func.count(), func.sum(Scan.engine_calls), func.sum(Scan.cache_hits))
-    for number, status, count, calls, hits in (
-        await session.execute(grouped.where(*in_window).group_by(day, Scan.status))
-    ).all():
-        per_day.setdefault(epoch_day(number), {})[str(status)] = int(count)
-        engine_calls += int(calls or 0)
-        cache_hits += int(hits or 0)
+    engine_calls = cache_hits = timed = 0
+    for day, status, scans, calls, hits, durations in await ScanRepository(session).day_counts(first_day, last_day):
+        per_day.setdefault(day, {})[status] = scans
+        engine_calls += calls
+        cache_hits += hits
+        timed += durations
     # Two values per fraction, read along ix_scans_duration_ms_queued_at (no sort of the window).
-    count, spread = await ordered_percentiles(session, Scan.duration_ms, in_window, fractions=DURATION_FRACTIONS)
+    count, spread = await ordered_percentiles(
+        session,
+        Scan.duration_ms,
+        (Scan.queued_at >= start, Scan.queued_at < end),
+        fractions=DURATION_FRACTIONS,
+        count=timed,
+    )
     return ScanStats(
         per_day=per_day,
         durations=count,
@@ -52,6 +58,11 @@ async def scan_stats(session: AsyncSession, *, start: datetime, end: datetime) -
         engine_calls=engine_calls,
         cache_hits=cache_hits,
     )
+
+
+async def rebuild_scan_days(session: AsyncSession) -> None:
+    """Recompute the per-day counts from every scan (`ScanRepository.rebuild_days`)."""
+    await ScanRepository(session).rebuild_days()
 
 
 async def open_findings_by_severity(session: AsyncSession) -> dict[str, int]:

@@ -9,7 +9,7 @@ of records.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -23,13 +23,10 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     UniqueConstraint,
-    event,
-    inspect,
 )
-from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Mapped, Mapper, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-from codepulse.db import Base, UUIDPrimaryKey, upsert
+from codepulse.db import Base, UUIDPrimaryKey
 
 SOURCE_MAX_LENGTH = 64
 ID_MAX_LENGTH = 200
@@ -102,8 +99,7 @@ class UsageDaily(TokenColumns, Base):
     """
 
     __tablename__ = "usage_daily"
-    # By day alone for the superusers' statistics (the primary key leads with the user).
-    __table_args__ = (PrimaryKeyConstraint("user_id", "day", "source", "model"), Index("ix_usage_daily_day", "day"))
+    __table_args__ = (PrimaryKeyConstraint("user_id", "day", "source", "model"),)
 
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     day: Mapped[date] = mapped_column(Date)
@@ -123,9 +119,10 @@ class UsagePlatformDaily(TokenColumns, Base):
     last chunk (a few rows, in key order, just before the commit: concurrent syncs of the
     platform's busiest rows hold their locks only that long, and always in the same order);
     repricing adds its moves; an account's deletion takes its user's rows out
-    (`usage.hooks.take_out_of_platform_sums`); ORM writes of `UsageDaily` objects add theirs at
-    flush (the mapper events below). A row whose records all left (repricing, a deletion) stays,
-    at zero. `UsageRepository.rebuild_platform` recomputes it (after a bulk load).
+    (`usage.hooks.take_out_of_platform_sums`). Every writer goes through `UsageRepository`; rows
+    written otherwise (a bulk load, a test's ORM objects) are counted by
+    `UsageRepository.rebuild_platform`, which recomputes the table. A row whose records all left
+    (repricing, a deletion) stays, at zero.
     """
 
     __tablename__ = "usage_platform_daily"
@@ -142,7 +139,7 @@ class UsagePlatformDaily(TokenColumns, Base):
 class UsagePlatformSyncs(Base):
     """Sync batches applied per UTC day (of `UsageSyncBatch.created_at`), over every user: what
     the superusers' statistics count, kept like `UsagePlatformDaily` (a sync adds its batch with
-    its platform sums, an account's deletion takes its batches out, ORM writes at flush)."""
+    its platform sums, an account's deletion takes its batches out)."""
 
     __tablename__ = "usage_platform_syncs"
 
@@ -210,88 +207,3 @@ class UsageEvent(UUIDPrimaryKey, Base):
     occurred_at: Mapped[datetime]
     idempotency_key: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime]
-
-
-# --- ORM writes of daily aggregates keep the platform's sums ----------------------------------
-# The sync and repricing write usage_daily and usage_sync_batches with Core statements and add
-# their differences to the platform's sums themselves (`UsageRepository.add_to_platform`); these
-# mapper events do the same for `UsageDaily` and `UsageSyncBatch` objects flushed by the ORM
-# (tests, factories, one-off scripts), in the flush's transaction.
-
-_DAILY_SUMS = (*TOKEN_COLUMNS, "cost_nanousd", "records", "unpriced_records")
-_DAILY_KEY = ("day", "source", "model")
-
-
-def _add_to_platform(connection: Connection, key: tuple[Any, ...], values: list[int]) -> None:
-    if not any(values):
-        return
-    table = UsagePlatformDaily.__table__
-    statement = upsert(
-        connection,
-        table,  # type: ignore[arg-type]
-        conflict=_DAILY_KEY,
-        update=lambda excluded: {name: table.c[name] + excluded[name] for name in _DAILY_SUMS},
-    )
-    connection.execute(
-        statement, {**dict(zip(_DAILY_KEY, key, strict=True)), **dict(zip(_DAILY_SUMS, values, strict=True))}
-    )
-
-
-def _current(target: UsageDaily, names: tuple[str, ...]) -> tuple[Any, ...]:
-    return tuple(getattr(target, name) for name in names)
-
-
-def _before(target: UsageDaily, names: tuple[str, ...]) -> tuple[Any, ...]:
-    """The values as stored before this flush (the ORM's attribute history)."""
-    attrs = inspect(target).attrs
-    values = []
-    for name in names:
-        history = attrs[name].history
-        values.append(history.deleted[0] if history.deleted else getattr(target, name))
-    return tuple(values)
-
-
-@event.listens_for(UsageDaily, "after_insert")
-def _daily_inserted(_mapper: Mapper[Any], connection: Connection, target: UsageDaily) -> None:
-    _add_to_platform(connection, _current(target, _DAILY_KEY), [int(v) for v in _current(target, _DAILY_SUMS)])
-
-
-@event.listens_for(UsageDaily, "after_update")
-def _daily_updated(_mapper: Mapper[Any], connection: Connection, target: UsageDaily) -> None:
-    _add_to_platform(connection, _before(target, _DAILY_KEY), [-int(v) for v in _before(target, _DAILY_SUMS)])
-    _add_to_platform(connection, _current(target, _DAILY_KEY), [int(v) for v in _current(target, _DAILY_SUMS)])
-
-
-@event.listens_for(UsageDaily, "after_delete")
-def _daily_deleted(_mapper: Mapper[Any], connection: Connection, target: UsageDaily) -> None:
-    _add_to_platform(connection, _before(target, _DAILY_KEY), [-int(v) for v in _before(target, _DAILY_SUMS)])
-
-
-def _add_syncs(connection: Connection, at: datetime, syncs: int) -> None:
-    table = UsagePlatformSyncs.__table__
-    statement = upsert(
-        connection,
-        table,  # type: ignore[arg-type]
-        conflict=("day",),
-        update=lambda excluded: {"syncs": table.c.syncs + excluded.syncs},
-    )
-    connection.execute(statement, {"day": at.astimezone(UTC).date(), "syncs": syncs})
-
-
-@event.listens_for(UsageSyncBatch, "after_insert")
-def _batch_inserted(_mapper: Mapper[Any], connection: Connection, target: UsageSyncBatch) -> None:
-    _add_syncs(connection, target.created_at, 1)
-
-
-@event.listens_for(UsageSyncBatch, "after_update")
-def _batch_updated(_mapper: Mapper[Any], connection: Connection, target: UsageSyncBatch) -> None:
-    history = inspect(target).attrs.created_at.history
-    if history.deleted:
-        _add_syncs(connection, history.deleted[0], -1)
-        _add_syncs(connection, target.created_at, 1)
-
-
-@event.listens_for(UsageSyncBatch, "after_delete")
-def _batch_deleted(_mapper: Mapper[Any], connection: Connection, target: UsageSyncBatch) -> None:
-    history = inspect(target).attrs.created_at.history
-    _add_syncs(connection, history.deleted[0] if history.deleted else target.created_at, -1)

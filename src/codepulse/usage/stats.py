@@ -12,6 +12,7 @@ from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.usage.models import UsagePlatformDaily, UsagePlatformSyncs, UsageSyncBatch
+from codepulse.usage.repository import UsageRepository
 
 _PLATFORM = UsagePlatformDaily.__table__.c
 _SYNCS = UsagePlatformSyncs.__table__.c
@@ -87,3 +88,10 @@ async def usage_stats(
         syncs_per_day={day_: int(count) for day_, count in syncs.all()},
         unpriced_models=unpriced_models,
     )
+
+
+async def rebuild_platform_sums(session: AsyncSession) -> None:
+    """Recompute the platform's sums from every user's daily aggregates and sync batches
+    (`UsageRepository.rebuild_platform`): after rows were written around the repository (a bulk
+    load)."""
+    await UsageRepository(session).rebuild_platform()
