@@ -513,7 +513,8 @@ async def test_a_dismissed_finding_shows_why_who_and_when_escaped(
     when = world.critical.dismissed_at
     assert when is not None
     expected = (
-        '<q class="reason" data-testid="dismissed-reason">&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; a test key</q>',
+        '<q class="reason" data-testid="dismissed-reason">'
+        "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; a test key</q>",
         'by <span class="dismisser">mel</span>',
         f"{when.strftime('%Y-%m-%d %H:%M')} UTC</time>",
     )
