@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from codepulse.integrations.github import GitHubRepositoryPage
 from codepulse.repositories.models import (
     BRANCH_MAX_LENGTH,
     NAME_MAX_LENGTH,
@@ -20,8 +22,15 @@ from codepulse.repositories.models import (
 )
 from codepulse.text import NO_CONTROL, Line
 
-if TYPE_CHECKING:  # the service imports these schemas
-    from codepulse.repositories.service import GitHubListing
+
+@dataclass(frozen=True)
+class GitHubListing:
+    """A page of the GitHub repositories a user may import, and which are connected already."""
+
+    page: GitHubRepositoryPage
+    connected: dict[int, uuid.UUID]
+    """GitHub repository id -> the repository connected to this organization."""
+
 
 MAX_IMPORT = 50
 _BRANCH_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")

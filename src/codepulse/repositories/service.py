@@ -39,7 +39,6 @@ from codepulse.errors import Conflict, FieldError, ServiceUnavailable, Validatio
 from codepulse.integrations.github import (
     GitHubClient,
     GitHubRepository,
-    GitHubRepositoryPage,
     GitHubTokenInvalid,
     GitHubUnavailable,
 )
@@ -64,6 +63,7 @@ from codepulse.repositories.models import BRANCH_MAX_LENGTH, Provider, Severity
 from codepulse.repositories.models import Repository as Repository
 from codepulse.repositories.models import ScanSchedule as ScanSchedule
 from codepulse.repositories.repository import RepositoryRepository
+from codepulse.repositories.schemas import GitHubListing as GitHubListing
 from codepulse.repositories.schemas import RepositoryCreate, RepositorySort, RepositoryUpdate
 from codepulse.repositories.stats import RepositoryStats as RepositoryStats
 from codepulse.repositories.stats import repository_stats as repository_stats
@@ -85,13 +85,6 @@ class RepositoryAccess:
 
     repository: Repository
     org: OrgAccess
-
-
-@dataclass(frozen=True)
-class GitHubListing:
-    page: GitHubRepositoryPage
-    connected: dict[int, uuid.UUID]
-    """GitHub repository id -> the repository connected to this organization."""
 
 
 @dataclass(frozen=True)
