@@ -24,11 +24,13 @@ from sqlalchemy import select, text, update
 from codepulse.app import create_app
 from codepulse.config import Settings
 from codepulse.db import Database
+from codepulse.errors import Conflict
 from codepulse.scheduler import JobContext, Scheduler, discover_jobs
 from codepulse.tasks import (
     MAX_RETRY_DELAY,
     EndedTask,
     PermanentTaskError,
+    RetriedTask,
     Task,
     TaskContext,
     TaskRegistry,
@@ -41,6 +43,7 @@ from codepulse.tasks import (
     enqueue,
     fail_task,
     on_task_ended,
+    on_task_retry,
     prune_tasks_job,
     reap_expired,
     reap_expired_job,
@@ -48,7 +51,8 @@ from codepulse.tasks import (
     renew_lease,
     retry_delay,
 )
-from codepulse.tasks.queue import task_ended_hooks
+from codepulse.tasks.admin import retry_task
+from codepulse.tasks.queue import task_ended_hooks, task_retry_hooks
 from tests.databases import DatabaseServer, build_settings
 from tests.helpers import FakeClock
 
@@ -512,6 +516,45 @@ async def test_a_failing_ended_hook_never_keeps_a_task_from_ending(queue: Queue)
     for task in (first, second):
         dead = await queue.get(task.id)
         assert (dead.status, dead.last_error) == ("dead", "lease expired: worker gone stopped renewing it")
+
+
+async def test_a_retry_runs_the_retry_hooks_and_a_raising_one_refuses_it(queue: Queue) -> None:
+    seen: list[RetriedTask] = []
+
+    async def hook(session: Any, retried: RetriedTask) -> None:
+        # In the retry's transaction: the task is already queued again there.
+        status = await session.scalar(select(Task.status).where(Task.id == retried.id))
+        seen.append(retried)
+        if retried.payload.get("refuse"):
+            await session.execute(update(Task).where(Task.id == retried.id).values(priority=99))
+            raise Conflict("Not now.", code="test_refused")
+        assert status == TaskStatus.QUEUED.value
+
+    async def fail(context: TaskContext) -> None:
+        raise PermanentTaskError("no")
+
+    on_task_retry(hook)
+    try:
+        accepted = await queue.enqueue("test.fail", {"refuse": False})
+        refused = await queue.enqueue("test.fail", {"refuse": True})
+        assert await queue.worker({"test.fail": fail}).run_until_idle() == 2
+        now = queue.clock.advance(minutes=1)
+        async with queue.database.transaction() as session:
+            change = await retry_task(session, accepted.id, now=now)
+            assert change.task.status == TaskStatus.QUEUED.value
+            with pytest.raises(Conflict) as refusal:
+                await retry_task(session, refused.id, now=now)
+            assert refusal.value.instance_code == "test_refused"
+            # The caller goes on and commits: the refused retry left nothing behind.
+    finally:
+        task_retry_hooks._hooks.remove(hook)
+    assert [(r.id, r.kind, r.previous_status, r.previous_error, r.retried_at) for r in seen] == [
+        (accepted.id, "test.fail", TaskStatus.FAILED, "PermanentTaskError: no", now),
+        (refused.id, "test.fail", TaskStatus.FAILED, "PermanentTaskError: no", now),
+    ]
+    assert (await queue.get(accepted.id)).status == TaskStatus.QUEUED.value
+    still = await queue.get(refused.id)
+    assert (still.status, still.priority, still.last_error) == ("failed", 0, "PermanentTaskError: no")
 
 
 async def test_stale_completion_is_refused_even_from_the_same_worker(queue: Queue) -> None:

@@ -10,17 +10,21 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.config import Settings
 from codepulse.db import Database
 from codepulse.orgs.models import AuditEvent
+from codepulse.repositories.models import Repository
 from codepulse.scans import jobs as scans_jobs
 from codepulse.scans.models import Scan, ScanPhase, ScanStatus
+from codepulse.scans.service import rebuild_scan_days
 from codepulse.tasks import Task, TaskContext, TaskRegistry, TaskStatus, Worker, enqueue
 from tests.factories import Account, MakeOrg, MakeUser, RepositoryFactory, ScanFactory
 from tests.helpers import FakeClock
+from tests.scans.test_scan_days import assert_days_match
 
 TASKS = "/api/v1/admin/tasks"
 
@@ -202,10 +206,11 @@ async def _queued_scan(session: AsyncSession, make_user: MakeUser, make_org: Mak
     fields.update(values)
     scan = ScanFactory.create(**fields)
     await session.flush()
+    await rebuild_scan_days(session)  # the factory writes around the repository's per-day counts
     return scan
 
 
-async def test_canceling_a_queued_scan_task_fails_its_scan(
+async def test_canceling_a_queued_scan_task_cancels_its_scan(
     client: httpx.AsyncClient, session: AsyncSession, clock: FakeClock, make_user: MakeUser, make_org: MakeOrg
 ) -> None:
     admin = await _admin(make_user)
@@ -214,10 +219,25 @@ async def test_canceling_a_queued_scan_task_fails_its_scan(
     response = await client.post(f"{TASKS}/{task.id}/cancel", headers=admin.headers)
     assert response.status_code == 200, response.text
     await session.refresh(scan)
-    assert (scan.status, scan.error_code) == (ScanStatus.FAILED.value, "task_canceled")
+    # As its owner's cancel of a queued scan leaves it.
+    assert (scan.status, scan.error_code) == (ScanStatus.CANCELED.value, None)
+    assert scan.cancel_requested_at == clock()
+    assert scan.finished_at == clock()
+    repository = await session.get(Repository, scan.repository_id, populate_existing=True)
+    assert repository is not None
+    assert (repository.last_scan_id, repository.last_scan_status) == (scan.id, ScanStatus.CANCELED.value)
+    await assert_days_match(session)
 
 
-async def test_retrying_a_dead_scan_task_whose_scan_failed_does_not_run_the_scan_again(
+@pytest.mark.parametrize(
+    ("status", "error_code"),
+    [
+        (ScanStatus.FAILED.value, "clone_failed"),  # failed for its own reasons
+        (ScanStatus.SUCCEEDED.value, None),
+        (ScanStatus.CANCELED.value, None),
+    ],
+)
+async def test_retrying_a_dead_scan_task_whose_scan_settled_on_its_own_does_not_run_the_scan_again(
     client: httpx.AsyncClient,
     session: AsyncSession,
     db: Database,
@@ -225,25 +245,66 @@ async def test_retrying_a_dead_scan_task_whose_scan_failed_does_not_run_the_scan
     clock: FakeClock,
     make_user: MakeUser,
     make_org: MakeOrg,
+    status: str,
+    error_code: str | None,
 ) -> None:
-    # The task died and its `on_task_ended` hook failed the scan: a retry runs the handler, which
-    # finds the scan finished and skips it. The scan stays failed; a new scan is the way to rescan.
+    # The scan's outcome is not its task's doing: a retry runs the handler, which finds the scan
+    # finished and skips it. The scan stays as it was; a new scan is the way to rescan.
     admin = await _admin(make_user)
     scan = await _queued_scan(
-        session, make_user, make_org, status=ScanStatus.FAILED.value, error_code="worker_lost", finished_at=clock()
+        session, make_user, make_org, status=status, error_code=error_code, finished_at=clock(), duration_ms=5
     )
     task = await _add(
         session, clock, "scans.run", payload={"scan_id": str(scan.id)}, status="dead", attempts=3, finished_at=clock()
     )
     response = await client.post(f"{TASKS}/{task.id}/retry", headers=admin.headers)
     assert response.status_code == 200, response.text
+    await session.refresh(scan)
+    assert (scan.status, scan.error_code) == (status, error_code)
     registry = TaskRegistry()
     scans_jobs.register_tasks(registry)
     worker = Worker(db, settings, registry, clock=clock, concurrency=1, worker_id="admin-test")
     assert await worker.run_until_idle() == 1
     assert (await _task(session, task.id)).status == TaskStatus.SUCCEEDED.value
     await session.refresh(scan)
-    assert (scan.status, scan.error_code) == (ScanStatus.FAILED.value, "worker_lost")
+    assert (scan.status, scan.error_code, scan.finished_at) == (status, error_code, clock())
+    await assert_days_match(session)
+
+
+async def test_retrying_a_failed_scan_task_queues_its_scan_failed_by_the_task(
+    client: httpx.AsyncClient, session: AsyncSession, clock: FakeClock, make_user: MakeUser, make_org: MakeOrg
+) -> None:
+    # `failed` (not dead) task, its scan failed `internal_error` by the ended hook: queued again as
+    # a fresh queued scan has it. (The run to success: tests/scans/test_abandoned.py.)
+    admin = await _admin(make_user)
+    queued_at = clock()
+    scan = await _queued_scan(
+        session,
+        make_user,
+        make_org,
+        status=ScanStatus.FAILED.value,
+        phase=ScanPhase.SCANNING.value,
+        error_code="internal_error",
+        error_message="The scan failed unexpectedly.",
+        started_at=clock(),
+        finished_at=clock(),
+        duration_ms=5,
+        files_total=3,
+        files_done=1,
+        queued_at=queued_at,
+    )
+    task = await _add(
+        session, clock, "scans.run", payload={"scan_id": str(scan.id)}, status="failed", finished_at=clock()
+    )
+    await assert_days_match(session)
+    clock.advance(minutes=5)
+    response = await client.post(f"{TASKS}/{task.id}/retry", headers=admin.headers)
+    assert response.status_code == 200, response.text
+    await session.refresh(scan)
+    assert (scan.status, scan.phase, scan.error_code, scan.error_message) == ("queued", "queued", None, None)
+    assert (scan.started_at, scan.finished_at, scan.duration_ms, scan.cancel_requested_at) == (None,) * 4
+    assert (scan.files_total, scan.files_done, scan.queued_at) == (0, 0, queued_at)
+    await assert_days_match(session)
 
 
 async def test_list_filters_pages_and_hides_credentials(

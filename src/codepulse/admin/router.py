@@ -45,17 +45,21 @@ async def list_tasks(
 
 @router.post("/{task_id}/retry", summary="Queue a dead or failed task again (superuser)")
 async def retry_task(task_id: uuid.UUID, admin: Superuser, service: TaskAdminServiceDep, request: Request) -> TaskOut:
-    """`dead` or `failed` -> `queued`, due now, attempts 0. The handler checks its own domain's
-    state: a task whose owner already settled the outcome (a `scans.run` whose scan failed) runs
-    and does nothing. Audited as `task.retried` (a platform event). 404 `task_not_found`,
-    409 `task_not_retryable` (any other status), 409 `task_duplicate_active` (another active task
-    holds its unique key)."""
+    """`dead` or `failed` -> `queued`, due now, attempts 0. The domain that queued it gets a say in
+    the same transaction: a `scans.run` whose scan failed because the task died (`worker_lost`,
+    `internal_error`, `task_canceled`) queues the scan again, and the task runs it. Otherwise the
+    handler checks its own domain's state: a task whose owner settled the outcome for good (a
+    `scans.run` whose scan failed on its own, succeeded or was canceled) runs and does nothing.
+    Audited as `task.retried` (a platform event). 404 `task_not_found`, 409 `task_not_retryable`
+    (any other status), 409 `task_duplicate_active` (another active task holds its unique key),
+    409 `scan_already_active` (another scan of the scan's repository and ref is queued or running;
+    nothing changes)."""
     return TaskOut.model_validate(await service.retry(admin, task_id, device_of(request).ip))
 
 
 @router.post("/{task_id}/cancel", summary="Cancel a queued task (superuser)")
 async def cancel_task(task_id: uuid.UUID, admin: Superuser, service: TaskAdminServiceDep, request: Request) -> TaskOut:
-    """`queued` -> `canceled`; the domain that queued it settles its own state (a queued scan
-    fails with `task_canceled`). Audited as `task.canceled`. 404 `task_not_found`, 409
+    """`queued` -> `canceled`; the domain that queued it settles its own state (its scan is
+    canceled, as its owner's cancel would leave it). Audited as `task.canceled`. 404 `task_not_found`, 409
     `task_running` (cancel what it works on instead, e.g. the scan), 409 `task_finished`."""
     return TaskOut.model_validate(await service.cancel(admin, task_id, device_of(request).ip))

@@ -2,7 +2,9 @@
 
 `begin_run` → `save_progress` / `cancel_requested` (while the pipeline runs) → one of
 `complete_scan` (findings, their lifecycle, counts, repository summary: one unit of work),
-`fail_scan`, `finish_canceled`. `reusable_result` answers a re-scan of an unchanged commit
+`fail_scan`, `finish_canceled`. A scan whose task ended without running it is settled by
+`abandon_scan` (failed) or `cancel_unrun_scan`; `requeue_scan` queues one its dead task failed
+again, for a retry of that task. `reusable_result` answers a re-scan of an unchanged commit
 from the earlier scan's findings.
 
 Only scans of the default branch change finding states; `tracking` decides how (a pure
@@ -12,14 +14,17 @@ function with the table of cases), this module applies it.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse import events
 from codepulse.db import advisory_xact_lock
+from codepulse.errors import Conflict
 from codepulse.events import OrgEvent
 from codepulse.repositories import service as repositories_service
 from codepulse.scans.models import (
@@ -101,6 +106,40 @@ async def abandon_scan(session: AsyncSession, scan_id: uuid.UUID, code: str, mes
     could not record the outcome): failed, so it never stays active. False when already settled."""
     error = {"error_code": code[:ERROR_CODE_MAX_LENGTH], "error_message": message[:ERROR_MESSAGE_MAX_LENGTH]}
     return await _finish_unsuccessfully(session, scan_id, now, ScanStatus.FAILED, error, queued_too=True)
+
+
+async def cancel_unrun_scan(session: AsyncSession, scan_id: uuid.UUID, now: datetime) -> bool:
+    """A scan whose task was canceled before it ran (a superuser's cancel of the queued task):
+    canceled as a user's cancel leaves it, queued (never started) or running (its worker died and
+    the task waited for a re-run that will not come). False when already settled."""
+    repo = ScanRepository(session)
+    scan = await repo.refresh_scan(scan_id)
+    if scan is None:
+        return False
+    if await repo.cancel_if_queued(scan_id, now):
+        await repositories_service.update_scan_summary(
+            session, scan.repository_id, scan_id=scan_id, status=ScanStatus.CANCELED.value, finished_at=now
+        )
+        log.info("scan.canceled", scan_id=str(scan_id))
+        return True
+    return await finish_canceled(session, scan_id, now)
+
+
+async def requeue_scan(session: AsyncSession, scan_id: uuid.UUID, error_codes: Collection[str], now: datetime) -> bool:
+    """A scan that failed with one of `error_codes` (its task died) queued again, for the retried
+    task to run it. False when it is not such a scan (gone, succeeded, canceled, or failed for its
+    own reasons). 409 `scan_already_active` when another scan of its repository and ref is queued
+    or running now; nothing changed then."""
+    try:
+        # A savepoint: the one-active-scan index refusing the row leaves the caller's transaction usable.
+        async with session.begin_nested():
+            return await ScanRepository(session).requeue_failed(scan_id, error_codes, now)
+    except IntegrityError:
+        raise Conflict(
+            "Another scan of this repository and ref is queued or running: wait for it, or cancel it, "
+            "before running this one again.",
+            code="scan_already_active",
+        ) from None
 
 
 async def _finish_unsuccessfully(

@@ -24,9 +24,11 @@ from codepulse.scans.models import (
     Scan,
     ScanDayCount,
     ScanFinding,
+    ScanPhase,
     ScanResultCache,
     ScanStatus,
     ScanTrigger,
+    zero_counts,
 )
 from codepulse.scans.tracking import Tracked
 
@@ -247,6 +249,40 @@ class ScanRepository:
     async def finish_active(self, scan_id: uuid.UUID, values: Mapping[str, Any]) -> bool:
         """Write the outcome of a queued or running scan (one abandoned by its task)."""
         return await self._update_scan(scan_id, [Scan.status.in_(ACTIVE_STATUSES)], **values)
+
+    async def requeue_failed(self, scan_id: uuid.UUID, error_codes: Collection[str], now: datetime) -> bool:
+        """A scan that failed with one of `error_codes` queued again as a fresh queued scan has it
+        (no progress, outcome or error; its `queued_at`, and so its day, stay). False when it is
+        not such a scan. Raises IntegrityError when another scan of its repository and ref is
+        active (the one-active-scan index): call it in a savepoint."""
+        return await self._update_scan(
+            scan_id,
+            [Scan.status == ScanStatus.FAILED.value, Scan.error_code.in_(list(error_codes))],
+            status=ScanStatus.QUEUED.value,
+            phase=ScanPhase.QUEUED.value,
+            commit_sha=None,
+            files_total=0,
+            files_done=0,
+            bytes_total=0,
+            bytes_done=0,
+            new_counts=zero_counts(),
+            open_counts=zero_counts(),
+            fixed_counts=zero_counts(),
+            skipped={},
+            files_scanned=0,
+            cache_hits=0,
+            engine_calls=0,
+            engine_versions={},
+            pipeline_signature=None,
+            duration_ms=None,
+            error_code=None,
+            error_message=None,
+            warnings=None,
+            started_at=None,
+            finished_at=None,
+            cancel_requested_at=None,
+            updated_at=now,
+        )
 
     async def cancel_state(self, scan_id: uuid.UUID) -> tuple[str, datetime | None] | None:
         row = (

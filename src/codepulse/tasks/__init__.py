@@ -13,7 +13,9 @@
   re-queues tasks whose lease expired (their worker died) at once, without backoff, or marks them
   `dead` after their last attempt, and prunes old finished tasks. A task that ends `dead` or
   `failed` runs the `on_task_ended` hooks in that transaction: the domain that queued it settles
-  its own state there (the tasks package knows no domain).
+  its own state there (the tasks package knows no domain). A superuser's retry of such a task
+  runs the `on_task_retry` hooks in the retry's transaction: the domain puts its state back for
+  the re-run, or refuses the retry.
 - Wake-up: PostgreSQL NOTIFY from enqueue (delivered at commit) to a LISTEN connection per worker,
   with polling every TASK_POLL_SECONDS as the fallback; SQLite polls.
 
@@ -43,12 +45,14 @@ from codepulse.tasks.queue import (
     MAX_RETRY_DELAY,
     ClaimedTask,
     EndedTask,
+    RetriedTask,
     cancel_queued,
     claim_tasks,
     complete_task,
     enqueue,
     fail_task,
     on_task_ended,
+    on_task_retry,
     prune_finished,
     reap_expired,
     release_task,
@@ -63,6 +67,7 @@ __all__ = [
     "ClaimedTask",
     "EndedTask",
     "PermanentTaskError",
+    "RetriedTask",
     "Task",
     "TaskContext",
     "TaskHandler",
@@ -76,6 +81,7 @@ __all__ = [
     "enqueue",
     "fail_task",
     "on_task_ended",
+    "on_task_retry",
     "prune_finished",
     "prune_tasks_job",
     "reap_expired",

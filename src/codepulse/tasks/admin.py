@@ -4,10 +4,12 @@ The HTTP routes (superusers only, audited) are `codepulse.admin`; these function
 caller's transaction and raise `codepulse.errors` problems:
 
 - `retry_task`: `dead` or `failed` -> `queued`, due now, attempts 0, lease and last error
-  cleared; anything else is 409 `task_not_retryable`. The handler runs as for any queued task:
-  handlers are idempotent and check their own domain's state, so a task whose owner already
-  settled the outcome (a `scans.run` whose scan was failed by `on_task_ended`; a `mail.deliver`
-  whose message is `failed`) runs and does nothing (the scan is not re-run: start a new one).
+  cleared; anything else is 409 `task_not_retryable`. The `on_task_retry` hooks run in the same
+  transaction, so the domain that queued it puts its state back for the re-run (a `scans.run`
+  whose scan its death failed queues the scan again) or refuses the retry with a problem of its
+  own (then nothing changes). Handlers are idempotent and check their own domain's state, so a
+  task whose owner settled the outcome for good (a `scans.run` whose scan failed on its own; a
+  `mail.deliver` whose message is `failed`) runs and does nothing.
   A task with a `unique_key` that another active task holds now is 409 `task_duplicate_active`.
 - `cancel_task`: `queued` -> `canceled` (`cancel_queued`), and the `on_task_ended` hooks run
   with status `canceled`, so the domain that queued it settles its own state (its scan or mail
@@ -30,7 +32,7 @@ from codepulse.db import notify, rowcount
 from codepulse.errors import Conflict, NotFound
 from codepulse.pagination import PageRequest, SortKey, paginate
 from codepulse.tasks.models import FINISHED_STATUSES, Task, TaskStatus
-from codepulse.tasks.queue import CHANNEL, EndedTask, cancel_queued, run_ended_hooks
+from codepulse.tasks.queue import CHANNEL, EndedTask, RetriedTask, cancel_queued, run_ended_hooks, task_retry_hooks
 
 RETRYABLE_STATUSES = (TaskStatus.DEAD.value, TaskStatus.FAILED.value)
 CANCELED_ERROR = "canceled by a superuser"
@@ -66,7 +68,8 @@ async def _get(session: AsyncSession, task_id: uuid.UUID) -> Task:
 
 
 async def retry_task(session: AsyncSession, task_id: uuid.UUID, *, now: datetime) -> TaskChange:
-    """A `dead` or `failed` task queued again, due now, with its attempts reset."""
+    """A `dead` or `failed` task queued again, due now, with its attempts reset; the
+    `on_task_retry` hooks run in the same savepoint (one raising refuses the retry)."""
     task = await _get(session, task_id)
     previous = TaskStatus(task.status)
     before = (task.attempts, task.last_error)
@@ -74,32 +77,37 @@ async def retry_task(session: AsyncSession, task_id: uuid.UUID, *, now: datetime
         raise Conflict(
             f"A {task.status} task cannot be retried; only dead or failed ones can.", code="task_not_retryable"
         )
-    try:
-        # A savepoint: the unique index refusing the row must not abort the caller's transaction.
-        async with session.begin_nested():
-            result = await session.execute(
-                update(Task)
-                .where(Task.id == task_id, Task.status.in_(RETRYABLE_STATUSES))
-                .values(
-                    status=TaskStatus.QUEUED.value,
-                    attempts=0,
-                    run_at=now,
-                    locked_by=None,
-                    locked_until=None,
-                    last_error=None,
-                    started_at=None,
-                    finished_at=None,
-                    updated_at=now,
+    # One savepoint for the retry and its hooks: a hook refusing it leaves the task as it was,
+    # even for a caller that goes on with its transaction.
+    async with session.begin_nested():
+        try:
+            # A savepoint: the unique index refusing the row must not abort the caller's transaction.
+            async with session.begin_nested():
+                result = await session.execute(
+                    update(Task)
+                    .where(Task.id == task_id, Task.status.in_(RETRYABLE_STATUSES))
+                    .values(
+                        status=TaskStatus.QUEUED.value,
+                        attempts=0,
+                        run_at=now,
+                        locked_by=None,
+                        locked_until=None,
+                        last_error=None,
+                        started_at=None,
+                        finished_at=None,
+                        updated_at=now,
+                    )
+                    .execution_options(synchronize_session=False)
                 )
-                .execution_options(synchronize_session=False)
-            )
-    except IntegrityError:
-        raise Conflict(
-            "Another queued or running task holds this task's unique key; it cannot be queued beside it.",
-            code="task_duplicate_active",
-        ) from None
-    if rowcount(result) != 1:  # retried or pruned meanwhile
-        raise Conflict("The task changed meanwhile; look at it again.", code="task_not_retryable")
+        except IntegrityError:
+            raise Conflict(
+                "Another queued or running task holds this task's unique key; it cannot be queued beside it.",
+                code="task_duplicate_active",
+            ) from None
+        if rowcount(result) != 1:  # retried or pruned meanwhile
+            raise Conflict("The task changed meanwhile; look at it again.", code="task_not_retryable")
+        retried = RetriedTask(task.id, task.kind, dict(task.payload or {}), previous, before[1], now)
+        await task_retry_hooks.run(session, retried)
     await notify(session, CHANNEL, task.kind)
     return TaskChange(await _get(session, task_id), previous, *before)
 

@@ -62,6 +62,26 @@ on_task_ended = task_ended_hooks.register
 cancel (`cancel_queued`, e.g. a scan's) runs no hooks: it settles its state itself."""
 
 
+@dataclass(frozen=True)
+class RetriedTask:
+    """A `dead` or `failed` task a superuser queues again (`tasks.admin.retry_task`), as the
+    `on_task_retry` hooks see it: already `queued` again in the caller's transaction."""
+
+    id: uuid.UUID
+    kind: str
+    payload: dict[str, Any]
+    previous_status: TaskStatus
+    previous_error: str | None
+    retried_at: datetime
+
+
+task_retry_hooks: HookRegistry[RetriedTask] = HookRegistry("task.retry")
+on_task_retry = task_retry_hooks.register
+"""Register `async (session, retried) -> None`: the domain that queued a task puts its own state
+back for the re-run (a scan its dead task failed is queued again) in the retry's transaction. A
+hook raising a domain error refuses the retry: nothing of it stays (the task stays as it was)."""
+
+
 # --- enqueue and cancel (in the caller's transaction) ------------------------------------------
 
 
