@@ -60,9 +60,40 @@ def test_production_refuses_missing_or_weak_secret_key(tmp_path: Path) -> None:
     for weak in ("changeme", "short-key", "a" * 64):
         with pytest.raises(SettingsError, match="SECRET_KEY"):
             load(tmp_path, ENVIRONMENT="production", SECRET_KEY=weak)
-    settings = load_settings(_env_file=None, ENVIRONMENT="production", SECRET_KEY=STRONG_KEY)
+    settings = load_settings(_env_file=None, ENVIRONMENT="production", SECRET_KEY=STRONG_KEY, SMTP_HOST="smtp.test")
     assert settings.secret_key == STRONG_KEY
     assert STRONG_KEY not in repr(settings)
+
+
+def test_production_refuses_to_run_without_mail_unless_told(tmp_path: Path) -> None:
+    # Without SMTP, password resets, verifications and invitations would vanish unnoticed.
+    for smtp_host in (None, ""):
+        with pytest.raises(SettingsError, match="SMTP_HOST is required when ENVIRONMENT=production") as raised:
+            load(tmp_path, ENVIRONMENT="production", SECRET_KEY=STRONG_KEY, SMTP_HOST=smtp_host)
+        assert "MAIL_DISABLED=true" in str(raised.value)
+    disabled = load(tmp_path, ENVIRONMENT="production", SECRET_KEY=STRONG_KEY, MAIL_DISABLED="true")
+    assert disabled.mail_backend == "disabled"  # type: ignore[attr-defined]
+    smtp = load(tmp_path, ENVIRONMENT="production", SECRET_KEY=STRONG_KEY, SMTP_HOST="smtp.test")
+    assert smtp.mail_backend == "smtp"  # type: ignore[attr-defined]
+    # Development keeps writing messages to the log.
+    assert load(tmp_path).mail_backend == "log"  # type: ignore[attr-defined]
+    assert load(tmp_path, SMTP_HOST="smtp.test", MAIL_DISABLED=True).mail_backend == "disabled"  # type: ignore[attr-defined]
+
+
+def test_codepulse_serve_refuses_production_without_mail(tmp_path: Path) -> None:
+    env = {
+        **{name: value for name, value in os.environ.items() if name not in ("SMTP_HOST", "MAIL_DISABLED")},
+        "ENVIRONMENT": "production",
+        "SECRET_KEY": STRONG_KEY,
+        "VAR_DIR": str(tmp_path / "var"),
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'prod.db'}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "codepulse", "serve"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "SMTP_HOST is required when ENVIRONMENT=production" in done.stderr
+    assert not (tmp_path / "prod.db").exists()  # refused before anything was touched
 
 
 def test_development_key_is_generated_once_and_kept(tmp_path: Path) -> None:

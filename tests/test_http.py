@@ -85,7 +85,9 @@ async def test_security_headers_on_api_and_docs(build_client: Callable[..., Asyn
 
 
 async def test_hsts_only_in_production(build_client: Callable[..., AsyncIterator[httpx.AsyncClient]]) -> None:
-    async for client in build_client(ENVIRONMENT="production", SECRET_KEY="Zx8-" + "q7RkT2mWv9LpB4nY" * 3):
+    async for client in build_client(
+        ENVIRONMENT="production", SECRET_KEY="Zx8-" + "q7RkT2mWv9LpB4nY" * 3, MAIL_DISABLED=True
+    ):
         response = await client.get("/api/v1/health")
         assert response.headers["strict-transport-security"].startswith("max-age=")
 

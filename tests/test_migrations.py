@@ -366,3 +366,95 @@ async def test_0028_backfills_scans_per_day_from_the_scans(database_server: Data
 
 def _date(value: date | str) -> date:
     return value if isinstance(value, date) else date.fromisoformat(value)  # SQLite answers text
+
+
+async def test_0029_moves_declines_out_of_revoked_at_by_the_audit_log(database_server: DatabaseServer) -> None:
+    """An invitation the audit log says was declined gets its time as declined_at (and revoked_at
+    back to null); a revoked one stays revoked; a declined email can be invited again; the
+    downgrade folds declines back into revoked_at."""
+    engine: AsyncEngine = create_engine(build_settings(await database_server.create_empty()))
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    org_id = uuid.uuid4()
+    organizations = sa.table(
+        "organizations",
+        sa.column("id", sa.Uuid()),
+        *(sa.column(name, sa.String()) for name in ("name", "slug")),
+        *(sa.column(name, UTCDateTime()) for name in ("created_at", "updated_at")),
+    )
+    invitations = sa.table(
+        "invitations",
+        *(sa.column(name, sa.Uuid()) for name in ("id", "org_id")),
+        *(sa.column(name, sa.String()) for name in ("email", "role", "token_hash")),
+        *(sa.column(name, UTCDateTime()) for name in ("created_at", "expires_at", "revoked_at")),
+    )
+    audit = sa.table(
+        "audit_events",
+        *(sa.column(name, sa.Uuid()) for name in ("id", "org_id")),
+        *(sa.column(name, sa.String()) for name in ("action", "target_type", "target_id")),
+        sa.column("metadata", sa.JSON()),
+        sa.column("created_at", UTCDateTime()),
+    )
+    closed = {"declined": at + timedelta(hours=1), "revoked": at + timedelta(hours=2), "open": None}
+    ids = {name: uuid.uuid4() for name in closed}
+    try:
+        async with engine.begin() as connection:
+            await migrations.upgrade(connection, "0028")
+            await connection.execute(
+                organizations.insert().values(id=org_id, name="E", slug="e", created_at=at, updated_at=at)
+            )
+            for name, revoked_at in closed.items():
+                await connection.execute(
+                    invitations.insert().values(
+                        id=ids[name],
+                        org_id=org_id,
+                        email=f"{name}@example.com",
+                        role="member",
+                        token_hash=name,
+                        created_at=at,
+                        expires_at=at + timedelta(days=7),
+                        revoked_at=revoked_at,
+                    )
+                )
+                if revoked_at is not None:
+                    await connection.execute(
+                        audit.insert().values(
+                            id=uuid.uuid4(),
+                            org_id=org_id,
+                            action=f"invitation.{name}",
+                            target_type="invitation",
+                            target_id=str(ids[name]),
+                            metadata={},
+                            created_at=revoked_at,
+                        )
+                    )
+            await migrations.upgrade(connection, "0029")
+            declined_at = sa.column("declined_at", UTCDateTime())
+            rows = await connection.execute(
+                sa.select(invitations.c.token_hash, invitations.c.revoked_at, declined_at).select_from(invitations)
+            )
+            assert {row[0]: (row[1], row[2]) for row in rows} == {
+                "declined": (None, closed["declined"]),
+                "revoked": (closed["revoked"], None),
+                "open": (None, None),
+            }
+            await connection.execute(
+                invitations.insert().values(
+                    id=uuid.uuid4(),
+                    org_id=org_id,
+                    email="declined@example.com",
+                    role="member",
+                    token_hash="again",
+                    created_at=at,
+                    expires_at=at + timedelta(days=7),
+                )
+            )
+            await migrations.downgrade(connection, "0028")
+            await connection.execute(invitations.delete().where(invitations.c.token_hash == "again"))
+            rows = await connection.execute(sa.select(invitations.c.token_hash, invitations.c.revoked_at))
+            assert {row[0]: row[1] for row in rows} == {
+                "declined": closed["declined"],
+                "revoked": closed["revoked"],
+                "open": None,
+            }
+    finally:
+        await engine.dispose()

@@ -151,6 +151,7 @@ async def test_seed_refuses_production(tmp_path: Path, db: Database, settings: S
         tmp_path,
         ENVIRONMENT="production",
         SECRET_KEY=secrets.token_urlsafe(48),
+        MAIL_DISABLED="true",
     )
     refused = await _invoke("seed", env=env)
     assert refused.exit_code == 1

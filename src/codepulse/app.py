@@ -160,6 +160,8 @@ def create_app(settings: Settings, *, database: Database | None = None, clock: C
         scheduler_enabled=settings.SCHEDULER_ENABLED,
         scheduler_running=lambda: scheduler.running,
         clock=clock,
+        mail_backend=settings.mail_backend,
+        production=settings.is_production,
     )
 
     install_error_handlers(app)

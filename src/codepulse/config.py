@@ -176,8 +176,12 @@ class Settings(BaseSettings):
     ALLOWED_GIT_HOSTS: Annotated[list[str], NoDecode] = Field(default_factory=list)
     ALLOW_LOCAL_REPOSITORIES: bool = False
 
-    # Mail: SMTP when SMTP_HOST is set, otherwise messages are written to the log.
+    # Mail: SMTP when SMTP_HOST is set, otherwise (development and tests) messages are written to
+    # the log. Production needs SMTP_HOST (password resets, verification and invitations are
+    # mailed) unless MAIL_DISABLED says it runs without mail on purpose: then nothing is sent and
+    # every message is recorded `failed` in the outbox.
     SMTP_HOST: str | None = None
+    MAIL_DISABLED: bool = False
     SMTP_PORT: int = Field(default=587, ge=1, le=65535)
     SMTP_USERNAME: str | None = None
     SMTP_PASSWORD: SecretStr | None = None
@@ -333,6 +337,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"SECRET_KEY {weakness}")
         return self
 
+    @model_validator(mode="after")
+    def _check_mail(self) -> Self:
+        if self.ENVIRONMENT is Environment.PRODUCTION and not self.SMTP_HOST and not self.MAIL_DISABLED:
+            raise ValueError(
+                "SMTP_HOST is required when ENVIRONMENT=production (password resets, email verification "
+                "and invitations are mailed); set MAIL_DISABLED=true to run without mail on purpose"
+            )
+        return self
+
     @cached_property
     def database_url(self) -> URL:
         from sqlalchemy.engine import make_url
@@ -346,6 +359,13 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.ENVIRONMENT is Environment.PRODUCTION
+
+    @property
+    def mail_backend(self) -> Literal["smtp", "log", "disabled"]:
+        """How mail goes out: `disabled` (MAIL_DISABLED), `smtp` (SMTP_HOST) or `log`."""
+        if self.MAIL_DISABLED:
+            return "disabled"
+        return "smtp" if self.SMTP_HOST else "log"
 
     @property
     def secret_key(self) -> str:

@@ -75,6 +75,23 @@ async def test_readiness_fails_while_enabled_scheduler_is_not_running(
     assert running.json()["checks"]["scheduler:running"][0]["observedValue"] is True
 
 
+async def test_readiness_says_how_mail_goes_out(
+    client: httpx.AsyncClient, make_settings: Callable[..., Settings], app_factory: Callable[[Settings], FastAPI]
+) -> None:
+    configured = (await client.get("/api/v1/health/ready")).json()["checks"]["mail:backend"][0]
+    assert (configured["status"], configured["observedValue"]) == ("pass", "smtp")  # the suite's SMTP stub
+    app = app_factory(make_settings(MAIL_DISABLED=True))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as disabled:
+        response = await disabled.get("/api/v1/health/ready")
+    # Ready (200), but an operator's dashboard sees that nothing is mailed.
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "warn"
+    mail = body["checks"]["mail:backend"][0]
+    assert (mail["status"], mail["observedValue"]) == ("warn", "disabled")
+    assert "MAIL_DISABLED" in mail["output"]
+
+
 async def test_readiness_answers_503_within_two_seconds_when_database_hangs(
     make_settings: Callable[..., Settings],
 ) -> None:

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
+import structlog
 from sqlalchemy import func, select
 
-from codepulse.config import Settings
+from codepulse.config import Environment, Settings
 from codepulse.db import Database
 from codepulse.integrations.mailer import MailMessage
 from codepulse.mail import jobs as mail_jobs
@@ -148,6 +149,53 @@ async def test_an_address_the_server_refuses_fails_at_once(outbox: Outbox) -> No
     assert "550" in row.last_error
     assert (await outbox.row(delivered)).status == MailStatus.SENT.value
     assert [m["To"] for m in outbox.smtp.messages] == ["here@example.com"]
+
+
+async def test_disabled_mail_fails_each_message_at_once_and_says_why(outbox: Outbox) -> None:
+    outbox.smtp.start()  # configured, but the operator turned mail off
+    outbox.settings = outbox.settings.model_copy(update={"MAIL_DISABLED": True})
+    outbox_id = await outbox.queue(text="reset: https://example.test/reset?token=secret-token-9")
+    with structlog.testing.capture_logs() as logs:
+        assert await outbox.run() == 1
+    row = await outbox.row(outbox_id)
+    assert (row.status, row.attempts, row.sent_at) == (MailStatus.FAILED.value, 1, None)
+    assert row.last_error == "mail is disabled (MAIL_DISABLED=true)"
+    [task] = await outbox.tasks()
+    assert task.status == TaskStatus.SUCCEEDED.value  # the operator's choice, not a task to retry
+    assert outbox.smtp.messages == []
+    [warning] = [entry for entry in logs if entry["event"] == "mail.not_sent"]
+    assert warning["log_level"] == "warning"
+    assert "secret-token-9" not in repr(logs)
+
+
+async def test_production_without_smtp_never_counts_a_message_sent(outbox: Outbox) -> None:
+    # Settings refuse this; settings built around the check still must not lose the message.
+    outbox.settings = outbox.settings.model_copy(update={"ENVIRONMENT": Environment.PRODUCTION, "SMTP_HOST": None})
+    outbox_id = await outbox.queue(text="verify: https://example.test/verify?token=secret-token-7")
+    with structlog.testing.capture_logs() as logs:
+        assert await outbox.run() == 1
+    row = await outbox.row(outbox_id)
+    assert (row.status, row.attempts, row.sent_at) == (MailStatus.QUEUED.value, 1, None)
+    assert row.last_error is not None
+    assert row.last_error.startswith("MailNotConfigured: SMTP_HOST is not set")
+    assert "secret-token-7" not in repr(logs)
+    # Retried as after an SMTP error, then failed after its last attempt.
+    for attempt in range(1, 3):
+        outbox.clock.advance(seconds=BACKOFF * 2**attempt)
+        assert await outbox.run() == 1
+    row = await outbox.row(outbox_id)
+    assert (row.status, row.attempts) == (MailStatus.FAILED.value, 3)
+
+
+async def test_development_without_smtp_logs_the_message_with_its_link(outbox: Outbox) -> None:
+    outbox.settings = outbox.settings.model_copy(update={"SMTP_HOST": None})
+    outbox_id = await outbox.queue(text="verify: https://example.test/verify?token=dev-token-1")
+    with structlog.testing.capture_logs() as logs:
+        assert await outbox.run() == 1
+    row = await outbox.row(outbox_id)
+    assert (row.status, row.sent_at) == (MailStatus.SENT.value, outbox.clock())
+    [logged] = [entry for entry in logs if entry["event"] == "mail.logged"]
+    assert "dev-token-1" in logged["body"]
 
 
 async def test_two_workers_deliver_one_outbox_without_a_duplicate(outbox: Outbox) -> None:

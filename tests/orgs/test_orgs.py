@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from codepulse.app import register_hooks
 from codepulse.config import Settings
 from codepulse.errors import Conflict, Forbidden, QuotaExceeded
-from codepulse.orgs.models import AuditEvent, Organization
+from codepulse.orgs.models import AuditEvent, Invitation, Organization
 from codepulse.orgs.service import OrgService, Role
 from codepulse.repositories.models import Repository
 from tests.factories import MakeMember, MakeOrg, MakeUser, RepositoryFactory
@@ -311,6 +311,59 @@ async def test_seat_limit_counts_pending_invitations(
     body = full.json()
     assert (body["code"], body["resource"], body["limit"], body["used"]) == ("quota_exceeded", "seats", 3, 3)
     assert (body["plan"], body["upgrade_to"]) == ("free", "pro")
+
+
+async def test_a_declined_invitation_is_told_apart_and_frees_its_seat(
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    mailbox: Mailbox,
+    make_user: MakeUser,
+    make_org: MakeOrg,
+    make_member: MakeMember,
+) -> None:
+    ada = await make_user("ada")
+    engines = await make_org(ada, slug="engines")
+    await make_member(engines, "viewer", "vic")
+    grace = await make_user("grace")
+    invited = await client.post(
+        "/api/v1/orgs/engines/invitations", headers=ada.headers, json={"email": "grace@example.com"}
+    )
+    assert invited.status_code == 201
+    invitation_id = invited.json()["id"]
+    await mailbox.deliver()
+    token = mailbox.link_token_in_path(mailbox.messages_to("grace@example.com")[-1], "/invitations/")
+    seats = (await client.get("/api/v1/orgs/engines/billing", headers=ada.headers)).json()["usage"]["seats"]
+    assert seats == {"used": 3, "limit": 3, "remaining": 0}  # ada, vic and grace's invitation
+
+    declined = await client.post(f"/api/v1/invitations/{invitation_id}/decline", headers=grace.headers)
+    assert declined.status_code == 204
+    row = await session.scalar(select(Invitation).where(Invitation.id == uuid.UUID(invitation_id)))
+    assert row is not None
+    await session.refresh(row)
+    assert row.declined_at is not None
+    assert row.revoked_at is None  # an admin's revoke is another thing
+
+    # No longer pending anywhere: the admins' list, the invitee's list, the seat count.
+    assert (await client.get("/api/v1/orgs/engines/invitations", headers=ada.headers)).json()["items"] == []
+    assert (await client.get("/api/v1/invitations", headers=grace.headers)).json()["items"] == []
+    seats = (await client.get("/api/v1/orgs/engines/billing", headers=ada.headers)).json()["usage"]["seats"]
+    assert seats == {"used": 2, "limit": 3, "remaining": 1}
+    # Neither accepted with the mailed link, declined twice nor revoked afterwards.
+    late = await client.post("/api/v1/invitations/accept", headers=grace.headers, json={"token": token})
+    assert (late.status_code, late.json()["code"]) == (400, "invalid_invitation")
+    again = await client.post(f"/api/v1/invitations/{invitation_id}/decline", headers=grace.headers)
+    assert again.status_code == 404
+    revoke = await client.delete(f"/api/v1/orgs/engines/invitations/{invitation_id}", headers=ada.headers)
+    assert revoke.status_code == 404
+    # The freed seat takes a new invitation, to the same email too (the open-invitation index
+    # leaves declined ones out).
+    reinvited = await client.post(
+        "/api/v1/orgs/engines/invitations", headers=ada.headers, json={"email": "grace@example.com"}
+    )
+    assert reinvited.status_code == 201
+    assert [i["id"] for i in (await client.get("/api/v1/invitations", headers=grace.headers)).json()["items"]] == [
+        reinvited.json()["id"]
+    ]
 
 
 async def test_audit_log(

@@ -73,7 +73,7 @@ async def test_next_stays_on_this_site(client: httpx.AsyncClient) -> None:
 async def test_cookies_are_secure_in_production(
     make_settings: Callable[..., Settings], app_factory: Callable[[Settings], FastAPI]
 ) -> None:
-    app = app_factory(make_settings(ENVIRONMENT="production", SECRET_KEY=STRONG_KEY))
+    app = app_factory(make_settings(ENVIRONMENT="production", SECRET_KEY=STRONG_KEY, MAIL_DISABLED=True))
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://testserver") as client,

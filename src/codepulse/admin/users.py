@@ -1,6 +1,10 @@
 """`GET /api/v1/admin/users/{id}`: one account as a superuser sees it, composed from the slices
-that own each part — the profile, sessions count and last activity (auth), organizations and roles
-(orgs), all-time usage totals (usage).
+that own each part — the profile, sessions count and last session use (auth), organizations and
+roles (orgs), the last sync and all-time usage totals (usage).
+
+Last activity is the latest of: any session's or CLI token's last request (a sign-in opens a
+session, so it counts too) and the last usage sync applied — the same two signals as "active in
+7/30 days" in `GET /admin/stats` (`codepulse.auth.stats.user_stats` with usage's `synced_since`).
 
 It lives in the admin slice, above auth, orgs and usage, because it needs all three; auth holds
 the rest of the account administration (`codepulse.auth.admin_router`).
@@ -27,6 +31,7 @@ from codepulse.pagination import MAX_LIMIT, PageRequest
 from codepulse.routing import DomainRouter
 from codepulse.usage.dashboards import DashboardService
 from codepulse.usage.schemas import PeriodStats
+from codepulse.usage.service import last_synced_at
 
 admin_users_router = DomainRouter(prefix="/admin/users", tags=["admin"])
 
@@ -42,7 +47,9 @@ class AdminUserDetail(AdminUserOut):
     organizations: list[AdminUserOrganization] = Field(description="Every organization the account belongs to.")
     sessions_count: int = Field(description="Sessions and CLI tokens that still authenticate.")
     last_activity_at: datetime | None = Field(
-        description="The last request of any of its sessions (at a minute's precision); null if none."
+        description="The latest of its sessions' and CLI tokens' last request (sign-ins included, at a "
+        "minute's precision) and its last usage sync; null if none (sessions are deleted some time "
+        "after they expire or are revoked)."
     )
     usage: PeriodStats = Field(description="All-time usage totals.")
 
@@ -67,12 +74,14 @@ async def user_detail(
     admin = UserAdminService(session, clock)
     user = await admin.user(user_id)
     activity = await admin.activity(user)
+    synced = await last_synced_at(session, user.id)
+    moments = [moment for moment in (activity.last_activity_at, synced) if moment is not None]
     overview = await DashboardService(session, clock).overview(user)
     return AdminUserDetail(
         **AdminUserOut.model_validate(user).model_dump(),
         organizations=await _organizations(session, settings, clock, user),
         sessions_count=activity.sessions_count,
-        last_activity_at=activity.last_activity_at,
+        last_activity_at=max(moments, default=None),
         usage=overview.periods["all"],
     )
 

@@ -1,4 +1,5 @@
-"""Readiness checks: database round-trip, schema at head, scheduler running when enabled."""
+"""Readiness checks: database round-trip, schema at head, scheduler running when enabled, and how
+mail goes out (`warn` when MAIL_DISABLED: ready, but nothing is mailed)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ class ReadinessProbe:
     scheduler_enabled: bool
     scheduler_running: Callable[[], bool]
     clock: Callable[[], datetime]
+    mail_backend: str = "smtp"
+    production: bool = False
 
     async def check(self) -> Readiness:
         checks: dict[str, list[CheckResult]] = {}
@@ -44,9 +47,27 @@ class ReadinessProbe:
                     output=None if running else "the scheduler is not running",
                 )
             ]
+        checks["mail:backend"] = [self._mail()]
         statuses = {result.status for results in checks.values() for result in results}
-        overall = HealthStatus.FAIL if HealthStatus.FAIL in statuses or not database_ok else HealthStatus.PASS
+        if HealthStatus.FAIL in statuses or not database_ok:
+            overall = HealthStatus.FAIL
+        else:
+            overall = HealthStatus.WARN if HealthStatus.WARN in statuses else HealthStatus.PASS
         return Readiness(status=overall, version="1", release_id=__version__, checks=checks)
+
+    def _mail(self) -> CheckResult:
+        status, output = HealthStatus.PASS, None
+        if self.mail_backend == "disabled":
+            status, output = HealthStatus.WARN, "MAIL_DISABLED: no mail is sent (password resets, invitations)"
+        elif self.mail_backend == "log" and self.production:
+            status, output = HealthStatus.FAIL, "SMTP_HOST is not set: no mail is sent"
+        return CheckResult(
+            component_type="component",
+            status=status,
+            observed_value=self.mail_backend,
+            time=self.clock(),
+            output=output,
+        )
 
     async def _timed(
         self,

@@ -1,4 +1,5 @@
-"""How codepulse talks to a mail server: SMTP when SMTP_HOST is set, otherwise the log.
+"""How codepulse talks to a mail server: SMTP when SMTP_HOST is set, otherwise the log
+(development and tests); nothing at all with MAIL_DISABLED.
 
 Nothing sends through a `Mailer` directly: senders queue a message in their transaction
 (`codepulse.mail.outbox.queue_mail`) and the task queue delivers it through here.
@@ -29,6 +30,15 @@ class MailMessage:
     text: str
     # Extra headers (List-Unsubscribe, Message-ID, ...), in order.
     headers: tuple[tuple[str, str], ...] = ()
+
+
+class MailNotConfigured(Exception):
+    """No way to send: production without SMTP_HOST. The outbox retries the message as after an
+    SMTP error (settings refuse this configuration; this guards settings built around them)."""
+
+
+class MailDisabled(Exception):
+    """MAIL_DISABLED: the operator runs without mail; the outbox records the message `failed`."""
 
 
 class Mailer(Protocol):
@@ -71,18 +81,26 @@ class SmtpMailer:
 
 
 class LogMailer:
-    """Development without SMTP: the message goes to the log so its link can be followed.
-    In production the body (which holds single-use links) is withheld."""
+    """Development and tests without SMTP: the message goes to the log so its link can be
+    followed. Production never logs a body (it holds single-use links) and never pretends a
+    message went out: it raises MailNotConfigured."""
 
     def __init__(self, settings: Settings) -> None:
-        self.reveal_body = not settings.is_production
+        self.production = settings.is_production
 
     async def send(self, message: MailMessage) -> None:
-        if self.reveal_body:
-            log.info("mail.logged", to=message.to, subject=message.subject, body=message.text)
-        else:
-            log.warning("mail.not_sent", reason="SMTP_HOST is not set", subject=message.subject)
+        if self.production:
+            raise MailNotConfigured("SMTP_HOST is not set (set it, or MAIL_DISABLED=true to run without mail)")
+        log.info("mail.logged", to=message.to, subject=message.subject, body=message.text)
+
+
+class DisabledMailer:
+    async def send(self, message: MailMessage) -> None:
+        raise MailDisabled("mail is disabled (MAIL_DISABLED=true)")
 
 
 def build_mailer(settings: Settings) -> Mailer:
-    return SmtpMailer(settings) if settings.SMTP_HOST else LogMailer(settings)
+    backend = settings.mail_backend
+    if backend == "disabled":
+        return DisabledMailer()
+    return SmtpMailer(settings) if backend == "smtp" else LogMailer(settings)

@@ -5,7 +5,9 @@
 writes an outbox row and a `mail.deliver` task in the caller's transaction: a request that rolls
 back sends nothing, and a message committed while SMTP is down waits in the queue, retried with
 the queue's backoff, until SMTP is back (`sent`) or MAIL_MAX_ATTEMPTS attempts have failed
-(`failed`). A 5xx answer (an address the server refuses) fails the message at once.
+(`failed`). A 5xx answer (an address the server refuses) fails the message at once, and so
+does MAIL_DISABLED (nothing is sent; the row says why). Production without SMTP_HOST never
+counts a message as sent: it is retried as after an SMTP error (settings refuse to start so).
 
 Never twice: a run takes the message with a conditional UPDATE (`queued` -> `sending`, with a
 lease), so of two workers or replicas running the same message only one sends it; the other
@@ -32,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.config import Settings
 from codepulse.db import rowcount, upsert
-from codepulse.integrations.mailer import MailMessage, build_mailer
+from codepulse.integrations.mailer import MailDisabled, MailMessage, build_mailer
 from codepulse.mail.models import MailStatus, OutboxMail
 from codepulse.security import SecretBox
 from codepulse.tasks import EndedTask, PermanentTaskError, TaskContext, enqueue, on_task_ended
@@ -191,6 +193,11 @@ async def deliver(context: TaskContext) -> None:
     message = replace(message, headers=(("Message-ID", message_id(outbox_id, settings)), *message.headers))
     try:
         await build_mailer(settings).send(message)
+    except MailDisabled as error:
+        # The operator's choice, not a failure of the task: no retry, no failed task to alert on.
+        await _settle(context, taken, MailStatus.FAILED, now=context.clock(), error=str(error))
+        log.warning("mail.not_sent", outbox_id=str(outbox_id), category=taken.row.category, reason=str(error))
+        return
     except Exception as error:
         reason = f"{type(error).__name__}: {error}"
         permanent = _is_permanent(error)

@@ -103,7 +103,7 @@ class InvitationService:
     async def revoke_invitation(self, access: OrgAccess, invitation_id: uuid.UUID, ip: str | None) -> None:
         access.require(Role.ADMIN)
         invitation = await self.repo.invitation(access.org.id, invitation_id)
-        if invitation is None or invitation.accepted_at is not None or invitation.revoked_at is not None:
+        if invitation is None or (invitation.accepted_at or invitation.revoked_at or invitation.declined_at):
             raise NotFound("invitation")
         invitation.revoked_at = self.clock()
         await self.session.flush()
@@ -156,13 +156,14 @@ class InvitationService:
         invitation = await self._my_invitation(user, invitation_id)
         if not user.email_verified:
             raise Forbidden("Verify your email before answering an invitation.", code="email_not_verified")
-        invitation.revoked_at = self.clock()
+        invitation.declined_at = self.clock()
         await self.session.flush()
         await self.orgs.audit(invitation.org_id, user, "invitation.declined", "invitation", invitation.id,
                          {"email": invitation.email}, ip)  # fmt: skip
 
     def _pending(self, invitation: Invitation) -> bool:
-        return invitation.accepted_at is None and invitation.revoked_at is None and self.clock() < invitation.expires_at
+        closed = invitation.accepted_at or invitation.revoked_at or invitation.declined_at
+        return closed is None and self.clock() < invitation.expires_at
 
     async def _my_invitation(self, user: User, invitation_id: uuid.UUID) -> Invitation:
         """A pending invitation to the user's email; 404 `invitation_not_found` for anything else

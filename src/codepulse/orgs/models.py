@@ -52,9 +52,9 @@ class Membership(UUIDPrimaryKey, Timestamps, Base):
     role: Mapped[str] = mapped_column(String(10))
 
 
-# An invitation neither accepted nor revoked holds a seat until it is (expired ones are revoked
-# when the email is invited again): one per organization and email.
-_OPEN_INVITATION = text("accepted_at IS NULL AND revoked_at IS NULL")
+# An invitation neither accepted, revoked (by an admin) nor declined (by the invitee) is open
+# (expired ones are revoked when the email is invited again): one per organization and email.
+_OPEN_INVITATION = text("accepted_at IS NULL AND revoked_at IS NULL AND declined_at IS NULL")
 
 
 class Invitation(UUIDPrimaryKey, Base):
@@ -81,7 +81,10 @@ class Invitation(UUIDPrimaryKey, Base):
     expires_at: Mapped[datetime]
     accepted_at: Mapped[datetime | None]
     accepted_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # Closed by an admin (or by inviting the email again after it expired) ...
     revoked_at: Mapped[datetime | None]
+    # ... or turned down by the invitee (before migration 0029 a decline set revoked_at).
+    declined_at: Mapped[datetime | None]
 
 
 class AuditEvent(UUIDPrimaryKey, Base):

@@ -95,7 +95,13 @@ class OrgRepository:
 
     @staticmethod
     def _pending(now: datetime) -> tuple[ColumnElement[bool], ...]:
-        return (Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None), Invitation.expires_at > now)
+        """Pending: not accepted, revoked, declined nor expired."""
+        return (
+            Invitation.accepted_at.is_(None),
+            Invitation.revoked_at.is_(None),
+            Invitation.declined_at.is_(None),
+            Invitation.expires_at > now,
+        )
 
     async def count_pending_invitations(self, org_id: uuid.UUID, now: datetime) -> int:
         return int(
@@ -116,6 +122,7 @@ class OrgRepository:
                 Invitation.email == email,
                 Invitation.accepted_at.is_(None),
                 Invitation.revoked_at.is_(None),
+                Invitation.declined_at.is_(None),
                 Invitation.expires_at <= now,
             )
             .values(revoked_at=now)
@@ -141,10 +148,16 @@ class OrgRepository:
         )
 
     async def accept_invitation(self, invitation_id: uuid.UUID, user_id: uuid.UUID, now: datetime) -> bool:
-        """Single use under races: only one accept can flip accepted_at."""
+        """Single use under races: only one accept can flip accepted_at, and not after a concurrent
+        revoke or decline closed the invitation."""
         result = await self.session.execute(
             update(Invitation)
-            .where(Invitation.id == invitation_id, Invitation.accepted_at.is_(None))
+            .where(
+                Invitation.id == invitation_id,
+                Invitation.accepted_at.is_(None),
+                Invitation.revoked_at.is_(None),
+                Invitation.declined_at.is_(None),
+            )
             .values(accepted_at=now, accepted_by=user_id)
         )
         return rowcount(result) == 1

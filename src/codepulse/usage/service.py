@@ -22,7 +22,7 @@ from codepulse.usage.metering import count_events, record_event
 from codepulse.usage.pricing import nanousd_to_usd
 from codepulse.usage.repricing import RepriceReport, reprice, reprice_database
 from codepulse.usage.sharing import shares_usage_with_orgs
-from codepulse.usage.stats import UsageDay, UsageStats, rebuild_platform_sums, synced_since, usage_stats
+from codepulse.usage.stats import UsageDay, UsageStats, last_synced_at, rebuild_platform_sums, synced_since, usage_stats
 from codepulse.usage.streaks import zone
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "count_events",
     "daily_rows",
     "daily_usage",
+    "last_synced_at",
     "nanousd_to_usd",
     "not_sharing_user_ids",
     "rebuild_platform_sums",

@@ -4,6 +4,7 @@ every user's `usage_daily`) and counts of sync batches."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -38,6 +39,15 @@ def synced_since(user_id: ColumnElement[Any], since: datetime) -> ColumnElement[
     """Whether the user `user_id` (a column of an outer query) applied a sync batch since `since`:
     one probe of ix_usage_sync_batches_user_id_created_at."""
     return exists().where(_BATCHES.user_id == user_id, _BATCHES.created_at >= since)
+
+
+async def last_synced_at(session: AsyncSession, user_id: uuid.UUID) -> datetime | None:
+    """When the user's latest sync batch was applied (a sync sent again changes nothing and is not
+    recorded again); None if never. The newest entry of ix_usage_sync_batches_user_id_created_at."""
+    latest: datetime | None = await session.scalar(
+        select(func.max(_BATCHES.created_at)).where(_BATCHES.user_id == user_id)
+    )
+    return latest
 
 
 async def usage_stats(
