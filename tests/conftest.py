@@ -64,9 +64,20 @@ def _no_leaked_connections() -> Iterator[None]:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     gc.collect()
+    workeroutput: dict[str, object] | None = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: its exit status is not the run's; tell the controller
+        workeroutput["leaked_connections"] = list(_leaks.messages)
+        return
     if _leaks.messages:
         print("\nLEAKED CONNECTIONS:\n" + "\n".join(_leaks.messages))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """An xdist worker is done: the leaks it found at its end are this run's (pytest_sessionfinish)."""
+    workeroutput = getattr(node, "workeroutput", {})
+    _leaks.messages.extend(workeroutput.get("leaked_connections", []))
 
 
 def _test_database_url() -> str | None:
@@ -74,7 +85,42 @@ def _test_database_url() -> str | None:
     return url or None
 
 
+# `-n auto` (addopts): at most this many pytest-xdist workers. Each has its own test databases
+# (tests/databases.py names them after its process), its own loopback stubs on ports the OS picks,
+# its own tmp_path; PostgreSQL scopes advisory locks to a database, so workers never share one.
+MAX_WORKERS = 2
+PARALLEL_FROM_FILES = 6
+
+# Modules that take longest (Chromium against a real server, the API fuzz, CLI subprocesses),
+# handed out first under xdist so the run does not end waiting on one of them.
+SLOW_FIRST = ("tests/web/test_browser", "tests/test_fuzz.py", "tests/test_cli.py")
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """Workers for `-n auto`: none for a run of fewer than PARALLEL_FROM_FILES test files (a file,
+    a test, a small folder), which would take longer to start two workers (a migrated template
+    database each) than they save; else the cores, up to MAX_WORKERS. `-n N`, `-n 0` or
+    PYTEST_XDIST_AUTO_NUM_WORKERS decide instead."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # xdist's own hook reads it
+    if config.args_source == pytest.Config.ArgsSource.ARGS:
+        files = 0
+        for arg in config.args:
+            path = config.invocation_params.dir / arg.split("::", 1)[0]
+            files += sum(1 for _ in path.rglob("test_*.py")) if path.is_dir() else 1
+        if files < PARALLEL_FROM_FILES:
+            return 0
+    return min(MAX_WORKERS, os.cpu_count() or 1)
+
+
+def _slow_first(items: list[pytest.Item]) -> None:
+    """Whole modules move (a module-scoped fixture is set up once per worker that runs it)."""
+    items.sort(key=lambda item: not item.nodeid.startswith(SLOW_FIRST))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if hasattr(config, "workerinput"):  # an xdist worker: every worker sorts alike
+        _slow_first(items)
     if _test_database_url() is not None:
         return
     selected = [item for item in items if item.get_closest_marker("postgres_only") is None]

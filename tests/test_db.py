@@ -14,11 +14,11 @@ from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from codepulse.config import Settings
-from codepulse.db import Database, DbSession, SessionRoute, bulk_insert, create_engine
+from codepulse.db import Database, DbSession, SessionRoute, bulk_insert, create_engine, try_advisory_xact_lock
 from codepulse.errors import Conflict
 from codepulse.scheduler import JobRun
 from codepulse.tasks.models import TASKS
-from tests.databases import build_settings
+from tests.databases import DatabaseServer, build_settings
 from tests.factories import JobRunFactory
 from tests.helpers import with_api_prefix
 
@@ -187,3 +187,22 @@ async def test_a_driver_level_write_on_a_new_session_is_in_its_transaction(engin
         await session.rollback()
     async with AsyncSession(engine) as session:
         assert await session.scalar(select(func.count()).select_from(TASKS).where(TASKS.c.kind == kind)) == 0
+
+
+@pytest.mark.postgres_only
+async def test_an_advisory_lock_is_scoped_to_its_database(database_server: DatabaseServer) -> None:
+    """PostgreSQL keys an advisory lock by the database it is taken in (not only by its number):
+    deployments sharing a server, and the suite's parallel workers (a database each), never wait
+    on one another's locks, while two sessions on one database still exclude each other."""
+    engines = [create_engine(build_settings(await database_server.clone("lock"))) for _ in range(2)]
+    try:
+        here, elsewhere = (Database(engine) for engine in engines)
+        async with here.transaction() as holder:
+            assert await try_advisory_xact_lock(holder, "job:scheduler.prune_job_runs")
+            async with here.transaction() as same_database:
+                assert not await try_advisory_xact_lock(same_database, "job:scheduler.prune_job_runs")
+            async with elsewhere.transaction() as other_database:
+                assert await try_advisory_xact_lock(other_database, "job:scheduler.prune_job_runs")
+    finally:
+        for engine in engines:
+            await engine.dispose()

@@ -44,7 +44,9 @@ from sqlalchemy.sql.functions import FunctionElement
 
 
 def advisory_lock_key(name: str) -> int:
-    """A stable signed 64-bit key for PostgreSQL advisory locks."""
+    """A stable signed 64-bit key for PostgreSQL advisory locks. PostgreSQL scopes the lock to the
+    current database (its lock tag holds the database's OID), so deployments sharing a server do
+    not contend and the key needs no database in it (tests/test_db.py holds that)."""
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
 
