@@ -206,3 +206,12 @@ async def test_an_advisory_lock_is_scoped_to_its_database(database_server: Datab
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+@pytest.mark.postgres_only
+async def test_the_engine_turns_postgresql_jit_off(engine: AsyncEngine) -> None:
+    """The server's default (on) compiles any query estimated expensive: for our short queries
+    the compilation costs more than it saves."""
+    async with engine.connect() as connection:
+        assert await connection.scalar(text("SHOW jit")) == "off"
+        assert await connection.scalar(text("SHOW application_name")) == "codepulse"
