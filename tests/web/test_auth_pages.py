@@ -230,3 +230,6 @@ async def test_pages_answer_head_as_get_without_a_body(client: httpx.AsyncClient
     assert (missing.status_code, missing.content, missing.headers["content-type"][:9]) == (404, b"", "text/html")
     # Only what GET answers: a form's POST route is no page to HEAD.
     assert (await client.head("/sign-out")).status_code == 405
+    # Nor a GET that acts: GitHub sign-in's start and its landing (which spends the code).
+    for path in ("/auth/github", "/auth/callback?code=x"):
+        assert (await client.head(path)).status_code == 405, path

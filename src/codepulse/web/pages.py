@@ -112,12 +112,23 @@ def _error_context(status_code: int, title: str, detail: str | None, **context: 
     } | context
 
 
+# GETs that act (GitHub sign-in's start sets a nonce cookie; its landing spends the exchange
+# code): a HEAD from a link checker must not do either, so they answer HEAD with 405.
+GET_ACTIONS = frozenset({github.START_PATH, github.CALLBACK_PATH})
+
+
 def mount_web(app: FastAPI, settings: Settings) -> None:
     first = len(app.router.routes)
     for router in ROUTERS:
         router.build_into(app.router, prefix="", responses={}, max_body_size=MAX_FORM_BYTES)
     for route in app.router.routes[first:]:
-        if isinstance(route, APIRoute) and route.methods and "GET" in route.methods and not _streams(route):
+        if (
+            isinstance(route, APIRoute)
+            and route.methods
+            and "GET" in route.methods
+            and route.path not in GET_ACTIONS
+            and not _streams(route)
+        ):
             # A page answers HEAD as GET (link checkers, monitors); the HTTP layer drops the body.
             # FastAPI, unlike Starlette's Route, does not add HEAD to a GET route by itself.
             route.methods.add("HEAD")
