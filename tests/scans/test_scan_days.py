@@ -21,8 +21,8 @@ from codepulse.config import Settings
 from codepulse.db import Database, ordered_percentiles
 from codepulse.repositories.hooks import delete_org_repositories
 from codepulse.scans import lifecycle
+from codepulse.scans.days import DAY_SUMS, ScanDays
 from codepulse.scans.models import Scan, ScanDayCount, ScanStatus, ScanTrigger
-from codepulse.scans.repository import DAY_SUMS, ScanRepository
 from codepulse.scans.results import PipelineResult
 from codepulse.scans.service import rebuild_scan_days, start_scan
 from tests import factories
@@ -184,7 +184,7 @@ async def test_a_rebuild_counts_scans_written_around_the_repository(session: Asy
         ScanFactory.create(repository=repository, queued_at=queued_at, status=status.value, engine_calls=calls)
     await session.flush()
     assert await _stored(session) == {}  # factories write around the repository
-    await ScanRepository(session).rebuild_days()
+    await ScanDays(session).rebuild()
     assert await assert_days_match(session) == {
         (BEFORE_MIDNIGHT.date(), "succeeded"): (1, 4, 0, 1),
         (BEFORE_MIDNIGHT.date(), "failed"): (1, 0, 0, 1),

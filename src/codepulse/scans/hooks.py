@@ -35,8 +35,8 @@ from codepulse.orgs.service import Organization
 from codepulse.repositories import service as repositories_service
 from codepulse.scans import lifecycle
 from codepulse.scans.clone import remote_head
+from codepulse.scans.days import ScanDays
 from codepulse.scans.models import ScanResultCache
-from codepulse.scans.repository import ScanRepository
 from codepulse.scans.service import TASK_KIND, WORKER_LOST_MESSAGE
 
 log = structlog.get_logger("codepulse.scans")
@@ -50,7 +50,7 @@ TASK_FAILURE_CODES = ("worker_lost", "internal_error", "task_canceled")
 async def uncount_deleted_scans(session: AsyncSession, deleting: repositories_service.DeletingRepositories) -> None:
     """Repositories are being deleted (their scans cascade with them): their scans leave the
     per-day counts, in the same transaction."""
-    await ScanRepository(session).uncount_scans(deleting.org_id, deleting.repository_id)
+    await ScanDays(session).uncount_scans(deleting.org_id, deleting.repository_id)
 
 
 async def forget_cached_results(session: AsyncSession, org: Organization) -> None:

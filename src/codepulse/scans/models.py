@@ -225,7 +225,7 @@ class ScanDayCount(Base):
     from one status to the other, its outcome adds its engine calls, cache hits and duration, and
     the deletion of repositories (an organization's too) takes their scans out (the
     `on_repositories_delete` hook). A scan counts on the day it was queued, whatever day it
-    finishes. A row whose scans all moved or went stays, at zero. `ScanRepository.rebuild_days`
+    finishes. A row whose scans all moved or went stays, at zero. `ScanDays.rebuild`
     recomputes the table (after a bulk load that bypasses the repository)."""
 
     __tablename__ = "scan_days"

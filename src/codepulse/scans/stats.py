@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codepulse.db import ordered_percentiles
+from codepulse.scans.days import ScanDays
 from codepulse.scans.models import SEVERITIES, UNRESOLVED_STATUSES, Finding, Scan, stored_severity
-from codepulse.scans.repository import ScanRepository
 
 DURATION_FRACTIONS = {"median": 0.5, "p95": 0.95}
 
@@ -37,7 +37,7 @@ async def scan_stats(
     scans only: `db.ordered_percentiles`, which counts none: the per-day counts did)."""
     per_day: dict[date, dict[str, int]] = {}
     engine_calls = cache_hits = timed = 0
-    for day, status, scans, calls, hits, durations in await ScanRepository(session).day_counts(first_day, last_day):
+    for day, status, scans, calls, hits, durations in await ScanDays(session).day_counts(first_day, last_day):
         per_day.setdefault(day, {})[status] = scans
         engine_calls += calls
         cache_hits += hits
@@ -61,8 +61,8 @@ async def scan_stats(
 
 
 async def rebuild_scan_days(session: AsyncSession) -> None:
-    """Recompute the per-day counts from every scan (`ScanRepository.rebuild_days`)."""
-    await ScanRepository(session).rebuild_days()
+    """Recompute the per-day counts from every scan (`ScanDays.rebuild`)."""
+    await ScanDays(session).rebuild()
 
 
 async def open_findings_by_severity(session: AsyncSession) -> dict[str, int]:
