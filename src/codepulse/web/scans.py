@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import Query, Request, status
+from fastapi import Depends, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
@@ -154,6 +154,20 @@ async def _dismissals(
 TextQuery = Annotated[str | None, Query(max_length=TEXT_MAX)]
 
 
+def _findings_query(
+    severity: TextQuery = None,
+    status: TextQuery = None,
+    rule: TextQuery = None,
+    path: TextQuery = None,
+    cursor: TextQuery = None,
+) -> tuple[Filters, str | None]:
+    """The findings table's filters and page, from the scan page's or the table's query string."""
+    return _filters_of_query(severity, status, rule, path), cursor
+
+
+FindingsQuery = Annotated[tuple[Filters, str | None], Depends(_findings_query)]
+
+
 @router.get("/orgs/{slug}/scans/{scan_id}", include_in_schema=False, response_class=HTMLResponse)
 async def scan_page(
     request: Request,
@@ -162,15 +176,11 @@ async def scan_page(
     viewer: SignedIn,
     orgs: OrgServiceDep,
     service: ScanServiceDep,
-    severity: TextQuery = None,
-    status: TextQuery = None,
-    rule: TextQuery = None,
-    path: TextQuery = None,
-    cursor: TextQuery = None,
+    query: FindingsQuery,
 ) -> HTMLResponse:
     target = await scan_access(orgs, service, viewer, slug, scan_id)
     repository = await repositories_service.get_repository(orgs.session, target.scan.repository_id)
-    context = await _findings_context(service, target, _filters_of_query(severity, status, rule, path), cursor)
+    context = await _findings_context(service, target, *query)
     scan = context["scan"]
     return render(
         request,
@@ -192,15 +202,11 @@ async def findings_table(
     viewer: SignedIn,
     orgs: OrgServiceDep,
     service: ScanServiceDep,
-    severity: TextQuery = None,
-    status: TextQuery = None,
-    rule: TextQuery = None,
-    path: TextQuery = None,
-    cursor: TextQuery = None,
+    query: FindingsQuery,
 ) -> HTMLResponse:
     """The findings table alone, for htmx (the filters, the next page)."""
     target = await scan_access(orgs, service, viewer, slug, scan_id)
-    context = await _findings_context(service, target, _filters_of_query(severity, status, rule, path), cursor)
+    context = await _findings_context(service, target, *query)
     return render(request, "_findings.html", **context)
 
 
